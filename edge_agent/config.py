@@ -1,0 +1,387 @@
+"""Typed settings, one frozen dataclass per component, loaded from YAML and validated at load.
+
+Every field carries a docstring-like ``help`` and, where it matters, bounds or allowed choices in its metadata. The
+loader walks the dataclasses: an unknown key, a wrong type or an out-of-range value raises ``ConfigError`` naming the
+key's path (``stt.whisper.beam_size``), what was wrong, and what is allowed. Components receive their own section and
+never read global config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def opt(default: Any, help: str, *, min: float | None = None, max: float | None = None) -> Any:  # noqa: A002
+    """A settings field with a help text and optional numeric bounds."""
+    meta = {"help": help, "min": min, "max": max}
+    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
+        proto = default
+        return field(default_factory=lambda: _copy(proto), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    return value
+
+
+# --------------------------------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    site_id: str = opt("default", "Identifies this device on MQTT (letters, digits, - and _).")
+    name: str = opt("Edge Agent", "Human-readable device name (Home Assistant discovery).")
+    area: str = opt("", "The area this device stands in (context for 'turn on the lights').")
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    input_device: str | int | None = opt(None, "Microphone: sounddevice index or name substring; null = default.")
+    output_device: str | int | None = opt(None, "Speaker: sounddevice index or name substring; null = default.")
+    echo_cancel: bool = opt(
+        False,
+        "True if the input is an echo-cancelled source (PulseAudio/PipeWire module-echo-cancel): then any speech "
+        "may interrupt a reply. False = half-duplex: only the wake/stop word interrupts.",
+    )
+    block_ms: int = opt(80, "Capture block length in milliseconds.", min=10, max=500)
+    input_queue_blocks: int = opt(
+        64, "Bounded capture queue length in blocks; the oldest block is dropped (and counted) when full.", min=4
+    )
+
+
+@dataclass(frozen=True)
+class WakeModelSettings:
+    model: str = opt("hey_jarvis", "Manifest model name, or a path to a custom openWakeWord .onnx/.tflite file.")
+    threshold: float = opt(0.5, "Detection score threshold.", min=0.0, max=1.0)
+    refractory_s: float = opt(2.0, "Ignore further detections of this model for this many seconds.", min=0.0)
+
+
+@dataclass(frozen=True)
+class WakeSettings:
+    models: list[WakeModelSettings] = opt(
+        [WakeModelSettings()], "Wake word models, several may run at once."
+    )
+    stop_models: list[WakeModelSettings] = opt(
+        [], "Extra stop-word models that only interrupt a reply (never start a turn)."
+    )
+    feature_model: str = opt("oww_features", "Manifest name of openWakeWord's melspectrogram+embedding models.")
+    self_trigger_guard: float = opt(
+        0.2,
+        "While the assistant speaks without echo cancellation, the threshold is raised by this much to avoid "
+        "waking on its own voice.",
+        min=0.0,
+        max=1.0,
+    )
+
+
+@dataclass(frozen=True)
+class VadSettings:
+    model: str = opt("silero_vad", "Manifest name of the VAD model (Silero VAD ONNX).")
+    threshold: float = opt(0.5, "Speech probability threshold.", min=0.0, max=1.0)
+    pre_roll_s: float = opt(0.5, "Audio kept from before the wake word ended, so early speech is not lost.", min=0.0)
+    min_speech_s: float = opt(0.15, "Voiced audio needed before an utterance counts as speech.", min=0.0)
+    trailing_silence_s: float = opt(0.4, "Silence after speech that ends the turn.", min=0.1, max=3.0)
+    max_utterance_s: float = opt(12.0, "Hard cap on one utterance.", min=1.0, max=120.0)
+    no_speech_timeout_s: float = opt(
+        5.0, "Return to idle (with a cue) if no speech starts within this time after the wake word.", min=0.5
+    )
+
+
+@dataclass(frozen=True)
+class WhisperSettings:
+    model: str = opt("whisper_tiny_en", "Manifest name (or directory) of a CTranslate2 Whisper model.")
+    compute_type: str = opt("int8", "CTranslate2 compute type (int8, int8_float32, float32).")
+    threads: int = opt(2, "CPU threads.", min=1, max=64)
+    beam_size: int = opt(1, "Beam size (1 = greedy, fastest).", min=1, max=10)
+    language: str = opt("en", "Spoken language code.")
+
+
+@dataclass(frozen=True)
+class VoskSettings:
+    model: str = opt("vosk_small_en", "Manifest name (or directory) of a Vosk model.")
+
+
+@dataclass(frozen=True)
+class SttSettings:
+    engine: Literal["whisper", "vosk"] = opt("whisper", "Speech-to-text engine.")
+    whisper: WhisperSettings = opt(WhisperSettings(), "faster-whisper settings.")
+    vosk: VoskSettings = opt(VoskSettings(), "Vosk settings.")
+
+
+@dataclass(frozen=True)
+class LlmSettings:
+    model: str = opt("qwen2_5_coder_0_5b", "Manifest name (or path) of a GGUF model.")
+    threads: int = opt(2, "CPU threads for llama.cpp.", min=1, max=64)
+    n_ctx: int = opt(2048, "Context window in tokens.", min=256, max=32768)
+    max_tokens: int = opt(96, "Maximum tokens of one reply.", min=8, max=4096)
+    temperature: float = opt(0.2, "Sampling temperature.", min=0.0, max=2.0)
+    timeout_s: float = opt(20.0, "Give up on one generation after this many seconds.", min=1.0)
+    system_prompt: str = opt(
+        "You are a concise, friendly voice assistant in a home. Answer in one or two short spoken sentences, "
+        "no lists or markdown.",
+        "Base system prompt.",
+    )
+    profile: Literal["default", "child_safe"] = opt("default", "Persona/guardrail profile added to the prompt.")
+
+
+@dataclass(frozen=True)
+class TtsSettings:
+    voice: str = opt("piper_joe_medium", "Manifest name (or path to .onnx) of a Piper voice.")
+    length_scale: float = opt(1.0, "Speaking rate: >1 slower, <1 faster.", min=0.3, max=3.0)
+    volume: float = opt(1.0, "Output gain.", min=0.0, max=4.0)
+
+
+@dataclass(frozen=True)
+class ConversationSettings:
+    max_turns: int = opt(6, "Turns of history kept.", min=0, max=100)
+    max_history_tokens: int = opt(600, "History token budget (oldest turns dropped first).", min=0)
+    expire_s: float = opt(300.0, "History is forgotten after this idle time.", min=0.0)
+    follow_up_s: float = opt(4.0, "After a reply, listen this long for a follow-up without the wake word.", min=0.0)
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    enabled: bool = opt(True, "Connect to an MQTT broker.")
+    host: str = opt("127.0.0.1", "Broker host.")
+    port: int = opt(1883, "Broker port.", min=1, max=65535)
+    username: str | None = opt(None, "Username, or null.")
+    password: str | None = opt(None, "Password inline (prefer password_env or password_file).")
+    password_env: str | None = opt(None, "Name of an environment variable that holds the password.")
+    password_file: str | None = opt(None, "Path of a file whose first line is the password.")
+    tls: bool = opt(False, "Use TLS.")
+    ca_file: str | None = opt(None, "CA certificate for TLS, or null for the system store.")
+    topic_prefix: str = opt("edge-agent", "Topic prefix: <prefix>/<site_id>/...")
+    qos: int = opt(1, "QoS for published messages.", min=0, max=2)
+    keepalive_s: int = opt(30, "MQTT keepalive.", min=5, max=3600)
+    discovery: bool = opt(True, "Publish Home Assistant MQTT discovery.")
+    discovery_prefix: str = opt("homeassistant", "Home Assistant discovery prefix.")
+    hermes: bool = opt(False, "Mirror events on Rhasspy/Hermes topics.")
+    outbox_dir: str = opt("state/outbox", "Where undelivered messages are kept on disk, in order.")
+    dry_run: bool = opt(False, "Publish intents but no device commands.")
+
+
+@dataclass(frozen=True)
+class HomeSettings:
+    file: str | None = opt(None, "A YAML file of areas and entities (shaped like Home Assistant's test fixtures).")
+    areas: list[dict[str, Any]] = opt([], "Areas: [{id, name, aliases}].")
+    entities: list[dict[str, Any]] = opt([], "Entities: [{id: light.kitchen, name, aliases, area, mqtt, ...}].")
+    sensitive_domains: list[str] = opt(
+        ["lock", "cover.garage_door", "alarm_control_panel"], "Domains (or domain.device_class) that need a spoken yes."
+    )
+    rate_limit_per_min: int = opt(10, "Maximum commands per entity per minute.", min=1)
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: Literal["debug", "info", "warning", "error"] = opt("info", "Log level.")
+    turn_log: str | None = opt("state/turns.jsonl", "File that gets one JSON line per turn; null = none.")
+    turn_log_stdout: bool = opt(False, "Also print each turn's JSON line to stdout.")
+    debug_audio_dir: str | None = opt(None, "If set, save what the wake word and STT heard as WAV files here.")
+
+
+@dataclass(frozen=True)
+class Settings:
+    models_dir: str = opt("models", "Where model files live (relative to the repository root or absolute).")
+    site: SiteSettings = opt(SiteSettings(), "This device.")
+    audio: AudioSettings = opt(AudioSettings(), "Audio devices.")
+    wake: WakeSettings = opt(WakeSettings(), "Wake word.")
+    vad: VadSettings = opt(VadSettings(), "Voice activity detection and endpointing.")
+    stt: SttSettings = opt(SttSettings(), "Speech-to-text.")
+    llm: LlmSettings = opt(LlmSettings(), "Language model.")
+    tts: TtsSettings = opt(TtsSettings(), "Text-to-speech.")
+    conversation: ConversationSettings = opt(ConversationSettings(), "Conversation memory and follow-ups.")
+    mqtt: MqttSettings = opt(MqttSettings(), "MQTT broker.")
+    home: HomeSettings = opt(HomeSettings(), "Areas, entities and safety limits.")
+    log: LogSettings = opt(LogSettings(), "Logging.")
+
+    # ------------------------------------------------------------------ helpers
+    def path(self, value: str | os.PathLike[str]) -> Path:
+        """Resolve a path from config: absolute as is, relative to the repository root otherwise."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (REPO_ROOT / p)
+
+    @property
+    def models_path(self) -> Path:
+        return self.path(self.models_dir)
+
+
+# --------------------------------------------------------------------------------------------------- loading
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is type(None):
+        return "null"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{path}: got {value!r}; allowed: {', '.join(repr(c) for c in choices)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            try:
+                return _convert(value, arg, path)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{path}: expected null, got {value!r}")
+        return None
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings, got {value!r}")
+        return _build(tp, value, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        _, val_tp = typing.get_args(tp)
+        return {str(k): _convert(v, val_tp, f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported setting type {tp!r}")  # pragma: no cover - programming error
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{path}: unknown key{hint}; allowed keys here: {', '.join(fields)}")
+        f = fields[key]
+        converted = _convert(value, hints[key], path)
+        lo, hi = f.metadata.get("min"), f.metadata.get("max")
+        if isinstance(converted, (int, float)) and not isinstance(converted, bool):
+            if (lo is not None and converted < lo) or (hi is not None and converted > hi):
+                rng = f"{'-inf' if lo is None else lo} .. {'inf' if hi is None else hi}"
+                raise ConfigError(f"{path}: {converted!r} is out of range; allowed: {rng}")
+        kwargs[key] = converted
+    return cls(**kwargs)
+
+
+def _validate_semantics(s: Settings) -> None:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", s.site.site_id):
+        raise ConfigError(f"site.site_id: {s.site.site_id!r} has characters not allowed in MQTT topics; use letters, "
+                          "digits, - and _")
+    if not s.wake.models:
+        raise ConfigError("wake.models: at least one wake word model is needed")
+    if s.mqtt.username is None and any((s.mqtt.password, s.mqtt.password_env, s.mqtt.password_file)):
+        raise ConfigError("mqtt.password: a password is set but mqtt.username is null; set mqtt.username")
+    if sum(x is not None for x in (s.mqtt.password, s.mqtt.password_env, s.mqtt.password_file)) > 1:
+        raise ConfigError("mqtt: set only one of password, password_env, password_file")
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, *, data: dict[str, Any] | None = None) -> Settings:
+    """Load and validate settings from a YAML file (or an already-parsed mapping)."""
+    src = "<defaults>"
+    if data is None and path is not None:
+        src = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{src}: config file not found", fix="pass an existing file, e.g. config.yaml")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{src}: not valid YAML: {e}") from None
+        if data is None:
+            data = {}
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{src}: the top level must be a mapping of sections, got {type(data).__name__}")
+    try:
+        settings = _build(Settings, data, "")
+        _validate_semantics(settings)
+    except ConfigError as e:
+        raise ConfigError(f"{src}: {e.message}", fix=e.fix) from None
+    return settings
+
+
+def mqtt_password(m: MqttSettings) -> str | None:
+    """The MQTT password from inline config, an environment variable or a file (never logged)."""
+    if m.password is not None:
+        return m.password
+    if m.password_env is not None:
+        value = os.environ.get(m.password_env)
+        if value is None:
+            raise ConfigError(f"mqtt.password_env: environment variable {m.password_env} is not set",
+                              fix=f"export {m.password_env}=... or use mqtt.password_file")
+        return value
+    if m.password_file is not None:
+        p = Path(m.password_file).expanduser()
+        try:
+            return p.read_text(encoding="utf-8").splitlines()[0].strip() if p.stat().st_size else ""
+        except OSError as e:
+            raise ConfigError(f"mqtt.password_file: cannot read {p}: {e.strerror}") from None
+    return None
+
+
+def iter_fields(cls: type = Settings, prefix: str = "") -> typing.Iterator[tuple[str, dataclasses.Field[Any], Any]]:
+    """Yield (dotted path, field, type) for every leaf setting: used to keep config.yaml's documentation complete."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        path = f"{prefix}.{f.name}" if prefix else f.name
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from iter_fields(tp, path)
+        else:
+            yield path, f, tp
