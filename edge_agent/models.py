@@ -250,7 +250,7 @@ class ModelStore:
         what = {"missing": "is not installed", "partial": "is only partly fetched", "corrupt": "is corrupt"}[st.state]
         raise ModelError(
             f"model {name!r} {what} ({st.detail}) in {self.dir(name)}",
-            fix=f"run `edge-agent models fetch {name}`" + (" --force" if st.state == "corrupt" else ""),
+            fix=f"run `edge-agent models fetch {name}{' --force' if st.state == 'corrupt' else ''}`",
         )
 
     # ---------------------------------------------------------------- fetch

@@ -1,0 +1,444 @@
+"""Audio at the edges: microphone and speaker through sounddevice, or WAV files in file mode.
+
+Sources yield ``AudioChunk``s in the internal format (16 kHz mono int16) stamped on the monotonic clock.
+``MicSource``'s PortAudio callback only copies the block into a bounded queue (dropping and counting the oldest when
+the consumer falls behind); conversion happens on the reader's thread. ``Speaker`` plays queued segments in short
+blocks from its own thread so that ``flush()`` silences it within one block, and it counts exactly how many samples of
+each segment reached the device, which is what the turn log and the history call "spoken".
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, AudioChunk, InputConverter, read_wav, resample, to_int16, write_wav
+from .config import AudioSettings
+from .errors import AudioError
+
+log = logging.getLogger(__name__)
+
+OUTPUT_BLOCK_S = 0.02  # speaker write granularity: interruption latency is about one block plus device latency
+
+
+def _sd() -> Any:
+    try:
+        import sounddevice as sd
+    except OSError as e:  # PortAudio library missing
+        raise AudioError(f"PortAudio is not available ({e})",
+                         fix="install it: apt-get install libportaudio2") from None
+    return sd
+
+
+def list_devices() -> list[dict[str, Any]]:
+    sd = _sd()
+    out = []
+    try:
+        devices = sd.query_devices()
+        default_in, default_out = sd.default.device
+    except Exception as e:  # noqa: BLE001 - PortAudio errors have no stable type
+        raise AudioError(f"cannot list audio devices: {e}") from None
+    for i, d in enumerate(devices):
+        out.append({
+            "index": i, "name": d["name"], "hostapi": sd.query_hostapis(d["hostapi"])["name"],
+            "inputs": d["max_input_channels"], "outputs": d["max_output_channels"],
+            "default_samplerate": d["default_samplerate"],
+            "default_input": i == default_in, "default_output": i == default_out,
+        })
+    return out
+
+
+def cli_devices(args: Any, settings: Any) -> int:
+    import json
+
+    devices = list_devices()
+    if args.json:
+        print(json.dumps({"devices": devices}, indent=2))
+        return 0
+    if not devices:
+        print("no audio devices found (file mode still works: edge-agent run --input IN.wav --output OUT.wav)")
+    for d in devices:
+        roles = [r for r, ok in (("in", d["inputs"]), ("out", d["outputs"])) if ok]
+        mark = ("*" if d["default_input"] else " ") + ("*" if d["default_output"] else " ")
+        print(f"{mark}{d['index']:3d} {d['name']:<40} {'/'.join(roles):<7} {d['inputs']}in {d['outputs']}out "
+              f"{d['default_samplerate']:.0f} Hz  [{d['hostapi']}]")
+    print("(* default input / default output)")
+    return 0
+
+
+def find_device(spec: str | int | None, kind: str) -> int | None:
+    """A device index from config (index, or a name substring); None = the system default. Clear error if absent."""
+    sd = _sd()
+    key = "max_input_channels" if kind == "input" else "max_output_channels"
+    try:
+        devices = sd.query_devices()
+    except Exception as e:  # noqa: BLE001
+        raise AudioError(f"cannot list audio devices: {e}") from None
+    usable = [i for i, d in enumerate(devices) if d[key] > 0]
+    hint = ("use file mode: edge-agent run --input IN.wav --output OUT.wav" if kind == "input"
+            else "use --output OUT.wav, or connect a speaker")
+    if not usable:
+        raise AudioError(f"no audio {kind} device found on this machine", fix=hint)
+    if spec is None:
+        default = sd.default.device[0 if kind == "input" else 1]
+        if default is None or default < 0 or default not in usable:
+            return usable[0]
+        return int(default)
+    if isinstance(spec, int):
+        if spec not in usable:
+            raise AudioError(f"audio.{kind}_device: {spec} is not an {kind} device",
+                             fix="run `edge-agent devices` to see the indexes")
+        return spec
+    for i in usable:
+        if spec.lower() in devices[i]["name"].lower():
+            return i
+    raise AudioError(f"audio.{kind}_device: no {kind} device matches {spec!r}",
+                     fix="run `edge-agent devices` to see the names")
+
+
+# --------------------------------------------------------------------------------------------------- sources
+
+
+class DropQueue:
+    """A bounded queue that drops the OLDEST item when full, and counts what it dropped."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._q: collections.deque[Any] = collections.deque()
+        self.maxsize = maxsize
+        self.dropped = 0
+        self._cv = threading.Condition()
+
+    def put(self, item: Any) -> None:
+        with self._cv:
+            if len(self._q) >= self.maxsize:
+                self._q.popleft()
+                self.dropped += 1
+            self._q.append(item)
+            self._cv.notify()
+
+    def get(self, timeout: float | None = None) -> Any:
+        with self._cv:
+            if not self._q and not self._cv.wait_for(lambda: bool(self._q), timeout):
+                raise queue.Empty
+            return self._q.popleft()
+
+    def clear(self) -> None:
+        with self._cv:
+            self._q.clear()
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+
+class MicSource:
+    """Live capture at the device's own rate and channel count, converted to the internal format on read."""
+
+    def __init__(self, settings: AudioSettings) -> None:
+        self.settings = settings
+        self.queue = DropQueue(settings.input_queue_blocks)
+        self.stream: Any = None
+        self.status_flags = 0  # PortAudio overflow flags seen
+        self._last_drop_log = 0
+        self.error: str | None = None
+
+    def open(self) -> None:
+        sd = _sd()
+        dev = find_device(self.settings.input_device, "input")
+        info = sd.query_devices(dev)
+        rate = int(info["default_samplerate"]) or SAMPLE_RATE
+        # Prefer 16 kHz when the device accepts it (no resampling), else its own rate.
+        try:
+            sd.check_input_settings(device=dev, samplerate=SAMPLE_RATE, channels=1, dtype="int16")
+            rate, channels = SAMPLE_RATE, 1
+        except Exception:  # noqa: BLE001
+            channels = max(1, min(2, int(info["max_input_channels"])))
+        self.converter = InputConverter(rate, channels)
+        blocksize = int(rate * self.settings.block_ms / 1000)
+
+        def callback(indata: np.ndarray, frames: int, t: Any, status: Any) -> None:
+            # Only copy and enqueue: everything else happens on the reader's thread.
+            if status:
+                self.status_flags += 1
+            self.queue.put((time.monotonic(), indata.copy()))
+
+        try:
+            self.stream = sd.InputStream(device=dev, samplerate=rate, channels=channels, dtype="int16",
+                                         blocksize=blocksize, callback=callback,
+                                         finished_callback=self._finished)
+            self.stream.start()
+        except Exception as e:  # noqa: BLE001
+            raise AudioError(f"cannot open the microphone {info['name']!r}: {e}",
+                             fix="check `edge-agent devices`, or use --input IN.wav") from None
+        self.device_name = info["name"]
+        log.info("microphone: %s at %d Hz, %d channel(s), %d ms blocks", info["name"], rate, channels,
+                 self.settings.block_ms)
+
+    def _finished(self) -> None:
+        self.error = "input stream stopped"
+
+    def read(self, timeout: float = 1.0) -> AudioChunk | None:
+        try:
+            t_arrival, block = self.queue.get(timeout)
+        except queue.Empty:
+            return None
+        if self.queue.dropped != self._last_drop_log:
+            log.warning("capture queue full: %d blocks dropped so far", self.queue.dropped)
+            self._last_drop_log = self.queue.dropped
+        samples = self.converter(block)
+        return AudioChunk(samples, t_arrival - len(samples) / SAMPLE_RATE)
+
+    @property
+    def alive(self) -> bool:
+        return self.stream is not None and bool(self.stream.active) and self.error is None
+
+    def close(self) -> None:
+        if self.stream is not None:
+            try:
+                self.stream.stop()
+                self.stream.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self.stream = None
+
+
+class FileSource:
+    """A WAV file as a microphone. ``realtime`` paces it like live capture; after its end it yields silence
+    (``exhausted`` is then True) so the turn in progress can finish."""
+
+    def __init__(self, path: str | Path, block_ms: int = 80, realtime: bool = False) -> None:
+        self.samples = read_wav(path)
+        self.block = int(SAMPLE_RATE * block_ms / 1000)
+        self.realtime = realtime
+        self.pos = 0
+        self.t0: float | None = None
+        self.silence_blocks = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.pos >= len(self.samples)
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+    def open(self) -> None:
+        self.t0 = time.monotonic()
+
+    def read(self, timeout: float = 1.0) -> AudioChunk | None:
+        assert self.t0 is not None, "open() first"
+        if self.exhausted:
+            chunk = np.zeros(self.block, dtype=np.int16)
+            self.silence_blocks += 1
+        else:
+            chunk = self.samples[self.pos:self.pos + self.block]
+        start = self.pos / SAMPLE_RATE
+        self.pos += self.block
+        if self.realtime:
+            due = self.t0 + self.pos / SAMPLE_RATE
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            return AudioChunk(chunk, self.t0 + start)
+        # Not paced: stamp with the time the chunk became available to the loop.
+        now = time.monotonic()
+        return AudioChunk(chunk, now - len(chunk) / SAMPLE_RATE)
+
+    alive = True
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------------------------------- output
+
+
+@dataclass
+class Segment:
+    """One piece of reply audio (a sentence), with the text it speaks."""
+
+    audio: np.ndarray  # int16 at ``rate``
+    rate: int
+    text: str = ""
+    played: int = 0  # samples handed to the device so far
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def fraction_played(self) -> float:
+        return self.played / max(1, len(self.audio))
+
+
+class Speaker:
+    """Plays queued segments on a thread, in short blocks, so a flush silences it within ``OUTPUT_BLOCK_S``.
+
+    The sink is either a sounddevice OutputStream (``device`` mode) or a WAV file aligned with the input clock
+    (file mode). ``on_first_audio(t)`` fires when the first sample of a reply is handed to the device.
+    """
+
+    def __init__(self, rate: int, *, device: str | int | None = None, file: str | Path | None = None,
+                 realtime: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.device = device
+        self.file = Path(file) if file else None
+        self.realtime = realtime
+        self.clock = clock
+        self.segments: queue.Queue[Segment | None] = queue.Queue()
+        self.current: Segment | None = None
+        self._flush = threading.Event()
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self.on_first_audio: Callable[[float], None] | None = None
+        self.on_segment_done: Callable[[Segment], None] | None = None
+        self.t_last_audio: float | None = None
+        self.file_samples: list[np.ndarray] = []
+        self.file_t0: float | None = None  # clock time that sample 0 of the output file corresponds to
+        self.stream: Any = None
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="speaker", daemon=True)
+
+    def start(self, t0: float | None = None) -> None:
+        if self.file is None:
+            sd = _sd()
+            dev = find_device(self.device, "output")
+            try:
+                self.stream = sd.OutputStream(device=dev, samplerate=self.rate, channels=1, dtype="int16",
+                                              blocksize=int(self.rate * OUTPUT_BLOCK_S), latency="low")
+                self.stream.start()
+            except Exception as e:  # noqa: BLE001
+                raise AudioError(f"cannot open the speaker: {e}", fix="check `edge-agent devices`, or use --output") \
+                    from None
+        self.file_t0 = t0 if t0 is not None else self.clock()
+        self._thread.start()
+
+    # -------------------------------------------------------------- control lane
+    def play(self, seg: Segment) -> None:
+        self._idle.clear()
+        self.segments.put(seg)
+
+    def flush(self, wait: float = 0.5) -> None:
+        """Stop now: the current segment ends at the next block, queued ones are dropped. Returns once done (or
+        after ``wait`` seconds), so segments played after this call are not dropped."""
+        self._flush.set()
+        deadline = time.monotonic() + wait
+        while self._flush.is_set() and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.002)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        return self._idle.wait(timeout)
+
+    @property
+    def busy(self) -> bool:
+        return not self._idle.is_set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._flush.set()
+        self.segments.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        if self.stream is not None:
+            try:
+                self.stream.stop()
+                self.stream.close()
+            except Exception:  # noqa: BLE001
+                pass
+        if self.file is not None:
+            self.write_file()
+
+    def write_file(self, until: float | None = None) -> None:
+        """Write the output WAV (silence where nothing played), covering the clock up to ``until``."""
+        if self.file is None:
+            return
+        audio = np.concatenate(self.file_samples) if self.file_samples else np.zeros(0, dtype=np.int16)
+        if until is not None and self.file_t0 is not None:
+            need = int((until - self.file_t0) * self.rate)
+            if need > len(audio):
+                audio = np.concatenate([audio, np.zeros(need - len(audio), dtype=np.int16)])
+        write_wav(self.file, audio, self.rate)
+
+    # -------------------------------------------------------------- the thread
+    def _emit(self, block: np.ndarray) -> None:
+        if self.stream is not None:
+            self.stream.write(block.reshape(-1, 1))
+            return
+        # File sink: place the block at the current clock position (silence before it), paced if realtime.
+        assert self.file_t0 is not None
+        now = self.clock()
+        have = sum(len(b) for b in self.file_samples)
+        want_pos = int((now - self.file_t0) * self.rate)
+        if want_pos > have:
+            self.file_samples.append(np.zeros(want_pos - have, dtype=np.int16))
+        self.file_samples.append(block)
+        if self.realtime:
+            time.sleep(len(block) / self.rate)
+
+    def _run(self) -> None:
+        block_n = max(1, int(self.rate * OUTPUT_BLOCK_S))
+        while not self._stop.is_set():
+            if self._flush.is_set():
+                self._drain_after_flush()
+            try:
+                seg = self.segments.get(timeout=0.02)
+            except queue.Empty:
+                if self.segments.empty() and self.current is None:
+                    self._idle.set()
+                continue
+            if seg is None:
+                break
+            if self._flush.is_set():
+                # a flush drops everything that was queued before it
+                seg.done.set()
+                self._drain_after_flush()
+                continue
+            self.current = seg
+            audio = to_int16(resample(seg.audio, seg.rate, self.rate)) if seg.rate != self.rate else seg.audio
+            scale = len(seg.audio) / max(1, len(audio))
+            i = 0
+            while i < len(audio):
+                if self._flush.is_set():
+                    break
+                block = audio[i:i + block_n]
+                if self.t_last_audio is None and self.on_first_audio:
+                    self.on_first_audio(self.clock())
+                try:
+                    self._emit(block)
+                except Exception as e:  # noqa: BLE001 - a vanished device must not kill the loop
+                    self.error = str(e)
+                    log.error("speaker error, reply continues in the log only: %s", e)
+                    break
+                i += len(block)
+                seg.played = min(len(seg.audio), int(i * scale))
+                self.t_last_audio = self.clock()
+            self.current = None
+            seg.done.set()
+            if self.on_segment_done:
+                self.on_segment_done(seg)
+            if self._flush.is_set():
+                self._drain_after_flush()
+            if self.segments.empty():
+                self._idle.set()
+
+    def _drain_after_flush(self) -> None:
+        while True:
+            try:
+                s = self.segments.get_nowait()
+            except queue.Empty:
+                break
+            if s is None:
+                self._stop.set()
+                break
+            s.done.set()
+        self._flush.clear()
+        self._idle.set()
+
+    def new_reply(self) -> None:
+        """Reset first-audio tracking for the next reply."""
+        self.t_last_audio = None

@@ -1,0 +1,743 @@
+"""The voice loop: idle → listening → thinking → speaking → follow-up → idle, turn after turn.
+
+Threads and queues (see docs/architecture.md):
+- capture: PortAudio's callback copies blocks into ``MicSource.queue`` (bounded, drops oldest, counted); in file mode
+  ``FileSource`` is read directly by the loop.
+- loop (``Engine.run``): reads chunks, runs the wake word always (to start turns and to interrupt replies), and
+  while listening the VAD, the endpointing state machine and the streaming STT feed. It never waits on the LLM/TTS.
+- responder (one per turn): STT finish → brain (fast path or LLM, streaming text) → sentence splitter → ``synth``.
+- synth: Piper turns each sentence into audio and queues it on the speaker.
+- speaker: plays segments in 20 ms blocks; flushes within one block on interruption.
+Control lane: ``Turn.cancel`` (an Event) stops generation and synthesis; ``Speaker.flush`` drops queued audio.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import queue
+import re
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, AudioChunk, write_wav
+from .audio_io import FileSource, MicSource, Segment, Speaker
+from .config import Settings
+from .errors import AudioError, EdgeAgentError, ModelError
+
+log = logging.getLogger(__name__)
+
+VAD_FRAME_S = 512 / SAMPLE_RATE  # Silero's frame: 32 ms
+FILE_TAIL_MAX_S = 60.0  # in file mode, how long to wait after the input ends for the last turn to finish
+
+
+class State(str, enum.Enum):
+    IDLE = "idle"
+    LISTENING = "listening"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+    FOLLOW_UP = "follow_up"
+
+
+@dataclass
+class Turn:
+    """Everything one turn measured, said and did; written as one JSON line when it ends."""
+
+    turn_id: str
+    t_wake: float | None
+    wake_model: str | None = None
+    t_listen: float = 0.0
+    t_speech_start: float | None = None
+    t_speech_end: float | None = None
+    t_endpoint: float | None = None
+    t_transcript: float | None = None
+    t_first_token: float | None = None
+    t_intent: float | None = None
+    t_first_audio: float | None = None
+    t_playback_end: float | None = None
+    transcript: str = ""
+    reply_text: str = ""  # everything the brain produced
+    segments: list[Segment] = field(default_factory=list)
+    intents: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
+    outcome: str = "answered"  # answered | no_speech | empty | error | interrupted
+    error: str | None = None
+    used_llm: bool = False
+    stt_compute_s: float | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    audio: list[np.ndarray] = field(default_factory=list)  # what STT heard (debug recorder)
+
+    def spoken_text(self) -> str:
+        """Exactly what reached the speaker: whole sentences, and the played share of an interrupted one."""
+        parts = []
+        for seg in self.segments:
+            if seg.played >= len(seg.audio):
+                parts.append(seg.text)
+            elif seg.played > 0:
+                words = seg.text.split()
+                n = int(round(len(words) * seg.fraction_played))
+                if n:
+                    parts.append(" ".join(words[:n]) + " —")
+                break
+            else:
+                break
+        return " ".join(p.strip() for p in parts if p.strip())
+
+    def to_json(self) -> dict[str, Any]:
+        def r(x: float | None) -> float | None:
+            return None if x is None else round(x, 4)
+
+        return {
+            "turn_id": self.turn_id,
+            "transcript": self.transcript,
+            "reply_spoken": self.spoken_text(),
+            "reply_full": self.reply_text,
+            "intents": self.intents,
+            "interrupted": self.interrupted,
+            "outcome": self.outcome,
+            "error": self.error,
+            "used_llm": self.used_llm,
+            "wake_model": self.wake_model,
+            "t_wake": r(self.t_wake),
+            "t_speech_start": r(self.t_speech_start),
+            "t_speech_end": r(self.t_speech_end),
+            "t_endpoint": r(self.t_endpoint),
+            "t_transcript": r(self.t_transcript),
+            "t_first_token": r(self.t_first_token),
+            "t_intent": r(self.t_intent),
+            "t_first_audio": r(self.t_first_audio),
+            "t_playback_end": r(self.t_playback_end),
+            "stt_compute_s": r(self.stt_compute_s),
+        }
+
+
+class TurnLog:
+    """One JSON line per turn, to a file and/or stdout. A full disk degrades to logging, never to a crash."""
+
+    def __init__(self, path: str | Path | None, stdout: bool = False) -> None:
+        self.path = Path(path) if path else None
+        self.stdout = stdout
+        self.failed = False
+        if self.path:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                log.error("turn log %s unusable (%s); turns go to the log only", self.path, e)
+                self.path = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False)
+        if self.stdout:
+            print(line, flush=True)
+        if self.path:
+            try:
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write(line + "\n")
+                self.failed = False
+            except OSError as e:
+                if not self.failed:
+                    log.error("cannot write the turn log %s (%s); continuing without it", self.path, e)
+                self.failed = True
+        log.info("turn %s", line)
+
+
+def wake_phrase(model_name: str) -> str:
+    """'hey_jarvis_v0.1' -> 'hey jarvis': the words to strip from the start of a transcript."""
+    base = Path(model_name).stem
+    base = re.sub(r"_v\d+(\.\d+)*$", "", base)
+    return base.replace("_", " ").strip().lower()
+
+
+def strip_wake_words(text: str, phrases: list[str]) -> str:
+    """Remove a leading wake phrase (or its last word, e.g. 'Jarvis,') that the pre-roll let into the transcript."""
+    t = text.strip()
+    for phrase in sorted(phrases, key=len, reverse=True):
+        words = phrase.split()
+        for k in range(len(words)):
+            pat = r"^\W*" + r"\W+".join(re.escape(w) for w in words[k:]) + r"\b[\s,.!?]*"
+            new = re.sub(pat, "", t, flags=re.IGNORECASE)
+            if new != t:
+                return new.strip()
+    return t
+
+
+# --------------------------------------------------------------------------------------------------- engine
+
+
+class Engine:
+    """The whole loop. Components are built by ``Engine.from_settings`` and passed in (tests can pass their own)."""
+
+    def __init__(self, settings: Settings, *, source: Any, speaker: Speaker, wake: Any, vad: Any,
+                 segmenter_factory: Any, stt: Any, brain: Any, tts: Any, mqtt: Any = None, stop_wake: Any = None,
+                 turn_log: TurnLog | None = None, exit_at_end: bool = False) -> None:
+        self.s = settings
+        self.source, self.speaker, self.wake, self.vad = source, speaker, wake, vad
+        self.segmenter_factory = segmenter_factory
+        self.stt, self.brain, self.tts, self.mqtt, self.stop_wake = stt, brain, tts, mqtt, stop_wake
+        self.turn_log = turn_log or TurnLog(None)
+        self.exit_at_end = exit_at_end
+        self.state = State.IDLE
+        self.state_since = time.monotonic()
+        self.turn: Turn | None = None
+        self.turn_count = 0
+        self.muted = False
+        self.stop_event = threading.Event()
+        self.last_progress = time.monotonic()
+        self.responder: threading.Thread | None = None
+        self.announcements: queue.Queue[str] = queue.Queue(maxsize=16)
+        self.history: list[dict[str, Any]] = []  # turn records (for tests and the soak)
+        self.wake_phrases = [wake_phrase(m.model) for m in settings.wake.models]
+        self._lock = threading.RLock()
+        self._stt_stream: Any = None
+        self._segmenter: Any = None
+        self._seg_t0 = 0.0
+        from .vad import PreRoll
+
+        self.preroll = PreRoll(settings.vad.pre_roll_s)
+        speaker.on_first_audio = self._on_first_audio
+        if mqtt is not None:
+            mqtt.on_say = self.announce
+            mqtt.on_mute = self._set_mute
+            if hasattr(mqtt, "on_sensitivity"):
+                mqtt.on_sensitivity = self._set_sensitivity
+        if brain is not None:
+            brain.on_intent = self._on_intent
+            timers = getattr(brain, "timers", None)
+            if timers is not None and hasattr(timers, "on_finished"):
+                timers.on_finished = self._on_timer_finished
+
+    # ------------------------------------------------------------------ state
+    def set_state(self, state: State) -> None:
+        if state == self.state:
+            return
+        log.info("state: %s -> %s", self.state.value, state.value)
+        self.state = state
+        self.state_since = time.monotonic()
+        if self.mqtt is not None:
+            try:
+                self.mqtt.publish_state(state.value)
+            except Exception as e:  # noqa: BLE001
+                log.warning("state publish failed: %s", e)
+
+    def _set_mute(self, muted: bool) -> None:
+        self.muted = bool(muted)
+        log.info("muted: %s", self.muted)
+
+    def _set_sensitivity(self, value: float) -> None:
+        # 0..1 sensitivity maps to threshold 1 - value on every wake model
+        self.wake.threshold_override = max(0.05, min(0.95, 1.0 - float(value)))
+
+    def announce(self, text: str) -> None:
+        try:
+            self.announcements.put_nowait(text)
+        except queue.Full:
+            log.warning("announcement dropped (queue full): %s", text)
+
+    def _on_timer_finished(self, timer: Any) -> None:
+        name = getattr(timer, "name", None)
+        self.announce(f"Your {name + ' ' if name else ''}timer is done.")
+
+    def _on_intent(self, call: Any, result: Any) -> None:
+        turn = self.turn
+        if turn is not None:
+            turn.t_intent = time.monotonic()
+            turn.intents.append(call.to_json())
+        if self.mqtt is not None:
+            try:
+                self.mqtt.publish_intent(call, turn_id=turn.turn_id if turn else None, text=call.text,
+                                         commands=getattr(result, "commands", []) if result else [],
+                                         dry_run=self.s.mqtt.dry_run)
+            except Exception as e:  # noqa: BLE001 - the outbox keeps it; a publish error never ends a turn
+                log.error("intent publish failed: %s", e)
+
+    def _on_first_audio(self, t: float) -> None:
+        turn = self.turn
+        if turn is not None and turn.t_first_audio is None:
+            turn.t_first_audio = t
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> int:
+        self.source.open()
+        self.set_state(State.IDLE)
+        tail_start: float | None = None
+        notify = _SystemdNotifier()
+        notify.ready(f"listening ({self.state.value})")
+        while not self.stop_event.is_set():
+            chunk = self.source.read(timeout=0.5)
+            self.last_progress = time.monotonic()
+            notify.progress(f"{self.state.value}; turns {self.turn_count}")
+            if chunk is None:
+                if not getattr(self.source, "alive", True):
+                    self._recover_source()
+                continue
+            try:
+                self._process(chunk)
+            except EdgeAgentError as e:
+                log.error("error[%s]: %s", e.code, e.message)
+            except Exception:  # noqa: BLE001 - the loop must survive anything a stage throws
+                log.exception("unexpected error in the loop; continuing")
+            if not self.announcements.empty() and self.state in (State.IDLE, State.FOLLOW_UP):
+                self._start_announcement(self.announcements.get_nowait())
+            if self.exit_at_end and getattr(self.source, "exhausted", False):
+                if tail_start is None:
+                    tail_start = time.monotonic()
+                quiet = self.state == State.IDLE and not self._responding() and not self.speaker.busy
+                if quiet or time.monotonic() - tail_start > FILE_TAIL_MAX_S:
+                    break
+        self.shutdown()
+        return 0
+
+    def _responding(self) -> bool:
+        return self.responder is not None and self.responder.is_alive()
+
+    def _recover_source(self) -> None:
+        """The microphone vanished (USB unplugged): keep running, retry until it is back."""
+        log.warning("microphone lost; retrying")
+        try:
+            self.source.close()
+            time.sleep(1.0)
+            self.source.open()
+            log.info("microphone back")
+        except AudioError as e:
+            log.warning("microphone still unavailable: %s", e.message)
+            time.sleep(1.0)
+
+    def _process(self, chunk: AudioChunk) -> None:
+        self.preroll.push(chunk)
+        speaking = self.state in (State.THINKING, State.SPEAKING) or self.speaker.busy
+        # Half-duplex guard: without echo cancellation the assistant hears itself, so the wake threshold is raised.
+        self.wake.threshold_boost = (self.s.wake.self_trigger_guard if speaking and not self.s.audio.echo_cancel
+                                     else 0.0)
+        detections = [] if self.muted else self.wake.process(chunk.samples, chunk.t_end)
+        stops = self.stop_wake.process(chunk.samples, chunk.t_end) if (self.stop_wake and speaking) else []
+        if stops and speaking:
+            log.info("stop word %s (%.2f): interrupting", stops[0].model, stops[0].score)
+            self._interrupt()
+            self.set_state(State.IDLE)
+            return
+        if detections:
+            det = max(detections, key=lambda d: d.score)
+            log.info("wake word %s score %.3f at %.2f", det.model, det.score, det.t)
+            if speaking:
+                self._interrupt()
+            if self.state != State.LISTENING:
+                self._start_listening(det.t, det.model, include_preroll=True)
+                return
+        if self.state == State.LISTENING:
+            self._listen(chunk)
+        elif self.state == State.FOLLOW_UP:
+            if time.monotonic() - self.state_since > self.s.conversation.follow_up_s:
+                self.set_state(State.IDLE)
+            else:
+                self._listen(chunk)
+        elif speaking and self.s.audio.echo_cancel and self.vad is not None:
+            # With an echo-cancelled source any speech may interrupt.
+            probs = self.vad.process(chunk.samples)
+            if probs and max(probs) > max(0.8, self.s.vad.threshold):
+                log.info("speech during reply (echo-cancelled source): interrupting")
+                self._interrupt()
+                self._start_listening(chunk.t, None, include_preroll=False)
+
+    def _new_turn(self, t_wake: float | None, model: str | None) -> Turn:
+        self.turn_count += 1
+        turn = Turn(turn_id=f"{self.s.site.site_id}-{int(time.time())}-{self.turn_count}", t_wake=t_wake,
+                    wake_model=model)
+        self.turn = turn
+        return turn
+
+    def _start_listening(self, t_wake: float | None, model: str | None, include_preroll: bool) -> None:
+        turn = self._new_turn(t_wake, model)
+        turn.t_listen = time.monotonic()
+        self._segmenter = self.segmenter_factory()
+        self.vad.reset()
+        self._stt_stream = self.stt.open_stream()
+        self._seg_t0 = self.preroll.t_start if include_preroll and self.preroll.t_start else time.monotonic()
+        self.set_state(State.LISTENING)
+        if include_preroll:
+            audio = self.preroll.drain()
+            if len(audio):
+                self._listen(AudioChunk(audio, self._seg_t0))
+        self.preroll.clear()
+
+    def _listen(self, chunk: AudioChunk) -> None:
+        """VAD + endpointing + streaming STT for one chunk while listening (or in the follow-up window)."""
+        from .vad import SegmentEvent
+
+        turn = self.turn
+        if self.state == State.FOLLOW_UP:
+            # no wake word: only real speech opens a turn
+            probs = self.vad.process(chunk.samples)
+            voiced = [p > self.s.vad.threshold for p in probs]
+            if sum(voiced) * VAD_FRAME_S >= self.s.vad.min_speech_s:
+                self._start_listening(None, None, include_preroll=True)
+            return
+        assert turn is not None and self._segmenter is not None
+        if self._stt_stream is not None:
+            partial = self._stt_stream.feed(chunk.samples)
+            if partial:
+                log.debug("partial: %s", partial)
+        if self.s.log.debug_audio_dir:
+            turn.audio.append(chunk.samples.copy())
+        probs = self.vad.process(chunk.samples)
+        for p in probs:
+            for ev in self._segmenter.feed(VAD_FRAME_S, p > self.s.vad.threshold):
+                kind = ev.kind
+                if kind == SegmentEvent.SPEECH_START:
+                    turn.t_speech_start = chunk.t + 0.0 if ev.t is None else self._seg_t0 + ev.t
+                elif kind in (SegmentEvent.ENDPOINT, SegmentEvent.MAX_LENGTH):
+                    turn.t_speech_end = self._seg_t0 + ev.t if ev.t is not None else chunk.t_end
+                    turn.t_endpoint = time.monotonic()
+                    self._end_listening(turn)
+                    return
+                elif kind == SegmentEvent.TIMEOUT:
+                    turn.outcome = "no_speech"
+                    self._stt_stream = None
+                    self.set_state(State.IDLE)
+                    self._play_cue("timeout")
+                    self._finish_turn(turn)
+                    return
+
+    def _end_listening(self, turn: Turn) -> None:
+        stream, self._stt_stream = self._stt_stream, None
+        self.set_state(State.THINKING)
+        self.responder = threading.Thread(target=self._respond, args=(turn, stream), name="responder", daemon=True)
+        self.responder.start()
+
+    # ------------------------------------------------------------------ responder
+    def _respond(self, turn: Turn, stream: Any) -> None:
+        try:
+            result = stream.finish()
+            turn.t_transcript = time.monotonic()
+            turn.stt_compute_s = getattr(result, "compute_s", None)
+            turn.transcript = strip_wake_words(result.text, self.wake_phrases)
+            log.info("transcript: %r", turn.transcript)
+            if self.mqtt is not None and turn.transcript:
+                try:
+                    self.mqtt.publish_transcript(turn.transcript)
+                except Exception as e:  # noqa: BLE001
+                    log.warning("transcript publish failed: %s", e)
+            if not turn.transcript:
+                turn.outcome = "empty"
+                self._speak_fixed(turn, "Sorry, I didn't catch that.")
+            else:
+                self._answer(turn)
+        except EdgeAgentError as e:
+            log.error("turn %s failed: error[%s] %s", turn.turn_id, e.code, e.message)
+            turn.outcome, turn.error = "error", f"{e.code}: {e.message}"
+            if not turn.cancel.is_set():
+                self._speak_fixed(turn, "Sorry, something went wrong. Please try again.")
+        except Exception as e:  # noqa: BLE001
+            log.exception("turn %s failed", turn.turn_id)
+            turn.outcome, turn.error = "error", repr(e)
+            if not turn.cancel.is_set():
+                self._speak_fixed(turn, "Sorry, something went wrong. Please try again.")
+        finally:
+            self._wait_playback(turn)
+            self._finish_turn(turn)
+
+    def _answer(self, turn: Turn) -> None:
+        from .text import SentenceBuffer
+
+        response = self.brain.respond(turn.transcript, area=self.s.site.area or None, cancel=turn.cancel)
+        sentences = SentenceBuffer()
+        synth_q: queue.Queue[str | None] = queue.Queue()
+        synth = threading.Thread(target=self._synth_worker, args=(turn, synth_q), name="synth", daemon=True)
+        synth.start()
+        try:
+            for fragment in response:
+                if turn.cancel.is_set():
+                    break
+                if turn.t_first_token is None and getattr(response, "t_first_token", None):
+                    turn.t_first_token = response.t_first_token
+                turn.reply_text += fragment
+                for sentence in sentences.push(fragment):
+                    synth_q.put(sentence)
+            if not turn.cancel.is_set():
+                for sentence in sentences.flush():
+                    synth_q.put(sentence)
+        finally:
+            synth_q.put(None)
+            turn.used_llm = bool(getattr(response, "used_llm", False))
+            turn.t_first_token = getattr(response, "t_first_token", None) or turn.t_first_token
+            synth.join()
+
+    def _synth_worker(self, turn: Turn, q: queue.Queue[str | None]) -> None:
+        while True:
+            sentence = q.get()
+            if sentence is None or turn.cancel.is_set():
+                if sentence is None:
+                    return
+                continue
+            try:
+                audio = self.tts.synthesize_all(sentence)
+            except Exception as e:  # noqa: BLE001
+                log.error("TTS failed for %r: %s", sentence, e)
+                continue
+            self._play(turn, audio, sentence)
+
+    def _play(self, turn: Turn, audio: np.ndarray, text: str) -> None:
+        if turn.cancel.is_set() or self.turn is not turn:
+            return
+        seg = Segment(audio=audio, rate=self.tts.sample_rate, text=text)
+        turn.segments.append(seg)
+        if self.state == State.THINKING:
+            self.set_state(State.SPEAKING)
+        self.speaker.play(seg)
+
+    def _speak_fixed(self, turn: Turn, text: str) -> None:
+        audio = self.tts.cached(text) if hasattr(self.tts, "cached") else self.tts.synthesize_all(text)
+        turn.reply_text = text
+        self._play(turn, audio, text)
+
+    def _play_cue(self, kind: str) -> None:
+        try:
+            from .tts import cue_tone
+
+            audio = cue_tone(kind, self.tts.sample_rate)
+            self.speaker.play(Segment(audio=audio, rate=self.tts.sample_rate, text=""))
+        except Exception as e:  # noqa: BLE001
+            log.warning("cue failed: %s", e)
+
+    def _wait_playback(self, turn: Turn) -> None:
+        for seg in list(turn.segments):
+            while not seg.done.wait(0.05):
+                if turn.cancel.is_set():
+                    break
+        if turn.segments and turn.t_first_audio is not None:
+            turn.t_playback_end = self.speaker.t_last_audio
+
+    def _interrupt(self) -> None:
+        turn = self.turn
+        if turn is not None and not turn.cancel.is_set():
+            turn.cancel.set()
+            turn.interrupted = True
+            turn.outcome = "interrupted"
+        self.speaker.flush()
+        if turn is not None:
+            turn.t_playback_end = self.speaker.t_last_audio
+
+    def _finish_turn(self, turn: Turn) -> None:
+        with self._lock:
+            if turn.outcome not in ("no_speech",) and self.brain is not None and turn.transcript:
+                try:
+                    self.brain.commit_turn(turn.transcript, turn.spoken_text(), turn.interrupted)
+                except Exception as e:  # noqa: BLE001
+                    log.warning("history update failed: %s", e)
+            record = turn.to_json()
+            self.history.append(record)
+            self.turn_log.write(record)
+            if self.s.log.debug_audio_dir and turn.audio:
+                try:
+                    write_wav(Path(self.s.log.debug_audio_dir) / f"{turn.turn_id}-stt.wav", np.concatenate(turn.audio))
+                except OSError as e:
+                    log.warning("debug recorder: %s", e)
+            turn.audio.clear()
+            if self.turn is turn:
+                self.speaker.new_reply()
+                if turn.outcome in ("answered",) and self.s.conversation.follow_up_s > 0 and not turn.interrupted:
+                    self.preroll.clear()
+                    self._segmenter = None
+                    self.vad.reset()
+                    self.wake.reset()
+                    self.set_state(State.FOLLOW_UP)
+                elif self.state != State.LISTENING:
+                    self.set_state(State.IDLE)
+
+    def _start_announcement(self, text: str) -> None:
+        turn = self._new_turn(None, None)
+        turn.outcome = "announcement"
+        turn.reply_text = text
+        self.set_state(State.THINKING)
+
+        def speak() -> None:
+            try:
+                for audio in self.tts.synthesize(text):
+                    self._play(turn, audio, text)
+                    break
+            finally:
+                self._wait_playback(turn)
+                self._finish_turn(turn)
+
+        self.responder = threading.Thread(target=speak, name="announce", daemon=True)
+        self.responder.start()
+
+    # ------------------------------------------------------------------ shutdown
+    def shutdown(self, timeout: float = 4.0) -> None:
+        """Ordered: stop input, cancel the turn, stop output, flush MQTT, within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        try:
+            self.source.close()
+        except Exception as e:  # noqa: BLE001
+            log.warning("closing input: %s", e)
+        if self.turn is not None and self._responding():
+            if not self.exit_at_end:
+                self.turn.cancel.set()
+            self.responder.join(max(0.1, deadline - time.monotonic() - 1.0))
+        self.speaker.write_file(until=time.monotonic()) if self.speaker.file else None
+        self.speaker.close()
+        if self.mqtt is not None:
+            try:
+                self.mqtt.stop(timeout=max(0.5, deadline - time.monotonic()))
+            except Exception as e:  # noqa: BLE001
+                log.warning("MQTT stop: %s", e)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_settings(cls, settings: Settings, *, input_file: str | None = None, output_file: str | None = None,
+                      realtime: bool = False, home_file: str | None = None, turn_log: str | None = None,
+                      use_mqtt: bool = True) -> "Engine":
+        from .preflight import check_models_for
+
+        problems = check_models_for(settings)
+        if problems:
+            raise ModelError("models are missing or corrupt:\n  " + "\n  ".join(problems),
+                             fix="run `edge-agent models fetch` (or fix the paths in the config)")
+        from .brain import Brain
+        from .stt import make_engine
+        from .tts import PiperTts
+        from .vad import Segmenter, SileroVad
+        from .wake import WakeDetector
+
+        if input_file:
+            source: Any = FileSource(input_file, settings.audio.block_ms, realtime=realtime)
+        else:
+            source = MicSource(settings.audio)
+            from .audio_io import find_device
+
+            find_device(settings.audio.input_device, "input")  # clear error now if there is no microphone
+        t0 = time.monotonic()
+        tts = PiperTts.from_settings(settings)
+        tts.load()
+        if output_file:
+            speaker = Speaker(tts.sample_rate, file=output_file, realtime=realtime or not input_file)
+        elif input_file:
+            speaker = _speaker_or_null(settings, tts.sample_rate, realtime)
+        else:
+            speaker = Speaker(tts.sample_rate, device=settings.audio.output_device)
+        wake = WakeDetector.from_settings(settings)
+        stop_wake = WakeDetector.from_settings(settings, stop=True) if settings.wake.stop_models else None
+        vad = SileroVad.from_settings(settings)
+        stt = make_engine(settings.stt, settings)
+        stt.load()
+        brain = Brain.from_settings(settings, home_file=home_file)
+        mqtt = None
+        if use_mqtt and settings.mqtt.enabled:
+            from .config import mqtt_password
+            from .mqtt import MqttLink
+
+            mqtt = MqttLink(settings.mqtt, settings.site, password=mqtt_password(settings.mqtt))
+        # warm-up so the first turn is as fast as the rest
+        stt.warmup()
+        tts.warmup()
+        if hasattr(tts, "prewarm"):
+            tts.prewarm(["Sorry, I didn't catch that.", "Sorry, something went wrong. Please try again."])
+        if hasattr(brain, "warmup"):
+            brain.warmup()
+        log.info("models loaded and warmed up in %.1f s", time.monotonic() - t0)
+        if mqtt is not None:
+            mqtt.start()
+        engine = cls(settings, source=source, speaker=speaker, wake=wake, vad=vad,
+                     segmenter_factory=lambda: Segmenter(settings.vad), stt=stt, brain=brain, tts=tts, mqtt=mqtt,
+                     stop_wake=stop_wake,
+                     turn_log=TurnLog(turn_log or settings.log.turn_log and settings.path(settings.log.turn_log),
+                                      settings.log.turn_log_stdout),
+                     exit_at_end=bool(input_file))
+        speaker.start(t0=None)
+        if input_file and speaker.file is not None:
+            speaker.file_t0 = time.monotonic()
+        return engine
+
+
+class _NullSpeaker(Speaker):
+    """No output device in file mode: replies are timed as if played, and logged."""
+
+    def _emit(self, block: np.ndarray) -> None:
+        if self.realtime:
+            time.sleep(len(block) / self.rate)
+
+
+def _speaker_or_null(settings: Settings, rate: int, realtime: bool) -> Speaker:
+    try:
+        from .audio_io import find_device
+
+        find_device(settings.audio.output_device, "output")
+        return Speaker(rate, device=settings.audio.output_device)
+    except AudioError:
+        log.info("no output device: replies are logged only (use --output OUT.wav to keep them)")
+        return _NullSpeaker(rate, file=None, realtime=realtime)
+
+
+class _SystemdNotifier:
+    """READY/STATUS/WATCHDOG for Type=notify units; pinged only from the loop when it makes progress."""
+
+    def __init__(self) -> None:
+        self.sock = None
+        self.last = 0.0
+        addr = os.environ.get("NOTIFY_SOCKET")
+        if addr:
+            import socket
+
+            if addr.startswith("@"):
+                addr = "\0" + addr[1:]
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                self.sock.connect(addr)
+            except OSError:
+                self.sock = None
+        usec = os.environ.get("WATCHDOG_USEC")
+        self.interval = (int(usec) / 1e6 / 2) if usec and usec.isdigit() else 5.0
+
+    def _send(self, msg: str) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.send(msg.encode())
+            except OSError:
+                pass
+
+    def ready(self, status: str) -> None:
+        self._send(f"READY=1\nSTATUS={status}")
+
+    def progress(self, status: str) -> None:
+        now = time.monotonic()
+        if now - self.last >= min(self.interval, 2.0):
+            self.last = now
+            self._send(f"WATCHDOG=1\nSTATUS={status}")
+
+
+def cli_run(args: Any, settings: Settings) -> int:
+    if args.realtime and not args.input:
+        raise AudioError("--realtime only makes sense with --input FILE.wav")
+    if not args.input:
+        # Live mode needs a microphone: say so plainly before loading anything.
+        from .audio_io import find_device
+
+        try:
+            find_device(settings.audio.input_device, "input")
+        except AudioError as e:
+            raise AudioError(
+                f"{e.message}. This machine has no sound input device.",
+                fix="plug in a USB microphone, or run the same loop over a recording: "
+                    "edge-agent run --input IN.wav --output OUT.wav",
+            ) from None
+    engine = Engine.from_settings(settings, input_file=args.input, output_file=args.output,
+                                  realtime=args.realtime, home_file=args.home, turn_log=args.turn_log,
+                                  use_mqtt=not args.no_mqtt)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("signal %d: shutting down", signum)
+        engine.stop_event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("ready: say the wake word (%s)", ", ".join(engine.wake_phrases))
+    print(f"edge-agent: listening for {', '.join(engine.wake_phrases)}", file=sys.stderr, flush=True)
+    return engine.run()
