@@ -111,6 +111,21 @@ class WhisperSettings:
     threads: int = opt(2, "CPU threads.", min=1, max=64)
     beam_size: int = opt(1, "Beam size (1 = greedy, fastest).", min=1, max=10)
     language: str = opt("en", "Spoken language code.")
+    encoder_window_s: float = opt(
+        2.0,
+        "Encode only the utterance padded up to a multiple of this many seconds instead of Whisper's full 30 s "
+        "window (several times faster for short commands); 0 = always the full window.",
+        min=0.0,
+        max=30.0,
+    )
+    no_speech_threshold: float = opt(
+        0.6, "With a short encoder window: drop the text when Whisper's no-speech probability is above this.",
+        min=0.0, max=1.0,
+    )
+    partial_interval_s: float = opt(
+        0.0, "Re-transcribe the audio so far every this many seconds for partial results (costs CPU); 0 = off.",
+        min=0.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -139,6 +154,22 @@ class LlmSettings:
         "Base system prompt.",
     )
     profile: Literal["default", "child_safe"] = opt("default", "Persona/guardrail profile added to the prompt.")
+    child_safe_prompt: str = opt(
+        "You are talking with a child. Use simple, kind words. Never discuss violence, weapons, drugs, alcohol, "
+        "sex, horror or other grown-up topics, never ask for personal details, and never help with anything "
+        "dangerous; gently suggest asking a grown-up instead.",
+        "Guardrail text added to the system prompt when profile is child_safe.",
+    )
+    prefix_cache_dir: str | None = opt(
+        "state/llm_prefix",
+        "Where the evaluated fixed prompt prefix (KV cache) is saved, so a restart skips evaluating it again "
+        "(seconds on a Pi); null = do not save.",
+    )
+    reply_after_tool: bool = opt(
+        True,
+        "After a tool runs, let the LLM phrase the reply from the tool's result (natural, ~1 s slower on a Pi). "
+        "False = speak the intent handler's own sentence at once.",
+    )
 
 
 @dataclass(frozen=True)
@@ -146,6 +177,14 @@ class TtsSettings:
     voice: str = opt("piper_joe_medium", "Manifest name (or path to .onnx) of a Piper voice.")
     length_scale: float = opt(1.0, "Speaking rate: >1 slower, <1 faster.", min=0.3, max=3.0)
     volume: float = opt(1.0, "Output gain.", min=0.0, max=4.0)
+    sentence_silence_s: float = opt(0.12, "Silence appended after each spoken sentence.", min=0.0, max=2.0)
+    first_clause_words: int = opt(
+        4, "Speak the first clause of a reply on its own once it has this many words (0 = whole sentences only).",
+        min=0, max=50,
+    )
+    phrases: dict[str, str] = opt(
+        {}, "Fixed phrases (key: text) added to or replacing the built-in ones; synthesized once and cached."
+    )
 
 
 @dataclass(frozen=True)
@@ -175,6 +214,27 @@ class MqttSettings:
     hermes: bool = opt(False, "Mirror events on Rhasspy/Hermes topics.")
     outbox_dir: str = opt("state/outbox", "Where undelivered messages are kept on disk, in order.")
     dry_run: bool = opt(False, "Publish intents but no device commands.")
+    client_id: str | None = opt(None, "MQTT client id; null = edge-agent-<site_id>.")
+    protocol: Literal["3.1.1", "5"] = opt("3.1.1", "MQTT protocol version.")
+    reconnect_min_s: float = opt(0.5, "First reconnect delay after losing the broker (doubles per failure).", min=0.05)
+    reconnect_max_s: float = opt(5.0, "Longest reconnect delay (also the worst-case delay after the broker returns).",
+                                 min=0.1, max=3600)
+    connect_timeout_s: float = opt(5.0, "Give up on one connection attempt after this many seconds.", min=0.5)
+    inflight_window: int = opt(10, "Messages sent ahead of their acknowledgement (kept in order).", min=1, max=100)
+    outbox_max_messages: int = opt(
+        1000, "Undelivered messages kept; beyond it the oldest state updates are dropped (counted), then intents.",
+        min=10)
+    outbox_max_bytes: int = opt(4_000_000, "Undelivered bytes kept, same dropping rule.", min=10_000)
+    max_inbound_bytes: int = opt(16384, "Inbound payloads larger than this are ignored (logged).", min=64)
+    arbitration_window_s: float = opt(
+        0.15, "Several devices hearing one wake word: wait this long for the others' scores; 0 = no arbitration.",
+        min=0.0, max=2.0)
+
+    def __repr__(self) -> str:
+        """Like the dataclass repr, with the inline password masked so it never reaches a log."""
+        parts = [f"{f.name}={'***' if f.name == 'password' and self.password else repr(getattr(self, f.name))}"
+                 for f in dataclasses.fields(self)]
+        return f"MqttSettings({', '.join(parts)})"
 
 
 @dataclass(frozen=True)
@@ -183,9 +243,18 @@ class HomeSettings:
     areas: list[dict[str, Any]] = opt([], "Areas: [{id, name, aliases}].")
     entities: list[dict[str, Any]] = opt([], "Entities: [{id: light.kitchen, name, aliases, area, mqtt, ...}].")
     sensitive_domains: list[str] = opt(
-        ["lock", "cover.garage_door", "alarm_control_panel"], "Domains (or domain.device_class) that need a spoken yes."
+        ["lock", "alarm_control_panel", "cover.garage", "cover.garage_door"],
+        "Domains (or domain.device_class) that need a spoken yes.",
     )
     rate_limit_per_min: int = opt(10, "Maximum commands per entity per minute.", min=1)
+    mqtt_preset: Literal["zigbee2mqtt", "tasmota", "generic"] = opt(
+        "generic", "Command mapping for entities without their own mqtt.preset."
+    )
+    generic_topic: str = opt(
+        "edge-agent/{site_id}/command/{entity_id}",
+        "Topic template of the generic JSON preset ({site_id}, {entity_id}, {domain}, {object_id}, {device}).",
+    )
+    temperature_unit: Literal["C", "F"] = opt("C", "Unit of thermostat temperatures (sets the allowed range).")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,978 @@
+"""MQTT link that loses nothing: durable ordered delivery, supervised reconnects, validated inbound, HA discovery.
+
+Shape (why):
+- Every outgoing fact (intent, device command, state, transcript) goes through the on-disk ``Outbox`` first, so a
+  broker outage of any length or a power cut loses nothing. One sender delivers the outbox IN ORDER with up to
+  ``inflight_window`` messages ahead of their PUBACK and acks each only after the broker's PUBACK. After a reconnect it
+  starts again from the oldest unacknowledged message, so a message may arrive twice (QoS 1 semantics); every JSON
+  payload carries an ``"id"`` so consumers drop duplicates.
+- A supervisor thread owns the connection: it makes a fresh paho client per connection attempt (with paho's loop
+  thread for the network I/O and paho's own auto-reconnect off) and retries forever with exponential backoff and
+  jitter. A fresh client per connection means paho never retransmits a previous connection's messages behind our
+  back, which would break the ordering the outbox guarantees.
+- Connection-scoped messages (availability, HA discovery, wake arbitration) are re-derived on each connect and are
+  published directly, not through the outbox: a stale "online" replayed after an outage would be a lie.
+- Inbound payloads are validated (size, UTF-8, JSON shape, ranges) by pure functions; invalid ones are logged with
+  the reason and ignored. Valid ones are handed to the engine's callbacks on a dispatcher thread with a bounded queue,
+  so a slow callback never stalls the network loop (and with it the PUBACKs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from . import __version__
+from .config import REPO_ROOT, MqttSettings, Settings, SiteSettings, mqtt_password
+from .errors import MqttError
+from .intent import DeviceCommand, IntentCall
+from .outbox import OutMessage, Outbox
+
+log = logging.getLogger(__name__)
+paho_log = logging.getLogger(__name__ + ".paho")
+# paho logs this at ERROR when its loop runs once more after our own clean disconnect; it is not an error here.
+paho_log.addFilter(lambda record: not str(record.msg).startswith("Client is not connected"))
+
+# Event types announced for the Home Assistant event entity before any intent was seen; a new intent name is added
+# (and discovery re-sent) the first time it is published.
+DEFAULT_INTENT_NAMES: tuple[str, ...] = (
+    "HassTurnOn", "HassTurnOff", "HassToggle", "HassLightSet", "HassGetState", "HassStartTimer", "HassCancelTimer",
+    "HassCancelAllTimers", "HassPauseTimer", "HassUnpauseTimer", "HassIncreaseTimer", "HassDecreaseTimer",
+    "HassTimerStatus", "HassClimateSetTemperature", "HassClimateGetTemperature", "HassGetWeather",
+    "HassSetPosition", "HassMediaPause", "HassMediaUnpause", "HassMediaNext", "HassMediaPrevious",
+    "HassSetVolume", "HassGetCurrentTime", "HassGetCurrentDate", "HassNevermind", "HassListAddItem",
+)
+
+TIMER_ACTIONS = ("start", "cancel", "pause", "resume", "add", "remove", "status")
+MAX_TIMER_S = 24 * 3600.0
+MAX_SAY_CHARS = 2000
+HA_STATE_MAX_CHARS = 255  # Home Assistant rejects sensor states longer than this
+ARBITRATION_TOPIC_LEVEL = "_arbitration"
+INBOUND_QUEUE_LEN = 64
+REJECT_LOGS_PER_MIN = 20
+
+
+def _noop(*_args: Any) -> None:
+    return None
+
+
+# =========================================================================================== topics
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Every topic this device uses, derived from the prefix and the site id."""
+
+    prefix: str
+    site_id: str
+    discovery_prefix: str = "homeassistant"
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.site_id}"
+
+    @property
+    def availability(self) -> str:
+        return f"{self.base}/availability"
+
+    @property
+    def state(self) -> str:
+        return f"{self.base}/state"
+
+    @property
+    def last_transcript(self) -> str:
+        return f"{self.base}/last_transcript"
+
+    @property
+    def say(self) -> str:
+        return f"{self.base}/say"
+
+    @property
+    def mute(self) -> str:
+        return f"{self.base}/mute"
+
+    @property
+    def mute_set(self) -> str:
+        return f"{self.base}/mute/set"
+
+    @property
+    def sensitivity(self) -> str:
+        return f"{self.base}/sensitivity"
+
+    @property
+    def sensitivity_set(self) -> str:
+        return f"{self.base}/sensitivity/set"
+
+    @property
+    def timer_set(self) -> str:
+        return f"{self.base}/timer/set"
+
+    @property
+    def event(self) -> str:
+        """State topic of the Home Assistant event entity (one JSON with ``event_type`` per intent)."""
+        return f"{self.base}/event"
+
+    def intent(self, name: str) -> str:
+        return f"{self.base}/intent/{topic_level(name)}"
+
+    @property
+    def arbitration(self) -> str:
+        return f"{self.prefix}/{ARBITRATION_TOPIC_LEVEL}/wake"
+
+    @property
+    def device_id(self) -> str:
+        return f"edge_agent_{self.site_id}"
+
+    @property
+    def discovery_config(self) -> str:
+        return f"{self.discovery_prefix}/device/{self.device_id}/config"
+
+    @property
+    def ha_status(self) -> str:
+        return f"{self.discovery_prefix}/status"
+
+
+def topic_level(name: str) -> str:
+    """Make ``name`` safe as one topic level (no '/', '+', '#', NUL)."""
+    out = "".join("_" if ch in "/+#\0" else ch for ch in name.strip())
+    return out or "_"
+
+
+def check_publish_topic(topic: str) -> None:
+    """Raise MqttError unless ``topic`` is a valid topic to publish to."""
+    if not topic:
+        raise MqttError("MQTT topic is empty", fix="give every entity's mqtt topic a value in the home config")
+    if any(ch in topic for ch in "+#\0"):
+        raise MqttError(f"MQTT topic {topic!r} contains a wildcard (+ or #) or NUL; one cannot publish to it",
+                        fix="use a concrete topic such as zigbee2mqtt/kitchen_light/set")
+    if len(topic.encode("utf-8")) > 65535:
+        raise MqttError("MQTT topic is longer than 65535 bytes", fix="use a shorter topic")
+
+
+# =========================================================================================== inbound validation
+
+
+class InboundError(ValueError):
+    """An inbound payload was rejected; the message says why (it is logged, never raised to the engine)."""
+
+
+def _decode(payload: bytes, max_bytes: int) -> str:
+    if len(payload) > max_bytes:
+        raise InboundError(f"payload of {len(payload)} bytes exceeds mqtt.max_inbound_bytes ({max_bytes})")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InboundError(f"payload is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in text):
+        raise InboundError("payload contains control characters")
+    return text
+
+
+def _maybe_json(text: str) -> Any:
+    """JSON value if ``text`` looks like JSON (object, array, string, number, bool), else the text itself."""
+    s = text.strip()
+    if s[:1] in ('{', '[', '"'):
+        try:
+            return json.loads(s)
+        except ValueError:
+            raise InboundError("payload looks like JSON but does not parse") from None
+    return text
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def parse_say(payload: bytes, max_bytes: int) -> str:
+    """``say``: plain text, a JSON string, or ``{"text": "..."}`` -> the text to speak."""
+    value = _maybe_json(_decode(payload, max_bytes))
+    if isinstance(value, dict):
+        if "text" not in value:
+            raise InboundError('JSON object has no "text" key')
+        value = value["text"]
+    if not isinstance(value, str):
+        raise InboundError(f"text must be a string, got {type(value).__name__}")
+    text = value.strip()
+    if not text:
+        raise InboundError("text is empty")
+    if len(text) > MAX_SAY_CHARS:
+        raise InboundError(f"text of {len(text)} characters is longer than {MAX_SAY_CHARS}")
+    if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in text):
+        raise InboundError("text contains control characters")
+    return text
+
+
+def parse_switch(payload: bytes, max_bytes: int) -> bool:
+    """``mute/set``: ``ON``/``OFF`` (also true/false, 1/0, any case) -> bool."""
+    s = _decode(payload, max_bytes).strip().lower()
+    if s in ("on", "true", "1"):
+        return True
+    if s in ("off", "false", "0"):
+        return False
+    raise InboundError(f"expected ON or OFF, got {s[:40]!r}")
+
+
+def parse_sensitivity(payload: bytes, max_bytes: int) -> float:
+    """``sensitivity/set``: a number 0..1 (plain or ``{"value": x}``) -> float."""
+    text = _decode(payload, max_bytes).strip()
+    value: Any = _maybe_json(text)
+    if isinstance(value, dict):
+        value = value.get("value")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise InboundError(f"expected a number 0..1, got {text[:40]!r}") from None
+    if not _is_number(value):
+        raise InboundError(f"expected a finite number 0..1, got {text[:40]!r}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise InboundError(f"sensitivity {value} is out of range 0..1")
+    return float(value)
+
+
+def parse_timer(payload: bytes, max_bytes: int) -> dict[str, Any]:
+    """``timer/set``: ``{"action": ..., "hours"/"minutes"/"seconds": n, "name": s, "timer_id": s}`` -> a clean dict.
+
+    Only known keys with the right types come through; ``start``/``add``/``remove`` carry ``seconds`` (the total).
+    """
+    value = _maybe_json(_decode(payload, max_bytes))
+    if not isinstance(value, dict):
+        raise InboundError("expected a JSON object like {\"action\": \"start\", \"minutes\": 5}")
+    action = value.get("action")
+    if not isinstance(action, str) or action not in TIMER_ACTIONS:
+        raise InboundError(f"action must be one of {', '.join(TIMER_ACTIONS)}; got {action!r}")
+    out: dict[str, Any] = {"action": action}
+    total = 0.0
+    has_duration = False
+    for key, mult in (("hours", 3600.0), ("minutes", 60.0), ("seconds", 1.0)):
+        if key in value:
+            v = value[key]
+            if not _is_number(v) or v < 0:
+                raise InboundError(f"{key} must be a number >= 0, got {v!r}")
+            total += float(v) * mult
+            has_duration = True
+    if action in ("start", "add", "remove"):
+        if not has_duration or total <= 0:
+            raise InboundError(f"action {action} needs a positive duration (hours/minutes/seconds)")
+        if total > MAX_TIMER_S:
+            raise InboundError(f"duration {total:.0f} s is longer than {MAX_TIMER_S:.0f} s")
+        out["seconds"] = total
+    for key in ("name", "timer_id"):
+        if key in value:
+            v = value[key]
+            if not isinstance(v, str) or len(v) > 100:
+                raise InboundError(f"{key} must be a string of at most 100 characters")
+            out[key] = v
+    return out
+
+
+def parse_hermes_say(payload: bytes, max_bytes: int, site_id: str) -> str | None:
+    """``hermes/tts/say``: ``{"text", "siteId"}`` -> the text if it is for ``site_id`` (Hermes default: "default")."""
+    value = _maybe_json(_decode(payload, max_bytes))
+    if not isinstance(value, dict):
+        raise InboundError("expected a JSON object with text and siteId")
+    target = value.get("siteId", "default")
+    if not isinstance(target, str):
+        raise InboundError("siteId must be a string")
+    if target != site_id:
+        return None
+    return parse_say(json.dumps({"text": value.get("text")}).encode(), max_bytes)
+
+
+# =========================================================================================== wake arbitration
+
+
+@dataclass(frozen=True)
+class WakeClaim:
+    """One device's claim to a wake word: its score, its wall clock (informational) and our receive time."""
+
+    site_id: str
+    score: float
+    t: float = 0.0
+    received: float = 0.0  # local monotonic seconds when this device saw the claim (clock skew between devices
+    # does not matter)
+
+
+def arbitrate(own: WakeClaim, others: Iterable[WakeClaim], window_s: float) -> bool:
+    """True if ``own`` should answer: best score among the claims seen within ``window_s`` of it wins; ties go to the
+    smallest site_id, so every device reaches the same decision from the same claims."""
+    rivals = [c for c in others if c.site_id != own.site_id and abs(c.received - own.received) <= window_s]
+    best = min([own, *rivals], key=lambda c: (-c.score, c.site_id))
+    return best.site_id == own.site_id
+
+
+def parse_wake_claim(payload: bytes, max_bytes: int) -> WakeClaim:
+    value = _maybe_json(_decode(payload, max_bytes))
+    if not isinstance(value, dict):
+        raise InboundError("wake claim must be a JSON object")
+    site, score, t = value.get("site_id"), value.get("score"), value.get("t", 0.0)
+    if not isinstance(site, str) or not site:
+        raise InboundError("wake claim needs a site_id string")
+    if not _is_number(score) or not 0.0 <= score <= 1.0:
+        raise InboundError(f"wake claim score must be a number 0..1, got {score!r}")
+    if not _is_number(t):
+        raise InboundError("wake claim t must be a number")
+    return WakeClaim(site_id=site, score=float(score), t=float(t))
+
+
+class WakeArbiter:
+    """Several rooms, one broker: publish our wake score, wait a short window, answer only if ours is best."""
+
+    def __init__(self, link: MqttLink, window_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._link = link
+        self.window_s = window_s
+        self._clock = clock
+        self._claims: deque[WakeClaim] = deque(maxlen=64)
+        self._lock = threading.Lock()
+
+    def receive(self, claim: WakeClaim) -> None:
+        """Record another device's claim (called from the network thread)."""
+        stamped = WakeClaim(claim.site_id, claim.score, claim.t, self._clock())
+        with self._lock:
+            self._claims.append(stamped)
+
+    def claim(self, score: float) -> bool:
+        """Announce our wake score and block for the window; True if this device should answer.
+
+        Without a connection (or with a zero window) there is nobody to defer to: answer.
+        """
+        if self.window_s <= 0 or not self._link.connected:
+            return True
+        own = WakeClaim(self._link.site_id, float(score), time.time(), self._clock())
+        body = json.dumps({"site_id": own.site_id, "score": round(own.score, 6), "t": round(own.t, 3)})
+        if not self._link.publish_direct(self._link.topics.arbitration, body, qos=0):
+            return True
+        time.sleep(self.window_s)
+        with self._lock:
+            claims = list(self._claims)
+        won = arbitrate(own, claims, self.window_s)
+        seen = [(c.site_id, round(c.score, 3)) for c in claims if abs(c.received - own.received) <= self.window_s]
+        log.info("wake arbitration: ours %.3f vs %s -> %s", own.score, seen or "nobody", "answer" if won else "defer")
+        return won
+
+
+# =========================================================================================== payload builders
+
+
+def discovery_payload(topics: Topics, site: SiteSettings, *, sw_version: str,
+                      intent_names: Sequence[str], qos: int = 1) -> dict[str, Any]:
+    """Home Assistant device-based discovery: one config with ``dev``, ``o`` and ``cmps`` for all entities."""
+    dev_id = topics.device_id
+    avail = topics.availability
+
+    def comp(platform: str, key: str, name: str, **extra: Any) -> dict[str, Any]:
+        return {"p": platform, "name": name, "unique_id": f"{dev_id}_{key}", "availability_topic": avail,
+                "payload_available": "online", "payload_not_available": "offline", **extra}
+
+    dev: dict[str, Any] = {"ids": [dev_id], "name": site.name, "mf": "edge-agent", "mdl": "Edge Agent voice assistant",
+                           "sw": sw_version}
+    if site.area:
+        dev["sa"] = site.area  # suggested area
+    return {
+        "dev": dev,
+        "o": {"name": "edge-agent", "sw": sw_version},
+        "availability_topic": avail,
+        "qos": qos,
+        "cmps": {
+            "state": comp("sensor", "state", "Assistant state", state_topic=topics.state,
+                          icon="mdi:account-voice"),
+            "last_transcript": comp("sensor", "last_transcript", "Last transcript",
+                                    state_topic=topics.last_transcript, icon="mdi:text-to-speech"),
+            "mute": comp("switch", "mute", "Mute", command_topic=topics.mute_set, state_topic=topics.mute,
+                         payload_on="ON", payload_off="OFF", state_on="ON", state_off="OFF",
+                         icon="mdi:microphone-off"),
+            "sensitivity": comp("number", "sensitivity", "Wake word sensitivity",
+                                command_topic=topics.sensitivity_set, state_topic=topics.sensitivity,
+                                min=0.0, max=1.0, step=0.05, mode="slider", entity_category="config"),
+            "intent": comp("event", "intent", "Intent", state_topic=topics.event,
+                           event_types=list(dict.fromkeys(intent_names)), icon="mdi:gesture-tap"),
+        },
+    }
+
+
+def hermes_intent_payload(call: IntentCall, *, text: str, site_id: str, session_id: str) -> dict[str, Any]:
+    """Rhasspy/Hermes-style ``hermes/intent/<name>`` JSON."""
+    slots = []
+    for name, value in call.slots.items():
+        slots.append({"entity": name, "slotName": name, "rawValue": str(value), "confidence": 1.0,
+                      "value": {"kind": "Number" if _is_number(value) else "Unknown", "value": value}})
+    return {"input": text, "intent": {"intentName": call.name, "confidenceScore": 1.0}, "slots": slots,
+            "siteId": site_id, "sessionId": session_id, "customData": None, "asrTokens": [],
+            "asrConfidence": None}
+
+
+def backoff_delay(attempt: int, min_s: float, max_s: float, rand: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with jitter: attempt 0 -> ~min_s, doubling up to max_s (jitter 50..100 %), so many
+    devices do not reconnect to a restarted broker in lockstep."""
+    base = min(max_s, min_s * (2.0 ** min(attempt, 30)))
+    return base * (0.5 + 0.5 * rand())
+
+
+# =========================================================================================== the link
+
+
+@dataclass
+class LinkStats:
+    connects: int = 0
+    connect_failures: int = 0
+    disconnects: int = 0
+    delivered: int = 0  # PUBACKs for outbox messages
+    rejected_by_broker: int = 0  # MQTT 5 PUBACK with a failure reason (acked anyway: a retry would not help)
+    inbound_ok: int = 0
+    inbound_rejected: int = 0
+    inbound_dropped: int = 0  # callbacks dropped because the engine did not keep up
+    callback_errors: int = 0
+    last_connected_at: float | None = None  # monotonic
+
+
+@dataclass
+class _Conn:
+    """State of one connection attempt; callbacks of an old client only touch their own _Conn."""
+
+    client: mqtt.Client
+    connack: threading.Event = field(default_factory=threading.Event)
+    closed: threading.Event = field(default_factory=threading.Event)
+    failure: str | None = None
+    acks: deque[tuple[int, Any]] = field(default_factory=deque)
+
+
+class MqttLink:
+    """The device's MQTT connection. Construct, set the ``on_*`` callbacks, ``start()``, publish, ``stop()``.
+
+    Callbacks (plain attributes, default no-ops, run on a dispatcher thread; exceptions are logged):
+    ``on_say(text)``, ``on_mute(bool)``, ``on_sensitivity(float)``, ``on_timer(dict)``, and
+    ``on_state_change(state)`` with state one of "connecting", "connected", "disconnected", "stopped".
+    """
+
+    def __init__(self, mqtt_settings: MqttSettings, site_settings: SiteSettings, *, password: str | None = None,
+                 outbox_dir: str | Path | None = None, intent_names: Sequence[str] | None = None,
+                 sw_version: str = __version__) -> None:
+        self._m = mqtt_settings
+        self._site = site_settings
+        self.__password = password  # name-mangled and never in repr/logs
+        self.topics = Topics(mqtt_settings.topic_prefix, site_settings.site_id, mqtt_settings.discovery_prefix)
+        self.site_id = site_settings.site_id
+        self._client_id = mqtt_settings.client_id or f"edge-agent-{site_settings.site_id}"
+        self._sw_version = sw_version
+        self._intent_names = list(intent_names or DEFAULT_INTENT_NAMES)
+        outbox_path: Path | None = None
+        if mqtt_settings.enabled:
+            base = Path(outbox_dir) if outbox_dir is not None else Path(mqtt_settings.outbox_dir).expanduser()
+            if not base.is_absolute():
+                base = REPO_ROOT / base
+            outbox_path = base / topic_level(site_settings.site_id)
+        self.outbox = Outbox(outbox_path, max_messages=mqtt_settings.outbox_max_messages,
+                             max_bytes=mqtt_settings.outbox_max_bytes)
+        self.stats = LinkStats()
+        self.arbiter = WakeArbiter(self, mqtt_settings.arbitration_window_s)
+
+        self.on_say: Callable[[str], None] = _noop
+        self.on_mute: Callable[[bool], None] = _noop
+        self.on_sensitivity: Callable[[float], None] = _noop
+        self.on_timer: Callable[[dict[str, Any]], None] = _noop
+        self.on_state_change: Callable[[str], None] = _noop
+
+        self._state = "stopped"
+        self._stop_evt = threading.Event()
+        self._wake = threading.Event()  # new message, PUBACK, disconnect or stop: the sender has work
+        self._drain_deadline = 0.0
+        self._conn: _Conn | None = None
+        self._conn_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._inbox: deque[tuple[str | Callable[..., None], tuple[Any, ...]]] = deque()
+        self._extra_subs: dict[str, list[Callable[[str, str], None]]] = {}
+        self._subs_lock = threading.Lock()
+        self._inbox_lock = threading.Lock()
+        self._inbox_evt = threading.Event()
+        self._dispatch_thread: threading.Thread | None = None
+        self._last_failure: str | None = None
+        self._reject_window_start = 0.0
+        self._reject_logged = 0
+        self._last_failure_log = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kw: Any) -> MqttLink:
+        """The usual construction: password from inline/env/file (ConfigError if unreadable), outbox under the
+        configured directory (relative paths from the repository root)."""
+        return cls(settings.mqtt, settings.site, password=mqtt_password(settings.mqtt),
+                   outbox_dir=settings.path(settings.mqtt.outbox_dir), **kw)
+
+    # ------------------------------------------------------------------ lifecycle
+    def __repr__(self) -> str:
+        return (f"MqttLink(site_id={self.site_id!r}, broker={self._m.host}:{self._m.port}, "
+                f"user={self._m.username!r}, tls={self._m.tls}, state={self._state!r}, pending={self.pending})")
+
+    @property
+    def connected(self) -> bool:
+        return self._state == "connected"
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def pending(self) -> int:
+        """Messages accepted but not yet acknowledged by the broker ("I'll send that when the hub is back")."""
+        return len(self.outbox)
+
+    def start(self) -> None:
+        """Connect in the background and keep reconnecting until ``stop()``; never raises for network trouble
+        (only MqttError for a missing CA file, a configuration mistake that no retry would fix)."""
+        if not self._m.enabled:
+            log.info("mqtt: disabled (mqtt.enabled: false); nothing will be published")
+            return
+        if self._thread is not None:
+            return
+        if self._m.tls and self._m.ca_file and not Path(self._m.ca_file).expanduser().is_file():
+            raise MqttError(f"mqtt.ca_file: {self._m.ca_file} does not exist",
+                            fix="set mqtt.ca_file to the broker's CA certificate (PEM), or null for the system store")
+        self._stop_evt.clear()
+        self._dispatch_thread = threading.Thread(target=self._dispatch_loop, name=f"mqtt-dispatch-{self.site_id}",
+                                                 daemon=True)
+        self._dispatch_thread.start()
+        self._thread = threading.Thread(target=self._supervise, name=f"mqtt-{self.site_id}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ordered shutdown: flush what can be delivered within ``timeout`` (if connected), publish availability
+        ``offline``, disconnect, join the threads. Undelivered messages stay in the outbox for the next start."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._drain_deadline = time.monotonic() + max(0.0, timeout)
+        self._stop_evt.set()
+        self._wake.set()
+        thread.join(timeout + self._m.connect_timeout_s + 2.0)
+        if thread.is_alive():
+            log.warning("mqtt: the connection thread did not stop in time")
+        self._inbox_evt.set()
+        if self._dispatch_thread is not None:
+            self._dispatch_thread.join(2.0)
+        self._thread = None
+        self._dispatch_thread = None
+        if self.pending:
+            log.info("mqtt: stopped with %d undelivered message(s) kept in %s", self.pending,
+                     self.outbox.directory or "memory")
+
+    def wait_connected(self, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while not self.connected and time.monotonic() < end:
+            time.sleep(0.01)
+        return self.connected
+
+    def wait_delivered(self, timeout: float) -> bool:
+        """Block until the outbox is empty (every message PUBACKed) or ``timeout``; True if empty."""
+        end = time.monotonic() + timeout
+        while self.pending and time.monotonic() < end:
+            time.sleep(0.01)
+        return not self.pending
+
+    # ------------------------------------------------------------------ outgoing (through the outbox)
+    def _new_id(self) -> str:
+        return f"{self.site_id}-{uuid.uuid4().hex[:16]}"
+
+    def publish(self, topic: str, payload: dict[str, Any] | str | bytes, qos: int | None = None,
+                retain: bool = False, *, critical: bool = True, coalesce: bool = False) -> str:
+        """Queue one message durably and return its msg_id. A dict payload becomes JSON with ``"id": msg_id``.
+
+        ``critical=False`` marks state updates that may be dropped first when the outbox is full;
+        ``coalesce=True`` (retained states) replaces an older undelivered message on the same topic.
+        """
+        check_publish_topic(topic)
+        msg_id = self._new_id()
+        body: str | bytes
+        if isinstance(payload, dict):
+            body = json.dumps({**payload, "id": msg_id}, ensure_ascii=False, default=str)
+        else:
+            body = payload
+        if not self._m.enabled:
+            return msg_id
+        self.outbox.put(OutMessage(topic=topic, payload=body, qos=self._m.qos if qos is None else qos,
+                                   retain=retain, critical=critical, coalesce=coalesce, msg_id=msg_id))
+        self._wake.set()
+        return msg_id
+
+    def publish_intent(self, call: IntentCall, *, turn_id: str, text: str, commands: Sequence[DeviceCommand],
+                       dry_run: bool = False) -> str:
+        """Publish the intent JSON, then each device command (unless dry run), then the HA event and the Hermes
+        mirror. Returns the intent message's id. A command with an unusable topic is logged and skipped."""
+        dry = dry_run or self._m.dry_run
+        msg_id = self.publish(self.topics.intent(call.name), {
+            "intent": call.name, "slots": call.slots, "entities": call.entities, "text": text,
+            "site_id": self.site_id, "turn_id": turn_id, "ts": round(time.time(), 3), "source": call.source,
+            "dry_run": dry,
+        }, critical=True)
+        if not dry:
+            for cmd in commands:
+                try:
+                    self.publish(cmd.topic, cmd.payload, retain=cmd.retain, critical=True)
+                except MqttError as e:
+                    log.error("mqtt: command for %s not sent: %s", cmd.entity, e.message)
+        self._ensure_event_type(call.name)
+        self.publish(self.topics.event, {"event_type": call.name, "text": text, "slots": call.slots,
+                                         "entities": call.entities, "turn_id": turn_id}, critical=False)
+        if self._m.hermes:
+            self.publish(f"hermes/intent/{topic_level(call.name)}",
+                         hermes_intent_payload(call, text=text, site_id=self.site_id, session_id=turn_id),
+                         critical=True)
+        return msg_id
+
+    def publish_state(self, state: str) -> str:
+        """Retained assistant state (idle, listening, thinking, speaking, ...) for the HA sensor."""
+        return self.publish(self.topics.state, state[:HA_STATE_MAX_CHARS], retain=True, critical=False,
+                            coalesce=True)
+
+    def publish_transcript(self, text: str, *, session_id: str | None = None) -> str:
+        """Retained last transcript (cut to HA's 255-character state limit); Hermes ``asr/textCaptured`` too."""
+        msg_id = self.publish(self.topics.last_transcript, text[:HA_STATE_MAX_CHARS], retain=True, critical=False,
+                              coalesce=True)
+        if self._m.hermes:
+            self.publish("hermes/asr/textCaptured", {"text": text, "likelihood": 1.0, "seconds": 0.0,
+                                                     "siteId": self.site_id, "sessionId": session_id},
+                         critical=False)
+        return msg_id
+
+    def publish_mute(self, muted: bool) -> str:
+        return self.publish(self.topics.mute, "ON" if muted else "OFF", retain=True, critical=False, coalesce=True)
+
+    def publish_sensitivity(self, value: float) -> str:
+        return self.publish(self.topics.sensitivity, f"{float(value):.3g}", retain=True, critical=False,
+                            coalesce=True)
+
+    def publish_hotword(self, model_id: str, score: float, *, session_id: str | None = None) -> str | None:
+        """Hermes ``hotword/<id>/detected`` (only with mqtt.hermes)."""
+        if not self._m.hermes:
+            return None
+        return self.publish(f"hermes/hotword/{topic_level(model_id)}/detected", {
+            "modelId": model_id, "modelVersion": "", "modelType": "universal", "currentSensitivity": score,
+            "siteId": self.site_id, "sessionId": session_id, "sendAudioCaptured": None}, critical=False)
+
+    def subscribe(self, topic_filter: str, callback: Callable[[str, str], None]) -> None:
+        """Also deliver messages matching ``topic_filter`` (wildcards allowed), e.g. an entity's state topic, as
+        ``callback(topic, text)`` on the dispatcher thread. Payloads over the size limit or not UTF-8 are ignored
+        (logged). Kept across reconnects; may be called before or after ``start()``."""
+        if not topic_filter or "\0" in topic_filter:
+            raise MqttError(f"cannot subscribe to {topic_filter!r}", fix="give a topic such as zigbee2mqtt/lamp")
+        with self._subs_lock:
+            self._extra_subs.setdefault(topic_filter, []).append(callback)
+        conn = self._conn
+        if conn is not None and self.connected:
+            conn.client.subscribe(topic_filter, 1)
+
+    def publish_direct(self, topic: str, payload: str | bytes, *, qos: int = 0, retain: bool = False) -> bool:
+        """Publish now, bypassing the outbox (connection-scoped messages only); False when not connected."""
+        conn = self._conn
+        if conn is None or not self.connected:
+            return False
+        info = conn.client.publish(topic, payload, qos=qos, retain=retain)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def _ensure_event_type(self, name: str) -> None:
+        if name not in self._intent_names:
+            self._intent_names.append(name)
+            if self._m.discovery:
+                self._publish_discovery()
+
+    def _publish_discovery(self) -> None:
+        if not self._m.discovery:
+            return
+        body = json.dumps(discovery_payload(self.topics, self._site, sw_version=self._sw_version,
+                                            intent_names=self._intent_names, qos=self._m.qos))
+        self.publish_direct(self.topics.discovery_config, body, qos=1, retain=True)
+
+    # ------------------------------------------------------------------ supervisor
+    def _set_state(self, state: str) -> None:
+        if state == self._state:
+            return
+        self._state = state
+        log.debug("mqtt: %s", state)
+        try:
+            self.on_state_change(state)
+        except Exception:  # noqa: BLE001 - an engine callback must never take the link down
+            self.stats.callback_errors += 1
+            log.exception("mqtt: on_state_change callback failed")
+
+    def _supervise(self) -> None:
+        attempt = 0
+        while not self._stop_evt.is_set():
+            self._set_state("connecting")
+            try:
+                conn = self._connect_once()
+            except Exception as e:  # noqa: BLE001 - e.g. a bad TLS file: log, back off, retry (never crash)
+                self._note_failure(f"{type(e).__name__}: {e}")
+                conn = None
+            if conn is None:
+                self.stats.connect_failures += 1
+                self._set_state("disconnected")
+                self._stop_evt.wait(backoff_delay(attempt, self._m.reconnect_min_s, self._m.reconnect_max_s))
+                attempt += 1
+                continue
+            attempt = 0
+            self.stats.connects += 1
+            self.stats.last_connected_at = time.monotonic()
+            if self._last_failure is not None:
+                log.info("mqtt: connected to %s:%d again; %d message(s) to deliver", self._m.host, self._m.port,
+                         self.pending)
+            else:
+                log.info("mqtt: connected to %s:%d as %s", self._m.host, self._m.port, self._client_id)
+            self._last_failure = None
+            with self._conn_lock:
+                self._conn = conn
+            self._set_state("connected")
+            try:
+                self._on_connected(conn)
+                self._send_loop(conn)
+            except Exception:  # noqa: BLE001 - a bug here must mean a reconnect, not a dead link
+                log.exception("mqtt: unexpected error in the sender; reconnecting")
+            finally:
+                self._close(conn, graceful=self._stop_evt.is_set())
+                with self._conn_lock:
+                    self._conn = None
+                if not self._stop_evt.is_set():
+                    self.stats.disconnects += 1
+                    self._note_failure("connection lost")
+                    self._set_state("disconnected")
+        self._set_state("stopped")
+
+    def _note_failure(self, reason: str) -> None:
+        """Log a connection problem once when it starts or changes, then at most once a minute."""
+        now = time.monotonic()
+        if reason != self._last_failure or now - self._last_failure_log > 60.0:
+            log.warning("mqtt: broker %s:%d: %s; retrying with backoff (%d message(s) waiting)", self._m.host,
+                        self._m.port, reason, self.pending)
+            self._last_failure_log = now
+        else:
+            log.debug("mqtt: broker %s:%d: %s", self._m.host, self._m.port, reason)
+        self._last_failure = reason
+
+    def _make_client(self) -> _Conn:
+        m = self._m
+        protocol = mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311
+        kwargs: dict[str, Any] = {"client_id": self._client_id, "protocol": protocol,
+                                  "reconnect_on_failure": False}
+        if protocol == mqtt.MQTTv311:
+            kwargs["clean_session"] = True
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, **kwargs)
+        conn = _Conn(client)
+        client.enable_logger(paho_log)
+        client.connect_timeout = m.connect_timeout_s
+        if m.username is not None:
+            client.username_pw_set(m.username, self.__password)
+        if m.tls:
+            client.tls_set(ca_certs=str(Path(m.ca_file).expanduser()) if m.ca_file else None)
+        client.will_set(self.topics.availability, "offline", qos=1, retain=True)
+        client.max_inflight_messages_set(max(m.inflight_window, 1) + 4)  # + room for connection-scoped messages
+
+        def on_connect(_c: Any, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
+            if getattr(reason, "is_failure", False):
+                conn.failure = f"the broker refused the connection: {reason}"
+            conn.connack.set()
+
+        def on_disconnect(_c: Any, _u: Any, _flags: Any, _reason: Any, _props: Any) -> None:
+            conn.closed.set()
+            self._wake.set()
+
+        def on_publish(_c: Any, _u: Any, mid: int, reason: Any, _props: Any) -> None:
+            conn.acks.append((mid, reason))  # handled by the sender thread: paho holds its own lock here
+            self._wake.set()
+
+        def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+            self._on_message(msg.topic, bytes(msg.payload))
+
+        client.on_connect = on_connect
+        client.on_disconnect = on_disconnect
+        client.on_publish = on_publish
+        client.on_message = on_message
+        return conn
+
+    def _connect_once(self) -> _Conn | None:
+        conn = self._make_client()
+        client = conn.client
+        try:
+            client.connect(self._m.host, self._m.port, keepalive=self._m.keepalive_s)
+        except OSError as e:  # refused, unreachable, DNS, TLS handshake (ssl.SSLError is an OSError)
+            self._note_failure(e.strerror or str(e) or type(e).__name__)
+            return None
+        client.loop_start()
+        end = time.monotonic() + self._m.connect_timeout_s
+        while not conn.connack.is_set() and not conn.closed.is_set() and time.monotonic() < end:
+            if self._stop_evt.is_set():
+                break
+            conn.connack.wait(0.02)
+        if conn.connack.is_set() and conn.failure is None and not conn.closed.is_set():
+            return conn
+        reason = conn.failure or ("the connection closed before CONNACK" if conn.closed.is_set()
+                                  else f"no CONNACK within {self._m.connect_timeout_s:g} s")
+        if "authori" in reason.lower() or "password" in reason.lower():
+            reason += " (fix: check mqtt.username and the password from mqtt.password_env / mqtt.password_file)"
+        self._note_failure(reason)
+        self._close(conn, graceful=False)
+        return None
+
+    def _close(self, conn: _Conn, *, graceful: bool) -> None:
+        client = conn.client
+        try:
+            if graceful and not conn.closed.is_set():
+                # A clean DISCONNECT suppresses the last will, so say "offline" ourselves first.
+                info = client.publish(self.topics.availability, "offline", qos=1, retain=True)
+                info.wait_for_publish(timeout=1.0)
+            client.disconnect()
+        except (OSError, RuntimeError, ValueError):
+            pass
+        client.loop_stop()
+        try:
+            if client.socket() is not None:
+                client.socket().close()  # the loop thread is gone; make sure no half-open socket lingers
+        except OSError:
+            pass
+        # Break the client <-> callback-closure cycle so the client is freed (and paho closes its wake-up socket
+        # pair) now rather than at some later garbage collection: no file descriptors pile up over many outages.
+        client.on_connect = client.on_disconnect = client.on_publish = client.on_message = None
+
+    def _on_connected(self, conn: _Conn) -> None:
+        t = self.topics
+        subs = [(t.say, 1), (t.mute_set, 1), (t.sensitivity_set, 1), (t.timer_set, 1)]
+        if self._m.discovery:
+            subs.append((t.ha_status, 1))
+        if self._m.hermes:
+            subs.append(("hermes/tts/say", 1))
+        if self._m.arbitration_window_s > 0:
+            subs.append((t.arbitration, 0))
+        with self._subs_lock:
+            subs += [(f, 1) for f in self._extra_subs if f not in {s for s, _q in subs}]
+        conn.client.subscribe(subs)
+        self._publish_discovery()
+        conn.client.publish(t.availability, "online", qos=1, retain=True)
+
+    def _send_loop(self, conn: _Conn) -> None:
+        """Deliver the outbox in order, up to ``inflight_window`` unacknowledged; ack each on its PUBACK."""
+        client = conn.client
+        window = max(1, self._m.inflight_window)
+        inflight: dict[int, str] = {}  # mid -> msg_id
+        sent: set[str] = set()
+        while not conn.closed.is_set():
+            self._wake.clear()
+            while conn.acks:
+                mid, reason = conn.acks.popleft()
+                msg_id = inflight.pop(mid, None)
+                if msg_id is None:
+                    continue  # a connection-scoped message (availability, discovery)
+                sent.discard(msg_id)
+                if getattr(reason, "is_failure", False):
+                    self.stats.rejected_by_broker += 1
+                    log.warning("mqtt: the broker rejected message %s (%s); not retrying", msg_id, reason)
+                if self.outbox.ack(msg_id):
+                    self.stats.delivered += 1
+            if self._stop_evt.is_set() and (not self.pending or time.monotonic() >= self._drain_deadline):
+                return
+            if len(inflight) < window:
+                for msg in self.outbox.peek_many(window):
+                    if len(inflight) >= window:
+                        break
+                    if msg.msg_id in sent:
+                        continue
+                    info = client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+                    if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                        conn.closed.wait(0.1)  # the connection is going down; the supervisor will reconnect
+                        break
+                    inflight[info.mid] = msg.msg_id
+                    sent.add(msg.msg_id)
+            self._wake.wait(0.5)
+
+    # ------------------------------------------------------------------ inbound
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        """Validate and route one inbound message; never raises (runs on paho's network thread)."""
+        t, limit = self.topics, self._m.max_inbound_bytes
+        try:
+            if topic == t.say:
+                self._dispatch("on_say", parse_say(payload, limit))
+            elif topic == t.mute_set:
+                muted = parse_switch(payload, limit)
+                self._dispatch("on_mute", muted)
+                self.publish_mute(muted)
+            elif topic == t.sensitivity_set:
+                value = parse_sensitivity(payload, limit)
+                self._dispatch("on_sensitivity", value)
+                self.publish_sensitivity(value)
+            elif topic == t.timer_set:
+                self._dispatch("on_timer", parse_timer(payload, limit))
+            elif topic == t.ha_status:
+                status = _decode(payload, limit).strip().lower()
+                if status == "online":
+                    log.info("mqtt: Home Assistant came online; re-sending discovery")
+                    self._publish_discovery()
+                self.stats.inbound_ok += 1
+            elif topic == t.arbitration:
+                claim = parse_wake_claim(payload, limit)
+                if claim.site_id != self.site_id:
+                    self.arbiter.receive(claim)
+            elif topic == "hermes/tts/say" and self._m.hermes:
+                text = parse_hermes_say(payload, limit, self.site_id)
+                if text is not None:
+                    self._dispatch("on_say", text)
+            else:
+                with self._subs_lock:
+                    callbacks = [cb for f, cbs in self._extra_subs.items() if mqtt.topic_matches_sub(f, topic)
+                                 for cb in cbs]
+                if not callbacks:
+                    log.debug("mqtt: message on unexpected topic %s ignored", topic)
+                    return
+                text = _decode(payload, limit)
+                for cb in callbacks:
+                    self._dispatch(cb, topic, text)
+        except InboundError as e:
+            self.stats.inbound_rejected += 1
+            now = time.monotonic()
+            if now - self._reject_window_start > 60.0:
+                self._reject_window_start, self._reject_logged = now, 0
+            self._reject_logged += 1
+            if self._reject_logged <= REJECT_LOGS_PER_MIN:  # a flood of junk must not flood the log too
+                log.warning("mqtt: ignored message on %s: %s", topic[:200], e)
+            else:
+                log.debug("mqtt: ignored message on %s: %s", topic[:200], e)
+        except Exception:  # noqa: BLE001 - never let a payload take the network thread down
+            self.stats.inbound_rejected += 1
+            log.exception("mqtt: error handling a message on %s", topic)
+
+    def _dispatch(self, callback: str | Callable[..., None], *args: Any) -> None:
+        """Queue a callback (an ``on_*`` attribute name, looked up when it runs, or a function) for the dispatcher."""
+        with self._inbox_lock:
+            if len(self._inbox) >= INBOUND_QUEUE_LEN:
+                self._inbox.popleft()
+                self.stats.inbound_dropped += 1
+                log.warning("mqtt: inbound queue full; dropped the oldest command (%d so far)",
+                            self.stats.inbound_dropped)
+            self._inbox.append((callback, args))
+        self.stats.inbound_ok += 1
+        self._inbox_evt.set()
+
+    def _dispatch_loop(self) -> None:
+        while True:
+            self._inbox_evt.wait(0.5)
+            self._inbox_evt.clear()
+            while True:
+                with self._inbox_lock:
+                    if not self._inbox:
+                        break
+                    callback, args = self._inbox.popleft()
+                fn = getattr(self, callback) if isinstance(callback, str) else callback
+                try:
+                    fn(*args)
+                except Exception:  # noqa: BLE001 - an engine callback must never take the link down
+                    self.stats.callback_errors += 1
+                    log.exception("mqtt: %s callback failed for %r",
+                                  callback if isinstance(callback, str) else getattr(fn, "__name__", "a"), args)
+            if self._stop_evt.is_set() and (self._thread is None or not self._thread.is_alive()):
+                return
