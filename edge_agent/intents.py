@@ -1,0 +1,455 @@
+"""The fast path: Home Assistant's English sentence templates (home-assistant-intents) matched with hassil.
+
+Slot lists are built the way Home Assistant builds them, because that is what the templates expect:
+
+- ``name``: every entity's name and each alias, with the entity's ``domain`` and ``device_class`` as *context*. The
+  templates carry ``requires_context: {domain: [...]}``, so "open the curtain" only matches a name whose context says
+  ``cover``; without context the name lists match the wrong blocks (that is why a naive build matched ~50 %).
+- ``area`` / ``floor``: names and aliases; the value is the canonical name.
+- the device's own area goes in as intent *context* (``{"area": name}``), so blocks with
+  ``requires_context: {area: {slot: true}}`` ("turn on the lights") match only on a device that has an area, and copy
+  it into the ``area`` slot.
+- numbers, colors, states, device classes come from the language data's own lists (ranges and text lists).
+
+Among several parses the one that names an entity wins (Home Assistant prefers ``name`` over ``area`` matches, for
+an entity called like its room), then the most literal one (see ``IntentMatcher.recognize``). The intents data is
+loaded and every template parsed once per process (~1 s here) and shared by all matchers.
+
+A few English phrasings that Home Assistant's 2025 tests use but the packaged 2026 templates no longer carry ("turn on
+all the lights in the house", "is the phone battery low", "what is the furnace temperature") are added from
+``SUPPLEMENT_YAML`` below, in the same template language (like Home Assistant's ``custom_sentences``).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+from typing import Any
+
+import yaml
+
+from .home import Home
+from .intent import IntentCall
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_INTENTS: tuple[str, ...] = (
+    "HassTurnOn", "HassTurnOff", "HassLightSet", "HassSetPosition", "HassClimateSetTemperature", "HassGetState",
+    "HassStartTimer", "HassCancelTimer", "HassCancelAllTimers", "HassPauseTimer", "HassUnpauseTimer",
+    "HassIncreaseTimer", "HassDecreaseTimer", "HassTimerStatus", "HassGetCurrentTime", "HassGetCurrentDate",
+    "HassMediaPause", "HassMediaUnpause", "HassMediaNext", "HassMediaPrevious", "HassSetVolume", "HassNevermind",
+)
+
+# Extra English templates (hassil syntax, same rules and lists as the packaged data). Whole-house and floor
+# commands, area-wide locks, state questions about groups, and sensor questions that the packaged 2026 templates do
+# not carry. "Everywhere" commands always need an explicit <all> or <everywhere>: a bare "turn on the lights" on a
+# device without an area must not switch on the whole house.
+SUPPLEMENT_YAML = r"""
+language: en
+lists:
+  sensor_quantity:
+    wildcard: true
+intents:
+  HassTurnOn:
+    data:
+      - sentences:
+          - "<turn> <all> [<home>] <light> on [<everywhere>]"
+          - "<turn> [<the>] [<home>] <light> on <everywhere>"
+          - "<turn> on <all> [<home>] <light> [<everywhere>]"
+          - "<turn> on [<the>] [<home>] <light> <everywhere>"
+          - "activate <all> [<home>] <light> [<everywhere>]"
+          - "activate [<the>] [<home>] <light> <everywhere>"
+          - "(light up|illuminate) <everywhere>"
+          - "(light up|illuminate) <all> (room|area)[s] [<everywhere>]"
+          - "make sure <all> <light> (is|are) on [<everywhere>]"
+        slots: {domain: light}
+        response: light_all
+      - sentences:
+          - "<turn> <all> fan[s] on [<everywhere>]"
+          - "<turn> [<the>] fan[s] on <everywhere>"
+          - "<turn> on <all> fan[s] [<everywhere>]"
+          - "<turn> on [<the>] fan[s] <everywhere>"
+          - "activate <all> fan[s] [<everywhere>]"
+          - "activate [<the>] fan[s] <everywhere>"
+        slots: {domain: fan}
+      - sentences:
+          - "<turn> [(<all>|<the>)] <light> <in> [<the>] {floor} [floor] on"
+          - "<turn> [(<all>|<the>)] <light> on <in> [<the>] {floor} [floor]"
+          - "<turn> on [(<all>|<the>)] <light> <in> [<the>] {floor} [floor]"
+          - "activate [(<all>|<the>)] <light> <in> [<the>] {floor} [floor]"
+        slots: {domain: light}
+        response: lights_floor
+      - sentences:
+          - "lock [<all>] <lockable> <in> [<the>] {area}"
+          - "lock [<all>] [<the>] {area} <lockable>"
+        slots: {domain: lock}
+        response: lock_area
+      - sentences:
+          - "(change|switch|transition) [<the>] {area} to [<the>] {name} [scene]"
+        requires_context: {domain: scene}
+        response: scene
+  HassTurnOff:
+    data:
+      - sentences:
+          - "<turn> <all> fan[s] off [<everywhere>]"
+          - "<turn> [<the>] fan[s] off <everywhere>"
+          - "<turn> off <all> fan[s] [<everywhere>]"
+          - "<turn> off [<the>] fan[s] <everywhere>"
+          - "deactivate <all> fan[s] [<everywhere>]"
+          - "deactivate [<the>] fan[s] <everywhere>"
+        slots: {domain: fan}
+      - sentences:
+          - "<turn> [(<all>|<the>)] <light> <in> [<the>] {floor} [floor] (off|out)"
+          - "<turn> [(<all>|<the>)] <light> (off|out) <in> [<the>] {floor} [floor]"
+          - "<turn> (off|out) [(<all>|<the>)] <light> <in> [<the>] {floor} [floor]"
+          - "deactivate [(<all>|<the>)] <light> <in> [<the>] {floor} [floor]"
+        slots: {domain: light}
+        response: lights_floor
+      - sentences:
+          - "unlock [<all>] <lockable> <in> [<the>] {area}"
+          - "unlock [<all>] [<the>] {area} <lockable>"
+        slots: {domain: lock}
+        response: lock_area
+  HassClimateSetTemperature:
+    data:
+      - sentences:
+          - "(<numeric_value_set>|adjust) [the] <temp> to {temperature}[([ ]°)|( degree[s])]"
+        response: default
+  HassGetState:
+    data:
+      - sentences:
+          - "<is> [<the>] {name} [currently] {lock_states:state} [(currently|right now)]"
+        requires_context: {domain: lock}
+        response: one_yesno
+      - sentences:
+          - "do (I|we) have <any> {lock_states:state} <lockable>"
+          - "<are_any> {lock_states:state} <lockable>"
+          - "<are_any> <lockable> [currently] {lock_states:state} [right now]"
+        slots: {domain: lock}
+        response: any
+      - sentences:
+          - "<which> <lockable> <is> [currently] {lock_states:state} [right now]"
+        slots: {domain: lock}
+        response: which
+      - sentences:
+          - "<how_many> <lockable> <is> [currently] {lock_states:state} [right now]"
+        slots: {domain: lock}
+        response: how_many
+      - sentences:
+          - "(do you know|tell me|<what_is>) the [current] (status|state) of [<the>] {name}"
+        requires_context:
+          domain: [sensor, light, switch, fan, cover, lock, valve, climate, media_player, binary_sensor]
+        response: one
+      - sentences:
+          - "tell me if there (is|are) <any> switch[es] [turned] {on_off_states:state} [<in>] [<the>] {area}"
+          - "<are_any> switch[es] [turned] {on_off_states:state} <in> [<the>] {area}"
+        slots: {domain: switch}
+        response: any
+      - sentences:
+          - "tell me if there (is|are) <any> switch[es] [turned] {on_off_states:state} [<in>] [<the>] {floor} [floor]"
+        slots: {domain: switch}
+        response: any
+      - sentences:
+          - "<are_all> switch[es] [turned] {on_off_states:state} <in> [<the>] {area}"
+          - "<are_all> switch[es] <in> [<the>] {area} [turned] {on_off_states:state}"
+        slots: {domain: switch}
+        response: all
+      - sentences:
+          - "<are_all> switch[es] [turned] {on_off_states:state} <in> [<the>] {floor} [floor]"
+          - "<are_all> switch[es] <in> [<the>] {floor} [floor] [turned] {on_off_states:state}"
+        slots: {domain: switch}
+        response: all
+      - sentences:
+          - "<what_is> [the] {sensor_quantity:_quantity} (of|in|from|for|indicated by|measured by|on) [<the>] {name}"
+          - "<what_is> [<the>] {name}[[']s] {sensor_quantity:_quantity}"
+          - "how much {sensor_quantity:_quantity} (does|do) [<the>] {name} have [left]"
+          - "when (is|will) [<the>] {name} [be]"
+        requires_context: {domain: sensor}
+        response: one
+"""
+
+# Binary sensors: what each device class's "on"/"off" is called, what a group of them is called, and phrasings that
+# carry their state in the verb ("is there any smoke in the kitchen"). Built into template blocks below.
+_BINARY_SENSORS: dict[str, dict[str, Any]] = {
+    "battery": {"on": "low", "off": "(normal|charged|ok)", "noun": "batter(y|ies)", "after_name": "[battery]"},
+    "battery_charging": {"on": "charging", "off": "not charging", "noun": "batter(y|ies)"},
+    "carbon_monoxide": {"on": "(on|detected|triggered)", "off": "(off|clear)",
+                        "noun": "(carbon monoxide|co) (sensor|detector)[s]",
+                        "fixed_on": ["<is> <any> (carbon monoxide|co) [detected] <in> [<the>] {area}"]},
+    "cold": {"on": "cold", "off": "(normal|warm)", "noun": "(thing|device)[s]"},
+    "connectivity": {"on": "connected", "off": "disconnected", "noun": "device[s]"},
+    "gas": {"on": "(on|detected|triggered)", "off": "(off|clear)", "noun": "gas (sensor|detector)[s]",
+            "fixed_on": ["<is> <any> gas [detected] <in> [<the>] {area}"]},
+    "heat": {"on": "hot", "off": "(normal|cool)", "noun": "(thing|device)[s]"},
+    "light": {"on": "detected", "off": "(not detected|dark)", "noun": "light[s]"},
+    "lock": {"on": "unlocked", "off": "locked", "noun": "lock[s]"},
+    "moisture": {"on": "(wet|flooded|leaking)", "off": "dry", "noun": "(water|leak|moisture) sensor[s]",
+                 "fixed_on": ["<is> <any> leak[s]", "<is> [<the>] floor wet"],
+                 "area_state": True},
+    "motion": {"on": "(triggered|detected|on)", "off": "(clear|off)", "noun": "motion sensor[s]",
+               "fixed_on": ["<is> <any> motion [detected]", "<is> motion detected"]},
+    "occupancy": {"on": "(triggered|detected|occupied|on)", "off": "(clear|empty|unoccupied)",
+                  "noun": "occupancy sensor[s]", "fixed_on": ["<is> <any> occupancy [detected]"],
+                  "area_state": True},
+    "opening": {"on": "open", "off": "(closed|shut)", "noun": "opening[s]"},
+    "plug": {"on": "plugged in", "off": "unplugged", "noun": "device[s]"},
+    "power": {"on": "(powered [on]|detected|on)", "off": "(powered off|unpowered|off)", "noun": "device[s]",
+              "after_name": "[power]"},
+    "presence": {"on": "(home|present)", "off": "(away|gone)", "noun": "device[s]"},
+    "problem": {"on": "(broken|failing)", "off": "(ok|fine)", "noun": "device[s]",
+                "fixed_on_name": ["<are_any> problem[s] with [<the>] {name}"]},
+    "running": {"on": "running", "off": "(stopped|not running)", "noun": "device[s]"},
+    "safety": {"on": "unsafe", "off": "safe", "noun": "(thing|device)[s]"},
+    "smoke": {"on": "(triggered|detected|on)", "off": "(clear|off)", "noun": "smoke (sensor|detector)[s]",
+              "fixed_on": ["<is> [<any>] smoke [detected] <in> [<the>] {area}"]},
+    "sound": {"on": "(triggered|detected|on)", "off": "(clear|off)", "noun": "sound sensor[s]",
+              "fixed_on": ["<is> <any> (noise|sound) [detected] <in> [<the>] {area}"]},
+    "tamper": {"on": "tampered [with]", "off": "clear", "noun": "tamper sensor[s]"},
+    "update": {"on": "(out of date|outdated)", "off": "up to date", "noun": "update[s]",
+               "fixed_on": ["<are_any> update[s] available", "<which> update[s] <is> available",
+                            "<how_many> update[s] <is> available"]},
+    "vibration": {"on": "vibrating", "off": "(still|not vibrating)", "noun": "(thing|device)[s]",
+                  "fixed_on": ["is (anything|something) vibrating"]},
+}
+
+
+def _binary_sensor_blocks() -> list[dict[str, Any]]:
+    """Template blocks for binary sensor questions, one set per device class."""
+    blocks: list[dict[str, Any]] = []
+    for cls, d in _BINARY_SENSORS.items():
+        fixed = {"domain": "binary_sensor", "device_class": cls}
+        states = {"bs_state": {"values": [{"in": d["on"], "out": "on"}, {"in": d["off"], "out": "off"}]}}
+        rules = {"bs_noun": d["noun"]}
+        after = d.get("after_name", "")
+        blocks.append({"sentences": [f"<is> [<the>] {{name}} {after} {{bs_state:state}}",
+                                     f"<is> [<the>] {{name}} {after} {{bs_state:state}} <in> [<the>] {{area}}"],
+                       "slots": fixed, "lists": states, "requires_context": fixed, "response": "one_yesno"})
+        group = ["<is> <bs_noun> {bs_state:state}", "<are_any> <bs_noun> {bs_state:state}",
+                 "<are_all> <bs_noun> {bs_state:state}",
+                 "<which> <bs_noun> <is> {bs_state:state}", "<how_many> <bs_noun> <is> {bs_state:state}"]
+        group += [g + " [<in>] [<the>] {area}" for g in group]
+        if d.get("area_state"):
+            group.append("<is> [<the>] {area} {bs_state:state}")
+        blocks.append({"sentences": group, "slots": fixed, "lists": states, "expansion_rules": rules,
+                       "response": "any"})
+        if d.get("fixed_on"):
+            blocks.append({"sentences": d["fixed_on"], "slots": {**fixed, "state": "on"},
+                           "expansion_rules": rules, "response": "any"})
+        if d.get("fixed_on_name"):
+            blocks.append({"sentences": d["fixed_on_name"], "slots": {**fixed, "state": "on"},
+                           "requires_context": fixed, "response": "one_yesno"})
+    return blocks
+
+
+def supplement_dict() -> dict[str, Any]:
+    """The supplementary templates as an intents dict (merged after the packaged ones)."""
+    d = yaml.safe_load(SUPPLEMENT_YAML)
+    d["intents"]["HassGetState"]["data"].extend(_binary_sensor_blocks())
+    return d
+
+
+@functools.lru_cache(maxsize=2)
+def language_data(supplement: bool = True) -> dict[str, Any]:
+    """The raw English intents dict (packaged templates + our supplement), loaded once."""
+    from hassil.util import merge_dict
+    from home_assistant_intents import get_intents
+
+    data = get_intents("en")
+    if data is None:  # pragma: no cover - broken install
+        from .errors import ConfigError
+
+        raise ConfigError("home-assistant-intents has no English data", fix="pip install home-assistant-intents")
+    data = copy.deepcopy(data)
+    if supplement:
+        merge_dict(data, supplement_dict())
+    return data
+
+
+@functools.lru_cache(maxsize=2)
+def load_intents(supplement: bool = True) -> Any:
+    """The compiled hassil Intents for the supported intents only (parsed once per process)."""
+    from hassil import Intents, filter_intents
+
+    intents = filter_intents(Intents.from_dict(language_data(supplement)), intent_names=SUPPORTED_INTENTS)
+    for intent in intents.intents.values():  # templates parse lazily: pay it here, not on a user's first command
+        for data in intent.data:
+            _ = data.sentences
+    return intents
+
+
+def _number(v: Any) -> Any:
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, str):
+        return v.strip()
+    return v
+
+
+class IntentMatcher:
+    """Text -> IntentCall with Home Assistant's templates and this home's names, areas and floors."""
+
+    def __init__(self, home: Home, *, supplement: bool = True) -> None:
+        from hassil import TextSlotList
+
+        self.home = home
+        self.intents = load_intents(supplement)
+        names: list[tuple[str, str, dict[str, Any]]] = []
+        for e in home.entities.values():
+            ctx: dict[str, Any] = {"domain": e.domain}
+            if e.device_class:
+                ctx["device_class"] = e.device_class
+            for n in e.names:
+                names.append((n, e.name, ctx))
+        areas = [(n, a.name) for a in home.areas.values() for n in (a.name, *a.aliases)]
+        floors = [(n, f.name) for f in home.floors.values() for n in (f.name, *f.aliases)]
+        self.slot_lists = {
+            "name": TextSlotList.from_tuples(names, allow_template=False, name="name"),
+            "area": TextSlotList.from_tuples(areas, allow_template=False, name="area"),
+            "floor": TextSlotList.from_tuples(floors, allow_template=False, name="floor"),
+        }
+
+    def recognize(self, text: str, area: str | None = None) -> Any:
+        """The best hassil RecognizeResult, or None.
+
+        Ranking: a parse that names an entity wins (the longest name first: "water pump usage today" over "water
+        pump usage"), as in Home Assistant; then the parse that binds the fewest slots to spoken text (the most
+        literal reading: "open the garage door" is the garage-door class, not area Garage + class door; "all kitchen
+        fans on" is a command, not the question "are all kitchen fans on"); then the most literal text matched.
+        """
+        from hassil import recognize_all
+
+        context: dict[str, Any] = {}
+        if area:
+            a = self.home.area_by_name(area)
+            context["area"] = a.name if a else area
+        best = None
+        best_key: tuple[int, ...] | None = None
+        for result in recognize_all(text, self.intents, slot_lists=self.slot_lists, intent_context=context,
+                                    language="en"):
+            name = result.entities.get("name")
+            has_name = name is not None and not name.is_wildcard
+            spoken = sum(1 for e in result.entities_list if e.text and not e.name.startswith("_"))
+            key = (0 if has_name else 1, -len(name.text) if has_name else 0, spoken, -result.text_chunks_matched)
+            if best_key is None or key < best_key:
+                best, best_key = result, key
+        return best
+
+    def match(self, text: str, area: str | None = None) -> IntentCall | None:
+        """Text -> IntentCall with slots (HA names and values) and the entity ids they resolve to, or None."""
+        text = text.strip()
+        if not text:
+            return None
+        result = self.recognize(text, area)
+        if result is None:
+            return None
+        # "_"-slots are template helpers (e.g. the free-text quantity in "what is the X of <sensor>")
+        slots = {e.name: _number(e.value) for e in result.entities_list if not e.name.startswith("_")}
+        call = IntentCall(name=result.intent.name, slots=slots, text=text, source="fast")
+        call.entities = [e.id for e in resolve_targets(self.home, call)]
+        return call
+
+
+def resolve_targets(home: Home, call: IntentCall) -> list[Any]:
+    """The entities an intent's name/area/floor/domain/device_class slots select (empty if it targets none)."""
+    s = call.slots
+    if call.name not in DEVICE_INTENTS:
+        return []
+    domain = s.get("domain") or DEVICE_INTENTS[call.name]
+    name = s.get("name")
+    if isinstance(name, str) and name.casefold() == "all":
+        name = None
+    if name is not None:
+        domain = s.get("domain")  # a named entity: any domain
+    if call.name == "HassGetState" and name is None and domain is None:
+        return []
+    return home.find(name, s.get("area"), domain, s.get("device_class"), s.get("floor"))
+
+
+# Intents that act on (or ask about) entities, with the domains they default to when no name is given.
+DEVICE_INTENTS: dict[str, list[str] | None] = {
+    "HassTurnOn": None, "HassTurnOff": None, "HassLightSet": ["light"], "HassSetPosition": ["cover", "valve"],
+    "HassClimateSetTemperature": ["climate"], "HassGetState": None,
+    "HassMediaPause": ["media_player"], "HassMediaUnpause": ["media_player"], "HassMediaNext": ["media_player"],
+    "HassMediaPrevious": ["media_player"], "HassSetVolume": ["media_player"],
+}
+
+INTENT_DESCRIPTIONS: dict[str, str] = {
+    "HassTurnOn": "Turn on, open, lock or activate a device (light, switch, fan, cover, lock, scene, script).",
+    "HassTurnOff": "Turn off, close or unlock a device.",
+    "HassLightSet": "Set a light's brightness (percent) or color.",
+    "HassSetPosition": "Set a cover's or valve's position (percent open).",
+    "HassClimateSetTemperature": "Set a thermostat's target temperature.",
+    "HassGetState": "Ask the state of a device or sensor (is it on, open, locked; what is its value).",
+    "HassStartTimer": "Start a timer (hours/minutes/seconds, optional name).",
+    "HassCancelTimer": "Cancel a timer.",
+    "HassCancelAllTimers": "Cancel all timers.",
+    "HassPauseTimer": "Pause a timer.",
+    "HassUnpauseTimer": "Resume a paused timer.",
+    "HassIncreaseTimer": "Add time to a running timer.",
+    "HassDecreaseTimer": "Remove time from a running timer.",
+    "HassTimerStatus": "How much time is left on timers.",
+    "HassGetCurrentTime": "The current time.",
+    "HassGetCurrentDate": "Today's date.",
+    "HassMediaPause": "Pause media playback.",
+    "HassMediaUnpause": "Resume media playback.",
+    "HassMediaNext": "Skip to the next track.",
+    "HassMediaPrevious": "Go back to the previous track.",
+    "HassSetVolume": "Set a media player's volume (percent).",
+    "HassNevermind": "The user cancels the request; do nothing.",
+}
+
+
+def color_names() -> list[str]:
+    """Color names the English templates know (the HassLightSet ``color`` list)."""
+    vals = language_data()["lists"]["color"]["values"]
+    return [v["out"] if isinstance(v, dict) else v for v in vals]
+
+
+def tool_specs(home: Home) -> list[dict[str, Any]]:
+    """One JSON-schema tool per supported intent; name/area/floor are enums of what this home has configured."""
+    names = sorted({n for e in home.entities.values() for n in e.names})
+    areas = sorted({n for a in home.areas.values() for n in (a.name, *a.aliases)})
+    floors = sorted({n for f in home.floors.values() for n in (f.name, *f.aliases)})
+    domains = home.domains()
+
+    def enum_str(values: list[str], desc: str) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": "string", "description": desc}
+        if values:
+            d["enum"] = values
+        return d
+
+    target = {"name": enum_str(names, "Device name as configured."),
+              "area": enum_str(areas, "Area (room)."), }
+    if floors:
+        target["floor"] = enum_str(floors, "Floor.")
+    pct = {"type": "integer", "minimum": 0, "maximum": 100}
+    dur = {"hours": {"type": "integer", "minimum": 0, "maximum": 24},
+           "minutes": {"type": "integer", "minimum": 0, "maximum": 1440},
+           "seconds": {"type": "integer", "minimum": 0, "maximum": 86400}}
+    timer_sel = {"name": {"type": "string", "description": "Timer name."},
+                 "area": enum_str(areas, "Area of the timer.")}
+    props: dict[str, dict[str, Any]] = {
+        "HassTurnOn": {**target, "domain": enum_str(domains, "Device type, e.g. light.")},
+        "HassTurnOff": {**target, "domain": enum_str(domains, "Device type, e.g. light.")},
+        "HassLightSet": {**target, "brightness": {**pct, "description": "Brightness in percent."},
+                         "color": enum_str(color_names(), "Color name.")},
+        "HassSetPosition": {**target, "position": {**pct, "description": "Percent open."}},
+        "HassClimateSetTemperature": {**target, "temperature": {"type": "number", "description": "Degrees."}},
+        "HassGetState": {**target, "domain": enum_str(domains, "Device type."),
+                         "state": {"type": "string", "description": "State asked about, e.g. on, open, locked."}},
+        "HassStartTimer": {**dur, "name": {"type": "string", "description": "Optional timer name."}},
+        "HassCancelTimer": timer_sel, "HassCancelAllTimers": {"area": timer_sel["area"]},
+        "HassPauseTimer": timer_sel, "HassUnpauseTimer": timer_sel,
+        "HassIncreaseTimer": {**dur, **timer_sel}, "HassDecreaseTimer": {**dur, **timer_sel},
+        "HassTimerStatus": timer_sel, "HassGetCurrentTime": {}, "HassGetCurrentDate": {},
+        "HassMediaPause": target, "HassMediaUnpause": target, "HassMediaNext": target, "HassMediaPrevious": target,
+        "HassSetVolume": {**target, "volume_level": {**pct, "description": "Volume in percent."}},
+        "HassNevermind": {},
+    }
+    required = {"HassLightSet": [], "HassSetPosition": ["position"], "HassClimateSetTemperature": ["temperature"],
+                "HassSetVolume": ["volume_level"]}
+    return [{"name": n, "description": INTENT_DESCRIPTIONS[n],
+             "parameters": {"type": "object", "properties": props[n], "required": required.get(n, []),
+                            "additionalProperties": False}}
+            for n in SUPPORTED_INTENTS]
