@@ -345,7 +345,7 @@ class Engine:
             if probs and max(probs) > max(0.8, self.s.vad.threshold):
                 log.info("speech during reply (echo-cancelled source): interrupting")
                 self._interrupt()
-                self._start_listening(chunk.t, None, include_preroll=False)
+                self._start_listening(None, None, include_preroll=True, after_wake=False)
 
     def _new_turn(self, t_wake: float | None, model: str | None) -> Turn:
         self.turn_count += 1
@@ -354,19 +354,29 @@ class Engine:
         self.turn = turn
         return turn
 
-    def _start_listening(self, t_wake: float | None, model: str | None, include_preroll: bool) -> None:
+    def _start_listening(self, t_wake: float | None, model: str | None, include_preroll: bool,
+                         after_wake: bool = True) -> None:
+        """Open a turn. The pre-roll (speech that began before the wake word was recognized) goes to STT so it is
+        not lost; after a wake word the endpointer starts at the detection, because the pre-roll also holds the
+        wake word's tail, which must not count as the request (a pause after "hey jarvis" is normal)."""
         turn = self._new_turn(t_wake, model)
         turn.t_listen = time.monotonic()
         self._segmenter = self.segmenter_factory()
         self.vad.reset()
         self._stt_stream = self.stt.open_stream()
-        self._seg_t0 = self.preroll.t_start if include_preroll and self.preroll.t_start else time.monotonic()
         self.set_state(State.LISTENING)
-        if include_preroll:
-            audio = self.preroll.drain()
-            if len(audio):
-                self._listen(AudioChunk(audio, self._seg_t0))
+        t_pre = self.preroll.t_start
+        audio = self.preroll.drain() if include_preroll else np.zeros(0, dtype=np.int16)
         self.preroll.clear()
+        if after_wake or not len(audio):
+            self._seg_t0 = t_wake if t_wake is not None else time.monotonic()
+            if len(audio):
+                self._stt_stream.feed(audio)
+                if self.s.log.debug_audio_dir:
+                    turn.audio.append(audio.copy())
+        else:
+            self._seg_t0 = t_pre if t_pre is not None else time.monotonic()
+            self._listen(AudioChunk(audio, self._seg_t0))
 
     def _listen(self, chunk: AudioChunk) -> None:
         """VAD + endpointing + streaming STT for one chunk while listening (or in the follow-up window)."""
@@ -378,7 +388,7 @@ class Engine:
             probs = self.vad.process(chunk.samples)
             voiced = [p > self.s.vad.threshold for p in probs]
             if sum(voiced) * VAD_FRAME_S >= self.s.vad.min_speech_s:
-                self._start_listening(None, None, include_preroll=True)
+                self._start_listening(None, None, include_preroll=True, after_wake=False)
             return
         assert turn is not None and self._segmenter is not None
         if self._stt_stream is not None:
