@@ -269,6 +269,7 @@ class Segment:
     text: str = ""
     played: int = 0  # samples handed to the device so far
     done: threading.Event = field(default_factory=threading.Event)
+    t_done: float | None = None  # monotonic time its last sample was handed to the device (or it was dropped)
 
     @property
     def fraction_played(self) -> float:
@@ -418,6 +419,7 @@ class Speaker:
                 seg.played = min(len(seg.audio), int(i * scale))
                 self.t_last_audio = self.clock()
             self.current = None
+            seg.t_done = self.clock()
             seg.done.set()
             if self.on_segment_done:
                 self.on_segment_done(seg)

@@ -150,6 +150,18 @@ class TurnLog:
         log.info("turn %s", line)
 
 
+SELF_ECHO_TAIL_S = 0.6  # a detection this soon after a segment ended may still be its echo
+
+
+def _mentions_wake(text: str, phrases: list[str]) -> bool:
+    words = re.findall(r"[a-z']+", text.lower())
+    for phrase in phrases:
+        last = phrase.split()[-1] if phrase.split() else ""
+        if last and last in words:
+            return True
+    return False
+
+
 def wake_phrase(model_name: str) -> str:
     """'hey_jarvis_v0.1' -> 'hey jarvis': the words to strip from the start of a transcript."""
     base = Path(model_name).stem
@@ -199,7 +211,6 @@ class Engine:
         self._lock = threading.RLock()
         self._stt_stream: Any = None
         self._segmenter: Any = None
-        self._seg_t0 = 0.0
         from .vad import PreRoll
 
         self.preroll = PreRoll(settings.vad.pre_roll_s)
@@ -267,6 +278,8 @@ class Engine:
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
         self.source.open()
+        if self.speaker.file is not None and getattr(self.source, "t0", None) is not None:
+            self.speaker.file_t0 = self.source.t0  # output WAV and input WAV share one timeline
         self.set_state(State.IDLE)
         tail_start: float | None = None
         notify = _SystemdNotifier()
@@ -318,6 +331,10 @@ class Engine:
         self.wake.threshold_boost = (self.s.wake.self_trigger_guard if speaking and not self.s.audio.echo_cancel
                                      else 0.0)
         detections = [] if self.muted else self.wake.process(chunk.samples, chunk.t_end)
+        if detections and speaking and not self.s.audio.echo_cancel and self._hearing_own_wake_phrase():
+            log.info("ignoring wake word %s (%.2f): the reply being played says it", detections[0].model,
+                     detections[0].score)
+            detections = []
         stops = self.stop_wake.process(chunk.samples, chunk.t_end) if (self.stop_wake and speaking) else []
         if stops and speaking:
             log.info("stop word %s (%.2f): interrupting", stops[0].model, stops[0].score)
@@ -347,6 +364,19 @@ class Engine:
                 self._interrupt()
                 self._start_listening(None, None, include_preroll=True, after_wake=False)
 
+    def _hearing_own_wake_phrase(self) -> bool:
+        """Half-duplex guard: without echo cancellation the microphone hears the reply, so a wake word inside the
+        text being played (or played within the echo tail) is the assistant's own voice, not the user's."""
+        turn = self.turn
+        if turn is None:
+            return False
+        now = time.monotonic()
+        for seg in turn.segments:
+            recent = seg.played > 0 and (not seg.done.is_set() or now - (seg.t_done or now) < SELF_ECHO_TAIL_S)
+            if recent and _mentions_wake(seg.text, self.wake_phrases):
+                return True
+        return False
+
     def _new_turn(self, t_wake: float | None, model: str | None) -> Turn:
         self.turn_count += 1
         turn = Turn(turn_id=f"{self.s.site.site_id}-{int(time.time())}-{self.turn_count}", t_wake=t_wake,
@@ -369,14 +399,12 @@ class Engine:
         audio = self.preroll.drain() if include_preroll else np.zeros(0, dtype=np.int16)
         self.preroll.clear()
         if after_wake or not len(audio):
-            self._seg_t0 = t_wake if t_wake is not None else time.monotonic()
             if len(audio):
                 self._stt_stream.feed(audio)
                 if self.s.log.debug_audio_dir:
                     turn.audio.append(audio.copy())
         else:
-            self._seg_t0 = t_pre if t_pre is not None else time.monotonic()
-            self._listen(AudioChunk(audio, self._seg_t0))
+            self._listen(AudioChunk(audio, t_pre if t_pre is not None else time.monotonic()))
 
     def _listen(self, chunk: AudioChunk) -> None:
         """VAD + endpointing + streaming STT for one chunk while listening (or in the follow-up window)."""
@@ -399,12 +427,15 @@ class Engine:
             turn.audio.append(chunk.samples.copy())
         probs = self.vad.process(chunk.samples)
         for p in probs:
-            for ev in self._segmenter.feed(VAD_FRAME_S, p > self.s.vad.threshold):
+            for ev in self._segmenter.feed(VAD_FRAME_S, p >= self.s.vad.threshold):
                 kind = ev.kind
+                # Event time on the chunk clock: how far back from this chunk's end the event lies in audio time.
+                # (Live and --realtime: equal to start + offset; unpaced file mode: still ordered with the rest.)
+                t_ev = chunk.t_end - max(0.0, self._segmenter.t - ev.t)
                 if kind == SegmentEvent.SPEECH_START:
-                    turn.t_speech_start = chunk.t + 0.0 if ev.t is None else self._seg_t0 + ev.t
+                    turn.t_speech_start = t_ev
                 elif kind in (SegmentEvent.ENDPOINT, SegmentEvent.MAX_LENGTH):
-                    turn.t_speech_end = self._seg_t0 + ev.t if ev.t is not None else chunk.t_end
+                    turn.t_speech_end = t_ev
                     turn.t_endpoint = time.monotonic()
                     self._end_listening(turn)
                     return
