@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--area", help="the device's area (context for 'turn on the lights')")
     a.add_argument("--home", help="load areas and entities from this YAML file (overrides home.file)")
     a.add_argument("--no-llm", action="store_true", help="fast path only (template matching)")
+    a.add_argument("--llm-only", action="store_true", help="skip the fast path: the LLM decides (testing, benchmarks)")
     a.add_argument("--json", action="store_true")
 
     ck = sub.add_parser("check", help="doctor: audio devices, models, broker, config, CPU and memory")
@@ -156,14 +157,40 @@ def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_ERROR
 
 
+_SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class _JournalFormatter(logging.Formatter):
+    """Prefixes each record with its syslog priority ("<4>"): journald (SyslogLevelPrefix=) stores it as the entry's
+    priority, so `journalctl -u edge-agent -p warning` shows only problems."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{_SYSLOG_PRIORITY.get(record.levelno, 6)}>" + super().format(record)
+
+
+def log_handler() -> logging.Handler:
+    """The stderr handler. Under systemd the journal stamps every line itself, so no timestamp of our own (it would
+    appear twice); the priority prefix only when stderr really is the journal stream (JOURNAL_STREAM = its dev:inode),
+    since a plain file would show the raw "<6>"."""
+    handler = logging.StreamHandler(sys.stderr)
+    journal = os.environ.get("JOURNAL_STREAM", "")
+    if journal or os.environ.get("INVOCATION_ID"):
+        try:
+            st = os.fstat(sys.stderr.fileno())
+            to_journal = journal == f"{st.st_dev}:{st.st_ino}"
+        except (OSError, ValueError, AttributeError):
+            to_journal = False
+        fmt = "%(levelname)s %(name)s: %(message)s"
+        handler.setFormatter(_JournalFormatter(fmt) if to_journal else logging.Formatter(fmt))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return handler
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[log_handler()])
     try:
         if args.cmd == "config":
             return _cmd_config_check(args)

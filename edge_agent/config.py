@@ -112,14 +112,15 @@ class WhisperSettings:
     beam_size: int = opt(1, "Beam size (1 = greedy, fastest).", min=1, max=10)
     language: str = opt("en", "Spoken language code.")
     encoder_window_s: float = opt(
-        2.0,
-        "Encode only the utterance padded up to a multiple of this many seconds instead of Whisper's full 30 s "
-        "window (several times faster for short commands); 0 = always the full window.",
+        10.0,
+        "Encode a window of at least this many seconds (more for longer utterances) instead of Whisper's full 30 s: "
+        "~3-4x faster for commands; a doubtful result (a loop, or judged silence) is redone over 30 s. "
+        "0 = always the full 30 s window.",
         min=0.0,
         max=30.0,
     )
     no_speech_threshold: float = opt(
-        0.6, "With a short encoder window: drop the text when Whisper's no-speech probability is above this.",
+        0.6, "Drop the text as silence when Whisper's no-speech probability is above this (and the text improbable).",
         min=0.0, max=1.0,
     )
     partial_interval_s: float = opt(
@@ -166,9 +167,10 @@ class LlmSettings:
         "(seconds on a Pi); null = do not save.",
     )
     reply_after_tool: bool = opt(
-        True,
-        "After a tool runs, let the LLM phrase the reply from the tool's result (natural, ~1 s slower on a Pi). "
-        "False = speak the intent handler's own sentence at once.",
+        False,
+        "After an LLM tool call runs, let the LLM phrase the reply from the tool's result. Off by default: with "
+        "the 0.5B model it costs ~2 s more and sometimes contradicted the facts (an unknown lock state spoken as "
+        "'locked'); False = speak the intent handler's own factual sentence at once.",
     )
 
 
@@ -406,12 +408,16 @@ def load_settings(path: str | os.PathLike[str] | None = None, *, data: dict[str,
     if data is None and path is not None:
         src = str(path)
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{src}: config file not found", fix="pass an existing file, e.g. config.yaml")
         try:
+            if not p.is_file():
+                raise ConfigError(f"{src}: config file not found", fix="pass an existing file, e.g. config.yaml")
             data = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
             raise ConfigError(f"{src}: not valid YAML: {e}") from None
+        except OSError as e:  # e.g. the service's /etc/edge-agent/config.yaml (0640 root:edge-agent) as another user
+            raise ConfigError(f"{src}: cannot read: {e.strerror}",
+                              fix="run as root or the service user (sudo -u edge-agent ...), or fix its permissions"
+                              ) from None
         if data is None:
             data = {}
     data = data or {}

@@ -26,7 +26,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 RUNTIME_PKGS=(libportaudio2 libgomp1 ca-certificates)
 BUILD_PKGS=(build-essential cmake)            # llama-cpp-python is compiled from source
 TEST_PKGS=(pulseaudio pulseaudio-utils libasound2-plugins mosquitto mosquitto-clients espeak-ng sox
-           pocketsphinx-testdata)
+           pocketsphinx-testdata systemd rsync)   # systemd: systemd-analyze verify of the unit
 want=("${RUNTIME_PKGS[@]}" "${BUILD_PKGS[@]}")
 [ "$MODE" = test ] && want+=("${TEST_PKGS[@]}")
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || want+=(python3-venv)
