@@ -298,7 +298,8 @@ class Speaker:
         self._idle.set()
         self.on_first_audio: Callable[[float], None] | None = None
         self.on_segment_done: Callable[[Segment], None] | None = None
-        self.t_last_audio: float | None = None
+        self.t_last_audio: float | None = None  # last reply sample of the current reply (reset per reply)
+        self.t_any_audio: float | None = None  # last sample of anything played (never reset): the echo tail
         self.file_samples: list[np.ndarray] = []
         self.file_t0: float | None = None  # clock time that sample 0 of the output file corresponds to
         self.stream: Any = None
@@ -417,7 +418,7 @@ class Speaker:
                     break
                 i += len(block)
                 seg.played = min(len(seg.audio), int(i * scale))
-                self.t_last_audio = self.clock()
+                self.t_last_audio = self.t_any_audio = self.clock()
             self.current = None
             seg.t_done = self.clock()
             seg.done.set()

@@ -211,6 +211,7 @@ class Engine:
         self._lock = threading.RLock()
         self._stt_stream: Any = None
         self._segmenter: Any = None
+        self._follow_seg: Any = None  # detects speech start in the follow-up window
         from .vad import PreRoll
 
         self.preroll = PreRoll(settings.vad.pre_roll_s)
@@ -327,11 +328,14 @@ class Engine:
     def _process(self, chunk: AudioChunk) -> None:
         self.preroll.push(chunk)
         speaking = self.state in (State.THINKING, State.SPEAKING) or self.speaker.busy
+        t_audio = self.speaker.t_any_audio
+        echo_tail = t_audio is not None and time.monotonic() - t_audio < SELF_ECHO_TAIL_S
         # Half-duplex guard: without echo cancellation the assistant hears itself, so the wake threshold is raised.
-        self.wake.threshold_boost = (self.s.wake.self_trigger_guard if speaking and not self.s.audio.echo_cancel
-                                     else 0.0)
+        self.wake.threshold_boost = (self.s.wake.self_trigger_guard
+                                     if (speaking or echo_tail) and not self.s.audio.echo_cancel else 0.0)
         detections = [] if self.muted else self.wake.process(chunk.samples, chunk.t_end)
-        if detections and speaking and not self.s.audio.echo_cancel and self._hearing_own_wake_phrase():
+        if detections and (speaking or echo_tail) and not self.s.audio.echo_cancel \
+                and self._hearing_own_wake_phrase():
             log.info("ignoring wake word %s (%.2f): the reply being played says it", detections[0].model,
                      detections[0].score)
             detections = []
@@ -399,6 +403,7 @@ class Engine:
         audio = self.preroll.drain() if include_preroll else np.zeros(0, dtype=np.int16)
         self.preroll.clear()
         if after_wake or not len(audio):
+            audio = self._trim_wake_tail(audio) if after_wake else audio
             if len(audio):
                 self._stt_stream.feed(audio)
                 if self.s.log.debug_audio_dir:
@@ -406,17 +411,41 @@ class Engine:
         else:
             self._listen(AudioChunk(audio, t_pre if t_pre is not None else time.monotonic()))
 
+    def _trim_wake_tail(self, audio: np.ndarray) -> np.ndarray:
+        """The pre-roll ends with the wake word. Keep only what follows its first pause: the start of a request
+        spoken straight after it. With no pause in it at all (one breath), keep it: the transcript's leading wake
+        phrase is stripped later."""
+        if not len(audio):
+            return audio
+        probs = self.vad.process(audio)
+        self.vad.reset()
+        frame = int(VAD_FRAME_S * SAMPLE_RATE)
+        voiced = [p >= self.s.vad.threshold for p in probs]
+        seen_voice = False
+        for i, v in enumerate(voiced):
+            if v:
+                seen_voice = True
+            elif seen_voice:
+                rest = audio[(i + 1) * frame:]
+                return rest if any(voiced[i + 1:]) else rest[:0]
+        return audio if seen_voice else audio[:0]
+
     def _listen(self, chunk: AudioChunk) -> None:
         """VAD + endpointing + streaming STT for one chunk while listening (or in the follow-up window)."""
         from .vad import SegmentEvent
 
         turn = self.turn
         if self.state == State.FOLLOW_UP:
-            # no wake word: only real speech opens a turn
-            probs = self.vad.process(chunk.samples)
-            voiced = [p > self.s.vad.threshold for p in probs]
-            if sum(voiced) * VAD_FRAME_S >= self.s.vad.min_speech_s:
-                self._start_listening(None, None, include_preroll=True, after_wake=False)
+            # no wake word: only real speech (min_speech_s voiced, across chunks) opens a turn
+            if self._follow_seg is None:
+                self._follow_seg = self.segmenter_factory()
+            for p in self.vad.process(chunk.samples):
+                if any(ev.kind == SegmentEvent.SPEECH_START
+                       for ev in self._follow_seg.feed(VAD_FRAME_S, p >= self.s.vad.threshold)):
+                    self._follow_seg = None
+                    self.vad.reset()
+                    self._start_listening(None, None, include_preroll=True, after_wake=False)
+                    return
             return
         assert turn is not None and self._segmenter is not None
         if self._stt_stream is not None:
@@ -489,7 +518,7 @@ class Engine:
         from .text import SentenceBuffer
 
         response = self.brain.respond(turn.transcript, area=self.s.site.area or None, cancel=turn.cancel)
-        sentences = SentenceBuffer()
+        sentences = SentenceBuffer(first_clause_words=self.s.tts.first_clause_words)
         synth_q: queue.Queue[str | None] = queue.Queue()
         synth = threading.Thread(target=self._synth_worker, args=(turn, synth_q), name="synth", daemon=True)
         synth.start()
@@ -541,9 +570,7 @@ class Engine:
 
     def _play_cue(self, kind: str) -> None:
         try:
-            from .tts import cue_tone
-
-            audio = cue_tone(kind, self.tts.sample_rate)
+            audio = self.tts.cue_tone(kind)
             self.speaker.play(Segment(audio=audio, rate=self.tts.sample_rate, text=""))
         except Exception as e:  # noqa: BLE001
             log.warning("cue failed: %s", e)
@@ -585,8 +612,8 @@ class Engine:
             if self.turn is turn:
                 self.speaker.new_reply()
                 if turn.outcome in ("answered",) and self.s.conversation.follow_up_s > 0 and not turn.interrupted:
-                    self.preroll.clear()
                     self._segmenter = None
+                    self._follow_seg = None
                     self.vad.reset()
                     self.wake.reset()
                     self.set_state(State.FOLLOW_UP)
@@ -600,10 +627,13 @@ class Engine:
         self.set_state(State.THINKING)
 
         def speak() -> None:
+            from .text import split_sentences
+
             try:
-                for audio in self.tts.synthesize(text):
-                    self._play(turn, audio, text)
-                    break
+                for sentence in split_sentences(text) or [text]:
+                    if turn.cancel.is_set():
+                        break
+                    self._play(turn, self.tts.synthesize_all(sentence), sentence)
             finally:
                 self._wait_playback(turn)
                 self._finish_turn(turn)

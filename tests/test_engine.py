@@ -1,0 +1,362 @@
+"""The voice loop with the real models, in-process: turns, timestamps, interruption, self-trigger guard, no-speech
+timeout, follow-up, memory over 20 turns.
+
+The microphone is a scripted real-time source (speech pushed by the test, silence otherwise) and the speaker is a
+real-time paced WAV sink aligned with the same monotonic clock, so what the assistant "played" is measured from the
+output audio. An optional echo path feeds the speaker's output back into the microphone (no echo cancellation), as a
+real room would. The real sounddevice path is covered by tests/test_e2e_pulse.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_agent.audio import SAMPLE_RATE, AudioChunk, read_wav, resample
+from edge_agent.audio_io import Speaker
+from edge_agent.config import load_settings
+from edge_agent.engine import Engine, State, TurnLog
+
+from .conftest import ROOT, require_model
+from .pulse import active_spans
+from .speech import compose
+
+pytestmark = pytest.mark.slow
+BLOCK = int(SAMPLE_RATE * 0.08)
+TIMES = ["t_wake", "t_speech_start", "t_speech_end", "t_endpoint", "t_transcript", "t_first_audio",
+         "t_playback_end"]
+
+
+class ScriptedMic:
+    """A live microphone driven by the test: pushed speech, else silence; paced in real time (or as fast as the
+    loop reads when ``realtime`` is False). ``echo`` mixes what the speaker played back in, like an open room."""
+
+    def __init__(self, realtime: bool = True) -> None:
+        self.realtime = realtime
+        self.pending: queue.Queue[np.ndarray] = queue.Queue()
+        self.buf = np.zeros(0, dtype=np.int16)
+        self.echo: queue.Queue[np.ndarray] | None = None
+        self.echo_buf = np.zeros(0, dtype=np.float32)
+        self.t0 = 0.0
+        self.pos = 0
+        self.exhausted = False
+        self.alive = True
+
+    def push(self, audio: np.ndarray) -> None:
+        self.pending.put(audio)
+
+    def idle(self) -> bool:
+        return self.pending.empty() and len(self.buf) == 0
+
+    def open(self) -> None:
+        self.t0 = time.monotonic()
+        self.pos = 0
+
+    def read(self, timeout: float = 1.0) -> AudioChunk:
+        while len(self.buf) < BLOCK and not self.pending.empty():
+            self.buf = np.concatenate([self.buf, self.pending.get()])
+        chunk = np.zeros(BLOCK, dtype=np.int16)
+        n = min(BLOCK, len(self.buf))
+        chunk[:n] = self.buf[:n]
+        self.buf = self.buf[n:]
+        if self.echo is not None:
+            while not self.echo.empty():
+                self.echo_buf = np.concatenate([self.echo_buf, self.echo.get()])
+            m = min(BLOCK, len(self.echo_buf))
+            mixed = chunk.astype(np.float32)
+            mixed[:m] += self.echo_buf[:m]
+            self.echo_buf = self.echo_buf[m:]
+            chunk = np.clip(mixed, -32768, 32767).astype(np.int16)
+        start = self.t0 + self.pos / SAMPLE_RATE
+        self.pos += BLOCK
+        if self.realtime:
+            delay = self.t0 + self.pos / SAMPLE_RATE - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            return AudioChunk(chunk, start)
+        return AudioChunk(chunk, time.monotonic() - BLOCK / SAMPLE_RATE)
+
+    def close(self) -> None:
+        pass
+
+
+class RoomSpeaker(Speaker):
+    """A WAV sink (paced, aligned with the clock) that also sends what it plays to the microphone's echo path."""
+
+    echo: queue.Queue[np.ndarray] | None = None
+    echo_gain = 0.7
+
+    def _emit(self, block: np.ndarray) -> None:
+        if self.echo is not None:
+            self.echo.put(resample(block, self.rate, SAMPLE_RATE).astype(np.float32) * self.echo_gain)
+        super()._emit(block)
+
+
+@pytest.fixture(scope="module")
+def parts(store):
+    from edge_agent.brain import Brain
+    from edge_agent.stt import make_engine
+    from edge_agent.tts import PiperTts
+    from edge_agent.vad import SileroVad
+    from edge_agent.wake import WakeDetector
+
+    for m in ("hey_jarvis", "oww_features", "silero_vad", "whisper_tiny_en", "qwen2_5_coder_0_5b", "piper_joe_medium"):
+        require_model(store, m)
+    s = load_settings(data={"mqtt": {"enabled": False}, "log": {"turn_log": None},
+                            "conversation": {"follow_up_s": 3.0}, "vad": {"no_speech_timeout_s": 3.0}})
+    tts = PiperTts.from_settings(s)
+    tts.load()
+    tts.warmup()
+    tts.prewarm(["Sorry, I didn't catch that.", "Sorry, something went wrong. Please try again."])
+    stt = make_engine(s.stt, s)
+    stt.load()
+    stt.warmup()
+    brain = Brain.from_settings(s, home_file=str(ROOT / "tests" / "data" / "home.yaml"))
+    brain.warmup()
+    return {"s": s, "tts": tts, "stt": stt, "brain": brain, "wake": WakeDetector.from_settings(s),
+            "vad": SileroVad.from_settings(s)}
+
+
+class Harness:
+    def __init__(self, parts, out: Path, realtime: bool = True, echo: bool = False) -> None:
+        from edge_agent.vad import Segmenter
+
+        s = parts["s"]
+        parts["wake"].reset()
+        parts["vad"].reset()
+        parts["brain"].reset()
+        self.mic = ScriptedMic(realtime)
+        self.speaker = RoomSpeaker(parts["tts"].sample_rate, file=out, realtime=realtime)
+        if echo:
+            self.mic.echo = self.speaker.echo = queue.Queue()
+        self.engine = Engine(s, source=self.mic, speaker=self.speaker, wake=parts["wake"], vad=parts["vad"],
+                             segmenter_factory=lambda: Segmenter(s.vad), stt=parts["stt"], brain=parts["brain"],
+                             tts=parts["tts"], turn_log=TurnLog(None))
+        self.states: list[tuple[float, State]] = []
+        original = self.engine.set_state
+
+        def record(state: State) -> None:
+            self.states.append((time.monotonic(), state))
+            original(state)
+
+        self.engine.set_state = record  # type: ignore[method-assign]
+        self.speaker.start()
+        self.thread = threading.Thread(target=self.engine.run, daemon=True)
+        self.thread.start()
+        while self.mic.t0 == 0.0:
+            time.sleep(0.01)
+        self.speaker.file_t0 = self.mic.t0
+
+    def say(self, wav: Path) -> None:
+        self.mic.push(read_wav(wav))
+
+    def wait_turns(self, n: int, timeout: float = 120) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while len(self.engine.history) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(self.engine.history) >= n, f"only {len(self.engine.history)} of {n} turns: {self.engine.history}"
+        return self.engine.history
+
+    def wait_state(self, state: State, timeout: float = 120) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for t, st in self.states:
+                if st == state:
+                    return t
+            time.sleep(0.02)
+        raise AssertionError(f"state {state} never reached: {self.states}")
+
+    def output(self) -> np.ndarray:
+        return np.concatenate(self.speaker.file_samples) if self.speaker.file_samples else np.zeros(0, np.int16)
+
+    def stop(self) -> None:
+        self.engine.stop_event.set()
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def harness(parts, tmp_path):
+    made: list[Harness] = []
+
+    def make(**kw) -> Harness:
+        h = Harness(parts, tmp_path / f"out{len(made)}.wav", **kw)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.stop()
+
+
+@pytest.fixture(scope="module")
+def wavs(store, tmp_path_factory):
+    d = tmp_path_factory.mktemp("engine_speech")
+    wake = ("piper", "Hey Jarvis!")
+
+    def c(name, *parts):
+        return compose(store, [("silence", 0.5), *parts], d / name)
+
+    return {
+        "light_on": c("on", wake, ("silence", 0.5), ("piper", "Turn on the kitchen light."), ("silence", 0.3)),
+        "light_off": c("off", ("piper", "Turn off the kitchen light."), ("silence", 0.3)),
+        "question": c("q", wake, ("silence", 0.5), ("piper", "What is the capital of France?"), ("silence", 0.3)),
+        "story": c("story", wake, ("silence", 0.4),
+                   ("piper", "Tell me a long story about a brave knight and a friendly dragon."), ("silence", 0.3)),
+        "wake_only": c("wake", wake),
+        "time": c("time", wake, ("silence", 0.4), ("piper", "What time is it?"), ("silence", 0.3)),
+    }
+
+
+def _check_times(rec: dict, llm: bool) -> None:
+    for k in TIMES:
+        assert rec[k] is not None, f"{k} missing: {rec}"
+    seq = [rec[k] for k in TIMES[:5]]
+    if llm:
+        assert rec["t_first_token"] is not None and rec["t_transcript"] <= rec["t_first_token"] <= rec["t_first_audio"]
+        seq.append(rec["t_first_token"])
+    else:
+        assert rec["t_first_token"] is None
+    seq += [rec["t_first_audio"], rec["t_playback_end"]]
+    assert seq == sorted(seq), f"timestamps out of order: {rec}"
+
+
+def _transcribe(parts, audio: np.ndarray, rate: int) -> str:
+    return parts["stt"].transcribe(resample(audio, rate, SAMPLE_RATE)).text
+
+
+def test_command_turn_acts_without_llm_and_speaks(harness, wavs, parts):
+    from edge_agent.stt import word_error_rate
+
+    h = harness()
+    h.say(wavs["light_on"])
+    rec = h.wait_turns(1)[0]
+    assert "kitchen light" in rec["transcript"].lower()
+    assert [i["name"] for i in rec["intents"]] == ["HassTurnOn"]
+    assert rec["intents"][0]["entities"] == ["light.kitchen"]
+    assert not rec["used_llm"] and rec["reply_spoken"] and not rec["interrupted"]
+    _check_times(rec, llm=False)
+    assert rec["t_first_audio"] - rec["t_speech_end"] < 5.0
+    # what reached the speaker is the logged reply
+    out = h.output()
+    rate = h.speaker.rate
+    start = int((rec["t_first_audio"] - h.speaker.file_t0) * rate)
+    end = int((rec["t_playback_end"] - h.speaker.file_t0) * rate) + rate // 10
+    reply_audio = out[max(0, start - rate // 10):end]
+    assert len(reply_audio) and np.abs(reply_audio).max() > 1000, "the reply is silence"
+    heard = _transcribe(parts, reply_audio, rate)
+    assert word_error_rate(rec["reply_spoken"], heard) <= 0.35, (rec["reply_spoken"], heard)
+
+
+def test_question_goes_to_llm_and_is_streamed(harness, wavs):
+    h = harness()
+    h.say(wavs["question"])
+    rec = h.wait_turns(1, timeout=180)[0]
+    assert "capital" in rec["transcript"].lower()
+    assert rec["used_llm"] and rec["intents"] == []
+    assert rec["reply_spoken"] and "{" not in rec["reply_spoken"]
+    _check_times(rec, llm=True)
+
+
+def test_wake_word_interrupts_a_long_reply(harness, wavs, parts):
+    h = harness()
+    h.say(wavs["story"])
+    t_speaking = h.wait_state(State.SPEAKING, timeout=180)
+    time.sleep(max(0.0, t_speaking + 1.5 - time.monotonic()))
+    h.say(wavs["wake_only"])
+    recs = h.wait_turns(1, timeout=60)
+    first = recs[0]
+    assert first["interrupted"] and first["outcome"] == "interrupted"
+    assert first["reply_spoken"] and len(first["reply_spoken"]) < len(first["reply_full"])
+    # the history keeps only what was spoken, marked as interrupted
+    turn = parts["brain"].conversation.turns[-1]
+    assert turn.interrupted and turn.assistant == first["reply_spoken"].strip()
+    # measured from the audio: the reply stops within 200 ms of the interrupting wake word's detection
+    h.wait_state(State.LISTENING, timeout=10)
+    t_detect = [t for t, st in h.states if st == State.LISTENING][-1]
+    time.sleep(1.0)
+    out = h.output()
+    spans = active_spans(out, h.speaker.rate, min_gap_s=0.05)
+    reply_end = max(e for s, e in spans if s + h.speaker.file_t0 < t_detect) + h.speaker.file_t0
+    stop_latency = reply_end - t_detect
+    print(f"interruption: playback stopped {stop_latency * 1000:.0f} ms after the wake word was detected")
+    assert stop_latency <= 0.2
+
+
+def test_own_voice_does_not_wake_it(harness, parts):
+    """Half-duplex, no echo cancellation: the reply (which says the wake phrase) reaches the microphone."""
+    text = "Hey Jarvis. Hey Jarvis! My name is Jarvis, and hey Jarvis is how you wake me."
+    h = harness(echo=True)
+    h.engine.announce(text)
+    h.wait_turns(1, timeout=60)
+    time.sleep(1.0)
+    assert State.LISTENING not in [st for _, st in h.states], h.states
+    assert len(h.engine.history) == 1
+    h.stop()  # one loop at a time: the harnesses share the loaded models
+    # control: without the guards (own-phrase check and raised threshold) the same echo does wake it
+    h2 = harness(echo=True)
+    h2.engine._hearing_own_wake_phrase = lambda: False  # type: ignore[method-assign]
+    s = h2.engine.s
+    h2.engine.s = dataclasses.replace(s, wake=dataclasses.replace(s.wake, self_trigger_guard=0.0))
+    h2.engine.announce(text)
+    h2.wait_turns(1, timeout=60)
+    assert State.LISTENING in [st for _, st in h2.states]
+
+
+def test_no_speech_timeout_returns_to_idle_with_a_cue(harness, wavs, parts):
+    h = harness()
+    h.say(wavs["wake_only"])
+    rec = h.wait_turns(1, timeout=30)[0]
+    assert rec["outcome"] == "no_speech" and rec["transcript"] == ""
+    assert h.engine.state == State.IDLE
+    t_timeout = [t for t, st in h.states if st == State.IDLE][-1]
+    time.sleep(1.0)
+    out = h.output()
+    spans = active_spans(out, h.speaker.rate)
+    assert any(s + h.speaker.file_t0 >= t_timeout - 0.2 for s, _ in spans), "no audible cue after the timeout"
+
+
+def test_follow_up_without_wake_word(harness, wavs):
+    h = harness()
+    h.say(wavs["light_on"])
+    h.wait_turns(1)
+    h.wait_state(State.FOLLOW_UP, timeout=30)
+    h.say(wavs["light_off"])
+    recs = h.wait_turns(2, timeout=60)
+    assert recs[1]["t_wake"] is None
+    assert [i["name"] for i in recs[1]["intents"]] == ["HassTurnOff"]
+    assert recs[1]["intents"][0]["entities"] == ["light.kitchen"]
+
+
+def test_twenty_turns_memory_stays_flat(harness, wavs):
+    import resource  # noqa: F401 - Linux only; RSS from /proc
+
+    def rss_mb() -> float:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    h = harness(realtime=False)
+    words = [wavs["time"], wavs["light_on"]]
+    base = None
+    for i in range(20):
+        h.say(words[i % 2])
+        h.wait_turns(i + 1, timeout=90)
+        while h.engine.state != State.IDLE and h.engine.state != State.FOLLOW_UP:
+            time.sleep(0.05)
+        h.mic.push(np.zeros(int(SAMPLE_RATE * 3.5), dtype=np.int16))  # let the follow-up window close
+        while not h.mic.idle() or h.engine.state != State.IDLE:
+            time.sleep(0.05)
+        if i == 1:
+            base = rss_mb()
+    grown = rss_mb() - base
+    answered = [r for r in h.engine.history if r["outcome"] == "answered"]
+    print(f"20 turns: RSS grew {grown:.1f} MB after turn 2; {len(answered)} answered")
+    assert len(answered) == 20
+    assert grown < 50
