@@ -1,0 +1,435 @@
+"""Text-to-speech with Piper: streamed per sentence, fixed phrases cached, synthetic cues, and ``edge-agent say``.
+
+Why it is shaped this way:
+
+* ``PiperTts.synthesize`` yields one int16 array per sentence as soon as that sentence is ready, so playback of the
+  first sentence overlaps synthesis of the next (Piper's RTF is ~0.1-0.2 on two cores: the speaker never starves).
+  Sentences are cut by ``text.split_sentences`` (the same rules as the streaming ``SentenceBuffer``), so one piece of
+  text in gives exactly one chunk out, whatever espeak-ng would have done with "Mr." or "...".
+* Audio stays at the voice's own rate (22,050 Hz for joe-medium); conversion to the device happens at the output
+  edge. Closing the generator (an interruption) stops synthesis after the current sentence.
+* Fixed phrases ("Sorry, I didn't catch that.", confirmations) are synthesized once and replayed from memory
+  (``PhraseCache``): the answer to an error costs no synthesis time at all. The stored arrays are read-only.
+* Cues ("listening", "timeout", ...) are short numpy-made two-tone chimes, not speech: instant and unmistakable.
+* The constructor takes a resolved path and ``TtsSettings`` and loads nothing; ``load()`` does (several seconds
+  cold on a Pi), ``from_settings`` resolves the voice through the model manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .audio import resample, write_wav
+from .errors import AudioError, ModelError, TtsError
+from .text import speakable, split_sentences
+
+if TYPE_CHECKING:
+    import argparse
+
+    from .config import Settings, TtsSettings
+
+log = logging.getLogger(__name__)
+
+WARMUP_TEXT = "Hello."
+PHRASE_CACHE_MAX = 64  # entries; fixed phrases plus a few recently repeated replies
+NO_OUTPUT_FIX = 'write a WAV file instead: edge-agent say "TEXT" -o OUT.wav (or set audio.output_device to a ' \
+                "speaker listed by `edge-agent devices`)"
+
+# Phrases the assistant says without the LLM. Keys are stable names the engine uses; settings.tts.phrases may add
+# to or replace them.
+DEFAULT_PHRASES: dict[str, str] = {
+    "not_understood": "Sorry, I didn't catch that.",
+    "error": "Sorry, something went wrong.",
+    "llm_timeout": "Sorry, that took too long.",
+    "ok": "Okay.",
+    "done": "Done.",
+    "confirm": "Are you sure? Say yes to confirm.",
+    "cancelled": "Okay, cancelled.",
+    "not_allowed": "Sorry, I can't do that.",
+}
+
+# Cue chimes: (tone frequencies in Hz, played in order). Rising = "I'm listening", falling = "I stopped listening".
+CUE_TONES: dict[str, tuple[float, ...]] = {
+    "listening": (659.25, 880.0),  # E5 -> A5
+    "timeout": (880.0, 587.33),  # A5 -> D5
+    "done": (783.99, 1046.5),  # G5 -> C6
+    "error": (440.0, 349.23),  # A4 -> F4
+}
+CUE_TONE_S = 0.09  # each tone
+CUE_GAP_S = 0.035  # silence between the two tones
+CUE_FADE_S = 0.015  # raised-cosine attack and release: no clicks
+CUE_PEAK = 0.3  # linear peak amplitude (about -10 dBFS): audible, not startling
+
+
+@dataclass(frozen=True)
+class SynthStats:
+    """Timings of the last ``synthesize`` call, in seconds (for logs, ``say --json`` and benchmarks)."""
+
+    first_audio_s: float  # start -> first chunk ready
+    synth_s: float  # time spent synthesizing (excluding time the consumer held the generator)
+    audio_s: float  # seconds of audio produced
+    chunks: int
+
+    @property
+    def rtf(self) -> float:
+        return self.synth_s / self.audio_s if self.audio_s else 0.0
+
+
+def cue_tone(kind: str, rate: int, volume: float = 1.0) -> np.ndarray:
+    """A soft two-tone chime as int16 at ``rate``: 'listening' rises, 'timeout' falls; also 'done', 'error'."""
+    if kind not in CUE_TONES:
+        raise TtsError(f"unknown cue {kind!r}", fix=f"use one of: {', '.join(CUE_TONES)}")
+    n_tone = int(CUE_TONE_S * rate)
+    n_fade = int(CUE_FADE_S * rate)
+    t = np.arange(n_tone) / rate
+    env = np.ones(n_tone)
+    ramp = 0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, n_fade))
+    env[:n_fade] = ramp
+    env[-n_fade:] = ramp[::-1]
+    parts = []
+    for i, f in enumerate(CUE_TONES[kind]):
+        # a little second harmonic makes a sine sound like a soft bell rather than a test signal
+        tone = (np.sin(2 * np.pi * f * t) + 0.12 * np.sin(4 * np.pi * f * t)) / 1.12
+        if i:
+            parts.append(np.zeros(int(CUE_GAP_S * rate)))
+        parts.append(tone * env)
+    parts.append(np.zeros(int(0.02 * rate)))
+    x = np.concatenate(parts) * CUE_PEAK * volume
+    return (np.clip(x, -1.0, 1.0) * 32767).astype(np.int16)
+
+
+def _syn_config(voice: Any, settings: TtsSettings) -> Any:
+    """Piper's synthesis config: the settings' rate is relative to the voice's own length_scale."""
+    from piper.config import SynthesisConfig
+
+    base_length = voice.config.length_scale or 1.0
+    return SynthesisConfig(length_scale=base_length * settings.length_scale, volume=settings.volume)
+
+
+class PiperTts:
+    """A Piper voice: per-sentence streaming synthesis at the voice's rate, with the settings' rate and gain."""
+
+    def __init__(self, voice_path: Path, settings: TtsSettings) -> None:
+        self.voice_path = Path(voice_path)
+        self.settings = settings
+        self.voice: Any = None
+        self.load_s = 0.0
+        self.last_stats: SynthStats | None = None
+        self._syn_config: Any = None
+        self._cache: PhraseCache | None = None
+        self._cues: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PiperTts:
+        """Same as the module's ``from_settings``: the voice of ``settings.tts``, resolved, not yet loaded."""
+        return from_settings(settings)
+
+    # ------------------------------------------------------------------ lifecycle
+    def load(self) -> None:
+        """Load the ONNX voice and its .onnx.json config (seconds on a Pi: do it once, at start)."""
+        if self.voice is not None:
+            return
+        path = self.voice_path
+        if path.is_dir():
+            onnx = sorted(path.glob("*.onnx"))
+            if len(onnx) != 1:
+                raise ModelError(f"{path}: expected exactly one Piper .onnx voice in this folder, found {len(onnx)}",
+                                 fix="set tts.voice to the .onnx file itself")
+            path = onnx[0]
+        if not path.is_file():
+            raise ModelError(f"{path}: Piper voice not found", fix="edge-agent models fetch piper_joe_medium")
+        config = Path(f"{path}.json")
+        if not config.is_file():
+            raise ModelError(f"{config}: the voice's config file is missing (Piper needs <voice>.onnx.json)",
+                             fix="put the .onnx.json that came with the voice next to it")
+        t0 = time.monotonic()
+        try:
+            from piper import PiperVoice
+
+            self.voice = PiperVoice.load(str(path), config_path=str(config))
+        except ImportError as e:
+            raise TtsError(f"Piper is not installed ({e})", fix="pip install piper-tts==1.8.0") from None
+        except Exception as e:  # onnxruntime / json errors: a broken or foreign file
+            raise ModelError(f"{path}: cannot load the Piper voice ({type(e).__name__}: {e})",
+                             fix="edge-agent models fetch piper_joe_medium --force, or pick another voice") from None
+        self.load_s = time.monotonic() - t0
+        self._syn_config = _syn_config(self.voice, self.settings)
+        log.info("piper voice %s loaded in %.2fs (%d Hz)", path.name, self.load_s, self.sample_rate)
+
+    def with_settings(self, settings: TtsSettings) -> PiperTts:
+        """The same loaded voice with other rate/gain/phrases (no reload: e.g. a slower voice for a long answer)."""
+        self._require()
+        if settings.voice != self.settings.voice:
+            raise TtsError("with_settings cannot change the voice itself", fix="load another PiperTts")
+        other = PiperTts(self.voice_path, settings)
+        other.voice, other.load_s = self.voice, self.load_s
+        other._syn_config = _syn_config(self.voice, settings)
+        return other
+
+    @property
+    def loaded(self) -> bool:
+        return self.voice is not None
+
+    @property
+    def sample_rate(self) -> int:
+        """The voice's own rate in Hz (every array this class returns is at this rate)."""
+        self._require()
+        return int(self.voice.config.sample_rate)
+
+    def warmup(self) -> float:
+        """Synthesize a short phrase once: ONNX Runtime's first run allocates and is several times slower."""
+        t0 = time.monotonic()
+        self.synthesize_all(WARMUP_TEXT)
+        return time.monotonic() - t0
+
+    def _require(self) -> None:
+        if self.voice is None:
+            raise TtsError("the Piper voice is not loaded", fix="call PiperTts.load() first")
+
+    # ------------------------------------------------------------------ synthesis
+    def synthesize(self, text: str) -> Iterator[np.ndarray]:
+        """Yield int16 audio at ``sample_rate``, one array per sentence, each as soon as it is synthesized.
+
+        The text is cleaned by ``speakable`` first (markdown, JSON, emoji are never read out); nothing speakable
+        yields nothing. ``last_stats`` holds the timings once the generator is exhausted.
+        """
+        self._require()
+        sentences = split_sentences(text)
+        silence = np.zeros(int(self.settings.sentence_silence_s * self.sample_rate), dtype=np.int16)
+        t0 = time.monotonic()
+        busy = 0.0
+        first = 0.0
+        samples = 0
+        count = 0
+        for sentence in sentences:
+            ts = time.monotonic()
+            try:
+                parts = [c.audio_int16_array for c in self.voice.synthesize(sentence, self._syn_config)]
+            except Exception as e:
+                raise TtsError(f"Piper failed on {sentence!r}: {type(e).__name__}: {e}") from None
+            busy += time.monotonic() - ts
+            if not parts:
+                continue
+            audio = np.concatenate([*parts, silence]) if len(silence) else np.concatenate(parts)
+            if count == 0:
+                first = time.monotonic() - t0
+            count += 1
+            samples += len(audio)
+            self.last_stats = SynthStats(first, busy, samples / self.sample_rate, count)
+            yield audio
+        self.last_stats = SynthStats(first, busy, samples / self.sample_rate, count)
+
+    def synthesize_all(self, text: str) -> np.ndarray:
+        """The whole text as one int16 array at ``sample_rate`` (empty if nothing is speakable)."""
+        chunks = list(self.synthesize(text))
+        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+
+    # ------------------------------------------------------------------ phrases and cues
+    @property
+    def phrases(self) -> PhraseCache:
+        """The voice's phrase cache: built-in phrases plus ``settings.phrases``."""
+        if self._cache is None:
+            self._cache = PhraseCache(self, {**DEFAULT_PHRASES, **self.settings.phrases})
+        return self._cache
+
+    def cached(self, text_or_key: str) -> np.ndarray:
+        """Audio of a fixed phrase (a key of the phrase table, or any text), synthesized once then replayed."""
+        return self.phrases.get(text_or_key)
+
+    def prewarm(self, texts: Iterable[str] | None = None) -> float:
+        """Synthesize phrases into the cache ahead of time (default: every known phrase); returns seconds spent."""
+        return self.phrases.prewarm(texts)
+
+    def cue_tone(self, kind: str) -> np.ndarray:
+        """A cue chime at the voice's rate and volume (computed once per kind)."""
+        if kind not in self._cues:
+            audio = cue_tone(kind, self.sample_rate, self.settings.volume)
+            audio.setflags(write=False)
+            self._cues[kind] = audio
+        return self._cues[kind]
+
+
+class PhraseCache:
+    """Fixed phrases synthesized once and replayed from memory (bounded, least recently used dropped first).
+
+    ``phrases`` maps stable keys ("not_understood") to text; ``get`` accepts a key or any text. Counts of hits and
+    misses are kept for the logs. Safe to call from several threads (a rare double synthesis is harmless).
+    """
+
+    def __init__(self, tts: PiperTts, phrases: dict[str, str] | None = None,
+                 max_entries: int = PHRASE_CACHE_MAX) -> None:
+        self.tts = tts
+        self.phrases = dict(phrases if phrases is not None else DEFAULT_PHRASES)
+        self.max_entries = max_entries
+        self._audio: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def text_of(self, text_or_key: str) -> str:
+        return self.phrases.get(text_or_key, text_or_key)
+
+    def __contains__(self, text_or_key: str) -> bool:
+        return self.text_of(text_or_key) in self._audio
+
+    def __len__(self) -> int:
+        return len(self._audio)
+
+    def get(self, text_or_key: str) -> np.ndarray:
+        """The phrase's int16 audio at the voice's rate (read-only array)."""
+        text = self.text_of(text_or_key)
+        with self._lock:
+            audio = self._audio.get(text)
+            if audio is not None:
+                self._audio.move_to_end(text)
+                self.hits += 1
+                return audio
+            self.misses += 1
+        audio = self.tts.synthesize_all(text)
+        if len(audio) == 0:
+            raise TtsError(f"phrase {text_or_key!r} has nothing speakable", fix="give the phrase some words")
+        audio.setflags(write=False)
+        with self._lock:
+            self._audio[text] = audio
+            while len(self._audio) > self.max_entries:
+                self._audio.popitem(last=False)
+        return audio
+
+    def prewarm(self, texts: Iterable[str] | None = None) -> float:
+        """Synthesize the given keys/texts (default: every phrase) now; returns seconds spent."""
+        t0 = time.monotonic()
+        for t in (list(self.phrases) if texts is None else texts):
+            self.get(t)
+        return time.monotonic() - t0
+
+
+def from_settings(settings: Settings) -> PiperTts:
+    """A (not yet loaded) voice from settings, resolved and verified through the model manifest."""
+    from .preflight import resolve_model
+
+    return PiperTts(resolve_model(settings, settings.tts.voice, "tts"), settings.tts)
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+
+def _output_device(settings: Settings) -> Any:
+    """The configured (or default) output device, or an AudioError that says to write a WAV file instead."""
+    dev = settings.audio.output_device
+    try:
+        import sounddevice as sd
+    except OSError as e:  # the PortAudio library itself is missing
+        raise AudioError(f"no audio output: PortAudio is not available ({e})", fix=NO_OUTPUT_FIX) from None
+    try:
+        info = sd.query_devices(dev, kind="output")
+    except (sd.PortAudioError, ValueError) as e:
+        what = "no default audio output device" if dev is None else f"audio.output_device {dev!r} is not usable"
+        raise AudioError(f"{what} ({e})", fix=NO_OUTPUT_FIX) from None
+    if int(info.get("max_output_channels", 0)) < 1:
+        raise AudioError(f"audio device {info.get('name')!r} has no output channels", fix=NO_OUTPUT_FIX)
+    return dev
+
+
+def _play_stream(chunks: Iterator[np.ndarray], rate: int, device: Any) -> None:
+    """Play sentences gaplessly on one output stream while a worker thread synthesizes the next ones.
+
+    The worker only synthesizes and enqueues; this thread only writes to the device. Playback of sentence 1 thus
+    overlaps synthesis of sentence 2, and the stream is opened once (no click or gap between sentences).
+    """
+    import queue
+
+    import sounddevice as sd
+
+    play_rate = rate
+    try:
+        sd.check_output_settings(device=device, samplerate=rate, channels=1, dtype="int16")
+    except (sd.PortAudioError, ValueError):
+        play_rate = int(sd.query_devices(device, kind="output")["default_samplerate"])
+        log.debug("output device does not take %d Hz; resampling to %d Hz", rate, play_rate)
+    todo: queue.Queue[np.ndarray | BaseException | None] = queue.Queue()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if stop.is_set():
+                    break
+                todo.put(resample(chunk, rate, play_rate))
+        except BaseException as e:  # handed to the playing thread, which raises it
+            todo.put(e)
+        finally:
+            todo.put(None)
+
+    worker = threading.Thread(target=produce, name="tts-synth", daemon=True)
+    worker.start()
+    try:
+        with sd.OutputStream(samplerate=play_rate, channels=1, dtype="int16", device=device) as out:
+            while (item := todo.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                out.write(item.reshape(-1, 1))
+    except sd.PortAudioError as e:
+        raise AudioError(f"playback failed ({e})", fix=NO_OUTPUT_FIX) from None
+    finally:
+        stop.set()
+        worker.join(timeout=5.0)
+
+
+def cli_say(args: argparse.Namespace, settings: Settings) -> int:
+    """``edge-agent say TEXT [-o OUT.wav] [--json]``: speak to the speaker, or write a WAV at the voice's rate."""
+    text = args.text or ""
+    if not text.strip():
+        raise TtsError("nothing to say: the text is empty", fix='pass the words to speak: edge-agent say "Hello there."')
+    if not speakable(text):
+        raise TtsError(f"nothing to say: {text!r} has no speakable words (markup, JSON and symbols are skipped)",
+                       fix='pass plain words: edge-agent say "Hello there."')
+    device = None if args.output else _output_device(settings)  # fail before the slow model load
+
+    tts = from_settings(settings)
+    tts.load()
+    rate = tts.sample_rate
+    t0 = time.monotonic()
+    if args.output:
+        chunks = list(tts.synthesize(text))
+        audio = np.concatenate(chunks)
+        try:
+            write_wav(args.output, audio, rate)
+        except OSError as e:
+            raise AudioError(f"{args.output}: cannot write the WAV file ({e.strerror})",
+                             fix="pick a writable path for -o") from None
+        output: str = str(args.output)
+    else:
+        _play_stream(tts.synthesize(text), rate, device)
+        output = "speaker"
+    wall = time.monotonic() - t0
+    st = tts.last_stats
+    assert st is not None
+    result = {
+        "output": output,
+        "sample_rate": rate,
+        "duration_s": round(st.audio_s, 3),
+        "synth_s": round(st.synth_s, 3),
+        "first_audio_s": round(st.first_audio_s, 3),
+        "rtf": round(st.rtf, 3),
+        "sentences": st.chunks,
+        "load_s": round(tts.load_s, 3),
+        "wall_s": round(wall, 3),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        where = f"wrote {output}" if args.output else "played"
+        print(f"{where}: {st.audio_s:.2f} s of audio at {rate} Hz in {st.chunks} sentence(s); synthesized in "
+              f"{st.synth_s:.2f} s (RTF {st.rtf:.2f}), first audio after {st.first_audio_s:.2f} s", file=sys.stderr)
+    return 0
