@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     ck = sub.add_parser("check", help="doctor: audio devices, models, broker, config, CPU and memory")
     ck.add_argument("--json", action="store_true")
 
-    b = sub.add_parser("bench", help="latency/accuracy benchmarks (see tools/bench.py)")
+    b = sub.add_parser("bench", help="latency/accuracy benchmarks: bench [--quick|--full] (edge-agent bench --help)")
     b.add_argument("rest", nargs=argparse.REMAINDER)
     return p
 
@@ -187,15 +187,28 @@ def log_handler() -> logging.Handler:
     return handler
 
 
+def _bench_cut(raw: list[str]) -> int | None:
+    """Index just past the command word when the command is `bench` (global options may come before it)."""
+    i = 0
+    while i < len(raw) and raw[i].startswith("-"):
+        i += 2 if raw[i] in ("-c", "--config") else 1
+    return i + 1 if i < len(raw) and raw[i] == "bench" else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    # `bench` passes everything after it on untouched (argparse's REMAINDER would reject a leading --option)
+    cut = _bench_cut(raw)
+    args = parser.parse_args(raw if cut is None else raw[:cut])
+    if cut is not None and args.cmd == "bench":
+        args.rest = raw[cut:]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[log_handler()])
     try:
         if args.cmd == "config":
             return _cmd_config_check(args)
         if args.cmd == "bench":
-            from tools_bench_entry import main as bench_main  # type: ignore[import-not-found]  # noqa: I001
+            from .bench import main as bench_main
 
             return int(bench_main(args.rest) or 0)
         settings = _load(args)
