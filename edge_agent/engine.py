@@ -33,11 +33,13 @@ from .audio import SAMPLE_RATE, AudioChunk, write_wav
 from .audio_io import FileSource, MicSource, Segment, Speaker
 from .config import Settings
 from .errors import AudioError, EdgeAgentError, ModelError
+from .intent import IntentCall
 
 log = logging.getLogger(__name__)
 
 VAD_FRAME_S = 512 / SAMPLE_RATE  # Silero's frame: 32 ms
-FILE_TAIL_MAX_S = 60.0  # in file mode, how long to wait after the input ends for the last turn to finish
+FILE_TAIL_MAX_S = 60.0
+DEBUG_WAKE_S = 2.5  # seconds of audio saved per wake detection by the debug recorder  # in file mode, how long to wait after the input ends for the last turn to finish
 
 
 class State(str, enum.Enum):
@@ -72,6 +74,7 @@ class Turn:
     outcome: str = "answered"  # answered | no_speech | empty | error | interrupted
     error: str | None = None
     used_llm: bool = False
+    hub_offline: bool = False  # an intent was queued while MQTT was down: the reply says it will be sent later
     stt_compute_s: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     audio: list[np.ndarray] = field(default_factory=list)  # what STT heard (debug recorder)
@@ -150,6 +153,7 @@ class TurnLog:
         log.info("turn %s", line)
 
 
+HUB_OFFLINE_NOTE = "The hub is offline; I'll send that when it's back."
 SELF_ECHO_TAIL_S = 0.6  # a detection this soon after a segment ended may still be its echo
 
 
@@ -215,10 +219,13 @@ class Engine:
         from .vad import PreRoll
 
         self.preroll = PreRoll(settings.vad.pre_roll_s)
+        # debug recorder (log.debug_audio_dir): the last seconds the wake word heard, saved at each detection
+        self.wake_tape = PreRoll(DEBUG_WAKE_S) if settings.log.debug_audio_dir else None
         speaker.on_first_audio = self._on_first_audio
         if mqtt is not None:
             mqtt.on_say = self.announce
             mqtt.on_mute = self._set_mute
+            mqtt.on_timer = self._on_timer_command
             if hasattr(mqtt, "on_sensitivity"):
                 mqtt.on_sensitivity = self._set_sensitivity
         if brain is not None:
@@ -255,8 +262,49 @@ class Engine:
             log.warning("announcement dropped (queue full): %s", text)
 
     def _on_timer_finished(self, timer: Any) -> None:
-        name = getattr(timer, "name", None)
-        self.announce(f"Your {name + ' ' if name else ''}timer is done.")
+        """A timer rang: a cue, then it says which one (or runs its delayed command)."""
+        command = getattr(timer, "command", None)
+        if command and self.brain is not None:
+            self.announce_command(command)
+            return
+        text = timer.finished_text() if hasattr(timer, "finished_text") else "Your timer is done."
+        self._play_cue("done")
+        self.announce(text)
+
+    def announce_command(self, text: str) -> None:
+        """Run a delayed command ("in 5 minutes, turn off the light") as if it had been said now."""
+        def run() -> None:
+            try:
+                response = self.brain.respond(text, area=self.s.site.area or None)
+                self.announce("".join(response).strip() or "Done.")
+            except Exception as e:  # noqa: BLE001
+                log.error("timer command %r failed: %s", text, e)
+        threading.Thread(target=run, name="timer-command", daemon=True).start()
+
+    def _on_timer_command(self, cmd: dict[str, Any]) -> None:
+        """Inbound MQTT timer/set (already validated by the link)."""
+        timers = getattr(self.brain, "timers", None)
+        if timers is None:
+            return
+        action, sel = cmd["action"], {k: cmd[k] for k in ("name",) if k in cmd}
+        try:
+            if action == "start":
+                t = timers.start(seconds=cmd["seconds"], name=cmd.get("name"), area=self.s.site.area or None)
+                log.info("timer %s started over MQTT (%.0f s)", t.id, cmd["seconds"])
+            elif action == "cancel":
+                timers.cancel(**sel) if sel else timers.cancel_all()
+            elif action == "pause":
+                timers.pause(**sel)
+            elif action == "resume":
+                timers.unpause(**sel)
+            elif action == "add":
+                timers.increase(cmd["seconds"], **sel)
+            elif action == "remove":
+                timers.decrease(cmd["seconds"], **sel)
+            elif action == "status":
+                self.announce(self.brain.handler.handle(IntentCall("HassTimerStatus"), self.s.site.area or None).speech)
+        except EdgeAgentError as e:
+            log.warning("MQTT timer %s: %s", action, e.message)
 
     def _on_intent(self, call: Any, result: Any) -> None:
         turn = self.turn
@@ -270,6 +318,8 @@ class Engine:
                                          dry_run=self.s.mqtt.dry_run)
             except Exception as e:  # noqa: BLE001 - the outbox keeps it; a publish error never ends a turn
                 log.error("intent publish failed: %s", e)
+            if turn is not None and not getattr(self.mqtt, "connected", True) and not self.s.mqtt.dry_run:
+                turn.hub_offline = True
 
     def _on_first_audio(self, t: float) -> None:
         turn = self.turn
@@ -277,7 +327,19 @@ class Engine:
             turn.t_first_audio = t
 
     # ------------------------------------------------------------------ main loop
+    def _start_services(self) -> None:
+        timers = getattr(self.brain, "timers", None)
+        if timers is not None and hasattr(timers, "start_thread"):
+            timers.start_thread()
+        if self.mqtt is not None and self.brain is not None:
+            handler = getattr(self.brain, "handler", None)
+            for entity in getattr(getattr(self.brain, "home", None), "entities", {}).values():
+                if entity.state_topic and handler is not None:
+                    self.mqtt.subscribe(entity.state_topic,
+                                        lambda _t, text, eid=entity.id: handler.set_state(eid, text.strip()))
+
     def run(self) -> int:
+        self._start_services()
         self.source.open()
         if self.speaker.file is not None and getattr(self.source, "t0", None) is not None:
             self.speaker.file_t0 = self.source.t0  # output WAV and input WAV share one timeline
@@ -315,18 +377,20 @@ class Engine:
 
     def _recover_source(self) -> None:
         """The microphone vanished (USB unplugged): keep running, retry until it is back."""
-        log.warning("microphone lost; retrying")
+        log.warning("microphone lost (%s); reopening it", getattr(self.source, "error", None) or "stream stopped")
         try:
             self.source.close()
             time.sleep(1.0)
             self.source.open()
-            log.info("microphone back")
+            log.info("microphone reopened")
         except AudioError as e:
             log.warning("microphone still unavailable: %s", e.message)
             time.sleep(1.0)
 
     def _process(self, chunk: AudioChunk) -> None:
         self.preroll.push(chunk)
+        if self.wake_tape is not None:
+            self.wake_tape.push(chunk)
         speaking = self.state in (State.THINKING, State.SPEAKING) or self.speaker.busy
         t_audio = self.speaker.t_any_audio
         echo_tail = t_audio is not None and time.monotonic() - t_audio < SELF_ECHO_TAIL_S
@@ -352,6 +416,8 @@ class Engine:
                 self._interrupt()
             if self.state != State.LISTENING:
                 self._start_listening(det.t, det.model, include_preroll=True)
+                self._record_wake(det)
+                self._arbitrate(det)
                 return
         if self.state == State.LISTENING:
             self._listen(chunk)
@@ -367,6 +433,43 @@ class Engine:
                 log.info("speech during reply (echo-cancelled source): interrupting")
                 self._interrupt()
                 self._start_listening(None, None, include_preroll=True, after_wake=False)
+
+    def _record_wake(self, det: Any) -> None:
+        if self.wake_tape is None or self.turn is None:
+            return
+        audio = self.wake_tape.drain()
+        path = self.s.path(str(self.s.log.debug_audio_dir)) / f"{self.turn.turn_id}-wake-{det.model}-{det.score:.2f}.wav"
+        try:
+            write_wav(path, audio)
+        except OSError as e:
+            log.warning("debug recorder: %s", e)
+
+    def _arbitrate(self, det: Any) -> None:
+        """Several rooms, one broker: listening starts at once (nothing is lost); if another device heard the wake
+        word better within the arbitration window, this turn is dropped silently."""
+        if self.mqtt is None:
+            return
+        turn = self.turn
+        try:
+            self.mqtt.publish_hotword(det.model, det.score)
+        except Exception as e:  # noqa: BLE001
+            log.debug("hotword publish: %s", e)
+        arbiter = getattr(self.mqtt, "arbiter", None)
+        if arbiter is None:
+            return
+
+        def decide() -> None:
+            if not arbiter.claim(det.score) and self.turn is turn and self.state == State.LISTENING:
+                log.info("another device heard the wake word better: not answering")
+                with self._lock:
+                    if turn is not None:
+                        turn.cancel.set()
+                        turn.outcome = "deferred"
+                    self._stt_stream = None
+                    self._segmenter = None
+                    self.set_state(State.IDLE)
+
+        threading.Thread(target=decide, name="arbitration", daemon=True).start()
 
     def _hearing_own_wake_phrase(self) -> bool:
         """Half-duplex guard: without echo cancellation the microphone hears the reply, so a wake word inside the
@@ -534,10 +637,15 @@ class Engine:
             if not turn.cancel.is_set():
                 for sentence in sentences.flush():
                     synth_q.put(sentence)
+                if turn.hub_offline:  # tell the truth: the command waits in the outbox
+                    turn.reply_text += " " + HUB_OFFLINE_NOTE
+                    synth_q.put(HUB_OFFLINE_NOTE)
         finally:
             synth_q.put(None)
             turn.used_llm = bool(getattr(response, "used_llm", False))
             turn.t_first_token = getattr(response, "t_first_token", None) or turn.t_first_token
+            if isinstance(getattr(response, "error", None), str) and turn.outcome == "answered":
+                turn.outcome, turn.error = "error", response.error  # e.g. the LLM timed out (apology spoken)
             synth.join()
 
     def _synth_worker(self, turn: Turn, q: queue.Queue[str | None]) -> None:
@@ -605,7 +713,8 @@ class Engine:
             self.turn_log.write(record)
             if self.s.log.debug_audio_dir and turn.audio:
                 try:
-                    write_wav(Path(self.s.log.debug_audio_dir) / f"{turn.turn_id}-stt.wav", np.concatenate(turn.audio))
+                    write_wav(self.s.path(str(self.s.log.debug_audio_dir)) / f"{turn.turn_id}-stt.wav",
+                              np.concatenate(turn.audio))
                 except OSError as e:
                     log.warning("debug recorder: %s", e)
             turn.audio.clear()
@@ -655,6 +764,9 @@ class Engine:
             self.responder.join(max(0.1, deadline - time.monotonic() - 1.0))
         self.speaker.write_file(until=time.monotonic()) if self.speaker.file else None
         self.speaker.close()
+        timers = getattr(self.brain, "timers", None)
+        if timers is not None and hasattr(timers, "stop"):
+            timers.stop()
         if self.mqtt is not None:
             try:
                 self.mqtt.stop(timeout=max(0.5, deadline - time.monotonic()))
