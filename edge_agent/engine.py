@@ -907,8 +907,8 @@ def cli_run(args: Any, settings: Settings) -> int:
             find_device(settings.audio.input_device, "input")
         except AudioError as e:
             raise AudioError(
-                f"{e.message}. This machine has no sound input device.",
-                fix="plug in a USB microphone, or run the same loop over a recording: "
+                e.message,
+                fix="plug in a USB microphone (see `edge-agent devices`), or run the same loop over a recording: "
                     "edge-agent run --input IN.wav --output OUT.wav",
             ) from None
     engine = Engine.from_settings(settings, input_file=args.input, output_file=args.output,

@@ -120,3 +120,12 @@ def test_settings_are_frozen():
     s = Settings()
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.stt.engine = "vosk"  # type: ignore[misc]
+
+
+def test_run_without_a_sound_device_points_to_file_mode(tmp_path: Path):
+    """No PulseAudio server and no ALSA card: `run` says so plainly and names file mode."""
+    env = {"XDG_RUNTIME_DIR": str(tmp_path), "PULSE_SERVER": f"unix:{tmp_path}/nothing"}
+    proc = run_cli("run", env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "no audio input device" in proc.stderr and "--input IN.wav" in proc.stderr
+    assert "Traceback" not in proc.stderr
