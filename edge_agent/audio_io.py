@@ -14,9 +14,10 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +28,12 @@ from .errors import AudioError
 log = logging.getLogger(__name__)
 
 OUTPUT_BLOCK_S = 0.02  # speaker write granularity: interruption latency is about one block plus device latency
+# Microphone watchdog. A vanished device does not always raise: PortAudio may simply stop calling back (stall), and
+# PulseAudio/PipeWire move the stream of an unplugged microphone to another source (often a sink's monitor), which
+# delivers exact digital zeros. A real microphone always has a noise floor, so either condition means "gone".
+MIC_STALL_S = 3.0  # no block at all for this long → the microphone is treated as lost and reopened
+MIC_DEAD_AIR_S = 8.0  # only exact zeros for this long → the same
+SPEAKER_RETRY_S = 1.0  # after an output error, reopen the device at most this often
 
 
 def _sd() -> Any:
@@ -148,6 +155,8 @@ class MicSource:
         self.status_flags = 0  # PortAudio overflow flags seen
         self._last_drop_log = 0
         self.error: str | None = None
+        self.t_last_block = time.monotonic()  # watchdog: when the callback last delivered a block
+        self.t_last_sound = time.monotonic()  # watchdog: when a block last held anything but exact zeros
 
     def open(self) -> None:
         sd = _sd()
@@ -167,8 +176,11 @@ class MicSource:
             # Only copy and enqueue: everything else happens on the reader's thread.
             if status:
                 self.status_flags += 1
-            self.queue.put((time.monotonic(), indata.copy()))
+            self.t_last_block = now = time.monotonic()
+            self.queue.put((now, indata.copy()))
 
+        self.error = None
+        self.t_last_block = self.t_last_sound = time.monotonic()
         try:
             self.stream = sd.InputStream(device=dev, samplerate=rate, channels=channels, dtype="int16",
                                          blocksize=blocksize, callback=callback,
@@ -185,13 +197,23 @@ class MicSource:
         self.error = "input stream stopped"
 
     def read(self, timeout: float = 1.0) -> AudioChunk | None:
+        """The next chunk, or None after ``timeout`` (then check ``alive``: None from a lost microphone)."""
         try:
             t_arrival, block = self.queue.get(timeout)
         except queue.Empty:
+            if self.error is None and self.stream is not None \
+                    and time.monotonic() - self.t_last_block > MIC_STALL_S:
+                self.error = f"no audio from the microphone for {MIC_STALL_S:.0f} s"
             return None
         if self.queue.dropped != self._last_drop_log:
             log.warning("capture queue full: %d blocks dropped so far", self.queue.dropped)
             self._last_drop_log = self.queue.dropped
+        if block.any():
+            self.t_last_sound = t_arrival
+        elif t_arrival - self.t_last_sound > MIC_DEAD_AIR_S and self.error is None:
+            self.error = (f"the microphone delivered only digital silence for {MIC_DEAD_AIR_S:.0f} s "
+                          "(unplugged, or moved by the sound server to another source)")
+            return None
         samples = self.converter(block)
         return AudioChunk(samples, t_arrival - len(samples) / SAMPLE_RATE)
 
@@ -308,17 +330,33 @@ class Speaker:
 
     def start(self, t0: float | None = None) -> None:
         if self.file is None:
-            sd = _sd()
-            dev = find_device(self.device, "output")
-            try:
-                self.stream = sd.OutputStream(device=dev, samplerate=self.rate, channels=1, dtype="int16",
-                                              blocksize=int(self.rate * OUTPUT_BLOCK_S), latency="low")
-                self.stream.start()
-            except Exception as e:  # noqa: BLE001
-                raise AudioError(f"cannot open the speaker: {e}", fix="check `edge-agent devices`, or use --output") \
-                    from None
+            self._open_device()
         self.file_t0 = t0 if t0 is not None else self.clock()
         self._thread.start()
+
+    def _open_device(self) -> None:
+        sd = _sd()
+        dev = find_device(self.device, "output")
+        try:
+            self.stream = sd.OutputStream(device=dev, samplerate=self.rate, channels=1, dtype="int16",
+                                          blocksize=int(self.rate * OUTPUT_BLOCK_S), latency="low")
+            self.stream.start()
+        except Exception as e:  # noqa: BLE001
+            self.stream = None
+            raise AudioError(f"cannot open the speaker: {e}", fix="check `edge-agent devices`, or use --output") \
+                from None
+
+    def _device_lost(self) -> None:
+        """An output error (device unplugged): drop the broken stream; ``_emit`` reopens it later. A broken
+        PortAudio stream never recovers by itself, even when the device comes back."""
+        stream, self.stream = self.stream, None
+        self._retry_at = time.monotonic() + SPEAKER_RETRY_S
+        if stream is not None:
+            try:
+                stream.abort()
+                stream.close()
+            except Exception:  # noqa: BLE001
+                pass
 
     # -------------------------------------------------------------- control lane
     def play(self, seg: Segment) -> None:
@@ -368,6 +406,13 @@ class Speaker:
 
     # -------------------------------------------------------------- the thread
     def _emit(self, block: np.ndarray) -> None:
+        if self.file is None and self.stream is None:
+            if time.monotonic() < getattr(self, "_retry_at", 0.0):
+                raise AudioError("the speaker is unavailable (retrying)")
+            self._retry_at = time.monotonic() + SPEAKER_RETRY_S
+            self._open_device()
+            self.error = None
+            log.warning("speaker: output device reopened")
         if self.stream is not None:
             self.stream.write(block.reshape(-1, 1))
             return
@@ -413,8 +458,12 @@ class Speaker:
                 try:
                     self._emit(block)
                 except Exception as e:  # noqa: BLE001 - a vanished device must not kill the loop
-                    self.error = str(e)
-                    log.error("speaker error, reply continues in the log only: %s", e)
+                    msg = e.message if isinstance(e, AudioError) else str(e)
+                    if self.error != msg:
+                        log.error("speaker error, reply continues in the log only: %s", msg)
+                    self.error = msg
+                    if self.file is None:
+                        self._device_lost()
                     break
                 i += len(block)
                 seg.played = min(len(seg.audio), int(i * scale))

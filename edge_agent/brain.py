@@ -30,8 +30,8 @@ import re
 import threading
 import time
 from collections import deque
-from contextlib import closing
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 

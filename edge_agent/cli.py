@@ -32,7 +32,8 @@ def default_config_path() -> Path | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-agent", description="Offline voice assistant for Raspberry Pi-class hardware.")
+    p = argparse.ArgumentParser(prog="edge-agent",
+                                description="Offline voice assistant for Raspberry Pi-class hardware.")
     p.add_argument("-c", "--config", help="config file (default: $EDGE_AGENT_CONFIG, ./config.yaml, repo config.yaml)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")

@@ -38,11 +38,11 @@ from .intent import IntentCall
 log = logging.getLogger(__name__)
 
 VAD_FRAME_S = 512 / SAMPLE_RATE  # Silero's frame: 32 ms
-FILE_TAIL_MAX_S = 60.0
-DEBUG_WAKE_S = 2.5  # seconds of audio saved per wake detection by the debug recorder  # in file mode, how long to wait after the input ends for the last turn to finish
+FILE_TAIL_MAX_S = 60.0  # in file mode, how long to wait after the input ends for the last turn to finish
+DEBUG_WAKE_S = 2.5  # seconds of audio saved per wake detection by the debug recorder
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     IDLE = "idle"
     LISTENING = "listening"
     THINKING = "thinking"
@@ -438,7 +438,8 @@ class Engine:
         if self.wake_tape is None or self.turn is None:
             return
         audio = self.wake_tape.drain()
-        path = self.s.path(str(self.s.log.debug_audio_dir)) / f"{self.turn.turn_id}-wake-{det.model}-{det.score:.2f}.wav"
+        name = f"{self.turn.turn_id}-wake-{det.model}-{det.score:.2f}.wav"
+        path = self.s.path(str(self.s.log.debug_audio_dir)) / name
         try:
             write_wav(path, audio)
         except OSError as e:
@@ -777,7 +778,7 @@ class Engine:
     @classmethod
     def from_settings(cls, settings: Settings, *, input_file: str | None = None, output_file: str | None = None,
                       realtime: bool = False, home_file: str | None = None, turn_log: str | None = None,
-                      use_mqtt: bool = True) -> "Engine":
+                      use_mqtt: bool = True) -> Engine:
         from .preflight import check_models_for
 
         problems = check_models_for(settings)

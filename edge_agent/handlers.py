@@ -445,7 +445,7 @@ class IntentHandler:
             verb = "is" if len(matched) == 1 else "are"
             return IntentResult(call, True, f"Yes, {names} {verb} {want}.", data)
         parts = []
-        for f, e in zip(facts, ents):
+        for f, e in zip(facts, ents, strict=True):
             st = f["state"]
             if st is None:
                 parts.append(f"the {spoken(e.name)} is unknown")

@@ -38,7 +38,7 @@ from . import __version__
 from .config import REPO_ROOT, MqttSettings, Settings, SiteSettings, mqtt_password
 from .errors import MqttError
 from .intent import DeviceCommand, IntentCall
-from .outbox import OutMessage, Outbox
+from .outbox import Outbox, OutMessage
 
 log = logging.getLogger(__name__)
 paho_log = logging.getLogger(__name__ + ".paho")

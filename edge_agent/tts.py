@@ -390,7 +390,8 @@ def cli_say(args: argparse.Namespace, settings: Settings) -> int:
     """``edge-agent say TEXT [-o OUT.wav] [--json]``: speak to the speaker, or write a WAV at the voice's rate."""
     text = args.text or ""
     if not text.strip():
-        raise TtsError("nothing to say: the text is empty", fix='pass the words to speak: edge-agent say "Hello there."')
+        raise TtsError("nothing to say: the text is empty",
+                       fix='pass the words to speak: edge-agent say "Hello there."')
     if not speakable(text):
         raise TtsError(f"nothing to say: {text!r} has no speakable words (markup, JSON and symbols are skipped)",
                        fix='pass plain words: edge-agent say "Hello there."')

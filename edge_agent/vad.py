@@ -40,7 +40,8 @@ class SileroVad:
 
         model_path = Path(model_path)
         if not model_path.is_file():
-            raise ModelError(f"Silero VAD model {model_path} does not exist", fix="run `edge-agent models fetch silero_vad`")
+            raise ModelError(f"Silero VAD model {model_path} does not exist",
+                             fix="run `edge-agent models fetch silero_vad`")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

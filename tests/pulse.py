@@ -40,7 +40,7 @@ class VirtualAudio:
         self.rec_rate = 16000
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "VirtualAudio":
+    def start(self) -> VirtualAudio:
         subprocess.run(["pulseaudio", "--daemonize=yes", "--exit-idle-time=-1", "-n",
                         "--load=module-native-protocol-unix", "--load=module-null-sink sink_name=spk"],
                        env=self.env, check=True, capture_output=True)
@@ -53,7 +53,8 @@ class VirtualAudio:
         # The null sink's monitor only yields data while something plays: a silent stream keeps its clock running,
         # so a recording of the speaker is continuous and its sample positions map to wall-clock time.
         self._keepalive = subprocess.Popen(
-            ["pacat", "--playback", "--raw", "--rate=16000", "--channels=1", "--format=s16le", "--device=spk", "--latency-msec=20",
+            ["pacat", "--playback", "--raw", "--rate=16000", "--channels=1", "--format=s16le", "--device=spk",
+             "--latency-msec=20",
              "/dev/zero"], env=self.env)
         self._feeder = threading.Thread(target=self._feed, name="mic-feeder", daemon=True)
         self._feeder.start()
@@ -104,7 +105,9 @@ class VirtualAudio:
 
     def _feed(self) -> None:
         block = int(SAMPLE_RATE * FEED_BLOCK_S)
-        silence = np.zeros(block, dtype=np.int16).tobytes()
+        # "Silence" is a real microphone's noise floor (+-1 LSB, about -90 dBFS), never exact digital zeros: edge-agent
+        # treats long exact zeros as a lost microphone (the sound server moved the stream to another source).
+        silence = np.random.default_rng(0).integers(-1, 2, block).astype(np.int16).tobytes()
         cur: tuple[np.ndarray, threading.Event, list[float]] | None = None
         pos = 0
         t_next = time.monotonic()

@@ -9,7 +9,6 @@ timestamp in order; SIGTERM ends the daemon cleanly.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -143,7 +142,7 @@ def test_spoken_command_reaches_mqtt_and_the_speaker(rig, store):
     z2m = sub.wait_for(lambda m: m[0] == "zigbee2mqtt/kitchen_light/set")
     assert json.loads(z2m[0][1])["state"] == "ON"
     assert sub.wait_for(lambda m: m[0] == "edge-agent/kitchen/availability" and m[1] == b"online")
-    for a, b in zip(ORDER, ORDER[1:]):
+    for a, b in zip(ORDER, ORDER[1:], strict=False):
         assert rec[a] is not None and rec[b] is not None and rec[a] <= rec[b], (a, b, rec)
     # what the virtual speaker played: not silence, and it says the logged reply
     time.sleep(1.5)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent import outbox as outbox_mod
-from edge_agent.outbox import OutMessage, Outbox
+from edge_agent.outbox import Outbox, OutMessage
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,7 +89,7 @@ def test_count_bound_drops_oldest_state_updates_before_any_intent(tmp_path: Path
 
 def test_byte_bound(tmp_path: Path) -> None:
     box = Outbox(tmp_path, max_messages=1000, max_bytes=10_000)
-    for i in range(30):
+    for _ in range(30):
         box.put(msg("s", "x" * 999, critical=False))  # 1000 bytes each with the topic
     assert box.pending_bytes <= 10_000 and len(box) == 10
     assert box.stats.dropped == 20

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import time
 import wave
@@ -13,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import require_model, run_cli
+
 from edge_agent.audio import read_wav, resample, rms_dbfs
 from edge_agent.errors import AudioError, TtsError
 from edge_agent.tts import CUE_PEAK, CUE_TONES, PhraseCache, PiperTts, cue_tone, from_settings

@@ -13,7 +13,7 @@ import pytest
 from edge_agent.audio import AudioChunk, read_wav, rms_dbfs
 from edge_agent.config import VadSettings
 from edge_agent.errors import ModelError
-from edge_agent.vad import VAD_FRAME_S, Endpointer, PreRoll, SegmentEvent, Segmenter, SileroVad
+from edge_agent.vad import VAD_FRAME_S, Endpointer, PreRoll, Segmenter, SegmentEvent, SileroVad
 
 from .conftest import require_model
 
