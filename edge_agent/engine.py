@@ -173,8 +173,14 @@ def wake_phrase(model_name: str) -> str:
     return base.replace("_", " ").strip().lower()
 
 
-def strip_wake_words(text: str, phrases: list[str]) -> str:
-    """Remove a leading wake phrase (or its last word, e.g. 'Jarvis,') that the pre-roll let into the transcript."""
+WAKE_TAIL_SIMILARITY = 0.5  # a short leading fragment this similar to the wake word is its misheard tail
+
+
+def strip_wake_words(text: str, phrases: list[str], fuzzy: bool = True) -> str:
+    """Remove a leading wake phrase (or its last word, e.g. 'Jarvis,') that the pre-roll let into the transcript,
+    including a misheard tail of it set off as its own fragment ('Vis. Turn on the light.')."""
+    import difflib
+
     t = text.strip()
     for phrase in sorted(phrases, key=len, reverse=True):
         words = phrase.split()
@@ -183,6 +189,13 @@ def strip_wake_words(text: str, phrases: list[str]) -> str:
             new = re.sub(pat, "", t, flags=re.IGNORECASE)
             if new != t:
                 return new.strip()
+    m = re.match(r"^\W*([A-Za-z']+(?:\s+[A-Za-z']+)?)\s*[,.!?]+\s+(\S.*)$", t) if fuzzy else None
+    if m and len(m.group(2).split()) >= 2:
+        fragment = m.group(1).lower().replace(" ", "")
+        for phrase in phrases:
+            last = phrase.split()[-1] if phrase.split() else ""
+            if last and difflib.SequenceMatcher(None, fragment, last).ratio() >= WAKE_TAIL_SIMILARITY:
+                return m.group(2).strip()
     return t
 
 
@@ -592,7 +605,8 @@ class Engine:
             result = stream.finish()
             turn.t_transcript = time.monotonic()
             turn.stt_compute_s = getattr(result, "compute_s", None)
-            turn.transcript = strip_wake_words(result.text, self.wake_phrases)
+            # only a turn opened by the wake word can start with its misheard tail
+            turn.transcript = strip_wake_words(result.text, self.wake_phrases, fuzzy=turn.t_wake is not None)
             log.info("transcript: %r", turn.transcript)
             if self.mqtt is not None and turn.transcript:
                 try:

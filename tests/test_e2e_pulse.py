@@ -135,6 +135,7 @@ def test_spoken_command_reaches_mqtt_and_the_speaker(rig, store):
     time.sleep(2.5)  # parec loses its first seconds; let the recording settle
     va.say(wav)
     rec = daemon.wait_turns(1)[0]
+    assert [i["name"] for i in rec["intents"]] == ["HassTurnOn"], (rec, daemon.lines[-20:])
     intent = sub.wait_for(lambda m: m[0] == "edge-agent/kitchen/intent/HassTurnOn")
     body = json.loads(intent[0][1])
     assert body["entities"] == ["light.kitchen"] and body["site_id"] == "kitchen" and body["turn_id"] == rec["turn_id"]
@@ -156,8 +157,8 @@ def test_spoken_command_reaches_mqtt_and_the_speaker(rig, store):
     stt = make_engine(Settings().stt, Settings())
     heard = stt.transcribe(clip.astype(np.int16) if va.rec_rate == SAMPLE_RATE else clip).text
     assert word_error_rate(rec["reply_spoken"], heard) <= 0.35, (rec["reply_spoken"], heard)
-    print(f"e2e: end of speech -> first reply audio {rec['t_first_audio'] - rec['t_speech_end']:.3f} s; "
-          f"speaker heard {heard!r}")
+    print(f"e2e: heard {rec['transcript']!r} (llm: {rec['used_llm']}); end of speech -> first reply audio "
+          f"{rec['t_first_audio'] - rec['t_speech_end']:.3f} s; speaker played {heard!r}")
 
 
 def test_tasmota_command_and_follow_on_turn(rig, store):
@@ -167,6 +168,6 @@ def test_tasmota_command_and_follow_on_turn(rig, store):
                           ("silence", 0.5)], rig["dir"] / "lamp.wav")
     va.say(wav)
     rec = daemon.wait_turns(n + 1)[-1]
-    assert [i["name"] for i in rec["intents"]] == ["HassTurnOff"]
+    assert [i["name"] for i in rec["intents"]] == ["HassTurnOff"], (rec, daemon.lines[-20:])
     msg = sub.wait_for(lambda m: m[0] == "cmnd/lamp1/POWER")
     assert msg[-1][1] == b"OFF"
