@@ -433,10 +433,18 @@ class Speaker:
             if self._flush.is_set():
                 self._drain_after_flush()
             try:
-                seg = self.segments.get(timeout=0.02)
+                seg = self.segments.get(timeout=0.02) if self.stream is None else self.segments.get_nowait()
             except queue.Empty:
                 if self.segments.empty() and self.current is None:
                     self._idle.set()
+                if self.stream is not None:
+                    # Keep a device stream fed between replies: an idle ALSA/PulseAudio stream underruns and then
+                    # swallows the start of the next reply. Writing blocks at the device's pace, so this also
+                    # paces this thread.
+                    try:
+                        self.stream.write(np.zeros((block_n, 1), dtype=np.int16))
+                    except Exception:  # noqa: BLE001 - a lost device is handled when the next reply is played
+                        time.sleep(OUTPUT_BLOCK_S)
                 continue
             if seg is None:
                 break
