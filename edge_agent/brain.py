@@ -386,27 +386,31 @@ class Brain:
         prompt = self._prompt(text, area)
         calls: list[dict[str, Any]] = []
         resp.timings["llm_calls"] = calls
+        # A device command must become a tool call: in free text the small model sometimes just *says* "Turned off
+        # the lamp" without doing it. Such transcripts skip the free-text decision and go to the constrained call.
+        force_tool = looks_like_command(text, self.home)
+        resp.timings["forced_tool_call"] = force_tool
         for attempt in range(2):
             # ---- decide: free text (streamed) or a tool call
             t0 = time.monotonic()
             buf = SentenceBuffer()
             raw = ""
-            tool = False
-            with closing(llm.stream(prompt, stop=(TOOL_OPEN,), cancel=cancel)) as stream:
-                for frag in stream:
-                    if resp.t_first_token is None:
-                        resp.t_first_token = llm.last_stats.t_first_token
-                    raw += frag
-                    if raw.lstrip().startswith("{"):  # a bare JSON call without the tag
-                        tool = True
-                        break
-                    for piece in buf.push(frag):
-                        yield piece + " "
-            stats = llm.last_stats
-            calls.append({"phase": "decide", **stats.to_json()})
+            tool = force_tool and attempt == 0
+            if not tool:
+                with closing(llm.stream(prompt, stop=(TOOL_OPEN,), cancel=cancel)) as stream:
+                    for frag in stream:
+                        if resp.t_first_token is None:
+                            resp.t_first_token = llm.last_stats.t_first_token
+                        raw += frag
+                        if raw.lstrip().startswith("{"):  # a bare JSON call without the tag
+                            tool = True
+                            break
+                        for piece in buf.push(frag):
+                            yield piece + " "
+                calls.append({"phase": "decide", **llm.last_stats.to_json()})
             if cancel is not None and cancel.is_set():
                 return
-            if not tool and stats.stop_string != TOOL_OPEN:
+            if not tool and llm.last_stats.stop_string != TOOL_OPEN:
                 for piece in buf.flush():
                     yield piece + " "
                 resp.timings["answer_s"] = round(time.monotonic() - t0, 3)
@@ -421,6 +425,8 @@ class Brain:
                                         cancel=cancel)
             finally:
                 calls.append({"phase": "tool_call", **llm.last_stats.to_json()})
+                if resp.t_first_token is None:
+                    resp.t_first_token = llm.last_stats.t_first_token
             resp.timings["decision_s"] = round(time.monotonic() - t0, 3)
             call_json = llm.last_text.strip()
             after_call = f"{call_prompt}{call_json}\n{TOOL_CLOSE}{IM_END}\n"
@@ -484,6 +490,34 @@ def _pieces(text: str) -> Iterator[str]:
     s = speakable(text)
     if s:
         yield s + " "
+
+
+COMMAND_VERBS = re.compile(
+    r"\b(turn|switch|set|dim|brighten|open|close|shut|lock|unlock|start|stop|pause|resume|unpause|raise|lower|"
+    r"increase|decrease|make|put|activate|deactivate|enable|disable|skip|mute|unmute|cancel)\b", re.IGNORECASE)
+DEVICE_WORDS = {"light", "lights", "lamp", "lamps", "fan", "fans", "door", "doors", "lock", "blinds", "blind",
+                "curtain", "curtains", "shade", "shades", "garage", "heating", "thermostat", "temperature", "music",
+                "volume", "tv", "timer", "switch", "outlet", "plug", "window", "windows", "cover", "valve"}
+NAME_OVERLAP = 0.6  # share of a device name's words found in the text for it to count as mentioned
+
+
+def looks_like_command(text: str, home: Any) -> bool:
+    """A command verb plus a device word, a configured area, or most of a configured device's name (tolerant of
+    one misheard word: "turn off the living room land")."""
+    if not COMMAND_VERBS.search(text):
+        return False
+    words = set(re.findall(r"[a-z0-9']+", text.lower()))
+    if words & DEVICE_WORDS:
+        return True
+    names: list[str] = []
+    for e in getattr(home, "entities", {}).values():
+        names += list(getattr(e, "names", ()) or (e.name,))
+    names += [a.name for a in getattr(home, "areas", {}).values()]
+    for name in names:
+        parts = re.findall(r"[a-z0-9']+", name.lower())
+        if parts and sum(p in words for p in parts) / len(parts) >= NAME_OVERLAP:
+            return True
+    return False
 
 
 def select_tools(tools: Sequence[dict[str, Any]], home: Any) -> list[dict[str, Any]]:

@@ -298,7 +298,9 @@ def test_ask_llm_tool_call_names_a_configured_entity(kitchen_ask, home):
     spec = next(t for t in tool_specs(home) if t["name"] == intent["name"])
     jsonschema.validate(intent["slots"], spec["parameters"])
     assert out["reply"] and "{" not in out["reply"] and "<" not in out["reply"]
-    assert [c["phase"] for c in out["timings"]["llm_calls"]] == ["decide", "tool_call", "reply"]
+    # a device command goes straight to the constrained call (no free-text decision in which to merely claim it)
+    assert out["timings"]["forced_tool_call"] is True
+    assert [c["phase"] for c in out["timings"]["llm_calls"]] == ["tool_call", "reply"]
     assert out["timings"]["prefix_from_cache"] is False  # a fresh cache folder: evaluated, then saved
 
 
@@ -334,3 +336,30 @@ def test_ask_bad_home_file_is_a_clear_error(tmp_path):
     proc = run_cli("ask", "hello", "--home", str(bad), "--no-llm")
     assert proc.returncode != 0
     assert proc.stderr.startswith("error[config]") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("Turn off the living room land.", True),  # one misheard word still names the lamp
+    ("switch on the kitchen lite", True),
+    ("Set the front door to locked", True),
+    ("What is the capital of France?", False),
+    ("Explain how a refrigerator works.", False),
+    ("Can you stop talking?", False),
+])
+def test_device_commands_are_forced_into_a_tool_call(home, text, want):
+    from edge_agent.brain import looks_like_command
+
+    assert looks_like_command(text, home) is want
+
+
+def test_misheard_command_is_acted_on_not_just_claimed(home, llm):
+    """The LLM path for a command the fast path misses: an executed intent, never a bare claim in free text."""
+    brain = _brain(home, llm, threads=LLM_THREADS)
+    brain.warmup()
+    got = []
+    brain.on_intent = lambda call, result: got.append(call)
+    resp = brain.respond("Turn off the living room land.")
+    reply = resp.wait()
+    assert resp.used_llm and resp.timings.get("forced_tool_call") is True
+    assert [c.entities for c in got] == [["light.living_room_lamp"]], (reply, resp.timings)
+    assert "{" not in reply
