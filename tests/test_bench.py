@@ -1,0 +1,60 @@
+"""Smoke test of `edge-agent bench`: the real entry point, real models, three generated requests end to end (two
+fast-path commands and one LLM question, plus the naive pipeline on that question), and the table it prints.
+
+The numbers themselves are not asserted against targets here (the machine is shared and loaded); the test checks
+that every stage was measured, in order, and that the requests did what they asked.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import require_model, run_cli
+
+pytestmark = pytest.mark.slow
+
+COLUMNS = "| end of speech → | fast path median (ms) | fast path p95 (ms) | LLM median (ms) | LLM p95 (ms) |"
+ROWS = ["| endpoint |", "| final transcript |", "| intent published / first LLM token |", "| first reply audio |"]
+
+
+@pytest.fixture(scope="module")
+def bench_run(store, tmp_path_factory):
+    for m in ("hey_jarvis", "oww_features", "silero_vad", "whisper_tiny_en", "qwen2_5_coder_0_5b", "piper_joe_medium"):
+        require_model(store, m)
+    d = tmp_path_factory.mktemp("bench")
+    out = d / "bench.json"
+    proc = run_cli("bench", "--quick", "--set", str(d / "set"), "--requests", "3", "--baseline", "1",
+                   "--voices", "piper-joe-1.0", "--idle-s", "5", "--negative-minutes", "0.5",
+                   "--skip", "conformance,cli,wake", "--json", str(out), timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_bench_prints_the_latency_table(bench_run):
+    stdout, _ = bench_run
+    assert COLUMNS in stdout
+    for row in ROWS:
+        assert row in stdout, stdout
+    assert "naive" in stdout and "speed-up" in stdout
+    assert "### Targets" in stdout
+
+
+def test_bench_measured_every_stage_in_order(bench_run):
+    _, res = bench_run
+    rows = res["rows"]
+    assert [r["kind"] for r in rows] == ["command", "command", "question"]
+    for r in rows:
+        assert r["verdict"].startswith("ok"), r
+        lat = r["lat_ms"]
+        assert 0 < lat["endpoint"] <= lat["transcript"] <= lat["first_audio"] < 60000, lat
+    fast, llm = res["e2e"]["fast"]["stages"], res["e2e"]["llm"]["stages"]
+    assert fast["first_audio"]["n"] == 2 and llm["first_audio"]["n"] == 1
+    assert llm["intent_or_token"]["median_ms"] <= llm["first_audio"]["median_ms"]
+    # the naive pipeline waits for the whole answer: never earlier than the streaming engine's first audio by much
+    b = res["baseline"][0]
+    assert b["reply"] and b["llm_s"] > 0 and b["naive_first_audio_s"] > b["stt_s"] + b["llm_s"]
+    assert res["idle"]["cpu_pct_of_one_core"] > 0 and res["idle"]["false_turns"] == 0
+    assert res["negatives"]["hours"] > 0.005
+    assert res["wer"]["files"] == 5 and res["wer"]["wer"] < 0.5
