@@ -38,6 +38,7 @@ from typing import Any
 from .config import ConversationSettings, Settings
 from .errors import EdgeAgentError, LlmError, ToolError
 from .intent import IntentCall, IntentResult
+from .intents import DEVICE_INTENTS
 from .llm import IM_END, Llm, Message, render_chatml
 from .text import SentenceBuffer, speakable
 
@@ -324,6 +325,17 @@ class Brain:
                 del s[key]
         return IntentCall(name=call.name, slots=s, entities=call.entities, text=call.text, source=call.source)
 
+    def _answer_in_words(self, prompt: str, cancel: threading.Event | None) -> Iterator[str]:
+        """A free-text answer under a grammar that cannot open a tool call or JSON."""
+        assert self.llm is not None
+        buf = SentenceBuffer()
+        with closing(self.llm.stream(prompt, grammar=NO_TOOL_GRAMMAR, cancel=cancel)) as stream:
+            for frag in stream:
+                for piece in buf.push(frag):
+                    yield piece + " "
+        for piece in buf.flush():
+            yield piece + " "
+
     # ------------------------------------------------------------------ LLM
     def _fixed_prefix(self) -> str:
         """System prompt + guardrail + tools + device list: byte-identical on every call (KV-cache prefix)."""
@@ -432,6 +444,13 @@ class Brain:
             after_call = f"{call_prompt}{call_json}\n{TOOL_CLOSE}{IM_END}\n"
             call = self._repair(IntentCall(name=obj["name"], slots=dict(obj.get("arguments") or {}), text=text,
                                            source="llm"))
+            if call.name in DEVICE_INTENTS and not mentions_device(text, self.home):
+                # The 0.5B model sometimes "acts" on questions ("who wrote Romeo and Juliet" -> turn on a light).
+                # A device is only touched when the words name one: otherwise answer in words.
+                log.info("LLM called %s for %r, which names no device: answering instead", call.name, text)
+                resp.timings["blocked_tool_call"] = call.name
+                yield from self._answer_in_words(prompt, cancel)
+                return
             # handle() validates before acting (IntentHandler.validate) and reports a ToolError as a failed result
             result = self._execute(resp, call, area)
             error = None if result.success or result.needs_confirmation else result.data.get("error")
@@ -492,6 +511,7 @@ def _pieces(text: str) -> Iterator[str]:
         yield s + " "
 
 
+NO_TOOL_GRAMMAR = 'root ::= [^<{\\n] [^<{]*'  # plain words: no tool tag, no JSON
 COMMAND_VERBS = re.compile(
     r"\b(turn|switch|set|dim|brighten|open|close|shut|lock|unlock|start|stop|pause|resume|unpause|raise|lower|"
     r"increase|decrease|make|put|activate|deactivate|enable|disable|skip|mute|unmute|cancel)\b", re.IGNORECASE)
@@ -502,10 +522,13 @@ NAME_OVERLAP = 0.6  # share of a device name's words found in the text for it to
 
 
 def looks_like_command(text: str, home: Any) -> bool:
-    """A command verb plus a device word, a configured area, or most of a configured device's name (tolerant of
-    one misheard word: "turn off the living room land")."""
-    if not COMMAND_VERBS.search(text):
-        return False
+    """A command verb plus a mention of a device (see ``mentions_device``)."""
+    return bool(COMMAND_VERBS.search(text)) and mentions_device(text, home)
+
+
+def mentions_device(text: str, home: Any) -> bool:
+    """A device word, a configured area, or most of a configured device's name (tolerant of one misheard word:
+    "the living room land")."""
     words = set(re.findall(r"[a-z0-9']+", text.lower()))
     if words & DEVICE_WORDS:
         return True

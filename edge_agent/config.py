@@ -144,7 +144,13 @@ class SttSettings:
 @dataclass(frozen=True)
 class LlmSettings:
     model: str = opt("qwen2_5_coder_0_5b", "Manifest name (or path) of a GGUF model.")
-    threads: int = opt(2, "CPU threads for llama.cpp.", min=1, max=64)
+    threads: int = opt(
+        0,
+        "CPU threads for llama.cpp; 0 = all cores but one (the audio loop needs one: on 2 cores, two llama.cpp "
+        "threads waiting on each other were measured up to 10x slower).",
+        min=0,
+        max=64,
+    )
     n_ctx: int = opt(2048, "Context window in tokens.", min=256, max=32768)
     max_tokens: int = opt(96, "Maximum tokens of one reply.", min=8, max=4096)
     temperature: float = opt(0.2, "Sampling temperature.", min=0.0, max=2.0)

@@ -427,7 +427,10 @@ class Engine:
             log.info("wake word %s score %.3f at %.2f", det.model, det.score, det.t)
             if speaking:
                 self._interrupt()
-            if self.state != State.LISTENING:
+            # A follow-up turn opened by speech alone that then turns out to be the wake word starts over from
+            # the detection; otherwise the pause after "hey jarvis" would end it with nothing but the wake word.
+            follow_up_turn = self.state == State.LISTENING and self.turn is not None and self.turn.t_wake is None
+            if self.state != State.LISTENING or follow_up_turn:
                 self._start_listening(det.t, det.model, include_preroll=True)
                 self._record_wake(det)
                 self._arbitrate(det)
@@ -671,7 +674,8 @@ class Engine:
                     return
                 continue
             try:
-                audio = self.tts.synthesize_all(sentence)
+                # Sentences repeat ("Turned on the kitchen light."): the bounded phrase cache synthesizes each once.
+                audio = self.tts.cached(sentence) if hasattr(self.tts, "cached") else self.tts.synthesize_all(sentence)
             except Exception as e:  # noqa: BLE001
                 log.error("TTS failed for %r: %s", sentence, e)
                 continue
@@ -857,6 +861,9 @@ class Engine:
 
 class _NullSpeaker(Speaker):
     """No output device in file mode: replies are timed as if played, and logged."""
+
+    def _open_device(self) -> None:
+        self.stream = None  # nothing to open
 
     def _emit(self, block: np.ndarray) -> None:
         if self.realtime:

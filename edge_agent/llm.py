@@ -23,6 +23,7 @@ from __future__ import annotations
 import codecs
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -110,6 +111,13 @@ class Llm:
     def loaded(self) -> bool:
         return self._llama is not None
 
+    @property
+    def threads(self) -> int:
+        """llama.cpp threads: the setting, or for 0 every core but one (at least one)."""
+        if self.settings.threads > 0:
+            return self.settings.threads
+        return max(1, (os.cpu_count() or 2) - 1)
+
     def load(self) -> Llm:
         """Load the GGUF (idempotent). Raises ModelError for a missing/unreadable file or a missing package."""
         if self._llama is not None:
@@ -128,8 +136,8 @@ class Llm:
             self._llama = Llama(
                 model_path=str(self.model_path),
                 n_ctx=self.settings.n_ctx,
-                n_threads=self.settings.threads,
-                n_threads_batch=self.settings.threads,
+                n_threads=self.threads,
+                n_threads_batch=self.threads,
                 n_batch=256,
                 seed=0,
                 verbose=False,
