@@ -35,7 +35,6 @@ class VirtualAudio:
         self._feeder: threading.Thread | None = None
         self._fifo_fd: int | None = None
         self._parec: subprocess.Popen | None = None
-        self.rec_path = self.dir / "speaker.raw"
         self.rec_t0: float | None = None
         self.rec_rate = 16000
 
@@ -151,32 +150,51 @@ class VirtualAudio:
 
     # ------------------------------------------------------------------ speaker
     def start_recording(self) -> None:
+        """Record the speaker's monitor. parec writes to a pipe that a thread reads as it arrives, stamping each
+        block, so sample positions map to the monotonic clock (a file would be buffered and lose its ends)."""
+        self._rec_chunks: list[bytes] = []
+        self._rec_bytes = 0
+        self._rec_origin: float | None = None
         self._parec = subprocess.Popen(
-            ["parec", "-d", "spk.monitor", f"--rate={self.rec_rate}", "--channels=1", "--format=s16le",
-             "--latency-msec=10", str(self.rec_path)], env=self.env)
-        self.rec_t0 = time.monotonic()
-        time.sleep(0.3)
+            ["parec", "-d", "spk.monitor", f"--rate={self.rec_rate}", "--channels=1", "--format=s16le", "--raw",
+             "--latency-msec=10"], env=self.env, stdout=subprocess.PIPE)
+        self._rec_thread = threading.Thread(target=self._record, args=(self._parec,), daemon=True)
+        self._rec_thread.start()
+        time.sleep(0.5)
+
+    def _record(self, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        while True:
+            data = os.read(fd, 640)
+            if not data:
+                break
+            t = time.monotonic()
+            self._rec_chunks.append(data)
+            self._rec_bytes += len(data)
+            # the origin is the earliest time consistent with every block's arrival (least delivery latency)
+            origin = t - (self._rec_bytes // 2) / self.rec_rate
+            if self._rec_origin is None or origin < self._rec_origin:
+                self._rec_origin = origin
 
     def stop_recording(self) -> np.ndarray:
-        """Stop parec; the recording is continuous but its first second or two may be missing, so its time origin
-        (``rec_t0``, monotonic) is computed from its end: the last sample was recorded when parec stopped."""
-        if self._parec is None:
-            return self.recording()
-        t_stop = time.monotonic()
-        self._parec.terminate()
-        self._parec.wait(timeout=5)
-        self._parec = None
-        audio = self.recording()
-        self.rec_t0 = t_stop - len(audio) / self.rec_rate
-        return audio
+        """Stop recording and return it; ``rec_t0`` is the monotonic time of its first sample."""
+        if self._parec is not None:
+            self._parec.terminate()
+            self._parec.wait(timeout=5)
+            self._rec_thread.join(timeout=5)
+            self._parec = None
+        self.rec_t0 = self._rec_origin
+        return self.recording()
+
+    def recording(self) -> np.ndarray:
+        data = b"".join(getattr(self, "_rec_chunks", []))
+        return np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2").copy()
 
     def rec_time(self, t: float) -> float:
         """A monotonic time as a position (seconds) in the speaker recording."""
         assert self.rec_t0 is not None
         return t - self.rec_t0
-
-    def recording(self) -> np.ndarray:
-        return np.fromfile(self.rec_path, dtype="<i2") if self.rec_path.exists() else np.zeros(0, np.int16)
 
 
 def active_spans(audio: np.ndarray, rate: int, threshold_dbfs: float = -45.0, window_s: float = 0.01,

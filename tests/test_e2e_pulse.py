@@ -171,3 +171,35 @@ def test_tasmota_command_and_follow_on_turn(rig, store):
     assert [i["name"] for i in rec["intents"]] == ["HassTurnOff"], (rec, daemon.lines[-20:])
     msg = sub.wait_for(lambda m: m[0] == "cmnd/lamp1/POWER")
     assert msg[-1][1] == b"OFF"
+
+
+def test_wake_word_interrupts_the_reply_on_the_real_speaker(rig, store):
+    """The wake word during a long reply: the virtual speaker falls silent within 200 ms of the detection."""
+    va, daemon = rig["va"], rig["daemon"]
+    n = len(daemon.turns())
+    ask = compose(store, [("piper", "Hey Jarvis!"), ("silence", 0.5), ("piper", "Explain how a refrigerator works."),
+                          ("silence", 0.5)], rig["dir"] / "fridge.wav")
+    wake = compose(store, [("piper", "Hey Jarvis!")], rig["dir"] / "wake.wav")
+    mark = len(daemon.lines)
+    va.say(ask)
+    deadline = time.monotonic() + 180
+    while not any("-> speaking" in line for line in daemon.lines[mark:]):
+        assert time.monotonic() < deadline, "never started speaking:\n" + "\n".join(daemon.lines[-30:])
+        time.sleep(0.05)
+    time.sleep(2.0)
+    va.say(wake)
+    turns = daemon.wait_turns(n + 2, timeout=60)  # the interrupted turn, then the wake-only turn (no speech)
+    first, second = turns[n], turns[n + 1]
+    assert first["interrupted"] and first["reply_spoken"] and len(first["reply_spoken"]) < len(first["reply_full"]), \
+        first
+    time.sleep(0.5)
+    audio = va.stop_recording()
+    va.start_recording()
+    t_detect = va.rec_time(second["t_wake"])
+    spans = active_spans(audio, va.rec_rate, min_gap_s=0.05)
+    before = [e for s, e in spans if s < t_detect]
+    assert before, f"no reply audio before the detection at {t_detect:.2f}s: {spans}"
+    stop_latency = max(before) - t_detect
+    print(f"e2e interruption: the speaker fell silent {stop_latency * 1000:.0f} ms after the wake word was detected; "
+          f"spoken {len(first['reply_spoken'].split())} of {len(first['reply_full'].split())} words")
+    assert stop_latency <= 0.2
