@@ -38,6 +38,7 @@ from .intent import IntentCall
 log = logging.getLogger(__name__)
 
 VAD_FRAME_S = 512 / SAMPLE_RATE  # Silero's frame: 32 ms
+SPECULATE_AFTER_S = 0.12  # silence after speech before a speculative transcription of the audio so far starts
 FILE_TAIL_MAX_S = 60.0  # in file mode, how long to wait after the input ends for the last turn to finish
 DEBUG_WAKE_S = 2.5  # seconds of audio saved per wake detection by the debug recorder
 
@@ -76,6 +77,7 @@ class Turn:
     used_llm: bool = False
     hub_offline: bool = False  # an intent was queued while MQTT was down: the reply says it will be sent later
     stt_compute_s: float | None = None
+    speculative: bool = False  # the transcript came from the transcription started at the first pause
     cancel: threading.Event = field(default_factory=threading.Event)
     audio: list[np.ndarray] = field(default_factory=list)  # what STT heard (debug recorder)
 
@@ -120,7 +122,29 @@ class Turn:
             "t_first_audio": r(self.t_first_audio),
             "t_playback_end": r(self.t_playback_end),
             "stt_compute_s": r(self.stt_compute_s),
+            "stt_speculative": self.speculative,
         }
+
+
+class Speculation:
+    """A transcription of the utterance so far, started at the first pause: if the user does not go on speaking,
+    the endpoint finds the transcript ready instead of starting it (the trailing silence is spent on it)."""
+
+    def __init__(self, stt: Any, audio: np.ndarray) -> None:
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(stt, audio), name="stt-speculation", daemon=True)
+        self.thread.start()
+
+    def _run(self, stt: Any, audio: np.ndarray) -> None:
+        try:
+            self.result = stt.transcribe(audio)
+        except BaseException as e:  # noqa: BLE001 - reported through .error; the normal path takes over
+            self.error = e
+
+    def wait(self) -> Any:
+        self.thread.join()
+        return self.result
 
 
 class TurnLog:
@@ -229,6 +253,8 @@ class Engine:
         self._stt_stream: Any = None
         self._segmenter: Any = None
         self._follow_seg: Any = None  # detects speech start in the follow-up window
+        self._speculation: Speculation | None = None
+        self._silence_s = 0.0  # unvoiced time since the last voiced frame of the current utterance
         from .vad import PreRoll
 
         self.preroll = PreRoll(settings.vad.pre_roll_s)
@@ -518,6 +544,8 @@ class Engine:
         self._segmenter = self.segmenter_factory()
         self.vad.reset()
         self._stt_stream = self.stt.open_stream()
+        self._speculation = None
+        self._silence_s = 0.0
         self.set_state(State.LISTENING)
         t_pre = self.preroll.t_start
         audio = self.preroll.drain() if include_preroll else np.zeros(0, dtype=np.int16)
@@ -576,7 +604,18 @@ class Engine:
             turn.audio.append(chunk.samples.copy())
         probs = self.vad.process(chunk.samples)
         for p in probs:
-            for ev in self._segmenter.feed(VAD_FRAME_S, p >= self.s.vad.threshold):
+            voiced = p >= self.s.vad.threshold
+            if voiced:
+                self._silence_s = 0.0
+                self._speculation = None  # the user went on: what was transcribed is stale
+            elif self._segmenter.in_speech:
+                self._silence_s += VAD_FRAME_S
+                if self._silence_s >= SPECULATE_AFTER_S and self._speculation is None \
+                        and self._stt_stream is not None:
+                    audio = self._stt_stream.snapshot()
+                    if audio is not None and len(audio):
+                        self._speculation = Speculation(self.stt, audio)
+            for ev in self._segmenter.feed(VAD_FRAME_S, voiced):
                 kind = ev.kind
                 # Event time on the chunk clock: how far back from this chunk's end the event lies in audio time.
                 # (Live and --realtime: equal to start + offset; unpaced file mode: still ordered with the rest.)
@@ -598,14 +637,19 @@ class Engine:
 
     def _end_listening(self, turn: Turn) -> None:
         stream, self._stt_stream = self._stt_stream, None
+        speculation, self._speculation = self._speculation, None
         self.set_state(State.THINKING)
-        self.responder = threading.Thread(target=self._respond, args=(turn, stream), name="responder", daemon=True)
+        self.responder = threading.Thread(target=self._respond, args=(turn, stream, speculation), name="responder",
+                                          daemon=True)
         self.responder.start()
 
     # ------------------------------------------------------------------ responder
-    def _respond(self, turn: Turn, stream: Any) -> None:
+    def _respond(self, turn: Turn, stream: Any, speculation: Speculation | None = None) -> None:
         try:
-            result = stream.finish()
+            result = speculation.wait() if speculation is not None else None
+            turn.speculative = result is not None
+            if result is None:
+                result = stream.finish()
             turn.t_transcript = time.monotonic()
             turn.stt_compute_s = getattr(result, "compute_s", None)
             # only a turn opened by the wake word can start with its misheard tail

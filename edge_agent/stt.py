@@ -200,6 +200,11 @@ class SttStream:
         return SttResult(text=text, engine=self.engine_name, partials=list(self.partials), audio_s=self.audio_s,
                          compute_s=time.perf_counter() - t0)
 
+    def snapshot(self) -> np.ndarray | None:
+        """A copy of the audio fed so far, for a speculative transcription at the first pause (batch engines);
+        None where streaming already keeps up (Vosk)."""
+        return None
+
     # engine-specific parts
     def _feed(self, samples: np.ndarray) -> str | None:
         raise NotImplementedError
@@ -437,6 +442,9 @@ class WhisperStream(SttStream):
             self._last_partial_text = text
             return text
         return None
+
+    def snapshot(self) -> np.ndarray | None:
+        return self._audio().copy()
 
     def _audio(self) -> np.ndarray:
         if len(self._chunks) > 1:

@@ -242,6 +242,8 @@ def test_command_turn_acts_without_llm_and_speaks(harness, wavs, parts):
     assert not rec["used_llm"] and rec["reply_spoken"] and not rec["interrupted"], rec
     _check_times(rec, llm=False)
     assert rec["t_first_audio"] - rec["t_speech_end"] < 5.0
+    # whisper started at the first pause: the transcript was ready when the endpoint fired
+    assert rec["stt_speculative"] is True, rec
     # what reached the speaker is the logged reply
     out = h.output()
     rate = h.speaker.rate
