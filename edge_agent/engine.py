@@ -197,7 +197,7 @@ def wake_phrase(model_name: str) -> str:
     return base.replace("_", " ").strip().lower()
 
 
-WAKE_TAIL_SIMILARITY = 0.5  # a short leading fragment this similar to the wake word is its misheard tail
+WAKE_TAIL_SIMILARITY = 0.4  # a short leading fragment this similar to the wake word is its misheard tail
 
 
 def strip_wake_words(text: str, phrases: list[str], fuzzy: bool = True) -> str:

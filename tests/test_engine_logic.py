@@ -22,6 +22,10 @@ def test_wake_phrase_from_model_names():
     ("Hey Jarvis what time is it", "what time is it"),
     ("Vis. Turn on the kitchen light.", "Turn on the kitchen light."),
     ("artist. Tell me a story.", "Tell me a story."),
+    ("Nervous. Turn on the kitchen light.", "Turn on the kitchen light."),  # seen in the soak and the benchmark
+    ("Service, what time is it?", "what time is it?"),
+    ("Thanks. Turn it off.", "Thanks. Turn it off."),
+    ("Alright, turn it off.", "Alright, turn it off."),
     ("What time is it?", "What time is it?"),
     ("Yes.", "Yes."),
     ("No, turn it off.", "No, turn it off."),
