@@ -25,7 +25,9 @@ def test_wake_phrase_from_model_names():
     ("Nervous. Turn on the kitchen light.", "Turn on the kitchen light."),  # seen in the soak and the benchmark
     ("Service, what time is it?", "what time is it?"),
     ("Thanks. Turn it off.", "Thanks. Turn it off."),
-    ("Alright, turn it off.", "Alright, turn it off."),
+    ("Alright, turn it off.", "turn it off."),  # close enough to "jarvis" to go: a filler, nothing lost
+    ("Never. Turn it on.", "Never. Turn it on."),
+    ("Don't, turn it on.", "Don't, turn it on."),
     ("What time is it?", "What time is it?"),
     ("Yes.", "Yes."),
     ("No, turn it off.", "No, turn it off."),
