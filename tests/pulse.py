@@ -36,6 +36,9 @@ class VirtualAudio:
         self._fifo_fd: int | None = None
         self._parec: subprocess.Popen | None = None
         self.rec_t0: float | None = None
+        self._rec_chunks: list[bytes] = []
+        self._rec_bytes = 0
+        self._rec_origin: float | None = None
         self.rec_rate = 16000
 
     # ------------------------------------------------------------------ lifecycle
