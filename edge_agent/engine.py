@@ -357,7 +357,11 @@ class Engine:
                                          dry_run=self.s.mqtt.dry_run)
             except Exception as e:  # noqa: BLE001 - the outbox keeps it; a publish error never ends a turn
                 log.error("intent publish failed: %s", e)
-            if turn is not None and not getattr(self.mqtt, "connected", True) and not self.s.mqtt.dry_run:
+            # Tell the truth when something for the home waits in the outbox; a local answer (time, timers) is not
+            # delayed by the broker and needs no such note.
+            commands = getattr(result, "commands", []) if result else []
+            if turn is not None and commands and not getattr(self.mqtt, "connected", True) \
+                    and not self.s.mqtt.dry_run:
                 turn.hub_offline = True
 
     def _on_first_audio(self, t: float) -> None:
