@@ -380,3 +380,16 @@ def test_debug_recorder_saves_what_wake_and_stt_heard(harness, wavs, parts, tmp_
     tape = np.concatenate([read_wav(wake_files[0]), np.zeros(SAMPLE_RATE // 2, dtype=np.int16)])
     assert det.process(tape, 0.0), "the saved wake audio does not contain the wake word"
     assert "time" in parts["stt"].transcribe(read_wav(stt_files[0])).text.lower()
+
+
+def test_with_echo_cancellation_any_speech_interrupts(harness, wavs, parts, store, tmp_path):
+    """audio.echo_cancel: true (an echo-cancelled source): speaking during the reply interrupts it, no wake word."""
+    s = dataclasses.replace(parts["s"], audio=dataclasses.replace(parts["s"].audio, echo_cancel=True))
+    h = harness(settings=s)
+    h.say(wavs["story"])
+    t_speaking = h.wait_state(State.SPEAKING, timeout=180)
+    time.sleep(max(0.0, t_speaking + 1.5 - time.monotonic()))
+    h.say(compose(store, [("piper", "What time is it?"), ("silence", 0.5)], tmp_path / "barge_in.wav"))
+    recs = h.wait_turns(2, timeout=90)
+    assert recs[0]["interrupted"] and len(recs[0]["reply_spoken"]) < len(recs[0]["reply_full"]), recs[0]
+    assert recs[1]["t_wake"] is None and [i["name"] for i in recs[1]["intents"]] == ["HassGetCurrentTime"], recs[1]
