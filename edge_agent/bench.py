@@ -522,9 +522,7 @@ def run_conformance_text() -> dict[str, Any]:
 
 def run_cli(root: Path, manifest: dict[str, Any], config: str | None, progress: Any) -> dict[str, Any]:
     """The real ``edge-agent run --input FILE --realtime --output OUT.wav`` process on one command and one question:
-    its turn log and its peak RSS with all models loaded (from wait4's rusage of the child). ``--output`` because
-    without a sound card the null speaker of file mode still tries to open a device (reported to the engine's
-    owner)."""
+    its turn log and its peak RSS with all models loaded (the child's own VmHWM, sampled until it exits)."""
     reqs = [r for r in manifest["requests"] if r["condition"] == "clean"]
     pick = [next(r for r in reqs if r["kind"] == "command"), next(r for r in reqs if r["kind"] == "question")]
     audio = np.concatenate([read_wav(root / r["file"]) for r in pick] + [np.zeros(SAMPLE_RATE * 2, np.int16)])
@@ -548,14 +546,15 @@ def run_cli(root: Path, manifest: dict[str, Any], config: str | None, progress: 
         wall = time.monotonic() - t0
         records = [json.loads(x) for x in turns.read_text().splitlines()] if turns.exists() else []
         tail = err.read_text()[-1500:]
-    progress(f"cli run: exit {proc.returncode}, {len(records)} turns, peak RSS {ru.ru_maxrss / 1024:.0f} MB")
+    peak_rss = peak.get("VmHWM") or round(ru.ru_maxrss / 1024, 1)
+    progress(f"cli run: exit {proc.returncode}, {len(records)} turns, peak RSS {peak_rss:.0f} MB")
     lat = []
     for r in records:
         if r.get("t_speech_end") and r.get("t_first_audio"):
             lat.append({"transcript": r["transcript"], "used_llm": r["used_llm"],
                         "first_audio_ms": round(1000 * (r["t_first_audio"] - r["t_speech_end"]), 1)})
     return {"command": " ".join(cmd[1:]), "exit": proc.returncode, "wall_s": round(wall, 1),
-            "peak_rss_mb": round(ru.ru_maxrss / 1024, 1), "sampled_peak_mb": peak, "turns": lat,
+            "peak_rss_mb": peak_rss, "sampled_peak_mb": peak, "turns": lat,
             "stderr_tail": tail if proc.returncode else ""}
 
 
@@ -570,7 +569,9 @@ def _sample_memory(pid: int, peak: dict[str, float], every_s: float = 0.05) -> N
             return
         for line in text.splitlines():
             key = line.split(":", 1)[0]
-            if key in ("VmRSS", "RssAnon", "RssFile"):
+            # VmHWM: the kernel's peak RSS of this process image (reset at exec, unlike wait4's ru_maxrss, which
+            # also counts the forked copy of the benchmark process before exec)
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
                 mb = round(int(line.split()[1]) / 1024, 1)
                 if mb > peak.get(key, 0.0):
                     peak[key] = mb
