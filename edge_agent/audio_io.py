@@ -45,6 +45,18 @@ def _sd() -> Any:
     return sd
 
 
+def _close_stream(stream: Any, abort: bool = False) -> None:
+    """Stop (or abort, dropping what is buffered) and close a PortAudio stream; a vanished device may make either
+    raise, which must not stop a shutdown or a recovery."""
+    if stream is None:
+        return
+    try:
+        stream.abort() if abort else stream.stop()
+        stream.close()
+    except Exception:  # noqa: BLE001 - PortAudio errors have no stable type
+        pass
+
+
 def list_devices() -> list[dict[str, Any]]:
     sd = _sd()
     out = []
@@ -222,13 +234,8 @@ class MicSource:
         return self.stream is not None and bool(self.stream.active) and self.error is None
 
     def close(self) -> None:
-        if self.stream is not None:
-            try:
-                self.stream.stop()
-                self.stream.close()
-            except Exception:  # noqa: BLE001
-                pass
-            self.stream = None
+        _close_stream(self.stream)
+        self.stream = None
 
 
 class FileSource:
@@ -351,12 +358,7 @@ class Speaker:
         PortAudio stream never recovers by itself, even when the device comes back."""
         stream, self.stream = self.stream, None
         self._retry_at = time.monotonic() + SPEAKER_RETRY_S
-        if stream is not None:
-            try:
-                stream.abort()
-                stream.close()
-            except Exception:  # noqa: BLE001
-                pass
+        _close_stream(stream, abort=True)
 
     # -------------------------------------------------------------- control lane
     def play(self, seg: Segment) -> None:
@@ -384,12 +386,7 @@ class Speaker:
         self.segments.put(None)
         if self._thread.is_alive():
             self._thread.join(timeout=2)
-        if self.stream is not None:
-            try:
-                self.stream.stop()
-                self.stream.close()
-            except Exception:  # noqa: BLE001
-                pass
+        _close_stream(self.stream)
         if self.file is not None:
             self.write_file()
 

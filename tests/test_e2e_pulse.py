@@ -139,7 +139,8 @@ def test_spoken_command_reaches_mqtt_and_the_speaker(rig, store):
     intent = sub.wait_for(lambda m: m[0] == "edge-agent/kitchen/intent/HassTurnOn")
     body = json.loads(intent[0][1])
     assert body["entities"] == ["light.kitchen"] and body["site_id"] == "kitchen" and body["turn_id"] == rec["turn_id"]
-    assert "id" in body and "kitchen light" in body["text"].lower()
+    # the intent carries the words as heard (whisper may mishear a word; the entity above is what must be right)
+    assert "id" in body and body["text"] == rec["transcript"]
     z2m = sub.wait_for(lambda m: m[0] == "zigbee2mqtt/kitchen_light/set")
     assert json.loads(z2m[0][1])["state"] == "ON"
     assert sub.wait_for(lambda m: m[0] == "edge-agent/kitchen/availability" and m[1] == b"online")

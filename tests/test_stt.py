@@ -358,8 +358,10 @@ def test_vosk_each_stream_is_independent(vosk_ko, ko_speech):
     audio = read_wav(ko_speech["short"])
     first = vosk_ko.transcribe(audio, chunk_s=0.1)
     again = vosk_ko.transcribe(audio, chunk_s=0.1)
-    # no state leaks from one utterance to the next (Kaldi's decode may differ by a word between runs)
-    assert first.text and word_error_rate(first.text, again.text) <= 0.2, (first.text, again.text)
+    # No state leaks from one utterance to the next: a leak would carry the first utterance's words into the second
+    # (about twice as many words). Kaldi's decode itself may differ by a word or two between runs (seen: 2 of 9).
+    a, b = first.text.split(), again.text.split()
+    assert first.text and abs(len(a) - len(b)) <= 1 and word_error_rate(first.text, again.text) <= 0.34, (a, b)
     assert vosk_ko.transcribe(np.zeros(SAMPLE_RATE, dtype=np.int16)).text == ""
 
 
