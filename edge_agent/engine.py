@@ -829,8 +829,7 @@ class Engine:
             if not self.exit_at_end:
                 self.turn.cancel.set()
             self.responder.join(max(0.1, deadline - time.monotonic() - 1.0))
-        self.speaker.write_file(until=time.monotonic()) if self.speaker.file else None
-        self.speaker.close()
+        self.speaker.close()  # writes the output WAV in file mode
         timers = getattr(self.brain, "timers", None)
         if timers is not None and hasattr(timers, "stop"):
             timers.stop()
