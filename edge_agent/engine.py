@@ -197,14 +197,26 @@ def wake_phrase(model_name: str) -> str:
     return base.replace("_", " ").strip().lower()
 
 
-WAKE_TAIL_SIMILARITY = 0.4  # a short leading fragment this similar to the wake word is its misheard tail
+WAKE_TAIL_SIMILARITY = 0.4  # a short fragment set off by punctuation, this similar to the wake word, is its tail
+WAKE_WORD_SIMILARITY = 0.75  # an unpunctuated leading word this similar to the wake word is the wake word misheard
+WAKE_FILLERS = frozenset({"a", "ah", "eh", "hey", "hay", "hi", "oh", "ok", "okay", "uh", "um"})
+WAKE_TAIL_MIN_VOICE_S = 0.1  # voice in the pre-roll before a pause that counts as the wake word's end
+WAKE_TAIL_MIN_PAUSE_S = 0.15  # a pause this long ends the wake phrase; gaps inside "turn on" are shorter
+
+
+def _similar(a: str, b: str) -> float:
+    import difflib
+
+    return difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio()
 
 
 def strip_wake_words(text: str, phrases: list[str], fuzzy: bool = True) -> str:
-    """Remove a leading wake phrase (or its last word, e.g. 'Jarvis,') that the pre-roll let into the transcript,
-    including a misheard tail of it set off as its own fragment ('Vis. Turn on the light.')."""
-    import difflib
+    """Remove a leading wake phrase (or its last word, e.g. 'Jarvis,') that the pre-roll let into the transcript.
 
+    With ``fuzzy`` (a turn opened by the wake word) also a misheard rendering of it: a one- or two-word fragment
+    set off by punctuation ('Vis. Turn on the light.', 'A Jarvis. What time is it?'), or an unpunctuated leading
+    word very like the wake word ('A Jarvis Turn on the light'). A word that is not wake-like is never removed, so
+    'Vis turn, on the light' keeps its verb."""
     t = text.strip()
     for phrase in sorted(phrases, key=len, reverse=True):
         words = phrase.split()
@@ -213,14 +225,57 @@ def strip_wake_words(text: str, phrases: list[str], fuzzy: bool = True) -> str:
             new = re.sub(pat, "", t, flags=re.IGNORECASE)
             if new != t:
                 return new.strip()
-    m = re.match(r"^\W*([A-Za-z']+(?:\s+[A-Za-z']+)?)\s*[,.!?]+\s+(\S.*)$", t) if fuzzy else None
-    if m and len(m.group(2).split()) >= 2:
-        fragment = m.group(1).lower().replace(" ", "")
-        for phrase in phrases:
-            last = phrase.split()[-1] if phrase.split() else ""
-            if last and difflib.SequenceMatcher(None, fragment, last).ratio() >= WAKE_TAIL_SIMILARITY:
-                return m.group(2).strip()
+    if not fuzzy:
+        return t
+    lasts = [p.split()[-1] for p in phrases if p.split()]
+    wake_words = [w for p in phrases for w in p.split() if w.lower() not in WAKE_FILLERS]
+    tokens = list(re.finditer(r"[A-Za-z']+", t))
+    for k in (2, 1):
+        if len(tokens) < k + 2:  # the request left over must have at least two words
+            continue
+        head = [m.group(0) for m in tokens[:k]]
+        sep = t[tokens[k - 1].end():tokens[k].start()]
+        rest = t[tokens[k].start():].strip()
+        if re.search(r"[,.!?]", sep):
+            if k == 1:
+                ok = any(_similar(head[0], w) >= WAKE_TAIL_SIMILARITY for w in lasts)
+            else:
+                ok = all(h.lower() in WAKE_FILLERS or any(_similar(h, w) >= WAKE_TAIL_SIMILARITY for w in wake_words)
+                         for h in head) and any(h.lower() not in WAKE_FILLERS for h in head)
+        else:
+            ok = len(head[-1]) >= 4 and any(_similar(head[-1], w) >= WAKE_WORD_SIMILARITY for w in lasts) \
+                and all(h.lower() in WAKE_FILLERS for h in head[:-1])
+        if ok:
+            return rest
     return t
+
+
+def wake_tail_cut(voiced: list[bool], frame_s: float) -> int:
+    """Where the request starts in a pre-roll that ends at the wake detection, in frames.
+
+    The wake phrase is the first voice in it; the first pause of at least ``WAKE_TAIL_MIN_PAUSE_S`` after at least
+    ``WAKE_TAIL_MIN_VOICE_S`` of it ends the phrase, and what follows the pause's start is the request's beginning
+    (or nothing, when no voice follows). Shorter gaps are inside words or between them ('turn on'), so without such
+    a pause the whole pre-roll is kept (0) and the transcript's leading wake phrase is stripped later: cutting
+    there could drop the request's first word. No voice at all: nothing to keep."""
+    n = len(voiced)
+    if not any(voiced):
+        return n
+    need_pause = max(1, round(WAKE_TAIL_MIN_PAUSE_S / frame_s))
+    need_voice = max(1, round(WAKE_TAIL_MIN_VOICE_S / frame_s))
+    voice = gap = 0
+    for i, v in enumerate(voiced):
+        if v:
+            voice += 1
+            gap = 0
+        elif voice:
+            gap += 1
+            if gap >= need_pause:
+                if voice < need_voice:
+                    return 0
+                start = i - gap + 1
+                return start if any(voiced[start:]) else n
+    return 0
 
 
 # --------------------------------------------------------------------------------------------------- engine
@@ -564,23 +619,14 @@ class Engine:
             self._listen(AudioChunk(audio, t_pre if t_pre is not None else time.monotonic()))
 
     def _trim_wake_tail(self, audio: np.ndarray) -> np.ndarray:
-        """The pre-roll ends with the wake word. Keep only what follows its first pause: the start of a request
-        spoken straight after it. With no pause in it at all (one breath), keep it: the transcript's leading wake
-        phrase is stripped later."""
+        """The pre-roll ends with the wake word: keep what follows its pause (see ``wake_tail_cut``)."""
         if not len(audio):
             return audio
         probs = self.vad.process(audio)
         self.vad.reset()
         frame = int(VAD_FRAME_S * SAMPLE_RATE)
-        voiced = [p >= self.s.vad.threshold for p in probs]
-        seen_voice = False
-        for i, v in enumerate(voiced):
-            if v:
-                seen_voice = True
-            elif seen_voice:
-                rest = audio[(i + 1) * frame:]
-                return rest if any(voiced[i + 1:]) else rest[:0]
-        return audio if seen_voice else audio[:0]
+        cut = wake_tail_cut([p >= self.s.vad.threshold for p in probs], VAD_FRAME_S)
+        return audio[cut * frame:] if cut < len(probs) else audio[:0]
 
     def _listen(self, chunk: AudioChunk) -> None:
         """VAD + endpointing + streaming STT for one chunk while listening (or in the follow-up window)."""
@@ -658,7 +704,10 @@ class Engine:
             turn.stt_compute_s = getattr(result, "compute_s", None)
             # only a turn opened by the wake word can start with its misheard tail
             turn.transcript = strip_wake_words(result.text, self.wake_phrases, fuzzy=turn.t_wake is not None)
-            log.info("transcript: %r", turn.transcript)
+            if turn.transcript != result.text.strip():
+                log.info("transcript: %r (heard %r)", turn.transcript, result.text)
+            else:
+                log.info("transcript: %r", turn.transcript)
             if self.mqtt is not None and turn.transcript:
                 try:
                     self.mqtt.publish_transcript(turn.transcript)

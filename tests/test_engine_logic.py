@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge_agent.audio_io import Segment
-from edge_agent.engine import Turn, strip_wake_words, wake_phrase
+from edge_agent.engine import Turn, strip_wake_words, wake_phrase, wake_tail_cut
 
 P = ["hey jarvis"]
 
@@ -32,6 +32,15 @@ def test_wake_phrase_from_model_names():
     ("Yes.", "Yes."),
     ("No, turn it off.", "No, turn it off."),
     ("Okay. Turn on the light.", "Okay. Turn on the light."),
+    # whisper's renderings of a pre-roll that began inside "hey jarvis" (measured over 60 cut points)
+    ("A Jarvis Turn on the kitchen light", "Turn on the kitchen light"),
+    ("A Jarvis. Turn on the kitchen light.", "Turn on the kitchen light."),
+    ("Jervis turn on the kitchen light", "turn on the kitchen light"),
+    # a request word is never taken for the wake word's tail
+    ("Vis turn, on the kitchen light.", "Vis turn, on the kitchen light."),
+    ("Is the kitchen light on?", "Is the kitchen light on?"),
+    ("Paris is lovely in spring", "Paris is lovely in spring"),
+    ("Turn. On the kitchen light.", "Turn. On the kitchen light."),
 ])
 def test_strip_wake_words(text, want):
     assert strip_wake_words(text, P) == want
@@ -40,6 +49,33 @@ def test_strip_wake_words(text, want):
 def test_fuzzy_strip_only_after_a_wake_word():
     assert strip_wake_words("Paris. What is it famous for?", P, fuzzy=False) == "Paris. What is it famous for?"
     assert strip_wake_words("Jarvis, stop.", P, fuzzy=False) == "stop."
+
+
+F = 0.032  # Silero's frame
+
+
+def _frames(*runs: tuple[bool, float]) -> list[bool]:
+    return [v for v, secs in runs for _ in range(round(secs / F))]
+
+
+def test_wake_tail_cut_keeps_what_follows_the_wake_phrase_pause():
+    # "...jarvis" 0.3 s, pause 0.3 s, "turn" begins: the request starts at the pause
+    v = _frames((True, 0.3), (False, 0.3), (True, 0.2))
+    assert wake_tail_cut(v, F) == round(0.3 / F)
+    # the pause runs to the end of the pre-roll: nothing of the request yet
+    assert wake_tail_cut(_frames((True, 0.3), (False, 0.2)), F) == len(_frames((True, 0.3), (False, 0.2)))
+    # no voice at all
+    assert wake_tail_cut(_frames((False, 0.5)), F) == len(_frames((False, 0.5)))
+
+
+def test_wake_tail_cut_never_cuts_inside_a_request():
+    # the VAD missed the wake word's quiet tail; the pre-roll holds "turn" <64 ms gap> "on": keep it all
+    v = _frames((False, 0.2), (True, 0.25), (False, 0.064), (True, 0.2))
+    assert wake_tail_cut(v, F) == 0
+    # one breath, no pause: keep it all (the transcript's wake phrase is stripped later)
+    assert wake_tail_cut(_frames((True, 0.5)), F) == 0
+    # a click (one voiced frame) before a pause is not the wake phrase
+    assert wake_tail_cut(_frames((True, 0.032), (False, 0.3), (True, 0.2)), F) == 0
 
 
 def _seg(text: str, n: int, played: int) -> Segment:
