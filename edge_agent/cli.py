@@ -238,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
             return cli_ask(args, settings)
         if args.cmd == "run":
             from .engine import cli_run
+            from .memory import limit_arenas
+
+            limit_arenas()  # before the models' thread pools start allocating
 
             return cli_run(args, settings)
         if args.cmd == "check":

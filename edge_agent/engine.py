@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from . import memory
 from .audio import SAMPLE_RATE, AudioChunk, write_wav
 from .audio_io import FileSource, MicSource, Segment, Speaker
 from .config import Settings
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 VAD_FRAME_S = 512 / SAMPLE_RATE  # Silero's frame: 32 ms
 SPECULATE_AFTER_S = 0.12  # silence after speech before a speculative transcription of the audio so far starts
 FILE_TAIL_MAX_S = 60.0  # in file mode, how long to wait after the input ends for the last turn to finish
+HISTORY_KEEP = 500  # turn records kept in memory (the turn log on disk has them all)
 DEBUG_WAKE_S = 2.5  # seconds of audio saved per wake detection by the debug recorder
 
 
@@ -302,7 +304,7 @@ class Engine:
         self.last_progress = time.monotonic()
         self.responder: threading.Thread | None = None
         self.announcements: queue.Queue[str] = queue.Queue(maxsize=16)
-        self.history: list[dict[str, Any]] = []  # turn records (for tests and the soak)
+        self.history: list[dict[str, Any]] = []  # the last HISTORY_KEEP turn records (tests, benchmarks)
         self.wake_phrases = [wake_phrase(m.model) for m in settings.wake.models]
         self._lock = threading.RLock()
         self._stt_stream: Any = None
@@ -826,6 +828,8 @@ class Engine:
                     log.warning("history update failed: %s", e)
             record = turn.to_json()
             self.history.append(record)
+            if len(self.history) > HISTORY_KEEP:
+                del self.history[: len(self.history) - HISTORY_KEEP]
             self.turn_log.write(record)
             if self.s.log.debug_audio_dir and turn.audio:
                 try:
@@ -844,6 +848,7 @@ class Engine:
                     self.set_state(State.FOLLOW_UP)
                 elif self.state != State.LISTENING:
                     self.set_state(State.IDLE)
+        memory.trim()  # a turn's buffers are freed: give the pages back (see memory.py)
 
     def _start_announcement(self, text: str) -> None:
         turn = self._new_turn(None, None)
