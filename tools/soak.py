@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup-min", type=float, default=5.0, help="minutes excluded from the drift figure")
     ap.add_argument("--stuck-s", type=float, default=120.0, help="a non-idle state longer than this is 'stuck'")
     ap.add_argument("--turn-timeout", type=float, default=180.0, help="seconds a request's turn may take")
-    ap.add_argument("--max-drift-pct", type=float, default=10.0, help="fail above this RSS drift")
+    ap.add_argument("--max-drift-pct", type=float, default=5.0, help="fail above this RSS drift (default 5)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workdir", type=Path, default=None, help="keep logs here (default: a temp dir)")
     ap.add_argument("--out", type=Path, default=None, help="write the JSON report here too")
