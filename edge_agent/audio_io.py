@@ -33,6 +33,7 @@ OUTPUT_BLOCK_S = 0.02  # speaker write granularity: interruption latency is abou
 # delivers exact digital zeros. A real microphone always has a noise floor, so either condition means "gone".
 MIC_STALL_S = 3.0  # no block at all for this long → the microphone is treated as lost and reopened
 MIC_DEAD_AIR_S = 8.0  # only exact zeros for this long → the same
+MIC_DEAD_AIR_MAX_S = 60.0  # still only zeros after a reopen (a hardware mute): retry ever more slowly, up to this
 SPEAKER_RETRY_S = 1.0  # after an output error, reopen the device at most this often
 
 
@@ -169,6 +170,7 @@ class MicSource:
         self.error: str | None = None
         self.t_last_block = time.monotonic()  # watchdog: when the callback last delivered a block
         self.t_last_sound = time.monotonic()  # watchdog: when a block last held anything but exact zeros
+        self.dead_air_s = MIC_DEAD_AIR_S  # doubles each time a reopen brings only zeros again; reset by sound
 
     def open(self) -> None:
         sd = _sd()
@@ -222,9 +224,11 @@ class MicSource:
             self._last_drop_log = self.queue.dropped
         if block.any():
             self.t_last_sound = t_arrival
-        elif t_arrival - self.t_last_sound > MIC_DEAD_AIR_S and self.error is None:
-            self.error = (f"the microphone delivered only digital silence for {MIC_DEAD_AIR_S:.0f} s "
-                          "(unplugged, or moved by the sound server to another source)")
+            self.dead_air_s = MIC_DEAD_AIR_S
+        elif t_arrival - self.t_last_sound > self.dead_air_s and self.error is None:
+            self.error = (f"the microphone delivered only digital silence for {self.dead_air_s:.0f} s "
+                          "(unplugged, muted in hardware, or moved by the sound server to another source)")
+            self.dead_air_s = min(self.dead_air_s * 2, MIC_DEAD_AIR_MAX_S)
             return None
         samples = self.converter(block)
         return AudioChunk(samples, t_arrival - len(samples) / SAMPLE_RATE)
