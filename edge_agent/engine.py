@@ -74,7 +74,7 @@ class Turn:
     segments: list[Segment] = field(default_factory=list)
     intents: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
-    outcome: str = "answered"  # answered | no_speech | empty | error | interrupted
+    outcome: str = "answered"  # answered | no_speech | empty | error | interrupted | shutdown
     error: str | None = None
     used_llm: bool = False
     hub_offline: bool = False  # an intent was queued while MQTT was down: the reply says it will be sent later
@@ -881,7 +881,10 @@ class Engine:
             log.warning("closing input: %s", e)
         if self.turn is not None and self._responding():
             if not self.exit_at_end:
+                # logged as what it was: cut short by the shutdown, with what was actually played
                 self.turn.cancel.set()
+                self.turn.interrupted = True
+                self.turn.outcome = "shutdown"
             self.responder.join(max(0.1, deadline - time.monotonic() - 1.0))
         self.speaker.close()  # writes the output WAV in file mode
         timers = getattr(self.brain, "timers", None)

@@ -416,5 +416,7 @@ def test_sigterm_mid_reply_exits_cleanly_and_flushes_the_outbox(rig):
     turns = daemon.turns()
     assert len(turns) > n, "the turn in progress was not logged on shutdown:\n" + daemon.tail()
     rec = turns[n]
+    assert rec["outcome"] == "shutdown" and rec["interrupted"], rec
+    assert len(rec["reply_spoken"]) < len(rec["reply_full"].strip()), rec
     sub.wait_intent(rec["turn_id"], "HassTurnOn", timeout=10)
     print(f"SIGTERM mid-reply: exit 0 in {exit_s:.2f} s; turn {rec['outcome']}, spoken {rec['reply_spoken']!r}")
