@@ -384,7 +384,8 @@ class Speaker:
     def busy(self) -> bool:
         return not self._idle.is_set()
 
-    def close(self) -> None:
+    def close(self, min_s: float | None = None) -> None:
+        """Stop playing; in file mode write the output WAV, at least ``min_s`` seconds long (the input's length)."""
         self._stop.set()
         self._flush.set()
         self.segments.put(None)
@@ -392,17 +393,16 @@ class Speaker:
             self._thread.join(timeout=2)
         _close_stream(self.stream)
         if self.file is not None:
-            self.write_file()
+            self.write_file(min_s)
 
-    def write_file(self, until: float | None = None) -> None:
-        """Write the output WAV (silence where nothing played), covering the clock up to ``until``."""
+    def write_file(self, min_s: float | None = None) -> None:
+        """Write the output WAV: silence where nothing played, padded with silence to ``min_s`` seconds."""
         if self.file is None:
             return
         audio = np.concatenate(self.file_samples) if self.file_samples else np.zeros(0, dtype=np.int16)
-        if until is not None and self.file_t0 is not None:
-            need = int((until - self.file_t0) * self.rate)
-            if need > len(audio):
-                audio = np.concatenate([audio, np.zeros(need - len(audio), dtype=np.int16)])
+        need = int(round((min_s or 0.0) * self.rate))
+        if need > len(audio):
+            audio = np.concatenate([audio, np.zeros(need - len(audio), dtype=np.int16)])
         write_wav(self.file, audio, self.rate)
 
     # -------------------------------------------------------------- the thread

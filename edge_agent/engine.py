@@ -886,7 +886,8 @@ class Engine:
                 self.turn.interrupted = True
                 self.turn.outcome = "shutdown"
             self.responder.join(max(0.1, deadline - time.monotonic() - 1.0))
-        self.speaker.close()  # writes the output WAV in file mode
+        # file mode: the output WAV is written, at least as long as the input WAV
+        self.speaker.close(min_s=getattr(self.source, "duration", None))
         timers = getattr(self.brain, "timers", None)
         if timers is not None and hasattr(timers, "stop"):
             timers.stop()
