@@ -237,7 +237,7 @@ def _source_tree(tmp_path: Path) -> Path:
     for name in ("config.yaml", "pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)
     shutil.copytree(ROOT / "systemd", src / "systemd")
-    for script in ("install-service.sh", "uninstall-service.sh", "setup.sh"):
+    for script in ("install-service.sh", "uninstall-service.sh", "service-common.sh", "setup.sh"):
         shutil.copy2(ROOT / "tools" / script, src / "tools" / script)
     shutil.copytree(ROOT / "edge_agent", src / "edge_agent", ignore=shutil.ignore_patterns("__pycache__"))
     (src / "models" / "hey_jarvis").mkdir(parents=True)

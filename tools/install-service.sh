@@ -24,60 +24,30 @@
 set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PREFIX=/opt/edge-agent
-ROOT=""
+PROG=install-service
+# shellcheck source=tools/service-common.sh
+. "$SRC/tools/service-common.sh"
 SKIP_SETUP=0
 NO_START=0
-DRY=0
-SERVICE_USER=edge-agent
-STATE_DIR=/var/lib/edge-agent
-ETC_DIR=/etc/edge-agent
-UNIT_NAME=edge-agent.service
-
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
-die() { echo "install-service: $*" >&2; exit 2; }
-say() { printf '==> %s\n' "$*" >&2; }
 
 while [ $# -gt 0 ]; do
+  common_opt "$@"
+  if [ "$TAKEN" -gt 0 ]; then shift "$TAKEN"; continue; fi
   case "$1" in
-    --prefix) [ $# -ge 2 ] || die "--prefix needs a directory"; PREFIX="$2"; shift 2 ;;
-    --prefix=*) PREFIX="${1#*=}"; shift ;;
-    --root) [ $# -ge 2 ] || die "--root needs a directory"; ROOT="$2"; shift 2 ;;
-    --root=*) ROOT="${1#*=}"; shift ;;
     --skip-setup) SKIP_SETUP=1; shift ;;
     --no-start) NO_START=1; shift ;;
-    --dry-run) DRY=1; shift ;;
-    -h|--help) usage ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
-
-case "$PREFIX" in
-  /*) ;;
-  *) die "--prefix must be an absolute path, got '$PREFIX'" ;;
-esac
-PREFIX="${PREFIX%/}"
-[ -n "$PREFIX" ] || die "--prefix must not be /"
-case "$PREFIX" in *[[:space:]]*|*'#'*) die "--prefix must not contain spaces or '#': '$PREFIX'" ;; esac
-if [ -n "$ROOT" ]; then
-  ROOT="$(realpath -m "$ROOT")"
-  [ "$ROOT" != / ] || ROOT=""
-  [ "$SKIP_SETUP" = 1 ] || die "--root needs --skip-setup: a .venv built under $ROOT$PREFIX would not work at $PREFIX"
+if [ -n "$ROOT" ] && [ "$SKIP_SETUP" = 0 ]; then
+  die "--root needs --skip-setup: a .venv built under $ROOT$PREFIX would not work at $PREFIX"
 fi
-if [ -z "$ROOT" ] && [ "$DRY" = 0 ] && [ "$(id -u)" != 0 ]; then
-  die "run as root (sudo $0), or use --root DIR / --dry-run"
-fi
+check_paths
 
 DEST="$ROOT$PREFIX"
 ETC="$ROOT$ETC_DIR"
 STATE="$ROOT$STATE_DIR"
 UNIT="$ROOT/etc/systemd/system/$UNIT_NAME"
-LIVE=0; [ -z "$ROOT" ] && LIVE=1      # 1: touch users, ownership and systemd
-
-# run CMD...: execute, or print under --dry-run.
-run() {
-  if [ "$DRY" = 1 ]; then printf '    (dry run) %s\n' "$*" >&2; else "$@"; fi
-}
 
 # install_if_changed TMPFILE TARGET MODE: replace TARGET only when its content differs (keeps mtimes on re-runs).
 install_if_changed() {

@@ -9,36 +9,20 @@
 # Options: --prefix DIR (default /opt/edge-agent), --root DIR (staging root, no userdel/systemctl), --dry-run.
 set -euo pipefail
 
-PREFIX=/opt/edge-agent
-ROOT=""
+PROG=uninstall-service
+# shellcheck source=tools/service-common.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/service-common.sh"
 PURGE=0
-DRY=0
-SERVICE_USER=edge-agent
-UNIT_NAME=edge-agent.service
-
-die() { echo "uninstall-service: $*" >&2; exit 2; }
-say() { printf '==> %s\n' "$*" >&2; }
-run() { if [ "$DRY" = 1 ]; then printf '    (dry run) %s\n' "$*" >&2; else "$@"; fi; }
 
 while [ $# -gt 0 ]; do
+  common_opt "$@"
+  if [ "$TAKEN" -gt 0 ]; then shift "$TAKEN"; continue; fi
   case "$1" in
-    --prefix) [ $# -ge 2 ] || die "--prefix needs a directory"; PREFIX="$2"; shift 2 ;;
-    --prefix=*) PREFIX="${1#*=}"; shift ;;
-    --root) [ $# -ge 2 ] || die "--root needs a directory"; ROOT="$2"; shift 2 ;;
-    --root=*) ROOT="${1#*=}"; shift ;;
     --purge) PURGE=1; shift ;;
-    --dry-run) DRY=1; shift ;;
-    -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
-case "$PREFIX" in /?*) ;; *) die "--prefix must be an absolute path other than /, got '$PREFIX'" ;; esac
-PREFIX="${PREFIX%/}"
-if [ -n "$ROOT" ]; then ROOT="$(realpath -m "$ROOT")"; [ "$ROOT" != / ] || ROOT=""; fi
-LIVE=0; [ -z "$ROOT" ] && LIVE=1
-if [ "$LIVE" = 1 ] && [ "$DRY" = 0 ] && [ "$(id -u)" != 0 ]; then
-  die "run as root (sudo $0), or use --root DIR / --dry-run"
-fi
+check_paths
 
 DEST="$ROOT$PREFIX"
 UNIT="$ROOT/etc/systemd/system/$UNIT_NAME"
@@ -61,7 +45,7 @@ if [ "$LIVE" = 1 ] && command -v systemctl >/dev/null && [ -d /run/systemd/syste
 fi
 
 if [ "$PURGE" = 0 ]; then
-  say "kept $DEST, $ROOT/etc/edge-agent, $ROOT/var/lib/edge-agent and the user (remove them with --purge)"
+  say "kept $DEST, $ROOT$ETC_DIR, $ROOT$STATE_DIR and the user (remove them with --purge)"
   exit 0
 fi
 
@@ -75,7 +59,7 @@ if [ -d "$DEST" ]; then
       "left in place" >&2
   fi
 fi
-for d in "$ROOT/etc/edge-agent" "$ROOT/var/lib/edge-agent"; do
+for d in "$ROOT$ETC_DIR" "$ROOT$STATE_DIR"; do
   if [ -e "$d" ]; then say "removing $d"; run rm -rf "$d"; fi
 done
 # StateDirectory= may have left a private copy when DynamicUser was ever used; harmless if absent.
