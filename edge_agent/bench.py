@@ -707,8 +707,8 @@ def markdown(res: dict[str, Any]) -> str:
         L.append(f"| peak RSS of `edge-agent run`, all models loaded | {_f(c['peak_rss_mb'])} MB |")
         sp = c.get("sampled_peak_mb") or {}
         if sp:
-            L.append(f"| of which, sampled peaks: anonymous / file-backed (mapped models) | {_f(sp.get('RssAnon'))} MB / "
-                     f"{_f(sp.get('RssFile'))} MB |")
+            L.append("| of which, sampled peaks: anonymous / file-backed (mapped models) | "
+                     f"{_f(sp.get('RssAnon'))} MB / {_f(sp.get('RssFile'))} MB |")
     wk = res.get("wake")
     if wk:
         for cond, v in wk["per_condition"].items():
@@ -800,7 +800,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, full: bool, skip: set[str], progress: Any) -> int:
-    res: dict[str, Any] = {"mode": "full" if full else "quick", "date": _dt.datetime.now(_dt.timezone.utc)
+    res: dict[str, Any] = {"mode": "full" if full else "quick", "date": _dt.datetime.now(_dt.UTC)
                            .strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(), "load_start": loadavg(),
                            "command": "edge-agent bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"]
                                                                      else sys.argv[1:])}

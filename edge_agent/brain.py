@@ -209,15 +209,19 @@ class Brain:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_settings(cls, settings: Settings, home_file: str | None = None, use_llm: bool = True) -> Brain:
-        """Home, matcher, handler, timers and (lazily loaded) LLM from the settings."""
+    def from_settings(cls, settings: Settings, home_file: str | None = None, use_llm: bool = True,
+                      keep_timers: bool = False) -> Brain:
+        """Home, matcher, handler, timers and (lazily loaded) LLM from the settings. ``keep_timers`` (the live
+        daemon): timers are saved to ``conversation.timers_file`` and the ones saved before are restored."""
         from .handlers import IntentHandler
         from .home import Home
         from .intents import IntentMatcher
         from .timers import TimerManager
 
         home = Home.load(settings.home, file=home_file)
-        timers = TimerManager()
+        store = settings.conversation.timers_file if keep_timers else None
+        timers = TimerManager(store=settings.path(store) if store else None)
+        timers.restore()
         handler = IntentHandler(home, settings.home, timers, dry_run=settings.mqtt.dry_run)
         matcher = IntentMatcher(home)
         llm = None

@@ -201,6 +201,10 @@ class ConversationSettings:
     max_history_tokens: int = opt(600, "History token budget (oldest turns dropped first).", min=0)
     expire_s: float = opt(300.0, "History is forgotten after this idle time.", min=0.0)
     follow_up_s: float = opt(4.0, "After a reply, listen this long for a follow-up without the wake word.", min=0.0)
+    timers_file: str | None = opt(
+        "state/timers.json",
+        "Running timers are saved here and come back after a restart or power cut (live mode only); null = not kept.",
+    )
 
 
 @dataclass(frozen=True)

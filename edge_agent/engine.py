@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 VAD_FRAME_S = 512 / SAMPLE_RATE  # Silero's frame: 32 ms
 SPECULATE_AFTER_S = 0.12  # silence after speech before a speculative transcription of the audio so far starts
 FILE_TAIL_MAX_S = 60.0  # in file mode, how long to wait after the input ends for the last turn to finish
+MISSED_COMMAND_MAX_S = 120.0  # a timer's command that fell due longer ago (device off) is not run late
 HISTORY_KEEP = 500  # turn records kept in memory (the turn log on disk has them all)
 DEBUG_WAKE_S = 2.5  # seconds of audio saved per wake detection by the debug recorder
 
@@ -360,6 +361,16 @@ class Engine:
     def _on_timer_finished(self, timer: Any) -> None:
         """A timer rang: a cue, then it says which one (or runs its delayed command)."""
         command = getattr(timer, "command", None)
+        missed = getattr(timer, "missed_s", 0.0)
+        if command and missed > MISSED_COMMAND_MAX_S:
+            # a delayed command that fell due while the device was off is not run late ("turn off the oven")
+            from .timers import duration_words
+
+            log.warning("timer command %r fell due %.0f s ago while the device was off; not run", command, missed)
+            self._play_cue("done")
+            self.announce(f"While I was off, it was time to {command.rstrip('.!?')}, "
+                          f"{duration_words(missed, adjective=False)} ago. I did not do it; please ask again.")
+            return
         if command and self.brain is not None:
             self.announce_command(command)
             return
@@ -935,7 +946,7 @@ class Engine:
         vad = SileroVad.from_settings(settings)
         stt = make_engine(settings.stt, settings)
         stt.load()
-        brain = Brain.from_settings(settings, home_file=home_file)
+        brain = Brain.from_settings(settings, home_file=home_file, keep_timers=not input_file)
         mqtt = None
         if use_mqtt and settings.mqtt.enabled:
             from .config import mqtt_password

@@ -4,16 +4,23 @@ The manager is a pure state machine over an injected clock (seconds, monotonic):
 finished, so tests drive time with plain numbers. ``start_thread()`` runs the same ``tick`` from a small background
 thread for the daemon. Timers are selected the way Home Assistant's timer intents select them: by name, by area, by
 their starting duration ("cancel the 5 minute timer"), or, when only one timer exists, that one.
+
+With a ``store`` file, every change is saved (atomically, with the wall-clock end of each running timer) and
+``restore()`` brings the timers back after a restart or a power cut; one that ran out while the device was off
+rings at once and says so (``Timer.missed_s``).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .errors import ToolError
@@ -21,6 +28,8 @@ from .errors import ToolError
 log = logging.getLogger(__name__)
 
 MAX_TIMER_S = 24 * 3600  # a voice timer longer than a day is almost certainly a misrecognition
+MISSED_S = 5.0  # a restored timer that ran out longer ago than this says it finished while the device was off
+STORE_VERSION = 1
 
 
 @dataclass
@@ -36,6 +45,7 @@ class Timer:
     elapsed_before_s: float = 0.0  # run time accumulated before the current stretch (pauses)
     active: bool = True  # False while paused
     command: str | None = None  # a conversation command to run when it finishes ("open the garage door in 5 min")
+    missed_s: float = 0.0  # restored after a restart: how long ago it ran out while the device was off
 
     def remaining(self, now: float) -> float:
         run = self.elapsed_before_s + ((now - self.started_at) if self.active else 0.0)
@@ -49,6 +59,9 @@ class Timer:
 
     def finished_text(self) -> str:
         """What to say when it rings: 'Your pizza timer is done.' (a command timer runs its command instead)."""
+        if self.missed_s > MISSED_S:
+            return (f"While I was off, your {self.describe().removeprefix('the ')} finished, "
+                    f"{duration_words(self.missed_s, adjective=False)} ago.")
         return f"Your {self.describe().removeprefix('the ')} is done."
 
     def status(self, now: float) -> dict[str, Any]:
@@ -77,8 +90,12 @@ class TimerManager:
     """All timers of this device; thread-safe; ``on_finished(timer)`` runs on the ticking thread."""
 
     def __init__(self, on_finished: Callable[[Timer], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, max_timers: int = 20) -> None:
+                 clock: Callable[[], float] = time.monotonic, max_timers: int = 20,
+                 store: str | Path | None = None, wall: Callable[[], float] = time.time) -> None:
         self._clock = clock
+        self._wall = wall
+        self._store = Path(store) if store else None
+        self._store_error: str | None = None
         self._on_finished = on_finished
         self._max = max_timers
         self._timers: dict[int, Timer] = {}
@@ -115,6 +132,7 @@ class TimerManager:
             t = Timer(next(self._ids), name.strip() if name else None, area, int(hours), int(minutes),
                       int(seconds), float(total), self._clock(), command=command)
             self._timers[t.id] = t
+            self._save()
             return t
 
     def find(self, name: str | None = None, area: str | None = None, start_hours: int | None = None,
@@ -150,6 +168,7 @@ class TimerManager:
         with self._lock:
             t = self._timers[timer_id] if timer_id in self._timers else self.select_one(**selectors)
             del self._timers[t.id]
+            self._save()
             return t
 
     def cancel_all(self, area: str | None = None) -> list[Timer]:
@@ -157,6 +176,7 @@ class TimerManager:
             gone = self.find(area=area)
             for t in gone:
                 del self._timers[t.id]
+            self._save()
             return gone
 
     def pause(self, **selectors: Any) -> Timer:
@@ -166,6 +186,7 @@ class TimerManager:
                 now = self._clock()
                 t.elapsed_before_s += now - t.started_at
                 t.active = False
+                self._save()
             return t
 
     def unpause(self, **selectors: Any) -> Timer:
@@ -174,6 +195,7 @@ class TimerManager:
             if not t.active:
                 t.started_at = self._clock()
                 t.active = True
+                self._save()
             return t
 
     def increase(self, seconds: float, **selectors: Any) -> Timer:
@@ -184,6 +206,7 @@ class TimerManager:
             if t.remaining(self._clock()) + seconds > MAX_TIMER_S:
                 raise ToolError("hours/minutes/seconds: a timer can run at most 24 hours")
             t.total_s += seconds
+            self._save()
             return t
 
     def decrease(self, seconds: float, **selectors: Any) -> Timer:
@@ -193,6 +216,7 @@ class TimerManager:
         with self._lock:
             t = self.select_one(**selectors)
             t.total_s = max(t.total_s - seconds, t.total_s - t.remaining(self._clock()))
+            self._save()
             return t
 
     def status(self, **selectors: Any) -> list[dict[str, Any]]:
@@ -207,6 +231,80 @@ class TimerManager:
         with self._lock:
             return list(self._timers.values())
 
+    # ------------------------------------------------------------------ persistence
+    def _save(self) -> None:
+        """Write every timer to the store (under the lock). A failure (full disk, read-only) is logged once and
+        never stops a timer: they keep running in memory."""
+        if self._store is None:
+            return
+        now, wall = self._clock(), self._wall()
+        rows = []
+        for t in self._timers.values():
+            left = t.remaining(now)
+            rows.append({"name": t.name, "area": t.area, "start_hours": t.start_hours,
+                         "start_minutes": t.start_minutes, "start_seconds": t.start_seconds, "total_s": t.total_s,
+                         "remaining_s": round(left, 3), "active": t.active,
+                         "ends_at": round(wall + left, 3) if t.active else None, "command": t.command})
+        tmp = self._store.with_name(self._store.name + ".tmp")
+        try:
+            self._store.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"version": STORE_VERSION, "saved_at": round(wall, 3), "timers": rows}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._store)
+            if self._store_error:
+                log.info("timers: saving to %s works again", self._store)
+            self._store_error = None
+        except OSError as e:
+            if self._store_error is None:
+                log.warning("timers: cannot save to %s (%s); timers keep running but will not survive a restart",
+                            self._store, e.strerror or e)
+            self._store_error = str(e)
+
+    def restore(self) -> list[Timer]:
+        """Load the timers saved before a restart. Running ones continue from their wall-clock end (one that ran
+        out meanwhile rings at the next tick, with ``missed_s``); paused ones keep their time left. A missing file
+        is no timers; an unreadable one is set aside as ``*.bad`` with a warning naming it, never a crash."""
+        if self._store is None or not self._store.exists():
+            return []
+        try:
+            data = json.loads(self._store.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or data.get("version") != STORE_VERSION:
+                raise ValueError(f"not a version {STORE_VERSION} timer file")
+            rows = data["timers"]
+            if not isinstance(rows, list):
+                raise ValueError("'timers' is not a list")
+            wall, now = self._wall(), self._clock()
+            restored = []
+            with self._lock:
+                for row in rows:
+                    total = float(row["total_s"])
+                    if row.get("active"):
+                        left = float(row["ends_at"]) - wall
+                    else:
+                        left = float(row["remaining_s"])
+                    left = min(max(left, -10 * MAX_TIMER_S), total)
+                    t = Timer(next(self._ids), row.get("name"), row.get("area"), int(row.get("start_hours", 0)),
+                              int(row.get("start_minutes", 0)), int(row.get("start_seconds", 0)), total, now,
+                              elapsed_before_s=total - max(left, 0.0), active=bool(row.get("active")),
+                              command=row.get("command"), missed_s=max(0.0, -left))
+                    self._timers[t.id] = t
+                    restored.append(t)
+                self._save()
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            bad = self._store.with_name(self._store.name + ".bad")
+            log.warning("timers: %s is unreadable (%s); moved to %s, starting with no timers",
+                        self._store, e, bad.name)
+            try:
+                os.replace(self._store, bad)
+            except OSError:
+                pass
+            return []
+        if restored:
+            log.info("timers: restored %d from %s", len(restored), self._store)
+        return restored
+
     # ------------------------------------------------------------------ time
     def tick(self, now: float | None = None) -> list[Timer]:
         """Remove and report finished timers (calling on_finished for each); returns them, soonest first."""
@@ -216,6 +314,8 @@ class TimerManager:
                           key=lambda t: t.started_at + t.total_s - t.elapsed_before_s)
             for t in done:
                 del self._timers[t.id]
+            if done:
+                self._save()
         for t in done:
             if self._on_finished is not None:
                 try:

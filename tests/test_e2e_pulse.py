@@ -112,7 +112,7 @@ def rig(tmp_path_factory, store):
         f"site: {{site_id: kitchen, area: Kitchen}}\n"
         f"mqtt: {{host: 127.0.0.1, port: {broker.port}, outbox_dir: {d / 'outbox'}}}\n"
         f"log: {{turn_log: {turn_log}}}\n"
-        f"conversation: {{follow_up_s: 0.0}}\n")
+        f"conversation: {{follow_up_s: 0.0, timers_file: {d / 'timers.json'}}}\n")
     sub = Subscriber(broker.port)
     va.start_recording()
     daemon = Daemon(va, config, turn_log)

@@ -100,3 +100,53 @@ def test_turn_json_has_every_timestamp():
     for k in ("turn_id", "transcript", "reply_spoken", "intents", "interrupted", "t_wake", "t_speech_start",
               "t_speech_end", "t_endpoint", "t_transcript", "t_first_token", "t_first_audio", "t_playback_end"):
         assert k in rec
+
+
+class _Brain:
+    """Records what the engine asks of it (pure routing logic; the real brain is tested elsewhere)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.timers = None
+
+    def respond(self, text: str, area=None, cancel=None):
+        self.asked.append(text)
+        return iter(["Done."])
+
+
+def _engine(tmp_path):
+    from edge_agent.audio_io import Speaker
+    from edge_agent.config import load_settings
+    from edge_agent.engine import Engine
+    from edge_agent.timers import Timer
+
+    brain = _Brain()
+    eng = Engine(load_settings(data={"mqtt": {"enabled": False}}), source=None,
+                 speaker=Speaker(22050, file=tmp_path / "o.wav"), wake=None, vad=None, segmenter_factory=None,
+                 stt=None, brain=brain, tts=None)
+
+    def timer(command: str | None, missed_s: float) -> Timer:
+        return Timer(1, "tea", None, 0, 5, 0, 300.0, 0.0, command=command, missed_s=missed_s)
+
+    return eng, brain, timer
+
+
+def test_a_timer_command_missed_while_off_is_announced_not_run(tmp_path):
+    import time
+
+    eng, brain, timer = _engine(tmp_path)
+    eng._on_timer_finished(timer("turn off the oven", 600.0))
+    assert eng.announcements.get_nowait() == ("While I was off, it was time to turn off the oven, 10 minutes ago. "
+                                              "I did not do it; please ask again.")
+    time.sleep(0.2)
+    assert brain.asked == []
+    # due just now (or missed only briefly): it runs
+    eng._on_timer_finished(timer("turn off the oven", 3.0))
+    deadline = time.monotonic() + 5
+    while not brain.asked and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert brain.asked == ["turn off the oven"]
+    # a plain timer says which one rang, and that it was missed
+    eng._on_timer_finished(timer(None, 600.0))
+    texts = [eng.announcements.get(timeout=5) for _ in range(2)]
+    assert "While I was off, your tea timer finished, 10 minutes ago." in texts

@@ -150,7 +150,7 @@ def rig(tmp_path_factory, store):
         f"mqtt: {{host: 127.0.0.1, port: {broker.port}, outbox_dir: {d / 'outbox'}, reconnect_max_s: 1.0}}\n"
         f"log: {{turn_log: /dev/full}}\n"
         f"llm: {{timeout_s: 1.0}}\n"
-        f"conversation: {{follow_up_s: 0.0}}\n")
+        f"conversation: {{follow_up_s: 0.0, timers_file: {d / 'state' / 'timers.json'}}}\n")
     sub = Subscriber(broker.port)
     daemon = Daemon(va.env, config)
     clips: dict[tuple[str, int], Path] = {}
@@ -169,7 +169,9 @@ def rig(tmp_path_factory, store):
             clip(text, v)
     assert daemon.ready.wait(300), "daemon did not start:\n" + daemon.tail()
     time.sleep(1.0)
-    yield {"va": va, "daemon": daemon, "sub": sub, "broker": broker, "dir": d, "clip": clip, "config": config}
+    parts = {"va": va, "daemon": daemon, "sub": sub, "broker": broker, "dir": d, "clip": clip, "config": config}
+    yield parts
+    daemon = parts["daemon"]  # the power-cut test replaces it
     daemon.kill()
     (d / "daemon.log").write_text(daemon.text())
     print(f"daemon log: {d / 'daemon.log'}")
@@ -386,6 +388,52 @@ def test_broker_outage_commands_are_answered_and_delivered_in_order(rig):
     rec = command_works(rig, "Turn on the living room lamp.", "HassTurnOn")
     assert "hub is offline" not in rec["reply_full"].lower(), rec
     print(f"broker outage: {len(recs)} intents delivered {delivered_s:.1f} s after the restart, in order")
+
+
+def test_power_cut_keeps_a_running_timer_and_a_queued_command(rig):
+    """SIGKILL (a power cut) while a timer runs and a spoken command waits in the outbox (broker down): after the
+    restart the command is delivered and the timer rings when it was due, not from the start again."""
+    va, broker, sub = rig["va"], rig["broker"], rig["sub"]
+    daemon = rig["daemon"]
+    timer_s = 75.0
+    t0 = time.monotonic()
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="faults-timer")
+    pub.connect("127.0.0.1", broker.port)
+    pub.loop_start()
+    pub.publish(f"edge-agent/{SITE}/timer/set", json.dumps({"action": "start", "seconds": timer_s, "name": "tea"}),
+                qos=1).wait_for_publish(5)
+    pub.loop_stop()
+    pub.disconnect()
+    daemon.wait_line(r"timer \d+ started over MQTT", t0, timeout=10)
+    t_timer = time.monotonic()
+    broker.stop()
+    try:
+        daemon.wait_line(r"mqtt.*(disconnect|lost|unreachable|refused|offline)", t_timer, timeout=15)
+        rec = say_command(rig, "Turn off the kitchen light.", "HassTurnOff")
+        assert "hub is offline" in rec["reply_full"].lower(), rec  # it waits in the outbox
+        daemon.proc.kill()  # power cut: no shutdown, no flush
+        daemon.proc.wait(10)
+    finally:
+        broker.start()
+    t_cut = time.monotonic()
+    assert t_cut - t_timer < timer_s - 5, "the command took so long that the timer would ring before the cut"
+    rig["daemon"] = daemon = Daemon(va.env, rig["config"])
+    assert daemon.ready.wait(300), "daemon did not restart:\n" + daemon.tail()
+    t_ready = time.monotonic()
+    assert re.search(r"timers: restored 1 ", daemon.text()), daemon.tail()
+    sub.wait_intent(rec["turn_id"], "HassTurnOff", timeout=40)
+    t_delivered = time.monotonic()
+    line = daemon.wait_line(r"turn \{.*tea timer", t_cut, timeout=timer_s + 60)
+    t_ring = time.monotonic()
+    due = t_timer + timer_s
+    if t_ready < due - 1:
+        assert "Your tea timer is done." in line, line
+        assert due - 1.0 <= t_ring <= due + 8.0, f"rang {t_ring - due:+.1f} s from when it was due"
+    else:  # the restart took longer than the timer: it rings at once and says it ran out while off
+        assert "While I was off, your tea timer finished" in line, line
+        assert t_ring - t_ready < 8.0
+    print(f"power cut: restarted in {t_ready - t_cut:.1f} s; queued intent delivered {t_delivered - t_ready:.1f} s "
+          f"after; the timer rang {t_ring - due:+.1f} s from when it was due")
 
 
 def test_sigterm_mid_reply_exits_cleanly_and_flushes_the_outbox(rig):

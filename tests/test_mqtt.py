@@ -684,7 +684,7 @@ def test_figures_latency_and_outage_recovery(broker, links, subs, tmp_path) -> N
     for n in range(60):
         t0 = time.monotonic()
         link.publish("edge-agent/kitchen/data", {"n": n})
-        assert sub.wait_for(lambda m: len(m) > n, 5)
+        assert sub.wait_for(lambda m, n=n: len(m) > n, 5)
         lat.append(sub.msgs[n][3] - t0)
     lat_ms = sorted(x * 1000 for x in lat[5:])
     med, p95 = statistics.median(lat_ms), lat_ms[int(0.95 * (len(lat_ms) - 1))]

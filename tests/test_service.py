@@ -293,6 +293,7 @@ def test_install_lays_out_files_and_is_idempotent(tmp_path, copy) -> None:
     assert s.mqtt.outbox_dir == "/var/lib/edge-agent/outbox"
     assert s.log.turn_log == "/var/lib/edge-agent/turns.jsonl"
     assert s.llm.prefix_cache_dir == "/var/lib/edge-agent/llm_prefix"
+    assert s.conversation.timers_file == "/var/lib/edge-agent/timers.json"
     assert oct(cfg.stat().st_mode & 0o777) == "0o640"
     relative_state = [ln for ln in cfg.read_text().splitlines()
                       if not ln.lstrip().startswith("#") and re.search(r":\s*state/", ln)]

@@ -149,3 +149,80 @@ def test_background_thread_fires_real_timer() -> None:
     finally:
         tm.stop()
     assert len(fired) == 1
+
+
+# ---------------------------------------------------------------------- kept across restarts (plain numbers)
+class Wall(Clock):
+    def __init__(self) -> None:
+        self.t = 1_800_000_000.0
+
+
+def _pair(path, fired):
+    mono, wall = Clock(), Wall()
+    return TimerManager(on_finished=fired.append, clock=mono, wall=wall, store=path), mono, wall
+
+
+def test_timers_survive_a_restart(tmp_path) -> None:
+    store, fired = tmp_path / "state" / "timers.json", []
+    tm, mono, wall = _pair(store, fired)
+    tm.start(minutes=10, name="pizza")
+    tm.start(minutes=5, name="tea", area="Kitchen")
+    tm.pause(name="tea")
+    mono.t += 60
+    wall.t += 60
+    tm.tick()
+    assert store.exists()
+    # power cut: 2 minutes later a new process (its monotonic clock starts elsewhere) restores them
+    tm2, mono2, wall2 = _pair(store, fired)
+    mono2.t = 5.0
+    wall2.t = wall.t + 120
+    restored = {t.name: t for t in tm2.restore()}
+    assert set(restored) == {"pizza", "tea"}
+    assert tm2.remaining(restored["pizza"]) == pytest.approx(600 - 60 - 120)  # it kept running while off
+    assert tm2.remaining(restored["tea"]) == pytest.approx(300)  # paused: its time left is kept
+    assert not restored["tea"].active and restored["tea"].area == "Kitchen"
+    mono2.t += 419.9
+    assert tm2.tick() == []
+    mono2.t += 0.2
+    assert [t.name for t in tm2.tick()] == ["pizza"]
+    assert fired[-1].finished_text() == "Your pizza timer is done."
+    assert [t.name for t in TimerManager(store=store, clock=mono2, wall=lambda: wall2.t + 420).restore()] == ["tea"]
+
+
+def test_a_timer_that_ran_out_while_off_rings_at_once_and_says_so(tmp_path) -> None:
+    store, fired = tmp_path / "timers.json", []
+    tm, mono, wall = _pair(store, fired)
+    tm.start(seconds=30, name="egg")
+    tm2, _, wall2 = _pair(store, fired)
+    wall2.t = wall.t + 90
+    tm2.restore()
+    assert [t.name for t in tm2.tick()] == ["egg"]
+    assert fired[0].missed_s == pytest.approx(60)
+    assert fired[0].finished_text() == "While I was off, your egg timer finished, 1 minute ago."
+    assert TimerManager(store=store, clock=Clock(), wall=Wall()).restore() == []  # rung: no longer saved
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"version": 99, "timers": []}', '{"version": 1, "timers": 5}',
+                                     '{"version": 1, "timers": [{"name": "x"}]}'])
+def test_an_unreadable_timer_file_is_set_aside_never_a_crash(tmp_path, content, caplog) -> None:
+    store = tmp_path / "timers.json"
+    store.write_text(content)
+    tm = TimerManager(store=store, clock=Clock(), wall=Wall())
+    assert tm.restore() == []
+    assert (tmp_path / "timers.json.bad").read_text() == content
+    assert "unreadable" in caplog.text and "timers.json.bad" in caplog.text
+    tm.start(seconds=10)
+    assert store.exists()  # and saving works again
+
+
+def test_a_timer_file_that_cannot_be_written_degrades_to_memory(tmp_path, caplog) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    fired: list[Timer] = []
+    mono = Clock()
+    tm = TimerManager(on_finished=fired.append, clock=mono, store=blocker / "timers.json")  # parent is a file
+    tm.start(seconds=5, name="a")
+    tm.start(seconds=6, name="b")
+    assert caplog.text.count("cannot save") == 1  # said once, not per change
+    mono.t += 6
+    assert [t.name for t in tm.tick()] == ["a", "b"]

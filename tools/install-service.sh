@@ -152,9 +152,10 @@ else
     -e "s#^(  outbox_dir:).*#\\1 $STATE_DIR/outbox#" \
     -e "s#^(  turn_log:).*#\\1 $STATE_DIR/turns.jsonl#" \
     -e "s#^(  prefix_cache_dir:).*#\\1 $STATE_DIR/llm_prefix#" \
+    -e "s#^(  timers_file:).*#\\1 $STATE_DIR/timers.json#" \
     "$SRC/config.yaml" > "$tmp"
   for want in "models_dir: $PREFIX/models" "outbox_dir: $STATE_DIR/outbox" "turn_log: $STATE_DIR/turns.jsonl" \
-              "prefix_cache_dir: $STATE_DIR/llm_prefix"; do
+              "prefix_cache_dir: $STATE_DIR/llm_prefix" "timers_file: $STATE_DIR/timers.json"; do
     grep -q "^ *$want\$" "$tmp" || { rm -f "$tmp"; die "config.yaml has no '${want%%:*}:' line to rewrite"; }
   done
   # Anything else still relative to the read-only code directory would fail only at run time: refuse now.

@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         f"site: {{site_id: kitchen, area: Kitchen}}\n"
         f"mqtt: {{host: 127.0.0.1, port: {broker.port}, outbox_dir: {work / 'outbox'}}}\n"
         f"log: {{turn_log: {turn_log}}}\n"
-        f"conversation: {{follow_up_s: 0.0}}\n")
+        f"conversation: {{follow_up_s: 0.0, timers_file: {work / 'timers.json'}}}\n")
     watcher = Watcher(broker.port, "kitchen")
     t_launch = time.monotonic()
     daemon = SoakDaemon(va.env, config, turn_log, work / "daemon.log")
