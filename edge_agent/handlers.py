@@ -11,7 +11,8 @@ Device command presets (``home.entities[].mqtt``, default ``home.mqtt_preset``):
   ``{"position": N}``, ``{"state": "LOCK"}``, ``{"color": {"r", "g", "b"}}``, ``{"current_heating_setpoint": T}``);
 - ``tasmota``: topic ``cmnd/<device>/<Command>`` (``POWER`` ``ON``/``OFF``, ``Dimmer`` 0-100, ``Color`` r,g,b,
   ``ShutterPosition`` N, ``ShutterOpen``/``ShutterClose``);
-- ``generic``: JSON ``{"entity_id", "action", ...values}`` to ``home.generic_topic``.
+- ``generic``: JSON ``{"entity_id", "action", ...values, "turn_id", "id"}`` to ``home.generic_topic``; ``id`` is
+  the message's own id, the same on every redelivery, so a hub can drop a duplicate (QoS 1 is at-least-once).
 
 Per entity, ``mqtt.topic`` (a template) replaces the preset's topic and ``mqtt.payloads.<action>`` (a template)
 replaces one action's payload. Template fields: {entity_id} {domain} {object_id} {device} {site_id} {action}
@@ -140,7 +141,8 @@ class DeviceMapper:
         if m.get("topic"):
             topic = m["topic"]
         topic = _fill(topic, fields, f"{entity.id}: mqtt.topic")
-        return [DeviceCommand(entity=entity.id, topic=topic, payload=payload, retain=bool(m.get("retain", False)))]
+        return [DeviceCommand(entity=entity.id, topic=topic, payload=payload, retain=bool(m.get("retain", False)),
+                              with_ids=preset == "generic" and override is None)]
 
     @staticmethod
     def _z2m(entity: Entity, action: str, f: dict[str, Any]) -> str | None:

@@ -32,6 +32,7 @@ class DeviceCommand:
     topic: str
     payload: str
     retain: bool = False
+    with_ids: bool = False  # our own JSON (generic preset): published with "id" and "turn_id" so a hub can dedupe
 
 
 @dataclass

@@ -617,7 +617,10 @@ class MqttLink:
         if not dry:
             for cmd in commands:
                 try:
-                    self.publish(cmd.topic, cmd.payload, retain=cmd.retain, critical=True)
+                    payload: dict[str, Any] | str = cmd.payload
+                    if getattr(cmd, "with_ids", False):
+                        payload = {**json.loads(cmd.payload), "turn_id": turn_id}  # publish() adds "id"
+                    self.publish(cmd.topic, payload, retain=cmd.retain, critical=True)
                 except MqttError as e:
                     log.error("mqtt: command for %s not sent: %s", cmd.entity, e.message)
         self._ensure_event_type(call.name)

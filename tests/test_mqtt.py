@@ -344,7 +344,9 @@ def test_intent_publish_arrives_with_topic_and_json(broker, links, subs, tmp_pat
     assert link.wait_connected(5)
     call = IntentCall("HassTurnOn", {"name": "kitchen light"}, ["light.kitchen"], text="turn on the kitchen light")
     cmds = [DeviceCommand("light.kitchen", "zigbee2mqtt/kitchen_light/set", '{"state": "ON"}'),
-            DeviceCommand("light.hall", "zigbee2mqtt/hall_light/set", '{"state": "ON"}')]
+            DeviceCommand("light.hall", "zigbee2mqtt/hall_light/set", '{"state": "ON"}'),
+            DeviceCommand("light.sofa", "edge-agent/kitchen/command/light.sofa",
+                          '{"entity_id": "light.sofa", "action": "turn_on"}', with_ids=True)]
     mid = link.publish_intent(call, turn_id="turn-7", text="turn on the kitchen light", commands=cmds)
     link.publish_state("thinking")
     link.publish_transcript("turn on the kitchen light")
@@ -361,9 +363,14 @@ def test_intent_publish_arrives_with_topic_and_json(broker, links, subs, tmp_pat
     assert abs(d["ts"] - time.time()) < 10
     # The intent first, then the commands in order, exactly as given (device payloads are not rewritten).
     order = [t for t, *_ in sub.msgs if not t.endswith("/availability") and not t.startswith("hermes/")]
-    assert order[:3] == ["edge-agent/kitchen/intent/HassTurnOn", "zigbee2mqtt/kitchen_light/set",
-                         "zigbee2mqtt/hall_light/set"]
+    assert order[:4] == ["edge-agent/kitchen/intent/HassTurnOn", "zigbee2mqtt/kitchen_light/set",
+                         "zigbee2mqtt/hall_light/set", "edge-agent/kitchen/command/light.sofa"]
     assert sub.on("zigbee2mqtt/kitchen_light/set") == [b'{"state": "ON"}']
+    # our own (generic) command JSON carries the turn and a message id a hub can dedupe on
+    (gen,) = sub.on("edge-agent/kitchen/command/light.sofa")
+    g = json.loads(gen)
+    assert (g["entity_id"], g["action"], g["turn_id"]) == ("light.sofa", "turn_on", "turn-7")
+    assert g["id"].startswith("kitchen-") and g["id"] != mid
     (ev,) = sub.on("edge-agent/kitchen/event")
     assert json.loads(ev)["event_type"] == "HassTurnOn"
     (h,) = sub.on("hermes/intent/HassTurnOn")
