@@ -3,7 +3,8 @@
 Each thread that allocates (capture, responder, synthesis, speculative STT, the MQTT loop, onnxruntime and
 CTranslate2 pools) may get its own glibc arena, up to 8 per core, and an arena keeps the high-water mark of the
 turns it served. Over hours RSS then climbs in steps although nothing leaks. Two arenas serve this process's few
-busy threads (measured: no change in turn latency), and ``malloc_trim`` after each turn returns the free pages.
+busy threads (the heavy compute runs in the models' own native buffers), and ``malloc_trim`` after each turn
+returns the free pages (a few milliseconds, after playback, off the latency path).
 
 Elsewhere (musl, macOS) both calls do nothing.
 """
