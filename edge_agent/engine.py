@@ -205,6 +205,7 @@ WAKE_WORD_SIMILARITY = 0.75  # an unpunctuated leading word this similar to the 
 WAKE_FILLERS = frozenset({"a", "ah", "eh", "hey", "hay", "hi", "oh", "ok", "okay", "uh", "um"})
 WAKE_TAIL_MIN_VOICE_S = 0.1  # voice in the pre-roll before a pause that counts as the wake word's end
 WAKE_TAIL_MIN_PAUSE_S = 0.15  # a pause this long ends the wake phrase; gaps inside "turn on" are shorter
+WAKE_HOLD_MAX_S = 0.35  # after a detection inside the wake phrase, wait this long at most for its pause
 
 
 def _similar(a: str, b: str) -> float:
@@ -281,6 +282,51 @@ def wake_tail_cut(voiced: list[bool], frame_s: float) -> int:
     return 0
 
 
+class WakeTailGate:
+    """Holds the audio that follows a wake detection while the wake phrase may still be going on.
+
+    The detector fires before the phrase has ended (often inside "...vis"). Fed to STT, that remnant comes back as
+    "service." or "Nervous." and, now and then, swallows the request's first word ("on the kitchen light"). So when
+    the pre-roll ends in voice, the audio is held, from STT and from the endpointer alike, until the first pause of
+    ``WAKE_TAIL_MIN_PAUSE_S``: the held wake remnant is dropped and STT gets the pause and what follows. No such
+    pause within ``WAKE_HOLD_MAX_S`` of the detection means a request run on in one breath: everything held is
+    released, nothing lost (the transcript's wake phrase is stripped later). Pure: chunks and per-frame voiced flags
+    in; audio for STT and the voiced flags for the endpointer out."""
+
+    def __init__(self, preroll: np.ndarray, trailing_unvoiced: int, frame_s: float) -> None:
+        self.held: list[np.ndarray] = [preroll]
+        self.flags: list[list[bool]] = [[]]  # the endpointer never sees the pre-roll
+        self.need_pause = max(1, round(WAKE_TAIL_MIN_PAUSE_S / frame_s))
+        self.gap = trailing_unvoiced
+        self.pause_chunk: int | None = 0 if trailing_unvoiced else None
+        self.after_s = 0.0  # audio held since the detection
+
+    def push(self, samples: np.ndarray, voiced: list[bool]) -> tuple[np.ndarray, list[bool]] | None:
+        """Once decided (the gate is then done): the audio to feed STT and the voiced flags of the chunks released
+        to the endpointer. None while still holding."""
+        idx = len(self.held)
+        self.held.append(samples)
+        self.flags.append(list(voiced))
+        self.after_s += len(samples) / SAMPLE_RATE
+        for v in voiced:
+            if v:
+                self.gap, self.pause_chunk = 0, None
+                continue
+            if self.gap == 0:
+                self.pause_chunk = idx
+            self.gap += 1
+            if self.gap >= self.need_pause:
+                start = min((self.pause_chunk or 0) + 1, idx)  # the first chunk that lies inside the pause
+                return np.concatenate(self.held[start:]), [f for fl in self.flags[start:] for f in fl]
+        if self.after_s >= WAKE_HOLD_MAX_S:
+            return self.flush(), [f for fl in self.flags for f in fl]
+        return None
+
+    def flush(self) -> np.ndarray:
+        """Everything held (the turn ended, or no pause came)."""
+        return np.concatenate(self.held)
+
+
 # --------------------------------------------------------------------------------------------------- engine
 
 
@@ -312,6 +358,7 @@ class Engine:
         self._segmenter: Any = None
         self._follow_seg: Any = None  # detects speech start in the follow-up window
         self._speculation: Speculation | None = None
+        self._wake_gate: WakeTailGate | None = None  # holds audio while the wake phrase may still be going on
         self._silence_s = 0.0  # unvoiced time since the last voiced frame of the current utterance
         from .vad import PreRoll
 
@@ -609,8 +656,9 @@ class Engine:
     def _start_listening(self, t_wake: float | None, model: str | None, include_preroll: bool,
                          after_wake: bool = True) -> None:
         """Open a turn. The pre-roll (speech that began before the wake word was recognized) goes to STT so it is
-        not lost; after a wake word the endpointer starts at the detection, because the pre-roll also holds the
-        wake word's tail, which must not count as the request (a pause after "hey jarvis" is normal)."""
+        not lost; after a wake word the endpointer starts at the detection, or at the wake phrase's end when the
+        detection fired inside it (``WakeTailGate``), because the wake word's tail must not count as the request (a
+        pause after "hey jarvis" is normal)."""
         turn = self._new_turn(t_wake, model)
         turn.t_listen = time.monotonic()
         self._segmenter = self.segmenter_factory()
@@ -622,24 +670,37 @@ class Engine:
         t_pre = self.preroll.t_start
         audio = self.preroll.drain() if include_preroll else np.zeros(0, dtype=np.int16)
         self.preroll.clear()
+        self._wake_gate = None
         if after_wake or not len(audio):
             audio = self._trim_wake_tail(audio) if after_wake else audio
-            if len(audio):
-                self._stt_stream.feed(audio)
-                if self.s.log.debug_audio_dir:
-                    turn.audio.append(audio.copy())
+            if len(audio) and self._wake_gate is None:
+                self._feed_stt(turn, audio)
         else:
             self._listen(AudioChunk(audio, t_pre if t_pre is not None else time.monotonic()))
 
     def _trim_wake_tail(self, audio: np.ndarray) -> np.ndarray:
-        """The pre-roll ends with the wake word: keep what follows its pause (see ``wake_tail_cut``)."""
+        """The pre-roll ends with the wake word: keep what follows its pause (see ``wake_tail_cut``). When it ends
+        in voice with no pause, the wake phrase may still be going on: hold it (``WakeTailGate``)."""
         if not len(audio):
             return audio
-        probs = self.vad.process(audio)
-        self.vad.reset()
+        probs = self.vad.process(audio)  # no reset after: the VAD goes on warm into the live audio that follows
         frame = int(VAD_FRAME_S * SAMPLE_RATE)
-        cut = wake_tail_cut([p >= self.s.vad.threshold for p in probs], VAD_FRAME_S)
+        voiced = [p >= self.s.vad.threshold for p in probs]
+        cut = wake_tail_cut(voiced, VAD_FRAME_S)
+        if cut == 0 and any(voiced):
+            trailing = len(voiced) - 1 - max(i for i, v in enumerate(voiced) if v)
+            self._wake_gate = WakeTailGate(audio, trailing, VAD_FRAME_S)
+            return audio
         return audio[cut * frame:] if cut < len(probs) else audio[:0]
+
+    def _feed_stt(self, turn: Turn, audio: np.ndarray) -> None:
+        if self._stt_stream is None or not len(audio):
+            return
+        partial = self._stt_stream.feed(audio)
+        if partial:
+            log.debug("partial: %s", partial)
+        if self.s.log.debug_audio_dir:
+            turn.audio.append(audio.copy())
 
     def _listen(self, chunk: AudioChunk) -> None:
         """VAD + endpointing + streaming STT for one chunk while listening (or in the follow-up window)."""
@@ -659,15 +720,17 @@ class Engine:
                     return
             return
         assert turn is not None and self._segmenter is not None
-        if self._stt_stream is not None:
-            partial = self._stt_stream.feed(chunk.samples)
-            if partial:
-                log.debug("partial: %s", partial)
-        if self.s.log.debug_audio_dir:
-            turn.audio.append(chunk.samples.copy())
-        probs = self.vad.process(chunk.samples)
-        for p in probs:
-            voiced = p >= self.s.vad.threshold
+        flags = [p >= self.s.vad.threshold for p in self.vad.process(chunk.samples)]
+        if self._wake_gate is not None:
+            released = self._wake_gate.push(chunk.samples, flags)
+            if released is None:
+                return  # the wake phrase may still be going on: neither STT nor the endpointer hear it yet
+            audio, flags = released
+            self._wake_gate = None
+            self._feed_stt(turn, audio)
+        else:
+            self._feed_stt(turn, chunk.samples)
+        for voiced in flags:
             if voiced:
                 self._silence_s = 0.0
                 self._speculation = None  # the user went on: what was transcribed is stale
@@ -699,6 +762,9 @@ class Engine:
                     return
 
     def _end_listening(self, turn: Turn) -> None:
+        if self._wake_gate is not None:  # the turn ended while the wake phrase's end was awaited: nothing is lost
+            self._feed_stt(turn, self._wake_gate.flush())
+            self._wake_gate = None
         stream, self._stt_stream = self._stt_stream, None
         speculation, self._speculation = self._speculation, None
         self.set_state(State.THINKING)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge_agent.audio_io import Segment
-from edge_agent.engine import Turn, strip_wake_words, wake_phrase, wake_tail_cut
+from edge_agent.engine import WAKE_HOLD_MAX_S, Turn, WakeTailGate, strip_wake_words, wake_phrase, wake_tail_cut
 
 P = ["hey jarvis"]
 
@@ -76,6 +76,51 @@ def test_wake_tail_cut_never_cuts_inside_a_request():
     assert wake_tail_cut(_frames((True, 0.5)), F) == 0
     # a click (one voiced frame) before a pause is not the wake phrase
     assert wake_tail_cut(_frames((True, 0.032), (False, 0.3), (True, 0.2)), F) == 0
+
+
+CHUNK = 1280  # 80 ms, 2.5 VAD frames: alternate 2 and 3 flags per chunk like the real rechunker
+
+
+def _gate_run(pattern: list[bool], preroll_trailing_unvoiced: int = 0):
+    """Push chunks (sample value = chunk number) with the given per-frame voiced flags; return what was released,
+    as the chunk numbers of the audio, the flags, and how many chunks it took."""
+    gate = WakeTailGate(np.full(8000, -1, dtype=np.int16), preroll_trailing_unvoiced, F)
+    i = k = 0
+    while i < len(pattern):
+        n = 2 if k % 2 == 0 else 3
+        k += 1
+        out = gate.push(np.full(CHUNK, k, dtype=np.int16), pattern[i:i + n])
+        i += n
+        if out is not None:
+            audio, flags = out
+            return sorted(set(audio.tolist())), flags, k
+    return None, None, k
+
+
+def test_wake_gate_drops_the_wake_remnant_at_its_pause():
+    # "...vis" goes on for 3 frames after the detection, then a pause, then the request
+    pattern = [True] * 3 + [False] * 12 + [True] * 10
+    chunks, flags, k = _gate_run(pattern)
+    # chunks 1 [T T] and 2 [T F F] hold the remnant; chunk 3 is the first wholly inside the pause
+    assert chunks == list(range(3, k + 1)), "the pre-roll and the chunks with the remnant are dropped"
+    assert not any(flags)
+    assert k * CHUNK / 16000 <= WAKE_HOLD_MAX_S + 0.08
+
+
+def test_wake_gate_releases_everything_when_no_pause_comes():
+    # a request run on in one breath: nothing is dropped, and the endpointer gets every voiced flag
+    chunks, flags, k = _gate_run([True] * 40)
+    assert chunks[0] == -1 and chunks[1:] == list(range(1, k + 1))
+    assert flags and all(flags) and abs(k * CHUNK / 16000 - WAKE_HOLD_MAX_S) <= 0.08
+    # short gaps (inside "turn on") are not the pause
+    chunks, _, _ = _gate_run(([True] * 3 + [False] * 2) * 8)
+    assert chunks[0] == -1
+
+
+def test_wake_gate_detection_inside_the_pause():
+    # the pre-roll already ended in 3 unvoiced frames: two more complete the pause at once
+    chunks, flags, k = _gate_run([False] * 2 + [True] * 10, preroll_trailing_unvoiced=3)
+    assert k == 1 and chunks == [1] and flags == [False, False]
 
 
 def _seg(text: str, n: int, played: int) -> Segment:
