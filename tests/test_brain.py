@@ -68,20 +68,28 @@ class Clock:
         return self.t
 
 
-def test_conversation_keeps_max_turns():
-    c = Conversation(ConversationSettings(max_turns=2, max_history_tokens=10_000, expire_s=300), clock=Clock())
-    for i in range(4):
+def test_conversation_keeps_max_turns_and_trims_to_half():
+    c = Conversation(ConversationSettings(max_turns=6, max_history_tokens=10_000, expire_s=300), clock=Clock())
+    kept = []
+    for i in range(14):
         c.add(f"q{i}", f"a{i}")
-    assert [m["content"] for m in c.messages()] == ["q2", "a2", "q3", "a3"]
+        kept.append([m["content"] for m in c.messages()][::2])
+    assert max(len(k) for k in kept) == 6
+    assert kept[5] == [f"q{i}" for i in range(6)]
+    assert kept[6] == ["q4", "q5", "q6"]  # over the limit: back to half, newest kept
+    assert kept[9] == ["q4", "q5", "q6", "q7", "q8", "q9"]
+    # the history's first turn (and so llama.cpp's reusable prompt prefix) changed on 2 of 14 turns, not 8
+    starts = [k[0] for k in kept]
+    assert sum(a != b for a, b in zip(starts, starts[1:], strict=False)) == 2
 
 
-def test_conversation_token_budget_drops_oldest():
+def test_conversation_token_budget_drops_oldest_to_half():
     # every turn costs 10 + 10 + 8 = 28 "tokens" with this counter
-    c = Conversation(ConversationSettings(max_turns=10, max_history_tokens=60, expire_s=300),
+    c = Conversation(ConversationSettings(max_turns=10, max_history_tokens=120, expire_s=300),
                      count_tokens=lambda s: 10, clock=Clock())
-    for i in range(3):
+    for i in range(5):
         c.add(f"q{i}", f"a{i}")
-    assert [m["content"] for m in c.messages()][::2] == ["q1", "q2"]
+    assert [m["content"] for m in c.messages()][::2] == ["q3", "q4"]  # 140 > 120: down to <= 60
 
 
 def test_conversation_expires_after_idle():
