@@ -5,7 +5,8 @@ spoken commands and questions every 20-40 s with noise and silence between, for 
 Why: leaks, stuck states and lost intents only show after hours of use. This runs the same process a user runs and
 measures, from the outside:
 
-- resident memory (RSS of the daemon, sampled every ``--rss-every`` s) and its drift after warm-up, in % and MB/hour;
+- resident memory (RSS of the daemon, sampled every ``--rss-every`` s) and its drift after warm-up, in % and MB/hour,
+  also split into anonymous memory (the heap, where a leak would show) and file-backed pages (the mapped models);
 - stuck states: any stretch in a non-idle state longer than ``--stuck-s`` (from the daemon's "state: a -> b" log
   lines), and requests whose turn never ended;
 - requests answered / total (a turn logged with a transcript and a spoken reply);
@@ -53,14 +54,18 @@ REQUESTS: list[tuple[str, str, str | None]] = [
 STATE_RE = re.compile(r"state: (\w+) -> (\w+)")
 
 
-def rss_kb(pid: int) -> int | None:
+def rss_kb(pid: int) -> dict[str, int] | None:
+    """VmRSS and its parts: RssAnon (the heap: a leak shows here) and RssFile (mapped model files, whose pages
+    come in as the models touch them: bounded by the files' size, and the kernel can take them back)."""
     try:
+        out = {}
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
+            key = line.split(":", 1)[0]
+            if key in ("VmRSS", "RssAnon", "RssFile"):
+                out[key] = int(line.split()[1])
+        return out if "VmRSS" in out else None
     except OSError:
         return None
-    return None
 
 
 class Watcher:
@@ -221,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     t_launch = time.monotonic()
     daemon = SoakDaemon(va.env, config, turn_log, work / "daemon.log")
     rss: list[tuple[float, int]] = []
+    rss_anon: list[tuple[float, int]] = []
+    rss_file: list[tuple[float, int]] = []
     stop_sampling = threading.Event()
     stuck_events: list[dict] = []
 
@@ -229,7 +236,11 @@ def main(argv: list[str] | None = None) -> int:
         while not stop_sampling.wait(args.rss_every):
             kb = rss_kb(daemon.proc.pid)
             if kb is not None:
-                rss.append((time.monotonic(), kb))
+                now = time.monotonic()
+                rss.append((now, kb["VmRSS"]))
+                for key, series in (("RssAnon", rss_anon), ("RssFile", rss_file)):
+                    if key in kb:
+                        series.append((now, kb[key]))
             if daemon.non_idle_for() > args.stuck_s and daemon.state_since != flagged_since:
                 flagged_since = daemon.state_since
                 stuck_events.append({"state": daemon.state, "for_s": round(daemon.non_idle_for(), 1),
@@ -326,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         "stuck_events": stuck_events, "max_non_idle_s": round(daemon.max_non_idle_s, 1),
         "latency_s": _stats([r["latency_s"] for r in requests if "latency_s" in r]),
         "rss": drift(rss, args.warmup_min * 60),
+        "rss_anon": drift(rss_anon, args.warmup_min * 60),
+        "rss_file": drift(rss_file, args.warmup_min * 60),
         "log_warnings": daemon.warnings, "log_errors": daemon.errors, "tracebacks": daemon.tracebacks,
         "workdir": str(work),
         "requests": requests,
