@@ -816,7 +816,7 @@ class Engine:
 
         response = self.brain.respond(turn.transcript, area=self.s.site.area or None, cancel=turn.cancel)
         sentences = SentenceBuffer(first_clause_words=self.s.tts.first_clause_words)
-        synth_q: queue.Queue[str | None] = queue.Queue()
+        synth_q: queue.Queue[tuple[str, bool] | None] = queue.Queue()  # (sentence, worth caching)
         synth = threading.Thread(target=self._synth_worker, args=(turn, synth_q), name="synth", daemon=True)
         synth.start()
         try:
@@ -826,14 +826,18 @@ class Engine:
                 if turn.t_first_token is None and getattr(response, "t_first_token", None):
                     turn.t_first_token = response.t_first_token
                 turn.reply_text += fragment
+                # Fast-path replies repeat ("Turned on the kitchen light."): cached. An LLM's sentences rarely do:
+                # caching them would only fill memory with one-off audio.
+                cacheable = not getattr(response, "used_llm", False)
                 for sentence in sentences.push(fragment):
-                    synth_q.put(sentence)
+                    synth_q.put((sentence, cacheable))
             if not turn.cancel.is_set():
+                cacheable = not getattr(response, "used_llm", False)
                 for sentence in sentences.flush():
-                    synth_q.put(sentence)
+                    synth_q.put((sentence, cacheable))
                 if turn.hub_offline:  # tell the truth: the command waits in the outbox
                     turn.reply_text += " " + HUB_OFFLINE_NOTE
-                    synth_q.put(HUB_OFFLINE_NOTE)
+                    synth_q.put((HUB_OFFLINE_NOTE, True))
         finally:
             synth_q.put(None)
             turn.used_llm = bool(getattr(response, "used_llm", False))
@@ -842,16 +846,18 @@ class Engine:
                 turn.outcome, turn.error = "error", response.error  # e.g. the LLM timed out (apology spoken)
             synth.join()
 
-    def _synth_worker(self, turn: Turn, q: queue.Queue[str | None]) -> None:
+    def _synth_worker(self, turn: Turn, q: queue.Queue[tuple[str, bool] | None]) -> None:
         while True:
-            sentence = q.get()
-            if sentence is None or turn.cancel.is_set():
-                if sentence is None:
-                    return
+            item = q.get()
+            if item is None:
+                return
+            if turn.cancel.is_set():
                 continue
+            sentence, cacheable = item
             try:
-                # Sentences repeat ("Turned on the kitchen light."): the bounded phrase cache synthesizes each once.
-                audio = self.tts.cached(sentence) if hasattr(self.tts, "cached") else self.tts.synthesize_all(sentence)
+                # Repeated replies come from the bounded phrase cache, synthesized once.
+                use_cache = cacheable and hasattr(self.tts, "cached")
+                audio = self.tts.cached(sentence) if use_cache else self.tts.synthesize_all(sentence)
             except Exception as e:  # noqa: BLE001
                 log.error("TTS failed for %r: %s", sentence, e)
                 continue
