@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,9 +34,21 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from . import __version__
+from .arbitration import WakeArbiter, parse_wake_claim
 from .config import REPO_ROOT, MqttSettings, Settings, SiteSettings, mqtt_password
 from .errors import MqttError
+from .ha_discovery import DEFAULT_INTENT_NAMES, discovery_payload, hermes_intent_payload
 from .intent import DeviceCommand, IntentCall
+from .mqtt_inbound import (
+    InboundError,
+    decode_text,
+    parse_hermes_say,
+    parse_say,
+    parse_sensitivity,
+    parse_switch,
+    parse_timer,
+)
+from .mqtt_topics import Topics, check_publish_topic, topic_level
 from .outbox import Outbox, OutMessage
 
 log = logging.getLogger(__name__)
@@ -45,372 +56,13 @@ paho_log = logging.getLogger(__name__ + ".paho")
 # paho logs this at ERROR when its loop runs once more after our own clean disconnect; it is not an error here.
 paho_log.addFilter(lambda record: not str(record.msg).startswith("Client is not connected"))
 
-# Event types announced for the Home Assistant event entity before any intent was seen; a new intent name is added
-# (and discovery re-sent) the first time it is published.
-DEFAULT_INTENT_NAMES: tuple[str, ...] = (
-    "HassTurnOn", "HassTurnOff", "HassToggle", "HassLightSet", "HassGetState", "HassStartTimer", "HassCancelTimer",
-    "HassCancelAllTimers", "HassPauseTimer", "HassUnpauseTimer", "HassIncreaseTimer", "HassDecreaseTimer",
-    "HassTimerStatus", "HassClimateSetTemperature", "HassClimateGetTemperature", "HassGetWeather",
-    "HassSetPosition", "HassMediaPause", "HassMediaUnpause", "HassMediaNext", "HassMediaPrevious",
-    "HassSetVolume", "HassGetCurrentTime", "HassGetCurrentDate", "HassNevermind", "HassListAddItem",
-)
-
-TIMER_ACTIONS = ("start", "cancel", "pause", "resume", "add", "remove", "status")
-MAX_TIMER_S = 24 * 3600.0
-MAX_SAY_CHARS = 2000
 HA_STATE_MAX_CHARS = 255  # Home Assistant rejects sensor states longer than this
-ARBITRATION_TOPIC_LEVEL = "_arbitration"
 INBOUND_QUEUE_LEN = 64
 REJECT_LOGS_PER_MIN = 20
 
 
 def _noop(*_args: Any) -> None:
     return None
-
-
-# =========================================================================================== topics
-
-
-@dataclass(frozen=True)
-class Topics:
-    """Every topic this device uses, derived from the prefix and the site id."""
-
-    prefix: str
-    site_id: str
-    discovery_prefix: str = "homeassistant"
-
-    @property
-    def base(self) -> str:
-        return f"{self.prefix}/{self.site_id}"
-
-    @property
-    def availability(self) -> str:
-        return f"{self.base}/availability"
-
-    @property
-    def state(self) -> str:
-        return f"{self.base}/state"
-
-    @property
-    def last_transcript(self) -> str:
-        return f"{self.base}/last_transcript"
-
-    @property
-    def say(self) -> str:
-        return f"{self.base}/say"
-
-    @property
-    def mute(self) -> str:
-        return f"{self.base}/mute"
-
-    @property
-    def mute_set(self) -> str:
-        return f"{self.base}/mute/set"
-
-    @property
-    def sensitivity(self) -> str:
-        return f"{self.base}/sensitivity"
-
-    @property
-    def sensitivity_set(self) -> str:
-        return f"{self.base}/sensitivity/set"
-
-    @property
-    def timer_set(self) -> str:
-        return f"{self.base}/timer/set"
-
-    @property
-    def event(self) -> str:
-        """State topic of the Home Assistant event entity (one JSON with ``event_type`` per intent)."""
-        return f"{self.base}/event"
-
-    def intent(self, name: str) -> str:
-        return f"{self.base}/intent/{topic_level(name)}"
-
-    @property
-    def arbitration(self) -> str:
-        return f"{self.prefix}/{ARBITRATION_TOPIC_LEVEL}/wake"
-
-    @property
-    def device_id(self) -> str:
-        return f"edge_agent_{self.site_id}"
-
-    @property
-    def discovery_config(self) -> str:
-        return f"{self.discovery_prefix}/device/{self.device_id}/config"
-
-    @property
-    def ha_status(self) -> str:
-        return f"{self.discovery_prefix}/status"
-
-
-def topic_level(name: str) -> str:
-    """Make ``name`` safe as one topic level (no '/', '+', '#', NUL)."""
-    out = "".join("_" if ch in "/+#\0" else ch for ch in name.strip())
-    return out or "_"
-
-
-def check_publish_topic(topic: str) -> None:
-    """Raise MqttError unless ``topic`` is a valid topic to publish to."""
-    if not topic:
-        raise MqttError("MQTT topic is empty", fix="give every entity's mqtt topic a value in the home config")
-    if any(ch in topic for ch in "+#\0"):
-        raise MqttError(f"MQTT topic {topic!r} contains a wildcard (+ or #) or NUL; one cannot publish to it",
-                        fix="use a concrete topic such as zigbee2mqtt/kitchen_light/set")
-    if len(topic.encode("utf-8")) > 65535:
-        raise MqttError("MQTT topic is longer than 65535 bytes", fix="use a shorter topic")
-
-
-# =========================================================================================== inbound validation
-
-
-class InboundError(ValueError):
-    """An inbound payload was rejected; the message says why (it is logged, never raised to the engine)."""
-
-
-def _decode(payload: bytes, max_bytes: int) -> str:
-    if len(payload) > max_bytes:
-        raise InboundError(f"payload of {len(payload)} bytes exceeds mqtt.max_inbound_bytes ({max_bytes})")
-    try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InboundError(f"payload is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in text):
-        raise InboundError("payload contains control characters")
-    return text
-
-
-def _maybe_json(text: str) -> Any:
-    """JSON value if ``text`` looks like JSON (object, array, string, number, bool), else the text itself."""
-    s = text.strip()
-    if s[:1] in ('{', '[', '"'):
-        try:
-            return json.loads(s)
-        except ValueError:
-            raise InboundError("payload looks like JSON but does not parse") from None
-    return text
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def parse_say(payload: bytes, max_bytes: int) -> str:
-    """``say``: plain text, a JSON string, or ``{"text": "..."}`` -> the text to speak."""
-    value = _maybe_json(_decode(payload, max_bytes))
-    if isinstance(value, dict):
-        if "text" not in value:
-            raise InboundError('JSON object has no "text" key')
-        value = value["text"]
-    if not isinstance(value, str):
-        raise InboundError(f"text must be a string, got {type(value).__name__}")
-    text = value.strip()
-    if not text:
-        raise InboundError("text is empty")
-    if len(text) > MAX_SAY_CHARS:
-        raise InboundError(f"text of {len(text)} characters is longer than {MAX_SAY_CHARS}")
-    if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in text):
-        raise InboundError("text contains control characters")
-    return text
-
-
-def parse_switch(payload: bytes, max_bytes: int) -> bool:
-    """``mute/set``: ``ON``/``OFF`` (also true/false, 1/0, any case) -> bool."""
-    s = _decode(payload, max_bytes).strip().lower()
-    if s in ("on", "true", "1"):
-        return True
-    if s in ("off", "false", "0"):
-        return False
-    raise InboundError(f"expected ON or OFF, got {s[:40]!r}")
-
-
-def parse_sensitivity(payload: bytes, max_bytes: int) -> float:
-    """``sensitivity/set``: a number 0..1 (plain or ``{"value": x}``) -> float."""
-    text = _decode(payload, max_bytes).strip()
-    value: Any = _maybe_json(text)
-    if isinstance(value, dict):
-        value = value.get("value")
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise InboundError(f"expected a number 0..1, got {text[:40]!r}") from None
-    if not _is_number(value):
-        raise InboundError(f"expected a finite number 0..1, got {text[:40]!r}")
-    if not 0.0 <= float(value) <= 1.0:
-        raise InboundError(f"sensitivity {value} is out of range 0..1")
-    return float(value)
-
-
-def parse_timer(payload: bytes, max_bytes: int) -> dict[str, Any]:
-    """``timer/set``: ``{"action": ..., "hours"/"minutes"/"seconds": n, "name": s, "timer_id": s}`` -> a clean dict.
-
-    Only known keys with the right types come through; ``start``/``add``/``remove`` carry ``seconds`` (the total).
-    """
-    value = _maybe_json(_decode(payload, max_bytes))
-    if not isinstance(value, dict):
-        raise InboundError("expected a JSON object like {\"action\": \"start\", \"minutes\": 5}")
-    action = value.get("action")
-    if not isinstance(action, str) or action not in TIMER_ACTIONS:
-        raise InboundError(f"action must be one of {', '.join(TIMER_ACTIONS)}; got {action!r}")
-    out: dict[str, Any] = {"action": action}
-    total = 0.0
-    has_duration = False
-    for key, mult in (("hours", 3600.0), ("minutes", 60.0), ("seconds", 1.0)):
-        if key in value:
-            v = value[key]
-            if not _is_number(v) or v < 0:
-                raise InboundError(f"{key} must be a number >= 0, got {v!r}")
-            total += float(v) * mult
-            has_duration = True
-    if action in ("start", "add", "remove"):
-        if not has_duration or total <= 0:
-            raise InboundError(f"action {action} needs a positive duration (hours/minutes/seconds)")
-        if total > MAX_TIMER_S:
-            raise InboundError(f"duration {total:.0f} s is longer than {MAX_TIMER_S:.0f} s")
-        out["seconds"] = total
-    for key in ("name", "timer_id"):
-        if key in value:
-            v = value[key]
-            if not isinstance(v, str) or len(v) > 100:
-                raise InboundError(f"{key} must be a string of at most 100 characters")
-            out[key] = v
-    return out
-
-
-def parse_hermes_say(payload: bytes, max_bytes: int, site_id: str) -> str | None:
-    """``hermes/tts/say``: ``{"text", "siteId"}`` -> the text if it is for ``site_id`` (Hermes default: "default")."""
-    value = _maybe_json(_decode(payload, max_bytes))
-    if not isinstance(value, dict):
-        raise InboundError("expected a JSON object with text and siteId")
-    target = value.get("siteId", "default")
-    if not isinstance(target, str):
-        raise InboundError("siteId must be a string")
-    if target != site_id:
-        return None
-    return parse_say(json.dumps({"text": value.get("text")}).encode(), max_bytes)
-
-
-# =========================================================================================== wake arbitration
-
-
-@dataclass(frozen=True)
-class WakeClaim:
-    """One device's claim to a wake word: its score, its wall clock (informational) and our receive time."""
-
-    site_id: str
-    score: float
-    t: float = 0.0
-    received: float = 0.0  # local monotonic seconds when this device saw the claim (clock skew between devices
-    # does not matter)
-
-
-def arbitrate(own: WakeClaim, others: Iterable[WakeClaim], window_s: float) -> bool:
-    """True if ``own`` should answer: best score among the claims seen within ``window_s`` of it wins; ties go to the
-    smallest site_id, so every device reaches the same decision from the same claims."""
-    rivals = [c for c in others if c.site_id != own.site_id and abs(c.received - own.received) <= window_s]
-    best = min([own, *rivals], key=lambda c: (-c.score, c.site_id))
-    return best.site_id == own.site_id
-
-
-def parse_wake_claim(payload: bytes, max_bytes: int) -> WakeClaim:
-    value = _maybe_json(_decode(payload, max_bytes))
-    if not isinstance(value, dict):
-        raise InboundError("wake claim must be a JSON object")
-    site, score, t = value.get("site_id"), value.get("score"), value.get("t", 0.0)
-    if not isinstance(site, str) or not site:
-        raise InboundError("wake claim needs a site_id string")
-    if not _is_number(score) or not 0.0 <= score <= 1.0:
-        raise InboundError(f"wake claim score must be a number 0..1, got {score!r}")
-    if not _is_number(t):
-        raise InboundError("wake claim t must be a number")
-    return WakeClaim(site_id=site, score=float(score), t=float(t))
-
-
-class WakeArbiter:
-    """Several rooms, one broker: publish our wake score, wait a short window, answer only if ours is best."""
-
-    def __init__(self, link: MqttLink, window_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._link = link
-        self.window_s = window_s
-        self._clock = clock
-        self._claims: deque[WakeClaim] = deque(maxlen=64)
-        self._lock = threading.Lock()
-
-    def receive(self, claim: WakeClaim) -> None:
-        """Record another device's claim (called from the network thread)."""
-        stamped = WakeClaim(claim.site_id, claim.score, claim.t, self._clock())
-        with self._lock:
-            self._claims.append(stamped)
-
-    def claim(self, score: float) -> bool:
-        """Announce our wake score and block for the window; True if this device should answer.
-
-        Without a connection (or with a zero window) there is nobody to defer to: answer.
-        """
-        if self.window_s <= 0 or not self._link.connected:
-            return True
-        own = WakeClaim(self._link.site_id, float(score), time.time(), self._clock())
-        body = json.dumps({"site_id": own.site_id, "score": round(own.score, 6), "t": round(own.t, 3)})
-        if not self._link.publish_direct(self._link.topics.arbitration, body, qos=0):
-            return True
-        time.sleep(self.window_s)
-        with self._lock:
-            claims = list(self._claims)
-        won = arbitrate(own, claims, self.window_s)
-        seen = [(c.site_id, round(c.score, 3)) for c in claims if abs(c.received - own.received) <= self.window_s]
-        log.info("wake arbitration: ours %.3f vs %s -> %s", own.score, seen or "nobody", "answer" if won else "defer")
-        return won
-
-
-# =========================================================================================== payload builders
-
-
-def discovery_payload(topics: Topics, site: SiteSettings, *, sw_version: str,
-                      intent_names: Sequence[str], qos: int = 1) -> dict[str, Any]:
-    """Home Assistant device-based discovery: one config with ``dev``, ``o`` and ``cmps`` for all entities."""
-    dev_id = topics.device_id
-    avail = topics.availability
-
-    def comp(platform: str, key: str, name: str, **extra: Any) -> dict[str, Any]:
-        return {"p": platform, "name": name, "unique_id": f"{dev_id}_{key}", "availability_topic": avail,
-                "payload_available": "online", "payload_not_available": "offline", **extra}
-
-    dev: dict[str, Any] = {"ids": [dev_id], "name": site.name, "mf": "edge-agent", "mdl": "Edge Agent voice assistant",
-                           "sw": sw_version}
-    if site.area:
-        dev["sa"] = site.area  # suggested area
-    return {
-        "dev": dev,
-        "o": {"name": "edge-agent", "sw": sw_version},
-        "availability_topic": avail,
-        "qos": qos,
-        "cmps": {
-            "state": comp("sensor", "state", "Assistant state", state_topic=topics.state,
-                          icon="mdi:account-voice"),
-            "last_transcript": comp("sensor", "last_transcript", "Last transcript",
-                                    state_topic=topics.last_transcript, icon="mdi:text-to-speech"),
-            "mute": comp("switch", "mute", "Mute", command_topic=topics.mute_set, state_topic=topics.mute,
-                         payload_on="ON", payload_off="OFF", state_on="ON", state_off="OFF",
-                         icon="mdi:microphone-off"),
-            "sensitivity": comp("number", "sensitivity", "Wake word sensitivity",
-                                command_topic=topics.sensitivity_set, state_topic=topics.sensitivity,
-                                min=0.0, max=1.0, step=0.05, mode="slider", entity_category="config"),
-            "intent": comp("event", "intent", "Intent", state_topic=topics.event,
-                           event_types=list(dict.fromkeys(intent_names)), icon="mdi:gesture-tap"),
-        },
-    }
-
-
-def hermes_intent_payload(call: IntentCall, *, text: str, site_id: str, session_id: str) -> dict[str, Any]:
-    """Rhasspy/Hermes-style ``hermes/intent/<name>`` JSON."""
-    slots = []
-    for name, value in call.slots.items():
-        slots.append({"entity": name, "slotName": name, "rawValue": str(value), "confidence": 1.0,
-                      "value": {"kind": "Number" if _is_number(value) else "Unknown", "value": value}})
-    return {"input": text, "intent": {"intentName": call.name, "confidenceScore": 1.0}, "slots": slots,
-            "siteId": site_id, "sessionId": session_id, "customData": None, "asrTokens": [],
-            "asrConfidence": None}
 
 
 def backoff_delay(attempt: int, min_s: float, max_s: float, rand: Callable[[], float] = random.random) -> float:
@@ -912,7 +564,7 @@ class MqttLink:
             elif topic == t.timer_set:
                 self._dispatch("on_timer", parse_timer(payload, limit))
             elif topic == t.ha_status:
-                status = _decode(payload, limit).strip().lower()
+                status = decode_text(payload, limit).strip().lower()
                 if status == "online":
                     log.info("mqtt: Home Assistant came online; re-sending discovery")
                     self._publish_discovery()
@@ -932,7 +584,7 @@ class MqttLink:
                 if not callbacks:
                     log.debug("mqtt: message on unexpected topic %s ignored", topic)
                     return
-                text = _decode(payload, limit)
+                text = decode_text(payload, limit)
                 for cb in callbacks:
                     self._dispatch(cb, topic, text)
         except InboundError as e:

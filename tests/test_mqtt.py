@@ -26,23 +26,18 @@ import pytest
 from edge_agent.config import SiteSettings, load_settings
 from edge_agent.errors import MqttError
 from edge_agent.intent import DeviceCommand, IntentCall
-from edge_agent.mqtt import (
+from edge_agent.arbitration import WakeClaim, arbitrate, parse_wake_claim
+from edge_agent.ha_discovery import discovery_payload, hermes_intent_payload
+from edge_agent.mqtt import MqttLink, backoff_delay
+from edge_agent.mqtt_inbound import (
     InboundError,
-    MqttLink,
-    Topics,
-    WakeClaim,
-    arbitrate,
-    backoff_delay,
-    check_publish_topic,
-    discovery_payload,
-    hermes_intent_payload,
     parse_hermes_say,
     parse_say,
     parse_sensitivity,
     parse_switch,
     parse_timer,
-    parse_wake_claim,
 )
+from edge_agent.mqtt_topics import Topics, check_publish_topic
 
 from .broker import Broker, make_tls_files
 
