@@ -303,6 +303,7 @@ class Segment:
     played: int = 0  # samples handed to the device so far
     done: threading.Event = field(default_factory=threading.Event)
     t_done: float | None = None  # monotonic time its last sample was handed to the device (or it was dropped)
+    t_first: float | None = None  # speaker clock time its first block was handed to the device (None: never played)
 
     @property
     def fraction_played(self) -> float:
@@ -462,6 +463,8 @@ class Speaker:
                 if self._flush.is_set():
                     break
                 block = audio[i:i + block_n]
+                if seg.t_first is None:
+                    seg.t_first = self.clock()
                 if self.t_last_audio is None and self.on_first_audio:
                     self.on_first_audio(self.clock())
                 try:

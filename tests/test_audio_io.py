@@ -74,3 +74,23 @@ def test_file_sink_pads_the_output_to_the_input_length(tmp_path):
     loud = np.flatnonzero(np.abs(data) > 1000)
     assert 0.49 < loud[0] / 22050 < 0.52, "the reply is not at its clock position"
     assert not data[int(0.7 * 22050):].any(), "the padding must be silence"
+
+
+def test_each_segment_records_when_its_first_block_reached_the_device(tmp_path):
+    clock = [10.0]
+    firsts: list[float] = []
+    spk = Speaker(22050, file=tmp_path / "out.wav", realtime=False, clock=lambda: clock[0])
+    spk.on_first_audio = firsts.append
+    spk.start()
+    tone = (np.sin(np.arange(2205) / 5) * 8000).astype(np.int16)
+    a, b = Segment(audio=tone, rate=22050, text="a"), Segment(audio=tone, rate=22050, text="b")
+    assert a.t_first is None
+    clock[0] = 11.0
+    spk.play(a)
+    assert a.done.wait(5)
+    clock[0] = 12.5
+    spk.play(b)
+    assert b.done.wait(5)
+    spk.close()
+    assert a.t_first == 11.0 and b.t_first == 12.5
+    assert firsts == [11.0], "on_first_audio fires once per reply, as before"
