@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import wave
 from dataclasses import dataclass
+from math import gcd
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import lfilter, resample_poly
+from scipy.signal import firwin, resample_poly
 
 from .errors import AudioError
 
@@ -37,12 +38,31 @@ class AudioChunk:
         return self.t + self.seconds
 
 
+# Scale convention, one for every path: a float sample of 1.0 is int16 32768 (int32 2**31, uint8 128 steps above
+# 128). ``to_float`` maps any sample type onto it, channel mixing and resampling happen in float, and ``to_int16``
+# maps back once (rounding, clipping at the int16 limits). A 0.1 full-scale sine is +-3,277 whatever the device.
+INT16_FULL_SCALE = 32768.0
+
+
+def to_float(x: np.ndarray) -> np.ndarray:
+    """Any sample type to float32 in [-1, 1) by the scale convention above (floats are taken as already scaled)."""
+    if np.issubdtype(x.dtype, np.floating):
+        return x.astype(np.float32, copy=False)
+    if x.dtype == np.int16:
+        return x.astype(np.float32) / INT16_FULL_SCALE
+    if x.dtype == np.int32:
+        return (x.astype(np.float64) / 2.0 ** 31).astype(np.float32)
+    if x.dtype == np.uint8:
+        return (x.astype(np.float32) - 128.0) / 128.0
+    raise AudioError(f"unsupported sample type {x.dtype}")
+
+
 def to_int16(x: np.ndarray) -> np.ndarray:
-    """Float [-1, 1] or any integer array to int16 (clipping, never wrapping)."""
+    """Any sample type to int16 by the scale convention above (clipping, never wrapping)."""
     if x.dtype == np.int16:
         return x
     if np.issubdtype(x.dtype, np.floating):
-        return (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16)
+        return np.clip(np.rint(x * INT16_FULL_SCALE), -32768, 32767).astype(np.int16)
     if x.dtype == np.int32:
         return (x >> 16).astype(np.int16)
     if x.dtype == np.uint8:
@@ -51,77 +71,111 @@ def to_int16(x: np.ndarray) -> np.ndarray:
 
 
 def to_mono(x: np.ndarray) -> np.ndarray:
-    """(frames, channels) -> (frames,), averaging channels."""
+    """(frames, channels) -> (frames,), averaging channels, same sample type and scale."""
     if x.ndim == 1:
         return x
     if x.shape[1] == 1:
         return x[:, 0]
-    return x.mean(axis=1, dtype=np.float32).astype(x.dtype) if x.dtype != np.int16 else (
-        x.astype(np.int32).mean(axis=1).astype(np.int16)
-    )
+    if np.issubdtype(x.dtype, np.floating):
+        return x.mean(axis=1).astype(x.dtype)
+    return np.rint(x.astype(np.float64).mean(axis=1)).astype(x.dtype)
+
+
+def _ratio(rate_in: int, rate_out: int) -> tuple[int, int]:
+    g = gcd(rate_in, rate_out)
+    return rate_out // g, rate_in // g
+
+
+def _lowpass(up: int, down: int) -> np.ndarray:
+    """The anti-aliasing (and anti-imaging) FIR for resampling by up/down: a Kaiser-windowed sinc cut at the lower
+    Nyquist, 10 zero crossings each side, gain ``up`` to make up for the zeros stuffed between input samples."""
+    m = max(up, down)
+    half = 10 * m
+    return firwin(2 * half + 1, 1.0 / m, window=("kaiser", 5.0)) * up
 
 
 def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """Whole-signal resampling (files, TTS output) with a polyphase anti-aliasing filter."""
+    """Whole-signal resampling (files, TTS output) with a polyphase anti-aliasing filter. int16 in, int16 out (same
+    scale); anything else in, float32 out on the scale convention."""
     if rate_in == rate_out:
         return x
-    from math import gcd
-
-    g = gcd(rate_in, rate_out)
-    y = resample_poly(x.astype(np.float32), rate_out // g, rate_in // g)
+    up, down = _ratio(rate_in, rate_out)
     if x.dtype == np.int16:
-        return np.clip(y, -32768, 32767).astype(np.int16)
-    return y.astype(np.float32)
+        y = resample_poly(x.astype(np.float32), up, down, window=("kaiser", 5.0))
+        return np.clip(np.rint(y), -32768, 32767).astype(np.int16)
+    return resample_poly(to_float(x), up, down, window=("kaiser", 5.0)).astype(np.float32)
 
 
 class StreamResampler:
-    """Streaming resampler for capture blocks: a stateful low-pass (no clicks at block edges) and a carried phase."""
+    """Streaming polyphase resampler for capture blocks: float32 mono in, float32 mono out, any block sizes.
+
+    The output is exactly the same whatever the blocks are cut like (every output sample is computed from the same
+    input samples with the same filter phase; the position is kept in integers, so it never drifts), and it matches
+    whole-signal ``resample`` (same filter, delay compensated). It holds back the last ~10 output periods of input
+    (under 2 ms) until the filter has seen what follows them.
+    """
 
     def __init__(self, rate_in: int, rate_out: int = SAMPLE_RATE) -> None:
         self.rate_in, self.rate_out = rate_in, rate_out
-        self.step = rate_in / rate_out
-        self.pos = 0.0  # position of the next output sample, in input samples relative to the current block
-        self.prev = np.zeros(1, dtype=np.float32)  # last input sample of the previous block (for interpolation)
-        if rate_in > rate_out:
-            # 4th-order Butterworth-like low-pass via scipy's IIR design at 0.9 x the output Nyquist.
-            from scipy.signal import butter
-
-            self.b, self.a = butter(6, 0.9 * rate_out / rate_in)
-            self.zi = np.zeros(max(len(self.a), len(self.b)) - 1)
-        else:
-            self.b = self.a = None
-            self.zi = None
+        self.up, self.down = _ratio(rate_in, rate_out)
+        if rate_in == rate_out:
+            return
+        h = _lowpass(self.up, self.down)
+        self.delay = (len(h) - 1) // 2  # in upsampled samples; output m is centred on input time m * down + delay
+        self.taps = -(-len(h) // self.up)  # input samples under the filter per output sample
+        bank = np.zeros(self.taps * self.up, dtype=np.float64)
+        bank[: len(h)] = h
+        # bank[phase, j] multiplies input sample (t // up - j) for output position t with t % up == phase
+        self.bank = bank.reshape(self.taps, self.up).T.astype(np.float32).copy()
+        self._buf = np.zeros(self.taps - 1, dtype=np.float32)  # zeros before the first input sample
+        self._buf_start = -(self.taps - 1)  # input index of _buf[0]
+        self._n_in = 0  # input samples received
+        self._m_next = 0  # index of the next output sample
 
     def process(self, x: np.ndarray) -> np.ndarray:
+        x = to_float(np.asarray(x).reshape(-1))
         if self.rate_in == self.rate_out:
-            return to_int16(x)
-        xf = x.astype(np.float32) / (32768.0 if x.dtype == np.int16 else 1.0)
-        if self.b is not None:
-            xf, self.zi = lfilter(self.b, self.a, xf, zi=self.zi)
-        # prepend the previous block's last sample so interpolation spans the block boundary
-        buf = np.concatenate([self.prev, xf.astype(np.float32)])
-        n = len(xf)
-        positions = np.arange(self.pos, n, self.step)
-        idx = positions + 1.0  # buf index (buf[0] is the previous sample at position -1)
-        lo = np.floor(idx).astype(np.int64)
-        frac = (idx - lo).astype(np.float32)
-        hi = np.minimum(lo + 1, len(buf) - 1)
-        y = buf[lo] * (1 - frac) + buf[hi] * frac
-        self.pos = (positions[-1] + self.step - n) if len(positions) else self.pos - n
-        self.prev = buf[-1:]
-        return to_int16(y)
+            return x
+        self._buf = np.concatenate([self._buf, x])
+        self._n_in += len(x)
+        up, down = self.up, self.down
+        # output m is ready once its newest input sample (m * down + delay) // up has arrived
+        m_end = (self._n_in * up - 1 - self.delay) // down + 1
+        if m_end <= self._m_next:
+            return np.zeros(0, dtype=np.float32)
+        t = np.arange(self._m_next, m_end, dtype=np.int64) * down + self.delay
+        newest = t // up - self._buf_start
+        idx = newest[:, None] - np.arange(self.taps)[None, :]
+        y = np.einsum("ij,ij->i", self.bank[t % up], self._buf[idx])
+        self._m_next = m_end
+        oldest_needed = (m_end * down + self.delay) // up - (self.taps - 1)
+        drop = min(max(0, oldest_needed - self._buf_start), len(self._buf))
+        self._buf = self._buf[drop:]
+        self._buf_start += drop
+        return y.astype(np.float32)
 
 
 class InputConverter:
-    """Device block (frames x channels, any dtype, any rate) -> internal int16 mono 16 kHz."""
+    """Device block (frames x channels, int16 / int32 / float32 / uint8, any rate) -> internal int16 mono 16 kHz.
+
+    Samples go to float on the one scale convention, the channels are averaged (a microphone array's channels carry
+    the same sound, so the level is that of one channel), resampled, and converted to int16 once.
+    """
 
     def __init__(self, rate: int, channels: int) -> None:
-        self.channels = channels
+        self.rate, self.channels = rate, channels
         self.resampler = StreamResampler(rate, SAMPLE_RATE)
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
-        mono = block.mean(axis=1) if block.ndim == 2 and block.shape[1] > 1 else block.reshape(-1)
-        return self.resampler.process(mono)
+        block = np.asarray(block)
+        if block.ndim == 2 and block.shape[1] == 1:
+            block = block[:, 0]
+        if block.ndim == 1 and block.dtype == np.int16 and self.rate == SAMPLE_RATE:
+            return block  # already the internal format
+        x = to_float(block)
+        if x.ndim == 2:
+            x = x.mean(axis=1, dtype=np.float32)
+        return to_int16(self.resampler.process(x))
 
 
 class Rechunker:
