@@ -196,6 +196,21 @@ def _bench_cut(raw: list[str]) -> int | None:
     return i + 1 if i < len(raw) and raw[i] == "bench" else None
 
 
+def _bench_main() -> Any:
+    """The benchmark's ``main``: it lives beside the package in a checkout (``tools/edge_bench``), not in it."""
+    tools = REPO_ROOT / "tools"
+    if not (tools / "edge_bench" / "__init__.py").is_file():
+        raise EdgeAgentError(f"the benchmark is not here ({tools / 'edge_bench'} is missing): it ships with the "
+                             "source checkout, not with the installed package",
+                             fix="run it from a checkout of edge-agent: `.venv/bin/edge-agent bench` or "
+                                 "`tools/bench.py` in the repository")
+    if str(tools) not in sys.path:
+        sys.path.insert(0, str(tools))
+    from edge_bench import main as bench_main
+
+    return bench_main
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     raw = list(sys.argv[1:] if argv is None else argv)
@@ -209,9 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "config":
             return _cmd_config_check(args)
         if args.cmd == "bench":
-            from .bench import main as bench_main
-
-            return int(bench_main(args.rest) or 0)
+            return int(_bench_main()(args.rest) or 0)
         settings = _load(args)
         logging.getLogger().setLevel(logging.DEBUG if args.verbose else settings.log.level.upper())
         if args.cmd == "models":

@@ -8,15 +8,55 @@ that every stage was measured, in order, and that the requests did what they ask
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
-from .conftest import require_model, run_cli
-
-pytestmark = pytest.mark.slow
+from .conftest import ROOT, require_model, run_cli
 
 COLUMNS = "| end of speech → | fast path median (ms) | fast path p95 (ms) | LLM median (ms) | LLM p95 (ms) |"
 ROWS = ["| endpoint |", "| final transcript |", "| intent published / first LLM token |", "| first reply audio |"]
+
+
+def test_the_runtime_package_holds_no_benchmark():
+    """The benchmark lives beside the product (tools/edge_bench), not in the package the daemon runs."""
+    assert not list((ROOT / "edge_agent").glob("bench*.py"))
+    assert (ROOT / "tools" / "edge_bench" / "__init__.py").is_file()
+    runtime = "\n".join(f.read_text() for f in (ROOT / "edge_agent").glob("*.py") if f.name != "cli.py")
+    assert "edge_bench" not in runtime
+
+
+def test_bench_outside_a_checkout_says_where_it_is_and_the_fix(monkeypatch, tmp_path, capsys):
+    """An installed copy without the repository: `edge-agent bench` says the benchmark is not there, and the fix."""
+    from edge_agent import cli
+
+    monkeypatch.setattr(cli, "REPO_ROOT", tmp_path)
+    assert cli.main(["bench", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "benchmark is not here" in err and str(tmp_path / "tools" / "edge_bench") in err, err
+    assert "fix:" in err and "checkout" in err, err
+
+
+def test_recording_brain_keeps_responses_and_passes_everything_else_through(monkeypatch):
+    """The bench's hook on the brain: a wrapper handed to the engine; the brain itself is never patched."""
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    from edge_bench.run import RecordingBrain
+
+    class Brain:
+        on_intent = None
+        timers = "the timers"
+
+        def respond(self, text, **kw):
+            return (text, kw)
+
+    brain = Brain()
+    wrapped = RecordingBrain(brain)
+    assert wrapped.respond("hi", area="Kitchen") == ("hi", {"area": "Kitchen"})
+    assert wrapped.responses == [("hi", {"area": "Kitchen"})]
+    wrapped.on_intent = print  # the engine sets its intent callback on what it was given
+    assert brain.on_intent is print and wrapped.timers == "the timers"
+    assert "respond" not in vars(brain)  # not monkey-patched
+    assert "edge_bench" in sys.modules
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +72,7 @@ def bench_run(store, tmp_path_factory):
     return proc.stdout, json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_bench_prints_the_latency_table(bench_run):
     stdout, _ = bench_run
     assert COLUMNS in stdout
@@ -41,6 +82,7 @@ def test_bench_prints_the_latency_table(bench_run):
     assert "### Targets" in stdout
 
 
+@pytest.mark.slow
 def test_bench_measured_every_stage_in_order(bench_run):
     _, res = bench_run
     rows = res["rows"]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate the benchmark's spoken request set (reproducible, from text): ``tools/make_bench_set.py [--quick]
-[--out DIR] [--force]``. See ``edge_agent/bench_set.py`` for what is in it; ``edge-agent bench`` calls the same code
-(and reuses the files when they are already there)."""
+[--out DIR] [--force]``. See ``tools/edge_bench/bench_set.py`` for what is in it; ``edge-agent bench`` calls the
+same code (and reuses the files when they are already there)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # the checkout's edge_agent, and edge_bench beside this script
 
-from edge_agent.bench_set import DEFAULT_DIR, make_bench_set  # noqa: E402
+from edge_bench.bench_set import DEFAULT_DIR, make_bench_set  # noqa: E402
+
 from edge_agent.config import REPO_ROOT, load_settings  # noqa: E402
 from edge_agent.errors import EdgeAgentError  # noqa: E402
 

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, read_wav, resample, write_wav
-from .config import Settings
-from .errors import AudioError, ModelError
+from edge_agent.audio import SAMPLE_RATE, read_wav, resample, write_wav
+from edge_agent.config import Settings
+from edge_agent.errors import AudioError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class Speakers:
         if self._piper is None:
             from piper import PiperVoice
 
-            from .preflight import resolve_model
+            from edge_agent.preflight import resolve_model
 
             self._piper = PiperVoice.load(str(resolve_model(self.settings, self.settings.tts.voice, "tts")))
         cfg = SynthesisConfig(length_scale=voice.length_scale)
@@ -225,7 +225,7 @@ def make_bench_set(settings: Settings, out: Path = DEFAULT_DIR, *, quick: bool =
     ``dropped_voices``: the set measures the product with voices its wake model accepts. ``quick`` makes the small
     subset used by ``bench --quick``. Returns the manifest.
     """
-    from .wake import WakeDetector
+    from edge_agent.wake import WakeDetector
 
     out = Path(out).expanduser()
     name = "manifest-quick.json" if quick else "manifest.json"

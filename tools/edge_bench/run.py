@@ -1,7 +1,7 @@
 """``edge-agent bench [--quick|--full]``: the numbers a user feels, measured on the real voice loop.
 
 The real ``Engine`` runs in-process with the configured models; its microphone is a real-time paced source that
-plays the generated requests (``edge_agent.bench_set``) with silence in between, so every timestamp in the turn log
+plays the generated requests (``bench_set``) with silence in between, so every timestamp in the turn log
 is taken exactly as on a device. Measured, for fast-path commands and LLM answers separately (median and p95):
 end of speech (``t_speech_end``) → endpoint, → final transcript, → intent published / first LLM token, → first
 reply audio. Also STT real-time factor and WER on real read speech, TTS time to first audio and RTF, LLM tokens/s,
@@ -37,14 +37,16 @@ from typing import Any
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioChunk, read_wav
-from .audio_io import Speaker
+from edge_agent.audio import SAMPLE_RATE, AudioChunk, read_wav
+from edge_agent.audio_io import Speaker
+from edge_agent.config import Settings, load_settings
+from edge_agent.errors import ConfigError, EdgeAgentError
+
 from .bench_set import DEFAULT_DIR, librivox_cases, make_bench_set, negative_stream
-from .config import REPO_ROOT, Settings, load_settings
-from .errors import ConfigError, EdgeAgentError
 
 log = logging.getLogger(__name__)
 
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout this benchmark lives in (tools/edge_bench/run.py)
 BLOCK = int(SAMPLE_RATE * 0.08)  # the microphone's block: 80 ms, as the default audio.block_ms
 # Targets the product is held to (docs/benchmarks.md)
 TARGETS = {
@@ -203,11 +205,11 @@ def bench_settings(config: str | None) -> Settings:
 
 
 def load_models(s: Settings, home_file: str) -> Models:
-    from .brain import Brain
-    from .stt import make_engine
-    from .tts import PiperTts
-    from .vad import SileroVad
-    from .wake import WakeDetector
+    from edge_agent.brain import Brain
+    from edge_agent.stt import make_engine
+    from edge_agent.tts import PiperTts
+    from edge_agent.vad import SileroVad
+    from edge_agent.wake import WakeDetector
 
     t: dict[str, float] = {}
     t0 = time.monotonic()
@@ -232,39 +234,55 @@ def load_models(s: Settings, home_file: str) -> Models:
     return Models(s, tts, stt, brain, wake, vad, {k: round(v, 2) for k, v in t.items()})
 
 
+class RecordingBrain:
+    """The brain as the engine sees it, keeping every ``Response`` it returns (for their LLM timings). Handed to the
+    ``Engine`` in place of the brain; everything else (``on_intent``, ``timers``, ``handler``, ``home``, ...) reads
+    and writes the real brain, which is left untouched."""
+
+    def __init__(self, brain: Any) -> None:
+        object.__setattr__(self, "_brain", brain)
+        object.__setattr__(self, "responses", [])
+
+    def respond(self, text: str, **kw: Any) -> Any:
+        r = self._brain.respond(text, **kw)
+        self.responses.append(r)
+        return r
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._brain, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._brain, name, value)
+
+
 class Rig:
     """The real Engine over a ``BenchMic`` and a ``MuteSpeaker``, on its own thread."""
 
     def __init__(self, m: Models, floor_dbfs: float | None = None) -> None:
-        from .engine import Engine, TurnLog
-        from .vad import Segmenter
+        from edge_agent.engine import Engine, TurnLog
+        from edge_agent.vad import Segmenter
 
         m.wake.reset()
         m.vad.reset()
         self.mic = BenchMic(floor_dbfs)
         self._tmp = tempfile.TemporaryDirectory()
         self.speaker = MuteSpeaker(m.tts.sample_rate, file=Path(self._tmp.name) / "out.wav", realtime=False)
+        self.brain = RecordingBrain(m.brain)
+        self.responses: list[Any] = self.brain.responses
         self.engine = Engine(m.s, source=self.mic, speaker=self.speaker, wake=m.wake, vad=m.vad,
-                             segmenter_factory=lambda: Segmenter(m.s.vad), stt=m.stt, brain=m.brain, tts=m.tts,
+                             segmenter_factory=lambda: Segmenter(m.s.vad), stt=m.stt, brain=self.brain, tts=m.tts,
                              turn_log=TurnLog(None))
-        self.responses: list[Any] = []
-        original = m.brain.respond
-
-        def respond(text: str, **kw: Any) -> Any:  # keep each Response for its LLM timings
-            r = original(text, **kw)
-            self.responses.append(r)
-            return r
-
-        self.brain, self._original = m.brain, original
-        m.brain.respond = respond  # type: ignore[method-assign]
         self.speaker.start()
         self.thread = threading.Thread(target=self.engine.run, name="bench-engine", daemon=True)
         self.thread.start()
+        deadline = time.monotonic() + 30.0
         while self.mic.t0 == 0.0:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the bench engine never opened its microphone")
             time.sleep(0.01)
 
     def quiet(self) -> bool:
-        from .engine import State
+        from edge_agent.engine import State
 
         e = self.engine
         return self.mic.idle() and e.state == State.IDLE and not e._responding() and not self.speaker.busy
@@ -277,7 +295,6 @@ class Rig:
     def stop(self) -> None:
         self.engine.stop_event.set()
         self.thread.join(timeout=30)
-        self.brain.respond = self._original  # type: ignore[method-assign]
         self._tmp.cleanup()
 
 
@@ -386,7 +403,7 @@ def naive_turn(m: Models, root: Path, row: dict[str, Any]) -> dict[str, Any]:
     """The naive sequential pipeline, same models, on the request the engine just answered: endpoint (the same
     trailing-silence rule), then the whole transcript, the whole LLM answer (not streamed into TTS), the whole reply
     synthesized, then played. Its end of speech → first audio is the endpoint wait plus the three stages."""
-    from .engine import strip_wake_words
+    from edge_agent.engine import strip_wake_words
 
     req = row["request"]
     audio = read_wav(root / req["file"])
@@ -426,7 +443,7 @@ def run_idle(m: Models, seconds: float) -> dict[str, Any]:
 
 
 def run_wer(m: Models) -> dict[str, Any]:
-    from .stt import edit_distance, normalize_text
+    from edge_agent.stt import edit_distance, normalize_text
 
     rows, errs, words, audio_s, compute_s = [], 0, 0, 0.0, 0.0
     for wav, ref in librivox_cases():
@@ -511,8 +528,8 @@ def run_conformance_text() -> dict[str, Any]:
     fixtures = mod.DEFAULT_DIR / "_fixtures.yaml"
     if not fixtures.is_file():
         return {"error": f"{fixtures} not found (Home Assistant's intent tests)"}
-    from .config import HomeSettings
-    from .home import Home
+    from edge_agent.config import HomeSettings
+    from edge_agent.home import Home
 
     cases = mod.load_cases(mod.DEFAULT_DIR, mod.SUPPORTED_INTENTS)
     rep = mod.run_conformance(mod.fast_matcher(fixtures), cases, home=Home.load(HomeSettings(), fixtures))
@@ -526,7 +543,7 @@ def run_cli(root: Path, manifest: dict[str, Any], config: str | None, progress: 
     reqs = [r for r in manifest["requests"] if r["condition"] == "clean"]
     pick = [next(r for r in reqs if r["kind"] == "command"), next(r for r in reqs if r["kind"] == "question")]
     audio = np.concatenate([read_wav(root / r["file"]) for r in pick] + [np.zeros(SAMPLE_RATE * 2, np.int16)])
-    from .audio import write_wav
+    from edge_agent.audio import write_wav
 
     with tempfile.TemporaryDirectory() as d:
         wav, turns, err = Path(d) / "in.wav", Path(d) / "turns.jsonl", Path(d) / "stderr.txt"
