@@ -413,6 +413,23 @@ def check_service() -> Check | None:
     return Check("service", WARN, f"edge-agent.service is {state}", "sudo systemctl enable --now edge-agent")
 
 
+def check_llama_build() -> Check:
+    """The llama.cpp CPU variant in use (a portable build; never one that assumes the CPU it was compiled on)."""
+    from .cpu import llama_features, llama_variant
+
+    try:
+        feats = llama_features()
+    except Exception as e:  # noqa: BLE001 - a doctor line, never a crash
+        return Check("llama.cpp build", FAIL, f"llama-cpp-python does not load ({e})",
+                     "run tools/setup.sh again (it builds llama-cpp-python for this architecture)")
+    variant = llama_variant()
+    if feats.get("AMX_INT8") or feats.get("AMX_TILE"):
+        return Check("llama.cpp build", WARN, variant + ": built with AMX, which dies with SIGILL where the kernel "
+                     "grants no AMX tile state to llama.cpp's threads",
+                     "rebuild portably: rm -r ~/.cache/edge-agent/wheels .venv && tools/setup.sh")
+    return Check("llama.cpp build", OK, variant)
+
+
 # ------------------------------------------------------------------------------------------------ report
 
 
@@ -427,6 +444,7 @@ def run_checks(s: Settings, config_path: str | os.PathLike[str] | None) -> list[
     except OSError:
         cpuinfo = ""
     checks.append(check_cpu(cpuinfo, platform.machine()))
+    checks.append(check_llama_build())
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     checks.append(check_cores(cores, s))
     try:

@@ -18,8 +18,28 @@ case "$MODE" in run|test|setup) ;; *) echo "usage: tools/setup.sh [run|test|setu
 
 PYTHON="${PYTHON:-python3}"
 CACHE="${EDGE_AGENT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edge-agent}"
-WHEELS="$CACHE/wheels"
 LLAMA_VERSION="0.3.36"
+# llama.cpp is compiled for the architecture, never for the CPU the build happens to run on (-march=native): a wheel
+# built natively on an Intel Xeon with AMX dies with SIGILL on its first LLM call (llama.cpp's worker threads never
+# ask the kernel for AMX tile state), and one built on AVX-512 hardware dies on a CPU without it. x86-64 gets the
+# AVX2/FMA/F16C level (every x86-64 CPU since 2013-2015, Intel Haswell / AMD Excavator), AVX-512 and AMX off;
+# aarch64 gets the Armv8.0-A baseline with NEON, which runs on a Pi 4 (Cortex-A72) and a Pi 5 (Cortex-A76). The
+# variant names the wheel cache folder, so a wheel built with other flags is never picked up.
+case "$(uname -m)" in
+  x86_64|amd64)
+    LLAMA_VARIANT="x86_64-avx2"
+    LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+-DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF \
+-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" ;;
+  aarch64|arm64)
+    LLAMA_VARIANT="aarch64-armv8.0"
+    LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8-a" ;;
+  *)
+    LLAMA_VARIANT="$(uname -m)-generic"
+    LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF" ;;
+esac
+LLAMA_CMAKE_ARGS="${EDGE_AGENT_LLAMA_CMAKE_ARGS:-$LLAMA_CMAKE_ARGS}"
+WHEELS="$CACHE/wheels/$LLAMA_VARIANT"
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 # ---------------------------------------------------------------------------------------------- system packages
@@ -58,13 +78,14 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
-stamp_want="$(cat requirements.lock requirements-test.txt pyproject.toml | sha256sum | cut -c1-16)"
+stamp_want="$( (cat requirements.lock requirements-test.txt pyproject.toml; echo "$LLAMA_CMAKE_ARGS") | sha256sum | cut -c1-16)"
 stamp_have="$(cat .venv/.edge-agent-setup 2>/dev/null || true)"
 if [ "$stamp_want" != "$stamp_have" ]; then
   mkdir -p "$WHEELS"
   if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
-    say "compiling llama-cpp-python $LLAMA_VERSION once (about 7 minutes on 2 cores; cached in $WHEELS)"
-    "${PIP[@]}" wheel --no-deps -w "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
+    say "compiling llama-cpp-python $LLAMA_VERSION once for $LLAMA_VARIANT (about 7 minutes on 2 cores; cached in $WHEELS)"
+    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" "${PIP[@]}" wheel --no-deps --no-binary llama-cpp-python -w "$WHEELS" \
+      "llama-cpp-python==$LLAMA_VERSION"
   fi
   say "installing pinned Python packages"
   "${PIP[@]}" install --find-links "$WHEELS" -r requirements.lock
@@ -82,6 +103,23 @@ say "models (default profile)"
 .venv/bin/edge-agent models fetch
 if [ "$MODE" = test ]; then
   .venv/bin/edge-agent models fetch vosk_small_ko   # the Vosk model installable without internet, for its tests
+fi
+
+# A wheel from the cache is trusted only once it has run here: one LLM call in a subprocess (a build that uses an
+# instruction this CPU or kernel refuses dies with SIGILL there, and the message names the feature and the fix).
+GGUF="$(.venv/bin/python -c 'from edge_agent.config import load_settings; from edge_agent.models import ModelStore, resolve
+s = load_settings(); print(resolve(s.llm.model, ModelStore(s.models_path), "llm"))' 2>/dev/null || true)"
+if [ -n "$GGUF" ] && [ -f "$GGUF" ]; then
+  smoke_stamp="$stamp_want-$(sha256sum "$GGUF" | cut -c1-16 2>/dev/null)-$(uname -m)-$(grep -m1 -E '^(flags|Features)' /proc/cpuinfo | sha256sum | cut -c1-8)"
+  if [ "$(cat .venv/.edge-agent-llm-ok 2>/dev/null)" != "$smoke_stamp" ]; then
+    say "checking that llama.cpp runs on this CPU"
+    if .venv/bin/python -m edge_agent.cpu "$GGUF"; then
+      echo "$smoke_stamp" > .venv/.edge-agent-llm-ok
+    else
+      rm -f .venv/.edge-agent-setup   # the next run reinstalls once the wheel is rebuilt
+      exit 3
+    fi
+  fi
 fi
 
 case "$MODE" in
