@@ -143,6 +143,8 @@ class SttSettings:
 
 @dataclass(frozen=True)
 class LlmSettings:
+    backend: str = opt("local", "Which LLM backend answers (edge_agent.llm_backend.LLM_BACKENDS): local = llama.cpp "
+                       "in process.")
     model: str = opt("qwen2_5_coder_0_5b", "Manifest name (or path) of a GGUF model.")
     threads: int = opt(
         0,
