@@ -158,11 +158,34 @@ class DropQueue:
         return len(self._q)
 
 
-class MicSource:
-    """Live capture at the device's own rate and channel count, converted to the internal format on read."""
+def choose_input_format(accepts: Callable[[int, int], bool], default_rate: int,
+                        max_channels: int) -> tuple[int, int]:
+    """The capture format to ask a device for: 16 kHz mono when it takes it (no conversion at all), else the cheapest
+    conversion it accepts (mixing channels is cheaper than resampling). Array microphones (ReSpeaker, USB arrays)
+    often take only several channels, or only their own rate. Nothing accepted: the device's rate with up to two
+    channels (opening it then fails with the device's own error)."""
+    default_rate = int(default_rate) or SAMPLE_RATE
+    max_channels = max(1, int(max_channels))
+    candidates: list[tuple[int, int]] = []
+    for rate in (SAMPLE_RATE, default_rate):
+        for channels in (1, min(2, max_channels), max_channels):
+            if (rate, channels) not in candidates:
+                candidates.append((rate, channels))
+    for rate, channels in candidates:
+        if accepts(rate, channels):
+            return rate, channels
+    return default_rate, min(2, max_channels)
 
-    def __init__(self, settings: AudioSettings) -> None:
+
+class MicSource:
+    """Live capture at the device's own rate and channel count, converted to the internal format on read.
+
+    ``rate`` / ``channels`` force a capture format (tests, diagnostics); None chooses by ``choose_input_format``.
+    """
+
+    def __init__(self, settings: AudioSettings, *, rate: int | None = None, channels: int | None = None) -> None:
         self.settings = settings
+        self.want_rate, self.want_channels = rate, channels
         self.queue = DropQueue(settings.input_queue_blocks)
         self.stream: Any = None
         self.status_flags = 0  # PortAudio overflow flags seen
@@ -176,13 +199,19 @@ class MicSource:
         sd = _sd()
         dev = find_device(self.settings.input_device, "input")
         info = sd.query_devices(dev)
-        rate = int(info["default_samplerate"]) or SAMPLE_RATE
-        # Prefer 16 kHz when the device accepts it (no resampling), else its own rate.
-        try:
-            sd.check_input_settings(device=dev, samplerate=SAMPLE_RATE, channels=1, dtype="int16")
-            rate, channels = SAMPLE_RATE, 1
-        except Exception:  # noqa: BLE001
-            channels = max(1, min(2, int(info["max_input_channels"])))
+
+        def accepts(rate: int, channels: int) -> bool:
+            try:
+                sd.check_input_settings(device=dev, samplerate=rate, channels=channels, dtype="int16")
+                return True
+            except Exception:  # noqa: BLE001 - PortAudio errors have no stable type
+                return False
+
+        if self.want_rate and self.want_channels:
+            rate, channels = self.want_rate, self.want_channels
+        else:
+            rate, channels = choose_input_format(accepts, info["default_samplerate"], info["max_input_channels"])
+            rate, channels = self.want_rate or rate, self.want_channels or channels
         self.converter = InputConverter(rate, channels)
         blocksize = int(rate * self.settings.block_ms / 1000)
 
@@ -310,16 +339,43 @@ class Segment:
         return self.played / max(1, len(self.audio))
 
 
+def output_rates(voice_rate: int, device_default_rate: float | int | None) -> list[int]:
+    """Rates to open the speaker at, in order: the voice's own (no resampling), then the device's default (a device
+    that refuses the voice's 22,050 Hz, e.g. a USB or HDMI output that only takes 48 kHz)."""
+    rates = [int(voice_rate)]
+    if device_default_rate and int(device_default_rate) not in rates:
+        rates.append(int(device_default_rate))
+    return rates
+
+
+def for_device(audio: np.ndarray, rate: int, device_rate: int) -> np.ndarray:
+    """One segment's int16 audio at the device's rate (resampled whole, at the output edge)."""
+    if rate == device_rate:
+        return audio
+    return to_int16(resample(to_int16(audio), rate, device_rate))
+
+
+def played_samples(device_samples_played: int, segment_len: int, device_len: int) -> int:
+    """How many of a segment's own samples the device has played, after ``device_samples_played`` of its resampled
+    ``device_len``: proportional, exact at both ends (all of it once the last device sample is played)."""
+    if device_len <= 0 or device_samples_played >= device_len:
+        return segment_len
+    return device_samples_played * segment_len // device_len
+
+
 class Speaker:
     """Plays queued segments on a thread, in short blocks, so a flush silences it within ``OUTPUT_BLOCK_S``.
 
     The sink is either a sounddevice OutputStream (``device`` mode) or a WAV file aligned with the input clock
     (file mode). ``on_first_audio(t)`` fires when the first sample of a reply is handed to the device.
+    ``rate`` is the rate asked for (the voice's); a device that refuses it is opened at its default rate, and
+    ``self.rate`` is then that rate: every segment is resampled to it on the speaker thread.
     """
 
     def __init__(self, rate: int, *, device: str | int | None = None, file: str | Path | None = None,
                  realtime: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
+        self.voice_rate = rate  # what was asked for
+        self.rate = rate  # what the sink plays at
         self.device = device
         self.file = Path(file) if file else None
         self.realtime = realtime
@@ -350,13 +406,28 @@ class Speaker:
         sd = _sd()
         dev = find_device(self.device, "output")
         try:
-            self.stream = sd.OutputStream(device=dev, samplerate=self.rate, channels=1, dtype="int16",
-                                          blocksize=int(self.rate * OUTPUT_BLOCK_S), latency="low")
-            self.stream.start()
-        except Exception as e:  # noqa: BLE001
-            self.stream = None
-            raise AudioError(f"cannot open the speaker: {e}", fix="check `edge-agent devices`, or use --output") \
-                from None
+            default_rate = sd.query_devices(dev)["default_samplerate"]
+        except Exception:  # noqa: BLE001 - PortAudio errors have no stable type
+            default_rate = None
+        errors = []
+        for rate in output_rates(self.voice_rate, default_rate):
+            stream = None
+            try:
+                stream = sd.OutputStream(device=dev, samplerate=rate, channels=1, dtype="int16",
+                                         blocksize=int(rate * OUTPUT_BLOCK_S), latency="low")
+                stream.start()
+            except Exception as e:  # noqa: BLE001 - PortAudio errors have no stable type
+                _close_stream(stream, abort=True)
+                errors.append(f"{rate} Hz: {e}")
+                continue
+            if rate != self.voice_rate and rate != self.rate:
+                log.warning("speaker: the device refused %d Hz (%s); playing at its own %d Hz, resampling each "
+                            "reply", self.voice_rate, errors[0], rate)
+            self.stream, self.rate = stream, rate
+            return
+        self.stream = None
+        raise AudioError(f"cannot open the speaker: {'; '.join(errors)}",
+                         fix="check `edge-agent devices`, or use --output")
 
     def _device_lost(self) -> None:
         """An output error (device unplugged): drop the broken stream; ``_emit`` reopens it later. A broken
@@ -430,8 +501,8 @@ class Speaker:
             time.sleep(len(block) / self.rate)
 
     def _run(self) -> None:
-        block_n = max(1, int(self.rate * OUTPUT_BLOCK_S))
         while not self._stop.is_set():
+            block_n = max(1, int(self.rate * OUTPUT_BLOCK_S))  # the rate can change when the device is reopened
             if self._flush.is_set():
                 self._drain_after_flush()
             try:
@@ -456,8 +527,7 @@ class Speaker:
                 self._drain_after_flush()
                 continue
             self.current = seg
-            audio = to_int16(resample(seg.audio, seg.rate, self.rate)) if seg.rate != self.rate else seg.audio
-            scale = len(seg.audio) / max(1, len(audio))
+            audio = for_device(seg.audio, seg.rate, self.rate)
             i = 0
             while i < len(audio):
                 if self._flush.is_set():
@@ -478,7 +548,7 @@ class Speaker:
                         self._device_lost()
                     break
                 i += len(block)
-                seg.played = min(len(seg.audio), int(i * scale))
+                seg.played = played_samples(i, len(seg.audio), len(audio))
                 self.t_last_audio = self.t_any_audio = self.clock()
             self.current = None
             seg.t_done = self.clock()
