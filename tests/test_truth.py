@@ -1,0 +1,219 @@
+"""The truth guard (issue 11): pure logic, plain sentences, the real home and handler results built by hand.
+
+An LLM sentence may report only an action the handler executed in this turn, and a state/timer/clock fact only if
+the handler read it in this turn; parenthesised annotations never reach the voice.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_agent.intent import IntentCall, IntentResult
+from edge_agent.truth import (
+    ACTION_NOT_DONE,
+    STATE_NOT_READ,
+    TIME_NOT_READ,
+    TIMER_NOT_READ,
+    ReplyGuard,
+    action_claims,
+    spoken_history_text,
+    strip_annotations,
+)
+
+HOME_YAML = """
+areas:
+  - id: kitchen
+    name: Kitchen
+  - id: living_room
+    name: Living Room
+entities:
+  - id: light.kitchen
+    name: Kitchen Light
+    area: kitchen
+  - id: light.living_room_lamp
+    name: Living Room Lamp
+    area: living_room
+  - id: lock.front_door
+    name: Front Door
+"""
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    from edge_agent.config import Settings
+    from edge_agent.home import Home
+
+    p = tmp_path_factory.mktemp("home") / "home.yaml"
+    p.write_text(HOME_YAML)
+    return Home.load(Settings().home, file=p)
+
+
+def ran(name: str, entities: list[str], speech: str, **data) -> IntentResult:
+    return IntentResult(IntentCall(name, entities=entities), success=True, speech=speech, data=data)
+
+
+TURN_ON_KITCHEN = ran("HassTurnOn", ["light.kitchen"], "Turned on the kitchen light.", action="turn_on")
+TURN_OFF_LAMP = ran("HassTurnOff", ["light.living_room_lamp"], "Turned off the living room lamp.", action="turn_off")
+LOCK_DOOR = ran("HassTurnOn", ["lock.front_door"], "Locked the front door.", action="lock")
+DIM_KITCHEN = ran("HassLightSet", ["light.kitchen"], "Set the kitchen light to 40% brightness.",
+                  action="set_brightness", brightness=40)
+TIMER_STARTED = ran("HassStartTimer", [], "Timer set for 5 minutes.",
+                    timer={"total_seconds_left": 300, "minutes_left": 5})
+TIMER_STATUS = ran("HassTimerStatus", [], "3 minutes and 20 seconds left on the 5 minute timer.",
+                   timers=[{"total_seconds_left": 200, "minutes_left": 3, "seconds_left": 20}])
+STATE_READ = ran("HassGetState", ["lock.front_door"], "The front door is locked.",
+                 states=[{"entity_id": "lock.front_door", "state": "locked"}])
+TIME_READ = ran("HassGetCurrentTime", [], "It is 15:05.", time="15:05")
+
+# Sentences that are no action report and no unread fact: they pass unchanged whatever ran.
+PLAIN = [
+    "The capital of France is Paris.",
+    "Rome is the capital of Italy.",
+    "I'm doing well, thanks for asking!",
+    "A spider has eight legs.",
+    "The store is closed on Sundays.",
+    "Shall I turn on the kitchen light?",
+    "Do you want me to set a timer?",
+    "I can't unlock doors, sorry.",
+    "I didn't change anything.",
+    "I have not turned anything on.",
+    "Water boils at 100 degrees Celsius.",
+    "Shakespeare wrote Romeo and Juliet in the 1590s.",
+    "He turned on the radio and danced.",
+    "You can turn off the lights by saying so.",
+    "Octopuses have three hearts.",
+    "The meeting lasted 40 minutes.",
+]
+
+# (sentence, what it claims) with nothing executed: each must be rewritten.
+CLAIMS = [
+    ("I turned on the kitchen light.", ACTION_NOT_DONE),
+    ("Turned on the kitchen lamp.", ACTION_NOT_DONE),
+    ("Sure, I've switched off the living room lamp.", ACTION_NOT_DONE),
+    ("Okay, I have turned the kitchen light on.", ACTION_NOT_DONE),
+    ("The light is now on.", ACTION_NOT_DONE),
+    ("The lights are now off.", ACTION_NOT_DONE),
+    ("The kitchen light has been turned on.", ACTION_NOT_DONE),
+    ("I set the kitchen light to 50 percent.", ACTION_NOT_DONE),
+    ("Set the living room lamp to 30% brightness.", ACTION_NOT_DONE),
+    ("I dimmed the kitchen light.", ACTION_NOT_DONE),
+    ("Locked the front door.", ACTION_NOT_DONE),
+    ("I've unlocked the front door for you.", ACTION_NOT_DONE),
+    ("Started a timer for five minutes.", ACTION_NOT_DONE),
+    ("I set a timer for 10 minutes.", ACTION_NOT_DONE),
+    ("Your timer has been set for 5 minutes.", ACTION_NOT_DONE),
+    ("I'll turn it off now.", ACTION_NOT_DONE),
+    ("Switching on the kitchen light now.", ACTION_NOT_DONE),
+    ("Done!", ACTION_NOT_DONE),
+    ("You have 5 minutes left on your timer.", TIMER_NOT_READ),
+    ("There are three minutes remaining.", TIMER_NOT_READ),
+    ("Your timer goes off in ten minutes.", TIMER_NOT_READ),
+    ("The front door is locked.", STATE_NOT_READ),
+    ("The kitchen light is on.", STATE_NOT_READ),
+    ("It's 3:15 pm.", TIME_NOT_READ),
+    ("The time is ten past four.", TIME_NOT_READ),
+]
+
+
+@pytest.mark.parametrize("sentence", PLAIN)
+def test_plain_sentences_pass(home, sentence):
+    for results in ([], [TURN_ON_KITCHEN], [TIMER_STATUS]):
+        v = ReplyGuard(results, home).check(sentence)
+        assert not v.rewritten and v.text == sentence, (results, v)
+
+
+@pytest.mark.parametrize(("sentence", "honest"), CLAIMS)
+def test_unbacked_claims_are_rewritten(home, sentence, honest):
+    v = ReplyGuard([], home).check(sentence)
+    assert v.rewritten and v.text == honest, v
+    assert v.reason
+
+
+@pytest.mark.parametrize(("sentence", "results"), [
+    ("I turned on the kitchen light.", [TURN_ON_KITCHEN]),
+    ("Turned on the kitchen light.", [TURN_ON_KITCHEN]),
+    ("Done, the light is now on.", [TURN_ON_KITCHEN]),
+    ("I've turned it on.", [TURN_ON_KITCHEN]),
+    ("I switched off the living room lamp.", [TURN_OFF_LAMP]),
+    ("Locked the front door.", [LOCK_DOOR]),
+    ("I set the kitchen light to 40 percent.", [DIM_KITCHEN]),
+    ("Started a timer for five minutes.", [TIMER_STARTED]),
+    ("You have 5 minutes left.", [TIMER_STARTED]),
+    ("There are 3 minutes and 20 seconds left on your timer.", [TIMER_STATUS]),
+    ("The front door is locked.", [STATE_READ]),
+    ("It's 3:05 in the afternoon.", [TIME_READ]),
+    ("The kitchen light is on.", [TURN_ON_KITCHEN]),
+])
+def test_claims_backed_by_this_turn_pass(home, sentence, results):
+    v = ReplyGuard(results, home).check(sentence)
+    assert not v.rewritten and v.text == sentence, v
+
+
+@pytest.mark.parametrize(("sentence", "results"), [
+    ("I turned off the kitchen light.", [TURN_ON_KITCHEN]),  # the opposite of what ran
+    ("I turned on the living room lamp.", [TURN_ON_KITCHEN]),  # another device
+    ("I turned on the lights in the living room.", [TURN_ON_KITCHEN]),  # another area
+    ("I unlocked the front door.", [LOCK_DOOR]),
+    ("You have 7 minutes left.", [TIMER_STATUS]),  # a made-up remaining time
+    ("The front door is unlocked.", [STATE_READ]),  # not the state read
+    ("It's 4:05.", [TIME_READ]),  # not the time read
+])
+def test_claims_that_contradict_this_turn_are_rewritten(home, sentence, results):
+    v = ReplyGuard(results, home).check(sentence)
+    assert v.rewritten, v
+    assert v.text != sentence
+
+
+def test_a_wrong_report_is_replaced_by_what_really_ran(home):
+    v = ReplyGuard([TURN_ON_KITCHEN], home).check("I turned off the kitchen light.")
+    assert v.text == TURN_ON_KITCHEN.speech
+
+
+def test_results_are_read_live_and_the_honest_sentence_is_said_once(home):
+    results: list[IntentResult] = []
+    guard = ReplyGuard(results, home)
+    assert guard.check("Turned on the kitchen light.").text == ACTION_NOT_DONE
+    assert guard.check("I switched on the kitchen light.").text == ""  # no second "I didn't change anything."
+    results.append(TURN_ON_KITCHEN)  # the tool call ran later in the turn
+    assert guard.check("Turned on the kitchen light.").text == "Turned on the kitchen light."
+
+
+def test_failed_or_unconfirmed_calls_do_not_count(home):
+    failed = IntentResult(IntentCall("HassTurnOn", entities=["light.kitchen"]), success=False, speech="Sorry.",
+                          data={"action": "turn_on"})
+    waiting = IntentResult(IntentCall("HassTurnOff", entities=["lock.front_door"]), success=False,
+                           speech="Unlock the front door?", data={"action": "unlock"}, needs_confirmation=True)
+    assert ReplyGuard([failed], home).check("Turned on the kitchen light.").text == ACTION_NOT_DONE
+    assert ReplyGuard([waiting], home).check("I unlocked the front door.").text == ACTION_NOT_DONE
+
+
+@pytest.mark.parametrize(("said", "spoken"), [
+    ("Once upon a time (interrupted by the user)", "Once upon a time"),
+    ("Paris is the capital of France (as you know).", "Paris is the capital of France."),
+    ("(interrupted by the user)", ""),
+    ("Sure! *smiles* Here it is.", "Sure! Here it is."),
+    ('{"name": "HassTurnOn"}', ""),
+    ("I was saying—", "I was saying."),
+    ("[pause] Hello there.", "Hello there."),
+])
+def test_annotations_never_reach_the_voice(home, said, spoken):
+    assert strip_annotations(said) == spoken
+    v = ReplyGuard([], home).check(said)
+    assert v.text == spoken
+    # counted as a rewrite when the guard dropped it (JSON is already dropped by speakable, upstream)
+    assert v.rewritten == (not said.startswith("{"))
+
+
+def test_history_marks_an_interruption_only_by_breaking_off():
+    assert spoken_history_text("Once upon a time, there", True) == "Once upon a time, there—"
+    assert spoken_history_text("It is sunny today.", True) == "It is sunny today—"
+    assert spoken_history_text("", True) == "—"
+    assert spoken_history_text("All done.", False) == "All done."
+    assert "interrupted" not in spoken_history_text("Hello", True)
+
+
+def test_action_claim_kinds():
+    assert action_claims("I turned the kitchen light off.") == {"off"}
+    assert action_claims("Sure, switching it on.") == {"on"}
+    assert action_claims("The lamp is now at 40 percent.") == {"set"}
+    assert action_claims("What do you want me to turn on?") == set()
