@@ -17,6 +17,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edge_agent import audio_io
 from edge_agent.audio import InputConverter
@@ -244,6 +245,7 @@ np.save(out, np.concatenate(got) if got else np.zeros(0, dtype=np.int16))
 """
 
 
+@pytest.mark.slow  # starts a PulseAudio daemon and two capture processes (about 8 s)
 def test_stereo_48k_capture_through_pulseaudio_has_the_level_of_mono_16k(tmp_path):
     """The real sounddevice/PortAudio path: PulseAudio upmixes and resamples its 16 kHz mono pipe source for a
     stereo 48 kHz client; MicSource must bring it back at the level a 16 kHz mono client gets."""
