@@ -25,11 +25,12 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from .home import Home
+from .home import Home, normalize_name
 from .intent import IntentCall
 
 log = logging.getLogger(__name__)
@@ -286,13 +287,51 @@ def _number(v: Any) -> Any:
     return v
 
 
-class IntentMatcher:
-    """Text -> IntentCall with Home Assistant's templates and this home's names, areas and floors."""
+@dataclass
+class FastMatch(IntentCall):
+    """An ``IntentCall`` from the fast path, with how it was found and how sure it is (optional extra fields).
 
-    def __init__(self, home: Home, *, supplement: bool = True) -> None:
+    ``tier``: "exact" (a template as spoken) or "tolerant" (``edge_agent/fuzzy.py``: fillers stripped, verbs
+    rewritten, misheard names corrected). ``confidence``: 1.0 exact, 0.95 rewrites only, a corrected name's similarity
+    otherwise. ``clarify``: set when the match is not sure enough to act on ("Did you mean the Bedroom Lamp?"): the
+    caller should ask that and act only on a yes; such matches are returned only with ``match(..., ask_back=True)``.
+    ``heard``: the sentence that matched the templates (after normalisation). ``corrections``: misheard -> canonical.
+    """
+
+    tier: str = "exact"
+    confidence: float = 1.0
+    clarify: str | None = None
+    heard: str = ""
+    corrections: dict[str, str] = field(default_factory=dict)
+
+
+# Domains a corrected (misheard) name may have for each intent; a correction never crosses into another domain.
+INTENT_DOMAINS: dict[str, frozenset[str]] = {
+    "HassTurnOn": frozenset({"light", "switch", "fan", "cover", "lock", "valve", "scene", "script", "media_player",
+                             "input_boolean", "vacuum", "climate", "humidifier", "water_heater"}),
+    "HassLightSet": frozenset({"light"}),
+    "HassSetPosition": frozenset({"cover", "valve"}),
+    "HassClimateSetTemperature": frozenset({"climate"}),
+    "HassSetVolume": frozenset({"media_player"}),
+    "HassMediaPause": frozenset({"media_player"}), "HassMediaUnpause": frozenset({"media_player"}),
+    "HassMediaNext": frozenset({"media_player"}), "HassMediaPrevious": frozenset({"media_player"}),
+}
+INTENT_DOMAINS["HassTurnOff"] = INTENT_DOMAINS["HassTurnOn"]
+
+
+class IntentMatcher:
+    """Text -> IntentCall with Home Assistant's templates and this home's names, areas and floors.
+
+    Two tiers: the exact templates, then (``tolerant=True``, the default) the tolerant tier of ``edge_agent/fuzzy.py``
+    on what the templates did not take. Either returns a ``FastMatch`` (an ``IntentCall`` with ``tier``,
+    ``confidence`` and ``clarify``).
+    """
+
+    def __init__(self, home: Home, *, supplement: bool = True, tolerant: bool = True) -> None:
         from hassil import TextSlotList
 
         self.home = home
+        self.tolerant = tolerant
         self.intents = load_intents(supplement)
         names: list[tuple[str, str, dict[str, Any]]] = []
         for e in home.entities.values():
@@ -308,6 +347,17 @@ class IntentMatcher:
             "area": TextSlotList.from_tuples(areas, allow_template=False, name="area"),
             "floor": TextSlotList.from_tuples(floors, allow_template=False, name="floor"),
         }
+        self.corrector = None
+        if tolerant:
+            from .fuzzy import Choice, NameCorrector
+
+            choices = [Choice(normalize_name(n), "name", e.name, e.domain)
+                       for e in home.entities.values() for n in e.names]
+            choices += [Choice(normalize_name(n), "area", a.name) for a in home.areas.values()
+                        for n in (a.name, *a.aliases)]
+            choices += [Choice(normalize_name(n), "floor", f.name) for f in home.floors.values()
+                        for n in (f.name, *f.aliases)]
+            self.corrector = NameCorrector(choices)
 
     def recognize(self, text: str, area: str | None = None) -> Any:
         """The best hassil RecognizeResult, or None.
@@ -335,19 +385,112 @@ class IntentMatcher:
                 best, best_key = result, key
         return best
 
-    def match(self, text: str, area: str | None = None) -> IntentCall | None:
-        """Text -> IntentCall with slots (HA names and values) and the entity ids they resolve to, or None."""
+    def match(self, text: str, area: str | None = None, *, ask_back: bool = False) -> FastMatch | None:
+        """Text -> a call with slots (HA names and values) and the entity ids they resolve to, or None.
+
+        The exact templates first; then the tolerant tier. A tolerant match below ``fuzzy.ACT`` confidence carries a
+        ``clarify`` question and is returned only when ``ask_back`` is true (a caller that cannot ask leaves it to
+        the LLM); below ``fuzzy.ASK`` it is never returned.
+        """
         text = text.strip()
         if not text:
             return None
         result = self.recognize(text, area)
-        if result is None:
+        if result is not None:
+            return self._call(result, text, text, "exact", 1.0)
+        if not self.tolerant:
             return None
+        call = self.match_tolerant(text, area)
+        if call is None or (call.clarify and not ask_back):
+            return None
+        return call
+
+    def _call(self, result: Any, text: str, heard: str, tier: str, confidence: float) -> FastMatch:
         # "_"-slots are template helpers (e.g. the free-text quantity in "what is the X of <sensor>")
         slots = {e.name: _number(e.value) for e in result.entities_list if not e.name.startswith("_")}
-        call = IntentCall(name=result.intent.name, slots=slots, text=text, source="fast")
+        call = FastMatch(name=result.intent.name, slots=slots, text=text, source="fast", tier=tier,
+                         confidence=confidence, heard=heard)
         call.entities = [e.id for e in resolve_targets(self.home, call)]
         return call
+
+    def match_tolerant(self, text: str, area: str | None = None) -> FastMatch | None:
+        """The tolerant tier alone (``edge_agent/fuzzy.py``): a match with its confidence, or None.
+
+        Candidates in order of cost: fillers stripped; then verbs/values rewritten; then misheard names corrected
+        in those. The first candidate the templates take wins. A match must name configured devices (a device
+        intent that resolves to none is dropped), and a corrected name must fit the intent's domains.
+        """
+        from . import fuzzy
+
+        if fuzzy.refuses(text):
+            return None
+        stripped = fuzzy.strip_fillers(text)
+        rewritten, _ = fuzzy.rewrite(stripped)
+        variants = [v for v in dict.fromkeys((stripped, rewritten, self._area_cover(rewritten))) if v]
+        for v in variants:
+            if v == text:
+                continue  # the exact tier already tried it
+            result = self.recognize(v, area)
+            if result is not None:
+                call = self._call(result, text, v, "tolerant", fuzzy.REWRITE_CONFIDENCE)
+                if self._targets_ok(call):
+                    return call
+        if self.corrector is None:
+            return None
+        for v in variants:
+            for corrected, corrections in self.corrector.corrected_texts(v):
+                result = self.recognize(corrected, area)
+                if result is None:
+                    continue
+                score = min(c.score for c in corrections) / 100.0
+                confidence = min(score, fuzzy.REWRITE_CONFIDENCE)
+                if confidence < fuzzy.ASK:
+                    continue
+                call = self._call(result, text, corrected, "tolerant", round(confidence, 3))
+                call.corrections = {c.heard: c.choice.canonical for c in corrections}
+                if not self._targets_ok(call) or not self._corrections_fit(call, corrections):
+                    continue
+                ambiguous = [c for c in corrections if c.runner_up is not None]
+                if ambiguous:
+                    c = ambiguous[0]
+                    call.clarify = f"Did you mean the {c.choice.canonical} or the {c.runner_up.canonical}?"
+                    call.confidence = min(call.confidence, fuzzy.ACT - 0.01)
+                elif confidence < fuzzy.ACT:
+                    c = min(corrections, key=lambda c: c.score)
+                    call.clarify = f"Did you mean the {c.choice.canonical}?"
+                return call
+        return None
+
+    def _area_cover(self, text: str) -> str | None:
+        """ "open the garage": an area named as the thing to open/close means its one cover, if it has exactly one."""
+        import re
+
+        m = re.match(r"^(open|close) (?:the )?(.+)$", text)
+        area = self.home.area_by_name(m.group(2)) if m else None
+        if m is None or area is None:
+            return None
+        covers = [e for e in self.home.entities.values() if e.area == area.id and e.domain == "cover"]
+        return f"{m.group(1)} the {normalize_name(covers[0].name)}" if len(covers) == 1 else None
+
+    def _targets_ok(self, call: FastMatch) -> bool:
+        """A tolerant match of a device intent must resolve to configured devices of a domain the intent takes."""
+        if call.name not in DEVICE_INTENTS:
+            return True
+        if not call.entities:
+            return False
+        allowed = INTENT_DOMAINS.get(call.name)
+        return allowed is None or all(e.split(".", 1)[0] in allowed for e in call.entities)
+
+    def _corrections_fit(self, call: FastMatch, corrections: list[Any]) -> bool:
+        """Every corrected name ended up in the call, as the slot of its kind, in a domain the intent takes."""
+        allowed = INTENT_DOMAINS.get(call.name)
+        for c in corrections:
+            slot = call.slots.get(c.choice.kind)
+            if not isinstance(slot, str) or normalize_name(slot) != normalize_name(c.choice.canonical):
+                return False
+            if c.choice.kind == "name" and allowed is not None and c.choice.domain not in allowed:
+                return False
+        return True
 
 
 def resolve_targets(home: Home, call: IntentCall) -> list[Any]:
