@@ -42,7 +42,7 @@ AMBIGUOUS_MARGIN = 4.0  # a second, different name this close to the best one: a
 # Words that make the tolerant tier stand aside (the exact templates still apply): negation, the past, hypotheticals,
 # and instruction-like words that prompt injections use. Such a transcript is not a plain request.
 REFUSE = re.compile(
-    r"\b(?:don'?t|do not|doesn'?t|never|not|didn'?t|did|was|were|had|yesterday|ago|tomorrow|earlier|last|"
+    r"\b(?:don'?t|do not|doesn'?t|never(?! ?mind)|not|didn'?t|did|was|were|had|yesterday|ago|tomorrow|earlier|last|"
     r"would have|if i|when i|who|why|ignore|instructions?|override|pretend|mode|system|admin(?:istrator)?|"
     r"developer|authori[sz]ed|repeat after|jailbreak|everything|every|prompt|assistant|owner|message|"
     r"immediately|command)\b")
@@ -60,8 +60,8 @@ _TRAIL = re.compile(
     r"(?:\s+(?:please|thanks|thank\s+you|cheers|if\s+you\s+can|if\s+you\s+could|if\s+you\s+would|"
     r"if\s+you\s+don'?t\s+mind|if\s+possible|for\s+me|for\s+a\s+sec(?:ond)?|for\s+a\s+moment|for\s+a\s+minute|"
     r"would\s+you|could\s+you|will\s+you|can\s+you|ok|okay|now|quickly|real\s+quick|right\s+away|"
-    r"when\s+you\s+can|mate|buddy))+$")
-_INNER = re.compile(r"\s+(?:please|kindly|just|quickly)(?=\s)")
+    r"when\s+you\s+can|mate|buddy|right\s+now))+$")
+_INNER = re.compile(r"\s+(?:please|kindly|just|quickly|still)(?=\s)")
 
 NUMBER = r"\d+(?:\.\d+)?"
 
@@ -131,6 +131,9 @@ TIMER_RULES: list[tuple[str, str]] = [
      r"how much time is left on \g<t>"),
     (rf"^how (?:long|much time) is left on\s+{_TIMER}$", r"how much time is left on \g<t>"),
     (r"^timer for\s+(?P<d>.+)$", r"set a timer for \g<d>"),
+    (r"^(?:put|set|start|get)\s+(?:a|an)\s+timer\s+(?:on|going|up|running)\s+for\s+(?P<d>.+)$",
+     r"set a timer for \g<d>"),
+    (rf"^how much longer\s+(?:on|for|until|till)\s+{_TIMER}$", r"how much time is left on \g<t>"),
     (r"^(?:time|count down)\s+(?P<d>.+?(?:second|minute|hour)s?)$", r"set a timer for \g<d>"),
     (r"^(?P<v>set|start)\s+(?:a|an)\s+(?P<n>[a-z]+)\s+timer\s+for\s+(?P<d>.+)$", r"set a timer for \g<d> named \g<n>"),
 ]
@@ -141,7 +144,9 @@ COMMON_RULES: list[tuple[str, str]] = [
     (r"\b(?:a|an|one) (?P<u>second|minute|hour)\b", r"1 \g<u>"),
     # time and date, never mind
     (r"^(?:got|have you got|do you have|you got) the time$", "what time is it"),
-    (r"^what day is it(?: today)?$", "what is the date"),
+    (r"^what (?:day|date) is it(?: today)?$", "what is the date"),
+    (r"^what's the (?:time|time now)$", "what time is it"),
+    (r"^how much longer$", "how much time is left on my timer"),
     (r"^forget (?:it|that|about it)$", "never mind"),
     (r"^never mind (?:that|it|then)$", "never mind"),
     (r"^(?:cancel|scratch|skip) (?:that|it)$", "never mind"),
@@ -165,13 +170,18 @@ DEVICE_RULES: list[tuple[str, str]] = [
     (r"^(?:closed|shut) (?!off\b|down\b|.*\b(?:off|down|out)$)", "close "),
     (rf"^lock up\s+{_OBJ}$", r"lock \g<obj>"),
     (rf"^lock\s+{_OBJ}\s+up$", r"lock \g<obj>"),
+    # a value for a device: "bump the thermostat to 20", "turn the heat up to 23", "dim X to 10%"
+    (rf"^(?:put|change|make|bring|move|adjust|bump|raise|lower|increase|decrease|drop|crank|dim|brighten|turn up|"
+     rf"turn down)\s+{_OBJ}\s+(?:up\s+|down\s+)?(?:at|on|to)\s+(?P<v>\d+(?:\.\d+)?(?:%|\s*degrees?)?)$",
+     r"set \g<obj> to \g<v>"),
+    (rf"^turn\s+{_OBJ}\s+(?:up|down)\s+to\s+(?P<v>\d+(?:\.\d+)?(?:%|\s*degrees?)?)$", r"set \g<obj> to \g<v>"),
     # covers
-    (rf"^(?:pull up|raise|roll up|lift|draw up)\s+{_OBJ}$", r"open \g<obj>"),
+    (rf"^(?:pull up|raise|roll up|lift|draw up|open up)\s+{_OBJ}$", r"open \g<obj>"),
     (rf"^(?:pull down|lower|roll down|draw down)\s+{_OBJ}$", r"close \g<obj>"),
     (rf"^(?P<v>open|close)\s+{_OBJ}\s+(?:halfway|half way)$", r"open \g<obj> to 50%"),
     # brightness values
-    (r"\b(?P<p>to|at)\s+(?:full|max|maximum)(?:\s+brightness)?$", r"\g<p> 100%"),
-    (r"\b(?P<p>to|at)\s+half(?:\s+brightness)?$", r"\g<p> 50%"),
+    (r"\b(?P<p>to|at|on)\s+(?:full|max|maximum)(?:\s+brightness)?$", r"\g<p> 100%"),
+    (r"\b(?P<p>to|at|on)\s+half(?:\s+brightness)?$", r"\g<p> 50%"),
     (r"\b(?P<p>to|at)\s+(?P<n>\d+%)\s+brightness$", r"\g<p> \g<n>"),
     (r"\bfull brightness$", "100%"),
     # device verbs
@@ -185,7 +195,8 @@ DEVICE_RULES: list[tuple[str, str]] = [
     (rf"^(?:put|switch|power|fire|get)\s+{_OBJ}\s+on$", r"turn on \g<obj>"),
     (rf"^(?:dim|brighten|turn up|turn down)\s+{_OBJ}\s+to\s+(?P<v>\d+%)$", r"set \g<obj> to \g<v>"),
     (rf"^turn\s+{_OBJ}\s+(?:up|down)\s+to\s+(?P<v>\d+%)$", r"set \g<obj> to \g<v>"),
-    (rf"^make\s+{_OBJ}\s+(?:brighter|dimmer|darker|lighter)\s+(?P<v>\d+%)$", r"set \g<obj> to \g<v>"),
+    (rf"^make\s+{_OBJ}\s+(?:(?:a\s+)?(?:bit|little|tad)\s+)?(?:brighter|dimmer|darker|lighter)\s+(?P<v>\d+%)$",
+     r"set \g<obj> to \g<v>"),
     (rf"^make\s+{_OBJ}\s+(?P<v>\d+%)$", r"set \g<obj> to \g<v>"),
     (rf"^(?:put|change|make|bring|move|adjust)\s+{_OBJ}\s+(?:at|on|to)\s+(?P<v>.+)$", r"set \g<obj> to \g<v>"),
     (rf"^(?:turn|make|change)\s+{_OBJ}\s+(?P<c>red|green|blue|yellow|orange|purple|pink|white|brown|black)$",
