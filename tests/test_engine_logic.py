@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from edge_agent.audio_io import Segment
-from edge_agent.engine import WAKE_HOLD_MAX_S, Turn, WakeTailGate, strip_wake_words, wake_phrase, wake_tail_cut
+from edge_agent.turn import Turn, playback_times, spoken_text
+from edge_agent.wake_tail import WAKE_HOLD_MAX_S, WakeTailGate, strip_wake_words, wake_phrase, wake_tail_cut
 
 P = ["hey jarvis"]
 
@@ -130,14 +131,20 @@ def _seg(text: str, n: int, played: int) -> Segment:
 
 
 def test_spoken_text_is_what_was_played():
-    t = Turn(turn_id="x", t_wake=0.0)
-    t.segments = [_seg("The first sentence.", 1000, 1000), _seg("One two three four five six.", 1000, 500),
-                  _seg("Never played.", 1000, 0)]
-    assert t.spoken_text() == "The first sentence. One two three —"
-    t.segments = [_seg("All of it.", 10, 10), _seg("And this.", 10, 10)]
-    assert t.spoken_text() == "All of it. And this."
-    t.segments = [_seg("Nothing.", 10, 0)]
-    assert t.spoken_text() == ""
+    segs = [_seg("The first sentence.", 1000, 1000), _seg("One two three four five six.", 1000, 500),
+            _seg("Never played.", 1000, 0)]
+    assert spoken_text(segs) == "The first sentence. One two three —"
+    assert spoken_text([_seg("All of it.", 10, 10), _seg("And this.", 10, 10)]) == "All of it. And this."
+    assert spoken_text([_seg("Nothing.", 10, 0)]) == ""
+
+
+def test_playback_times_come_from_the_turns_own_segments():
+    a, b, never = _seg("One.", 10, 10), _seg("Two.", 10, 4), _seg("Three.", 10, 0)
+    a.t_first, a.t_done = 5.0, 5.5
+    b.t_first, b.t_done = 5.6, 5.8
+    never.t_done = 9.0  # dropped by a flush: not played, not counted
+    assert playback_times([a, b, never]) == (5.0, 5.8)
+    assert playback_times([never]) == (None, None)
 
 
 def test_turn_json_has_every_timestamp():
@@ -176,22 +183,28 @@ def _engine(tmp_path):
     return eng, brain, timer
 
 
+def _posted(eng):
+    out = []
+    while not eng.events.empty():
+        out.append(eng.events.get_nowait())
+    return out
+
+
 def test_a_timer_command_missed_while_off_is_announced_not_run(tmp_path):
-    import time
+    from edge_agent.controller import Announce, RunCommand
 
     eng, brain, timer = _engine(tmp_path)
     eng._on_timer_finished(timer("turn off the oven", 600.0))
-    assert eng.announcements.get_nowait() == ("While I was off, it was time to turn off the oven, 10 minutes ago. "
-                                              "I did not do it; please ask again.")
-    time.sleep(0.2)
-    assert brain.asked == []
-    # due just now (or missed only briefly): it runs
+    posted = _posted(eng)
+    assert [type(e) for e in posted] == [Announce]
+    assert posted[0].text == ("While I was off, it was time to turn off the oven, 10 minutes ago. "
+                              "I did not do it; please ask again.")
+    # due just now (or missed only briefly): it runs, as a turn of its own queued through the controller
     eng._on_timer_finished(timer("turn off the oven", 3.0))
-    deadline = time.monotonic() + 5
-    while not brain.asked and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert brain.asked == ["turn off the oven"]
+    posted = _posted(eng)
+    assert [type(e) for e in posted] == [RunCommand] and posted[0].text == "turn off the oven"
+    assert brain.asked == []  # nothing runs beside the loop's own turns
     # a plain timer says which one rang, and that it was missed
     eng._on_timer_finished(timer(None, 600.0))
-    texts = [eng.announcements.get(timeout=5) for _ in range(2)]
+    texts = [e.text for e in _posted(eng) if isinstance(e, Announce)]
     assert "While I was off, your tea timer finished, 10 minutes ago." in texts

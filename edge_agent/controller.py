@@ -1,0 +1,396 @@
+"""The turn controller: the one writer of turn state.
+
+``TurnController.handle(event) -> list[Action]`` is pure: no threads, no clock, no I/O. Events carry their own time.
+The engine's loop thread is the only caller; worker threads (responder, arbitration, timers, MQTT) post events to
+the loop's control queue instead of touching the state. The actions are carried out by the engine (open the
+listener, start the responder, interrupt, play a cue, log the finished turn); state changes are actions too, and the
+MQTT link, the turn log and the systemd notifier subscribe to them.
+
+States: idle → listening → thinking → speaking → follow_up → idle (see docs/architecture.md for the table).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .turn import Turn
+
+log = logging.getLogger(__name__)
+
+QUEUE_MAX = 16  # announcements / timer commands waiting for the assistant to be free
+
+
+class State(enum.StrEnum):
+    IDLE = "idle"
+    LISTENING = "listening"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+    FOLLOW_UP = "follow_up"
+
+
+RESPONDING = (State.THINKING, State.SPEAKING)
+
+
+# --------------------------------------------------------------------------------------------------- events
+@dataclass(frozen=True)
+class Event:
+    t: float  # monotonic seconds
+
+
+@dataclass(frozen=True)
+class WakeDetected(Event):
+    model: str
+    score: float
+    t_detect: float  # audio time at the end of the frame the detector fired on
+
+
+@dataclass(frozen=True)
+class StopWord(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class BargeIn(Event):
+    """Speech while a reply plays, on an echo-cancelled source."""
+
+
+@dataclass(frozen=True)
+class FollowUpSpeech(Event):
+    """Real speech in the follow-up window: a turn without the wake word."""
+
+
+@dataclass(frozen=True)
+class SpeechStarted(Event):
+    turn_id: str
+    t_audio: float
+
+
+@dataclass(frozen=True)
+class Endpointed(Event):
+    turn_id: str
+    t_speech_end: float
+
+
+@dataclass(frozen=True)
+class NoSpeech(Event):
+    turn_id: str
+
+
+@dataclass(frozen=True)
+class ArbitrationLost(Event):
+    turn_id: str
+
+
+@dataclass(frozen=True)
+class Transcribed(Event):
+    turn_id: str
+    text: str
+    heard: str = ""
+    speculative: bool = False
+    compute_s: float | None = None
+
+
+@dataclass(frozen=True)
+class IntentExecuted(Event):
+    turn_id: str
+    intent: dict[str, Any]
+    hub_offline: bool = False
+
+
+@dataclass(frozen=True)
+class FirstToken(Event):
+    turn_id: str
+
+
+@dataclass(frozen=True)
+class ReplyStarted(Event):
+    """The first reply segment was queued on the speaker."""
+
+    turn_id: str
+
+
+@dataclass(frozen=True)
+class ResponseDone(Event):
+    """The responder finished (its playback ended or was cut): the turn's own measurements."""
+
+    turn_id: str
+    reply_text: str = ""
+    reply_spoken: str = ""
+    used_llm: bool = False
+    outcome: str | None = None  # "empty" or "error" when the responder decided so; None: answered
+    error: str | None = None
+    t_first_audio: float | None = None
+    t_playback_end: float | None = None
+    stages: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Announce(Event):
+    text: str
+
+
+@dataclass(frozen=True)
+class RunCommand(Event):
+    """A timer's delayed command ("in 5 minutes turn off the light"): a turn of its own, never beside another."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Tick(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class Mute(Event):
+    muted: bool
+
+
+@dataclass(frozen=True)
+class Shutdown(Event):
+    pass
+
+
+# --------------------------------------------------------------------------------------------------- actions
+@dataclass(frozen=True)
+class Action:
+    pass
+
+
+@dataclass(frozen=True)
+class SetState(Action):
+    state: State
+    previous: State
+
+
+@dataclass(frozen=True)
+class OpenListener(Action):
+    turn: Turn
+    after_wake: bool  # the pre-roll ends with the wake phrase (else: speech that opened a turn by itself)
+
+
+@dataclass(frozen=True)
+class CloseListener(Action):
+    turn_id: str
+
+
+@dataclass(frozen=True)
+class Interrupt(Action):
+    turn: Turn
+
+
+@dataclass(frozen=True)
+class StartResponse(Action):
+    turn: Turn
+    text: str | None = None  # a command turn's words (no STT); None: the listener's transcript
+
+
+@dataclass(frozen=True)
+class SpeakAnnouncement(Action):
+    turn: Turn
+    text: str
+
+
+@dataclass(frozen=True)
+class PlayCue(Action):
+    kind: str
+
+
+@dataclass(frozen=True)
+class ResetDetectors(Action):
+    pass
+
+
+@dataclass(frozen=True)
+class TurnFinished(Action):
+    turn: Turn
+
+
+# --------------------------------------------------------------------------------------------------- controller
+class TurnController:
+    """(state, event) → (state, actions). Pure: time comes with the events, ids from ``new_id``."""
+
+    def __init__(self, *, follow_up_s: float, new_id: Callable[[], str], queue_max: int = QUEUE_MAX) -> None:
+        self.follow_up_s = follow_up_s
+        self.new_id = new_id
+        self.state = State.IDLE
+        self.state_since = 0.0
+        self.turn: Turn | None = None  # the current turn (listening, responding, or just answered)
+        self.open: dict[str, Turn] = {}  # turns whose responder still runs (an interrupted one finishes later)
+        self.muted = False
+        self.pending: deque[tuple[str, str]] = deque()  # ("announce" | "command", text)
+        self.queue_max = queue_max
+        self.dropped = 0  # announcements/commands dropped because the queue was full
+
+    # ---------------------------------------------------------------- helpers
+    def _set(self, state: State, t: float, out: list[Action]) -> None:
+        if state == self.state:
+            return
+        out.append(SetState(state, self.state))
+        self.state, self.state_since = state, t
+
+    def _new_turn(self, t: float, *, kind: str = "voice", t_wake: float | None = None,
+                  model: str | None = None) -> Turn:
+        turn = Turn(turn_id=self.new_id(), t_wake=t_wake, wake_model=model, kind=kind, t_listen=t)
+        self.turn = turn
+        return turn
+
+    def _open_listening(self, t: float, out: list[Action], *, t_wake: float | None = None, model: str | None = None
+                        ) -> None:
+        old = self.turn
+        if old is not None and self.state == State.LISTENING:
+            out.append(CloseListener(old.turn_id))  # a follow-up turn restarted by the wake word: nothing said yet
+        turn = self._new_turn(t, t_wake=t_wake, model=model)
+        self._set(State.LISTENING, t, out)
+        out.append(OpenListener(turn, after_wake=t_wake is not None))
+
+    def _interrupt(self, outcome: str, out: list[Action]) -> None:
+        turn = self.turn
+        if turn is None or turn.turn_id not in self.open or turn.cancel.is_set():
+            return
+        turn.interrupted = True
+        turn.outcome = outcome
+        out.append(Interrupt(turn))
+
+    def _current(self, turn_id: str) -> Turn | None:
+        turn = self.turn
+        return turn if turn is not None and turn.turn_id == turn_id else None
+
+    def _known(self, turn_id: str) -> Turn | None:
+        return self.open.get(turn_id) or self._current(turn_id)
+
+    def _start_pending(self, t: float, out: list[Action]) -> None:
+        if not self.pending or self.state not in (State.IDLE, State.FOLLOW_UP):
+            return
+        kind, text = self.pending.popleft()
+        if kind == "announce":
+            turn = self._new_turn(t, kind="announcement")
+            turn.outcome = "announcement"
+            turn.reply_text = text
+            self.open[turn.turn_id] = turn
+            self._set(State.THINKING, t, out)
+            out.append(SpeakAnnouncement(turn, text))
+        else:
+            turn = self._new_turn(t, kind="command")
+            turn.transcript = text
+            turn.t_transcript = t
+            self.open[turn.turn_id] = turn
+            self._set(State.THINKING, t, out)
+            out.append(StartResponse(turn, text=text))
+
+    def _enqueue(self, kind: str, text: str, t: float, out: list[Action]) -> None:
+        if len(self.pending) >= self.queue_max:
+            self.dropped += 1
+            log.warning("%s dropped (%d waiting): %s", kind, len(self.pending), text)
+            return
+        self.pending.append((kind, text))
+        self._start_pending(t, out)
+
+    # ---------------------------------------------------------------- the transition function
+    def handle(self, ev: Event) -> list[Action]:
+        out: list[Action] = []
+        t = ev.t
+        if isinstance(ev, WakeDetected):
+            if self.muted:
+                return out
+            if self.state in RESPONDING:
+                self._interrupt("interrupted", out)
+            follow_up_turn = self.state == State.LISTENING and self.turn is not None and self.turn.t_wake is None
+            if self.state != State.LISTENING or follow_up_turn:
+                self._open_listening(t, out, t_wake=ev.t_detect, model=ev.model)
+        elif isinstance(ev, StopWord):
+            if self.state in RESPONDING:
+                self._interrupt("interrupted", out)
+                self._set(State.IDLE, t, out)
+        elif isinstance(ev, BargeIn):
+            if self.state in RESPONDING:
+                self._interrupt("interrupted", out)
+                self._open_listening(t, out)
+        elif isinstance(ev, FollowUpSpeech):
+            if self.state == State.FOLLOW_UP and not self.muted:
+                self._open_listening(t, out)
+        elif isinstance(ev, SpeechStarted):
+            turn = self._current(ev.turn_id)
+            if turn is not None and self.state == State.LISTENING:
+                turn.t_speech_start = ev.t_audio
+        elif isinstance(ev, Endpointed):
+            turn = self._current(ev.turn_id)
+            if turn is not None and self.state == State.LISTENING:
+                turn.t_speech_end = ev.t_speech_end
+                turn.t_endpoint = t
+                self.open[turn.turn_id] = turn
+                self._set(State.THINKING, t, out)
+                out.append(StartResponse(turn))
+        elif isinstance(ev, (NoSpeech, ArbitrationLost)):
+            turn = self._current(ev.turn_id)
+            if turn is not None and self.state == State.LISTENING:
+                turn.outcome = "no_speech" if isinstance(ev, NoSpeech) else "deferred"
+                out.append(CloseListener(turn.turn_id))
+                self._set(State.IDLE, t, out)
+                if isinstance(ev, NoSpeech):
+                    out.append(PlayCue("timeout"))
+                out.append(TurnFinished(turn))
+                self._start_pending(t, out)
+        elif isinstance(ev, Transcribed):
+            turn = self._known(ev.turn_id)
+            if turn is not None:
+                turn.transcript, turn.heard = ev.text, ev.heard or ev.text
+                turn.t_transcript = t
+                turn.speculative = ev.speculative
+                turn.stt_compute_s = ev.compute_s
+        elif isinstance(ev, IntentExecuted):
+            turn = self._known(ev.turn_id)  # by id: a timer's command never lands in another turn's record
+            if turn is not None:
+                turn.intents.append(ev.intent)
+                turn.t_intent = t
+                turn.hub_offline = turn.hub_offline or ev.hub_offline
+        elif isinstance(ev, FirstToken):
+            turn = self._known(ev.turn_id)
+            if turn is not None and turn.t_first_token is None:
+                turn.t_first_token = t
+        elif isinstance(ev, ReplyStarted):
+            if self._current(ev.turn_id) is not None and self.state == State.THINKING:
+                self._set(State.SPEAKING, t, out)
+        elif isinstance(ev, ResponseDone):
+            turn = self.open.pop(ev.turn_id, None)
+            if turn is None:
+                return out
+            turn.reply_text = ev.reply_text or turn.reply_text
+            turn.reply_spoken = ev.reply_spoken
+            turn.used_llm = ev.used_llm
+            turn.t_first_audio = ev.t_first_audio
+            turn.t_playback_end = ev.t_playback_end
+            turn.stages.update(ev.stages)
+            if ev.outcome and turn.outcome in ("answered", "announcement"):
+                turn.outcome, turn.error = ev.outcome, ev.error
+            out.append(TurnFinished(turn))
+            if self.turn is turn:
+                answered = turn.outcome == "answered" and not turn.interrupted and turn.kind == "voice"
+                if answered and self.follow_up_s > 0:
+                    self._set(State.FOLLOW_UP, t, out)
+                    out.append(ResetDetectors())
+                elif self.state != State.LISTENING:
+                    self._set(State.IDLE, t, out)
+            self._start_pending(t, out)
+        elif isinstance(ev, Announce):
+            self._enqueue("announce", ev.text, t, out)
+        elif isinstance(ev, RunCommand):
+            self._enqueue("command", ev.text, t, out)
+        elif isinstance(ev, Tick):
+            if self.state == State.FOLLOW_UP and t - self.state_since > self.follow_up_s:
+                self._set(State.IDLE, t, out)
+            self._start_pending(t, out)
+        elif isinstance(ev, Mute):
+            self.muted = ev.muted
+        elif isinstance(ev, Shutdown):
+            self._interrupt("shutdown", out)
+        return out
+
+    @property
+    def responding(self) -> bool:
+        return bool(self.open)

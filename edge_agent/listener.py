@@ -1,0 +1,206 @@
+"""The listening pipeline of one turn: VAD → wake-tail gate → endpointer, with the STT stream fed as audio arrives
+and a speculative transcription at the first pause.
+
+Owned by the loop thread alone: the engine opens it on the controller's ``OpenListener`` action, feeds it every
+chunk, and turns what it reports into controller events. Nothing here writes turn state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, AudioChunk
+from .vad import SegmentEvent
+from .wake_tail import WakeTailGate, wake_tail_cut
+
+log = logging.getLogger(__name__)
+
+VAD_FRAME_S = 512 / SAMPLE_RATE  # Silero's frame: 32 ms
+SPECULATE_AFTER_S = 0.12  # silence after speech before a speculative transcription of the audio so far starts
+
+
+class Speculation:
+    """A transcription of the utterance so far, started at the first pause: if the user does not go on speaking, the
+    endpoint finds the transcript ready instead of starting it (the trailing silence is spent on it).
+
+    It carries a cancel token: when the user goes on, it is cancelled (its result is never used, and a second,
+    full-window decode it might have needed is skipped). One decode already inside CTranslate2 cannot be stopped
+    midway, which is why the listener starts no new speculation while a cancelled one still runs: on 2 or 4 cores
+    stale decodes never queue up in front of the final one."""
+
+    def __init__(self, transcribe: Callable[[np.ndarray], Any], audio: np.ndarray) -> None:
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.samples = len(audio)
+        self.cancel = threading.Event()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(transcribe, audio), name="stt-speculation",
+                                       daemon=True)
+        self.thread.start()
+
+    def _run(self, transcribe: Callable[[np.ndarray], Any], audio: np.ndarray) -> None:
+        try:
+            if not self.cancel.is_set():
+                self.result = transcribe(audio)
+        except BaseException as e:  # noqa: BLE001 - reported through .error; the normal path takes over
+            self.error = e
+        finally:
+            self.done.set()
+
+    @property
+    def running(self) -> bool:
+        return not self.done.is_set()
+
+    def wait(self, timeout: float) -> Any:
+        """The transcript, or None when it failed, was cancelled, or did not finish within ``timeout`` seconds."""
+        if not self.done.wait(timeout):
+            log.warning("speculative transcription still running after %.1f s; transcribing again", timeout)
+            self.cancel.set()
+            return None
+        return None if self.cancel.is_set() else self.result
+
+
+@dataclass
+class Heard:
+    """What one chunk produced for the controller."""
+
+    speech_start: float | None = None  # audio time
+    endpoint: float | None = None  # audio time of the last voiced frame
+    no_speech: bool = False
+
+
+class Listener:
+    """One turn's listening: see the module docstring. ``feed`` returns what the endpointer decided."""
+
+    def __init__(self, *, vad: Any, segmenter: Any, stt_stream: Any, transcribe: Callable[[np.ndarray], Any],
+                 threshold: float, keep_audio: bool = False, speculate: bool = True) -> None:
+        self.vad = vad
+        self.segmenter = segmenter
+        self.stream = stt_stream
+        self.transcribe = transcribe
+        self.threshold = threshold
+        self.keep_audio = keep_audio
+        self.speculate = speculate
+        self.audio: list[np.ndarray] = []  # what STT heard (debug recorder)
+        self.speculation: Speculation | None = None
+        self.stale: list[Speculation] = []  # cancelled, still finishing their one CTranslate2 call
+        self.speculations = 0
+        self.cancelled = 0
+        self.gate: WakeTailGate | None = None
+        self.silence_s = 0.0
+        self.closed = False
+
+    # ---------------------------------------------------------------- opening
+    def start_after_wake(self, preroll: np.ndarray) -> None:
+        """The pre-roll ends with the wake word: keep what follows its pause (``wake_tail_cut``); when it ends in voice
+        with no pause, the wake phrase may still be going on: hold the audio (``WakeTailGate``)."""
+        if not len(preroll):
+            return
+        probs = self.vad.process(preroll)  # no reset after: the VAD goes on warm into the live audio that follows
+        frame = int(VAD_FRAME_S * SAMPLE_RATE)
+        voiced = [p >= self.threshold for p in probs]
+        cut = wake_tail_cut(voiced, VAD_FRAME_S)
+        if cut == 0 and any(voiced):
+            trailing = len(voiced) - 1 - max(i for i, v in enumerate(voiced) if v)
+            self.gate = WakeTailGate(preroll, trailing, VAD_FRAME_S)
+            return
+        self._feed_stt(preroll[cut * frame:] if cut < len(probs) else preroll[:0])
+
+    # ---------------------------------------------------------------- per chunk
+    def _feed_stt(self, audio: np.ndarray) -> None:
+        if self.stream is None or not len(audio):
+            return
+        partial = self.stream.feed(audio)
+        if partial:
+            log.debug("partial: %s", partial)
+        if self.keep_audio:
+            self.audio.append(audio.copy())
+
+    def feed(self, chunk: AudioChunk) -> Heard:
+        heard = Heard()
+        flags = [p >= self.threshold for p in self.vad.process(chunk.samples)]
+        if self.gate is not None:
+            released = self.gate.push(chunk.samples, flags)
+            if released is None:
+                return heard  # the wake phrase may still be going on: neither STT nor the endpointer hear it yet
+            audio, flags = released
+            self.gate = None
+            self._feed_stt(audio)
+        else:
+            self._feed_stt(chunk.samples)
+        for voiced in flags:
+            if voiced:
+                self.silence_s = 0.0
+                self._supersede()
+            elif self.segmenter.in_speech:
+                self.silence_s += VAD_FRAME_S
+                if self.silence_s >= SPECULATE_AFTER_S:
+                    self._speculate()
+            for ev in self.segmenter.feed(VAD_FRAME_S, voiced):
+                # Event time on the chunk clock: how far back from this chunk's end the event lies in audio time.
+                t_ev = chunk.t_end - max(0.0, self.segmenter.t - ev.t)
+                if ev.kind == SegmentEvent.SPEECH_START:
+                    heard.speech_start = t_ev
+                elif ev.kind in (SegmentEvent.ENDPOINT, SegmentEvent.MAX_LENGTH):
+                    heard.endpoint = t_ev
+                    return heard
+                elif ev.kind == SegmentEvent.TIMEOUT:
+                    heard.no_speech = True
+                    return heard
+        return heard
+
+    # ---------------------------------------------------------------- speculation
+    def _speculate(self) -> None:
+        if not self.speculate or self.speculation is not None or self.stream is None:
+            return
+        self.stale = [s for s in self.stale if s.running]
+        if self.stale:
+            return  # one stale decode is still inside CTranslate2: never queue another beside it
+        snapshot = getattr(self.stream, "snapshot", None)
+        audio = snapshot() if snapshot else None
+        if audio is None or not len(audio):
+            return
+        self.speculation = Speculation(self.transcribe, audio)
+        self.speculations += 1
+
+    def _supersede(self) -> None:
+        """The user went on: what was transcribed is stale. Cancel it (not just drop it)."""
+        spec, self.speculation = self.speculation, None
+        if spec is not None:
+            spec.cancel.set()
+            self.cancelled += 1
+            if spec.running:
+                self.stale.append(spec)
+
+    # ---------------------------------------------------------------- closing
+    def finish(self) -> tuple[Any, Speculation | None]:
+        """The endpoint: the STT stream and the speculation (if it is still current) for the responder."""
+        if self.gate is not None:  # the turn ended while the wake phrase's end was awaited: nothing is lost
+            self._feed_stt(self.gate.flush())
+            self.gate = None
+        stream, spec = self.stream, self.speculation
+        self.stream, self.speculation, self.closed = None, None, True
+        return stream, spec
+
+    def close(self) -> None:
+        """The turn was dropped (no speech, another room won, a wake word restarted it): cancel what runs."""
+        self._supersede()
+        self.stream, self.closed = None, True
+
+
+def wait_speculation(spec: Speculation | None, timeout: float) -> tuple[Any, bool]:
+    """(result or None, whether it came from the speculation)."""
+    if spec is None:
+        return None, False
+    t0 = time.monotonic()
+    result = spec.wait(timeout)
+    if result is not None:
+        log.debug("speculative transcript ready %.0f ms after the endpoint", (time.monotonic() - t0) * 1000)
+    return result, result is not None

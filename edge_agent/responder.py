@@ -1,0 +1,230 @@
+"""One turn's answer, on its own thread: transcript → brain → sentences → synthesis → speaker.
+
+The responder never writes turn state: it reports what happened as controller events (``Transcribed``,
+``IntentExecuted`` through the engine, ``FirstToken``, ``ReplyStarted``, ``ResponseDone``) and keeps its own
+playback record (the segments it queued), from which ``ResponseDone`` carries what was actually spoken and when.
+Its control token is the turn's ``cancel`` event; every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import controller as ev
+from .audio_io import Segment
+from .errors import EdgeAgentError
+from .listener import wait_speculation
+from .text import SentenceBuffer, split_sentences
+from .turn import Turn, playback_times, spoken_text
+from .wake_tail import strip_wake_words
+
+log = logging.getLogger(__name__)
+
+HUB_OFFLINE_NOTE = "The hub is offline; I'll send that when it's back."
+SPECULATION_WAIT_S = 10.0  # the speculative transcript is at most one decode away; past this, transcribe again
+SYNTH_JOIN_S = 30.0  # a synthesis thread that has not ended by then is abandoned (logged), never waited on forever
+PLAYBACK_WAIT_S = 120.0  # the longest reply we wait to finish playing
+
+_current = threading.local()  # the Responder running on this thread (brain callbacks find their turn through it)
+
+
+def current() -> Responder | None:
+    """The responder whose thread this is (None on other threads)."""
+    return getattr(_current, "responder", None)
+
+
+class Responder:
+    """Answers one turn. ``start()`` runs it on a thread named after its kind."""
+
+    def __init__(self, turn: Turn, *, post: Callable[[ev.Event], None], brain: Any, tts: Any, speaker: Any,
+                 first_clause_words: int, area: str | None, wake_phrases: list[str],
+                 stream: Any = None, speculation: Any = None, text: str | None = None,
+                 on_transcript: Callable[[str], None] | None = None, offline_note: Callable[[], bool] | None = None
+                 ) -> None:
+        self.turn_id = turn.turn_id
+        self.cancel = turn.cancel
+        self.after_wake = turn.t_wake is not None
+        self.post = post
+        self.brain, self.tts, self.speaker = brain, tts, speaker
+        self.first_clause_words = first_clause_words
+        self.area = area
+        self.wake_phrases = wake_phrases
+        self.stream, self.speculation, self.text = stream, speculation, text
+        self.on_transcript = on_transcript
+        self.segments: list[Segment] = []
+        self.reply_text = ""
+        self.used_llm = False
+        self.outcome: str | None = None
+        self.error: str | None = None
+        self.hub_offline = False  # set by the engine when an intent of this turn waits in the outbox
+        self.stages: dict[str, Any] = {}
+        self.thread: threading.Thread | None = None
+
+    def start(self, name: str = "responder") -> threading.Thread:
+        self.thread = threading.Thread(target=self.run, name=name, daemon=True)
+        self.thread.start()
+        return self.thread
+
+    # ---------------------------------------------------------------- the thread
+    def run(self) -> None:
+        _current.responder = self
+        try:
+            text = self.text if self.text is not None else self._transcribe()
+            if text is None:
+                return
+            if not text:
+                self.outcome = "empty"
+                self.speak_fixed("not_understood")
+            else:
+                self._answer(text)
+        except EdgeAgentError as e:
+            log.error("turn %s failed: error[%s] %s", self.turn_id, e.code, e.message)
+            self.outcome, self.error = "error", f"{e.code}: {e.message}"
+            if not self.cancel.is_set():
+                self.speak_fixed("error")
+        except Exception as e:  # noqa: BLE001 - a turn's failure is spoken and logged, never the loop's
+            log.exception("turn %s failed", self.turn_id)
+            self.outcome, self.error = "error", repr(e)
+            if not self.cancel.is_set():
+                self.speak_fixed("error")
+        finally:
+            _current.responder = None
+            self._wait_playback()
+            t_first, t_end = playback_times(self.segments)
+            self.post(ev.ResponseDone(time.monotonic(), self.turn_id, reply_text=self.reply_text,
+                                      reply_spoken=spoken_text(self.segments), used_llm=self.used_llm,
+                                      outcome=self.outcome, error=self.error, t_first_audio=t_first,
+                                      t_playback_end=t_end, stages=self.stages))
+
+    def _transcribe(self) -> str | None:
+        t0 = time.monotonic()
+        result, speculative = wait_speculation(self.speculation, SPECULATION_WAIT_S)
+        if result is None:
+            result = self.stream.finish()
+        heard = result.text
+        # only a turn opened by the wake word can start with its misheard tail
+        text = strip_wake_words(heard, self.wake_phrases, fuzzy=self.after_wake)
+        if text != heard.strip():
+            log.info("transcript: %r (heard %r)", text, heard)
+        else:
+            log.info("transcript: %r", text)
+        self.stages["stt_wait_s"] = round(time.monotonic() - t0, 4)
+        self.post(ev.Transcribed(time.monotonic(), self.turn_id, text, heard=heard, speculative=speculative,
+                                 compute_s=getattr(result, "compute_s", None)))
+        if text and self.on_transcript is not None:
+            self.on_transcript(text)
+        return text
+
+    def _answer(self, text: str) -> None:
+        response = self.brain.respond(text, area=self.area, cancel=self.cancel)
+        sentences = SentenceBuffer(first_clause_words=self.first_clause_words)
+        synth_q: queue.Queue[tuple[str, bool] | None] = queue.Queue()  # (sentence, worth caching)
+        synth = threading.Thread(target=self._synth_worker, args=(synth_q,), name="synth", daemon=True)
+        synth.start()
+        first_token_sent = False
+        try:
+            for fragment in response:
+                if self.cancel.is_set():
+                    break
+                t_tok = getattr(response, "t_first_token", None)
+                if t_tok and not first_token_sent:
+                    first_token_sent = True
+                    self.post(ev.FirstToken(t_tok, self.turn_id))
+                self.reply_text += fragment
+                # Fast-path replies repeat ("Turned on the kitchen light."): cached. An LLM's sentences rarely do:
+                # caching them would only fill memory with one-off audio.
+                cacheable = not getattr(response, "used_llm", False)
+                for sentence in sentences.push(fragment):
+                    synth_q.put((sentence, cacheable))
+            if not self.cancel.is_set():
+                cacheable = not getattr(response, "used_llm", False)
+                for sentence in sentences.flush():
+                    synth_q.put((sentence, cacheable))
+                if self.hub_offline:  # tell the truth: the command waits in the outbox
+                    self.reply_text += " " + HUB_OFFLINE_NOTE
+                    synth_q.put((HUB_OFFLINE_NOTE, True))
+        finally:
+            synth_q.put(None)
+            self.used_llm = bool(getattr(response, "used_llm", False))
+            t_tok = getattr(response, "t_first_token", None)
+            if t_tok and not first_token_sent:
+                self.post(ev.FirstToken(t_tok, self.turn_id))
+            timings = getattr(response, "timings", None)
+            if isinstance(timings, dict) and timings:
+                self.stages["brain"] = timings
+            if isinstance(getattr(response, "error", None), str):
+                self.outcome, self.error = "error", response.error  # e.g. the LLM timed out (apology spoken)
+            synth.join(SYNTH_JOIN_S)
+            if synth.is_alive():
+                log.error("turn %s: synthesis did not finish within %.0f s; abandoned", self.turn_id, SYNTH_JOIN_S)
+
+    def _synth_worker(self, q: queue.Queue[tuple[str, bool] | None]) -> None:
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            if self.cancel.is_set():
+                continue
+            sentence, cacheable = item
+            try:
+                # Repeated replies come from the bounded phrase cache, synthesized once.
+                audio = self.tts.cached(sentence) if cacheable else self.tts.synthesize_all(sentence)
+            except Exception as e:  # noqa: BLE001
+                log.error("TTS failed for %r: %s", sentence, e)
+                continue
+            self.play(audio, sentence)
+
+    # ---------------------------------------------------------------- output
+    def play(self, audio: np.ndarray, text: str) -> None:
+        if self.cancel.is_set():
+            return
+        seg = Segment(audio=audio, rate=self.tts.sample_rate, text=text)
+        self.segments.append(seg)
+        if len(self.segments) == 1:
+            self.post(ev.ReplyStarted(time.monotonic(), self.turn_id))
+        self.speaker.play(seg)
+
+    def speak_fixed(self, key: str) -> None:
+        """A fixed phrase by its key (``tts.phrases`` may replace its words), from the phrase cache."""
+        phrases = getattr(self.tts, "phrases", None)
+        text = phrases.text_of(key) if phrases is not None else key
+        self.reply_text = text
+        self.play(self.tts.cached(key), text)
+
+    def speak_text(self, text: str) -> None:
+        """An announcement: sentence by sentence, stopping when cancelled."""
+        _current.responder = self
+        try:
+            for sentence in split_sentences(text) or [text]:
+                if self.cancel.is_set():
+                    break
+                self.play(self.tts.synthesize_all(sentence), sentence)
+        except Exception as e:  # noqa: BLE001
+            log.error("announcement failed: %s", e)
+            self.outcome, self.error = "error", repr(e)
+        finally:
+            _current.responder = None
+            self._wait_playback()
+            t_first, t_end = playback_times(self.segments)
+            self.post(ev.ResponseDone(time.monotonic(), self.turn_id, reply_text=text,
+                                      reply_spoken=spoken_text(self.segments), outcome=self.outcome,
+                                      error=self.error, t_first_audio=t_first, t_playback_end=t_end))
+
+    def _wait_playback(self) -> None:
+        """Until every queued segment has played; once cancelled, only until the flush has reached them (the
+        speaker stops within one block), so the played share and times are final."""
+        deadline = time.monotonic() + PLAYBACK_WAIT_S
+        for seg in list(self.segments):
+            while not seg.done.wait(0.02):
+                now = time.monotonic()
+                if self.cancel.is_set():
+                    deadline = min(deadline, now + 0.5)
+                if now > deadline:
+                    return
