@@ -2,7 +2,10 @@
 
 Shape (why):
 - Every outgoing fact (intent, device command, state, transcript) goes through the on-disk ``Outbox`` first, so a
-  broker outage of any length or a power cut loses nothing. One sender delivers the outbox IN ORDER with up to
+  broker outage of any length or a power cut loses nothing. ``publish`` does not write it on the caller's thread
+  (the audio loop, a turn's responder): it hands it to an ``OutboxWriter``, whose thread fsyncs it into the outbox in
+  order a few ms later. So a message is durable once the writer has written it, not at the return of ``publish``;
+  ``stop()`` waits for the writer before anything else. One sender delivers the outbox IN ORDER with up to
   ``inflight_window`` messages ahead of their PUBACK and acks each only after the broker's PUBACK. After a reconnect it
   starts again from the oldest unacknowledged message, so a message may arrive twice (QoS 1 semantics); every JSON
   payload carries an ``"id"`` so consumers drop duplicates.
@@ -50,6 +53,7 @@ from .mqtt_inbound import (
 )
 from .mqtt_topics import Topics, check_publish_topic, topic_level
 from .outbox import Outbox, OutMessage
+from .outbox_writer import OutboxWriter
 
 log = logging.getLogger(__name__)
 paho_log = logging.getLogger(__name__ + ".paho")
@@ -106,11 +110,13 @@ class MqttLink:
     Callbacks (plain attributes, default no-ops, run on a dispatcher thread; exceptions are logged):
     ``on_say(text)``, ``on_mute(bool)``, ``on_sensitivity(float)``, ``on_timer(dict)``, and
     ``on_state_change(state)`` with state one of "connecting", "connected", "disconnected", "stopped".
+
+    ``outbox`` replaces the one made from the settings (a test passes one with a slow fsync).
     """
 
     def __init__(self, mqtt_settings: MqttSettings, site_settings: SiteSettings, *, password: str | None = None,
                  outbox_dir: str | Path | None = None, intent_names: Sequence[str] | None = None,
-                 sw_version: str = __version__) -> None:
+                 sw_version: str = __version__, outbox: Outbox | None = None) -> None:
         self._m = mqtt_settings
         self._site = site_settings
         self.__password = password  # name-mangled and never in repr/logs
@@ -125,8 +131,11 @@ class MqttLink:
             if not base.is_absolute():
                 base = REPO_ROOT / base
             outbox_path = base / topic_level(site_settings.site_id)
-        self.outbox = Outbox(outbox_path, max_messages=mqtt_settings.outbox_max_messages,
-                             max_bytes=mqtt_settings.outbox_max_bytes)
+        self.outbox = outbox if outbox is not None else Outbox(
+            outbox_path, max_messages=mqtt_settings.outbox_max_messages, max_bytes=mqtt_settings.outbox_max_bytes)
+        self._wake = threading.Event()  # new message, PUBACK, disconnect or stop: the sender has work
+        self._writer = OutboxWriter(self.outbox, max_queued=mqtt_settings.outbox_max_messages,
+                                    on_written=self._wake.set, name=f"mqtt-outbox-{site_settings.site_id}")
         self.stats = LinkStats()
         self.arbiter = WakeArbiter(self, mqtt_settings.arbitration_window_s)
 
@@ -138,7 +147,6 @@ class MqttLink:
 
         self._state = "stopped"
         self._stop_evt = threading.Event()
-        self._wake = threading.Event()  # new message, PUBACK, disconnect or stop: the sender has work
         self._drain_deadline = 0.0
         self._conn: _Conn | None = None
         self._conn_lock = threading.Lock()
@@ -176,8 +184,9 @@ class MqttLink:
 
     @property
     def pending(self) -> int:
-        """Messages accepted but not yet acknowledged by the broker ("I'll send that when the hub is back")."""
-        return len(self.outbox)
+        """Messages accepted but not yet acknowledged by the broker ("I'll send that when the hub is back"), including
+        those the writer has not yet put on disk."""
+        return len(self.outbox) + len(self._writer)
 
     def start(self) -> None:
         """Connect in the background and keep reconnecting until ``stop()``; never raises for network trouble
@@ -191,6 +200,7 @@ class MqttLink:
             raise MqttError(f"mqtt.ca_file: {self._m.ca_file} does not exist",
                             fix="set mqtt.ca_file to the broker's CA certificate (PEM), or null for the system store")
         self._stop_evt.clear()
+        self._writer.open()
         self._dispatch_thread = threading.Thread(target=self._dispatch_loop, name=f"mqtt-dispatch-{self.site_id}",
                                                  daemon=True)
         self._dispatch_thread.start()
@@ -198,12 +208,15 @@ class MqttLink:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Ordered shutdown: flush what can be delivered within ``timeout`` (if connected), publish availability
-        ``offline``, disconnect, join the threads. Undelivered messages stay in the outbox for the next start."""
+        """Ordered shutdown: put every published message on disk (the writer drains first, within ``timeout``; from
+        then on ``publish`` writes before it returns), deliver what can be delivered in the rest of ``timeout`` (if
+        connected), publish availability ``offline``, disconnect, join the threads. Undelivered messages stay in
+        the outbox for the next start."""
+        self._drain_deadline = time.monotonic() + max(0.0, timeout)
+        self._writer.close(timeout)  # meanwhile the sender keeps delivering what is already on disk
         thread = self._thread
         if thread is None:
             return
-        self._drain_deadline = time.monotonic() + max(0.0, timeout)
         self._stop_evt.set()
         self._wake.set()
         thread.join(timeout + self._m.connect_timeout_s + 2.0)
@@ -237,7 +250,7 @@ class MqttLink:
 
     def publish(self, topic: str, payload: dict[str, Any] | str | bytes, qos: int | None = None,
                 retain: bool = False, *, critical: bool = True, coalesce: bool = False) -> str:
-        """Queue one message durably and return its msg_id. A dict payload becomes JSON with ``"id": msg_id``.
+        """Queue one message for durable delivery and return its msg_id, without waiting for the disk. A dict payload becomes JSON with ``"id": msg_id``.
 
         ``critical=False`` marks state updates that may be dropped first when the outbox is full;
         ``coalesce=True`` (retained states) replaces an older undelivered message on the same topic.
@@ -251,9 +264,9 @@ class MqttLink:
             body = payload
         if not self._m.enabled:
             return msg_id
-        self.outbox.put(OutMessage(topic=topic, payload=body, qos=self._m.qos if qos is None else qos,
-                                   retain=retain, critical=critical, coalesce=coalesce, msg_id=msg_id))
-        self._wake.set()
+        # Returns at once; the writer thread fsyncs it into the outbox (in order) and wakes the sender.
+        self._writer.submit(OutMessage(topic=topic, payload=body, qos=self._m.qos if qos is None else qos,
+                                       retain=retain, critical=critical, coalesce=coalesce, msg_id=msg_id))
         return msg_id
 
     def publish_intent(self, call: IntentCall, *, turn_id: str, text: str, commands: Sequence[DeviceCommand],

@@ -4,7 +4,9 @@ Why: a voice command that the user heard acknowledged ("turning on the kitchen l
 broker is down for an hour or the power is cut a second later. Every accepted message is written to its own file
 (``<seq>.json``, a monotonically increasing sequence number), fsync'd and renamed into place before ``put`` returns,
 so a crash loses nothing already accepted and never leaves a half-written message behind. A new ``Outbox`` on the same
-directory resumes in sequence order. A message is removed (``ack``) only after the broker acknowledged it.
+directory resumes in sequence order. A message is removed (``ack``) only after the broker acknowledged it. Puts are
+serialized, but the disk write happens outside the queue's lock, so ``peek``/``ack``/``len`` never wait for an fsync.
+``MqttLink`` does not call ``put`` on its callers' threads: ``outbox_writer.OutboxWriter`` does, on its own thread.
 
 The queue is bounded (count and bytes). When full, the OLDEST non-critical messages (state updates, transcripts) are
 dropped first, counted and logged; intents and device commands go only when nothing else is left. A full or
@@ -23,6 +25,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -73,16 +76,20 @@ class Outbox:
     """Ordered durable queue: ``put`` (persist, then accept), ``peek``/``peek_many`` (oldest first), ``ack``.
 
     Thread-safe: the engine puts from its threads while the MQTT sender peeks and acks from its own.
-    ``directory=None`` keeps everything in memory (for a disabled or test link).
+    ``directory=None`` keeps everything in memory (for a disabled or test link). ``fsync_fn`` is what flushes a
+    file descriptor to stable storage (``os.fsync``; a test passes a slow one to stand in for an SD card).
     """
 
     def __init__(self, directory: str | os.PathLike[str] | None, *, max_messages: int = 1000,
-                 max_bytes: int = 4_000_000, fsync: bool = True) -> None:
+                 max_bytes: int = 4_000_000, fsync: bool = True,
+                 fsync_fn: Callable[[int], None] = os.fsync) -> None:
         self._dir = Path(directory) if directory is not None else None
         self._max_messages = max(1, max_messages)
         self._max_bytes = max(1, max_bytes)
         self._fsync = fsync
-        self._lock = threading.Lock()
+        self._fsync_fn = fsync_fn
+        self._lock = threading.Lock()  # the queue in memory; never held across disk I/O in put()
+        self._put_lock = threading.Lock()
         self._msgs: OrderedDict[str, OutMessage] = OrderedDict()  # msg_id -> message, in seq order
         self._files: dict[str, Path] = {}  # msg_id -> its file (absent for memory-only messages)
         self._bytes = 0
@@ -98,23 +105,34 @@ class Outbox:
 
         Never raises for disk problems: the message is then kept in memory and the problem logged.
         """
-        with self._lock:
-            msg_id = msg.msg_id or uuid.uuid4().hex
-            msg = replace(msg, msg_id=msg_id, seq=self._next_seq, created=msg.created or time.time())
-            self._next_seq += 1
-            if msg_id in self._msgs:
-                raise ValueError(f"outbox: duplicate msg_id {msg_id!r}")
-            if msg.coalesce:
-                for old in [m for m in self._msgs.values() if m.coalesce and m.topic == msg.topic]:
-                    self._remove(old.msg_id)
-                    self.stats.coalesced += 1
-            self._write(msg)
-            self._msgs[msg_id] = msg
-            self._bytes += msg.size
-            self.stats.accepted += 1
-            self._enforce_bounds(keep=msg_id)
-            self._update_stats()
-            return msg_id
+        # One put at a time (files and memory in the same order), but the disk write happens outside the queue
+        # lock: the sender's peek/ack and ``len()`` never wait for an fsync.
+        with self._put_lock:
+            with self._lock:
+                msg_id = msg.msg_id or uuid.uuid4().hex
+                if msg_id in self._msgs:
+                    raise ValueError(f"outbox: duplicate msg_id {msg_id!r}")
+                msg = replace(msg, msg_id=msg_id, seq=self._next_seq, created=msg.created or time.time())
+                self._next_seq += 1
+            path = self._write(msg)
+            with self._lock:
+                return self._accept(msg, path)
+
+    def _accept(self, msg: OutMessage, path: Path | None) -> str:
+        """Enqueue a message already written (``path``) or kept in memory only (None). With the lock held."""
+        msg_id = msg.msg_id
+        if msg.coalesce:  # after the new file is written: a power cut in between leaves both, never neither
+            for old in [m for m in self._msgs.values() if m.coalesce and m.topic == msg.topic]:
+                self._remove(old.msg_id)
+                self.stats.coalesced += 1
+        if path is not None:
+            self._files[msg_id] = path
+        self._msgs[msg_id] = msg
+        self._bytes += msg.size
+        self.stats.accepted += 1
+        self._enforce_bounds(keep=msg_id)
+        self._update_stats()
+        return msg_id
 
     def peek(self) -> OutMessage | None:
         """The oldest undelivered message, or None."""
@@ -154,6 +172,10 @@ class Outbox:
     def directory(self) -> Path | None:
         return self._dir
 
+    @property
+    def max_messages(self) -> int:
+        return self._max_messages
+
     def __repr__(self) -> str:
         return f"Outbox(dir={str(self._dir)!r}, pending={len(self)})"
 
@@ -183,9 +205,10 @@ class Outbox:
         assert self._dir is not None
         return self._dir / f"{seq:016d}{FILE_SUFFIX}"
 
-    def _write(self, msg: OutMessage) -> None:
+    def _write(self, msg: OutMessage) -> Path | None:
+        """Write, fsync and rename the message's file; its path, or None (memory only) if there is no disk."""
         if self._dir is None:
-            return
+            return None
         raw = msg.payload_bytes
         try:
             text, enc = raw.decode("utf-8"), "utf-8"
@@ -207,7 +230,7 @@ class Outbox:
                     n = os.write(fd, view)
                     view = view[n:]
                 if self._fsync:
-                    os.fsync(fd)
+                    self._fsync_fn(fd)
             finally:
                 os.close(fd)
             os.replace(tmp, final)
@@ -224,18 +247,18 @@ class Outbox:
                           "recovers (they are lost if the process stops). fix: free disk space or make %s writable",
                           final, e.strerror or e, self._dir)
             self._disk_ok = False
-            return
+            return None
         if not self._disk_ok:
             log.info("outbox: writing to %s works again", self._dir)
             self._disk_ok = True
-        self._files[msg.msg_id] = final
+        return final
 
     def _fsync_dir(self) -> None:
         """Make the rename itself durable (a power cut right after put() must not lose the new file name)."""
         assert self._dir is not None
         fd = os.open(self._dir, os.O_RDONLY)
         try:
-            os.fsync(fd)
+            self._fsync_fn(fd)
         finally:
             os.close(fd)
 

@@ -38,6 +38,7 @@ from edge_agent.mqtt_inbound import (
     parse_timer,
 )
 from edge_agent.mqtt_topics import Topics, check_publish_topic
+from edge_agent.outbox import Outbox
 
 from .broker import Broker, make_tls_files
 
@@ -322,6 +323,8 @@ def test_from_settings_resolves_password_and_outbox(tmp_path, monkeypatch) -> No
     assert link.outbox.directory == tmp_path / "den"
     assert link._MqttLink__password == "pw-from-env" and "pw-from-env" not in repr(link)
     link.publish_state("idle")
+    assert link.pending == 1  # queued for the writer or already on disk: pending either way
+    link.stop(timeout=5)  # never started: stop() still waits for the writer to put it on disk
     assert link.pending == 1 and len(list((tmp_path / "den").glob("*.json"))) == 1
     off = MqttLink.from_settings(load_settings(data={"mqtt": {"enabled": False, "outbox_dir": str(tmp_path / "o")}}))
     off.start()  # disabled: a no-op, and publishing queues nothing
@@ -673,6 +676,84 @@ def test_two_rooms_one_broker_only_best_score_answers(broker, links, tmp_path) -
     assert both(0.8, 0.8) == {"kitchen": True, "living": False}  # tie: smaller site_id
     time.sleep(0.7)
     assert living.arbiter.claim(0.5) is True  # alone this time
+
+
+def slow_fsync(delay_s: float) -> Callable[[int], None]:
+    """A real fsync that takes at least ``delay_s`` (an SD card under write load takes tens of ms, often more)."""
+    def fsync(fd: int) -> None:
+        time.sleep(delay_s)
+        os.fsync(fd)
+    return fsync
+
+
+def test_publish_does_not_wait_for_a_slow_fsync_and_still_delivers_in_order(broker, links, subs, tmp_path) -> None:
+    """Defect 5: with a 200 ms fsync, publish_intent / publish_state return at once (< 20 ms) on the caller's
+    thread; the writer persists the messages behind it and the broker receives them all, in publish order."""
+    s = settings_for(broker)
+    sub = subs(broker, ["edge-agent/kitchen/#"])
+    box = Outbox(tmp_path / "ob", fsync_fn=slow_fsync(0.2))
+    link = links(s, tmp_path / "unused", outbox=box)
+    link.start()
+    assert link.wait_connected(5)
+    call = IntentCall("HassTurnOn", {"name": "lamp"}, ["light.lamp"], text="turn on the lamp")
+    took: list[float] = []
+    ids: list[str] = []
+    for n in range(3):
+        t0 = time.perf_counter()
+        ids.append(link.publish_intent(call, turn_id=f"turn-{n}", text="turn on the lamp", commands=[]))
+        took.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        link.publish_state("speaking" if n % 2 else "thinking")
+        took.append(time.perf_counter() - t0)
+    print(f"publish with a 200 ms fsync: max {max(took) * 1000:.2f} ms per call; "
+          f"{link.pending} message(s) pending right after")
+    assert max(took) < 0.020, [round(x * 1000, 1) for x in took]
+    assert link.pending >= 1  # still being written: proof the calls did not wait for the disk
+    # 9 messages x 2 fsyncs (file, directory) x 0.2 s: the last arrives about 3.6 s later.
+    assert link.wait_delivered(15), link.pending
+    assert sub.wait_for(lambda m: len(sub.on("edge-agent/kitchen/intent/HassTurnOn")) >= 3, 5)
+    got = [json.loads(p)["id"] for p in sub.on("edge-agent/kitchen/intent/HassTurnOn")]
+    assert got == ids  # same ids, same order
+    order = [t for t, *_ in sub.msgs if t not in ("edge-agent/kitchen/availability", "edge-agent/kitchen/state")]
+    assert order == ["edge-agent/kitchen/intent/HassTurnOn", "edge-agent/kitchen/event"] * 3
+    # A retained state still waiting for the disk is replaced by a newer one (as in the outbox): the last one wins.
+    states = sub.on("edge-agent/kitchen/state")
+    assert 1 <= len(states) <= 3 and states[-1] == b"thinking"
+    assert not list((tmp_path / "ob").glob("*.json"))  # every message was on disk, then acked away
+
+
+def test_stop_puts_what_the_writer_still_holds_on_disk(broker, links, subs, tmp_path) -> None:
+    """Broker down, slow disk: publish returns at once, stop() waits for the writer, so every message is on disk in
+    order; the next link on the same directory delivers them all, same ids, same order."""
+    s = settings_for(broker)
+    sub = subs(broker, ["edge-agent/kitchen/data"], client_id="durable-writer", durable=True)
+    sub.client.disconnect()
+    sub.client.loop_stop()
+    broker.stop()
+    box = Outbox(tmp_path / "ob" / "kitchen", fsync_fn=slow_fsync(0.05))
+    first = links(s, tmp_path / "ob", outbox=box)
+    first.start()
+    t0 = time.perf_counter()
+    ids = [first.publish("edge-agent/kitchen/data", {"n": n}) for n in range(8)]
+    took = time.perf_counter() - t0
+    assert took < 0.1 and first.pending == 8
+    assert len(list((tmp_path / "ob" / "kitchen").glob("*.json"))) < 8  # not all on disk yet
+    first.stop(timeout=5)
+    files = sorted((tmp_path / "ob" / "kitchen").glob("*.json"))
+    assert [json.loads(json.loads(f.read_text())["payload"])["id"] for f in files] == ids
+    # After stop(), publish writes before it returns (nothing may wait in memory for a thread that is gone).
+    ids.append(first.publish("edge-agent/kitchen/data", {"n": 8}))
+    assert len(list((tmp_path / "ob" / "kitchen").glob("*.json"))) == 9
+
+    second = links(s, tmp_path / "ob")
+    assert second.pending == 9
+    broker.start()
+    second.start()
+    assert second.wait_delivered(10)
+    sub2 = subs(broker, ["edge-agent/kitchen/data"], client_id="durable-writer", durable=True)
+    assert sub2.wait_for(lambda m: len(m) >= 9, 10), len(sub2.msgs)
+    unique = dedupe(ids_and_ns(sub2.on("edge-agent/kitchen/data")))
+    assert [i for i, _n in unique] == ids and [n for _i, n in unique] == list(range(9))
 
 
 def test_figures_latency_and_outage_recovery(broker, links, subs, tmp_path) -> None:

@@ -1,4 +1,5 @@
-"""The durable outbox: order, restart, crash, bounds (state updates dropped before intents), full disk."""
+"""The durable outbox: order, restart, crash, bounds (state updates dropped before intents), full disk; and the
+writer thread in front of it (publishing never waits for the disk; order, coalescing, bounds, close)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from edge_agent import outbox as outbox_mod
 from edge_agent.outbox import Outbox, OutMessage
+from edge_agent.outbox_writer import OutboxWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -196,3 +200,137 @@ def test_put_cost(tmp_path: Path, fsync: bool) -> None:
     per_put = (time.perf_counter() - t0) / 20
     print(f"outbox put (fsync={fsync}): {per_put * 1000:.2f} ms")
     assert per_put < 0.05
+
+
+# =========================================================================================== the writer thread
+
+
+class GatedDisk:
+    """An fsync that blocks until the test opens the gate: the disk is as slow as the test wants, deterministically."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.entered = threading.Event()  # the writer is inside an fsync
+
+    def fsync(self, fd: int) -> None:
+        self.entered.set()
+        assert self.gate.wait(10), "test never opened the gate"
+        os.fsync(fd)
+
+
+def wmsg(topic: str, payload: str = "x", **kw) -> OutMessage:
+    return OutMessage(topic=topic, payload=payload, msg_id=f"id-{topic}-{payload}", **kw)
+
+
+def wait_until(pred, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_writer_submit_returns_while_the_disk_is_blocked_then_writes_in_order(tmp_path: Path) -> None:
+    disk = GatedDisk()
+    box = Outbox(tmp_path, fsync_fn=disk.fsync)
+    woken: list[int] = []
+    writer = OutboxWriter(box, on_written=lambda: woken.append(1))
+    msgs = [wmsg(f"intent/{i}") for i in range(5)]
+    for m in msgs:
+        t0 = time.perf_counter()
+        writer.submit(m)
+        assert time.perf_counter() - t0 < 0.02
+    assert disk.entered.wait(5)
+    assert len(writer) == 5 and len(box) == 0  # nothing accepted by the outbox yet: all waiting for the disk
+    assert not list(tmp_path.glob("0*.json"))
+    disk.gate.set()
+    assert writer.flush(5)
+    assert [m.msg_id for m in box.peek_many(10)] == [m.msg_id for m in msgs]  # ids kept, order kept
+    seqs = [m.seq for m in box.peek_many(10)]
+    assert seqs == sorted(seqs) and len(list(tmp_path.glob("0*.json"))) == 5 and len(woken) == 5
+    assert [m.msg_id for m in Outbox(tmp_path).peek_many(10)] == [m.msg_id for m in msgs]  # really on disk
+
+
+def test_writer_coalesces_queued_states_and_keeps_the_rest_in_order(tmp_path: Path) -> None:
+    disk = GatedDisk()
+    box = Outbox(tmp_path, fsync_fn=disk.fsync)
+    writer = OutboxWriter(box)
+    writer.submit(wmsg("intent/a"))
+    assert disk.entered.wait(5)  # "intent/a" is being written; the rest waits in the queue
+    for m in (wmsg("state", "listening", critical=False, coalesce=True, retain=True), wmsg("intent/b"),
+              wmsg("state", "thinking", critical=False, coalesce=True, retain=True),
+              wmsg("state", "speaking", critical=False, coalesce=True, retain=True)):
+        writer.submit(m)
+    assert len(writer) == 3 and writer.stats.coalesced == 2
+    disk.gate.set()
+    assert writer.flush(5)
+    assert [(m.topic, m.payload) for m in box.peek_many(10)] == [
+        ("intent/a", "x"), ("intent/b", "x"), ("state", "speaking")]
+
+
+def test_writer_full_queue_drops_state_updates_first_and_never_a_critical_message(tmp_path: Path) -> None:
+    disk = GatedDisk()
+    box = Outbox(tmp_path, fsync_fn=disk.fsync)
+    writer = OutboxWriter(box, max_queued=3)
+    writer.submit(wmsg("intent/a"))
+    assert disk.entered.wait(5)
+    for m in (wmsg("state", "idle", critical=False), wmsg("intent/b"), wmsg("intent/c")):
+        writer.submit(m)
+    writer.submit(wmsg("intent/d"))  # full: the queued state update goes
+    assert writer.stats.dropped == 1
+    writer.submit(wmsg("state", "late", critical=False))  # full of critical messages: this state update goes
+    assert writer.stats.dropped == 2
+    done = threading.Event()
+    blocked = threading.Thread(target=lambda: (writer.submit(wmsg("intent/e")), done.set()))
+    blocked.start()
+    assert wait_until(lambda: writer.stats.waits == 1)  # a critical message waits for room, it is not dropped
+    assert not done.is_set()
+    disk.gate.set()
+    assert done.wait(5)
+    blocked.join(5)
+    assert writer.flush(5)
+    assert [m.topic for m in box.peek_many(10)] == ["intent/a", "intent/b", "intent/c", "intent/d", "intent/e"]
+
+
+def test_writer_close_drains_and_then_writes_before_returning(tmp_path: Path, caplog) -> None:
+    disk = GatedDisk()
+    box = Outbox(tmp_path, fsync_fn=disk.fsync)
+    writer = OutboxWriter(box)
+    writer.submit(wmsg("intent/a"))
+    assert disk.entered.wait(5)
+    with caplog.at_level(logging.ERROR, logger="edge_agent.outbox_writer"):
+        assert writer.close(0.1) is False  # the disk does not answer: close gives up at its timeout, says so
+    assert "not yet on disk" in caplog.text
+    disk.gate.set()  # the thread kept writing: nothing is lost while the process lives
+    assert writer.flush(5) and [m.topic for m in box.peek_many(10)] == ["intent/a"]
+    assert writer.close(1.0) is True
+    writer.submit(wmsg("intent/b"))  # closed: on disk when submit returns
+    assert len(writer) == 0 and len(list(tmp_path.glob("0*.json"))) == 2
+    writer.open()
+    disk.gate.clear()
+    disk.entered.clear()
+    t0 = time.perf_counter()
+    writer.submit(wmsg("intent/c"))  # open again: returns at once
+    assert time.perf_counter() - t0 < 0.02 and len(writer) == 1
+    disk.gate.set()
+    assert writer.flush(5) and [m.topic for m in box.peek_many(10)] == ["intent/a", "intent/b", "intent/c"]
+
+
+def test_peek_ack_and_len_do_not_wait_for_a_put_that_is_writing(tmp_path: Path) -> None:
+    """The sender (peek/ack) and ``MqttLink.pending`` (len) must not stall behind an fsync of the writer."""
+    disk = GatedDisk()
+    box = Outbox(tmp_path, fsync_fn=disk.fsync)
+    disk.gate.set()
+    first = box.put(msg("intent/1"))
+    disk.gate.clear()
+    disk.entered.clear()
+    writing = threading.Thread(target=box.put, args=(msg("intent/2"),))
+    writing.start()
+    assert disk.entered.wait(5)
+    t0 = time.perf_counter()
+    assert len(box) == 1 and box.peek().msg_id == first and box.ack(first) and len(box) == 0
+    assert time.perf_counter() - t0 < 0.5  # not the 10 s the blocked write would take
+    disk.gate.set()
+    writing.join(5)
+    assert [m.topic for m in box.peek_many(10)] == ["intent/2"]
