@@ -90,7 +90,7 @@ def words_to_digits(text: str) -> str:
                 total += _UNITS[w]
         return str(total)
 
-    return _NUMBER_WORDS.sub(value, text)
+    return re.sub(r"\b(\d+) point (\d+)\b", r"\1.\2", _NUMBER_WORDS.sub(value, text))
 
 
 def strip_fillers(text: str) -> str:

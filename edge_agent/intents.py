@@ -396,6 +396,16 @@ class IntentMatcher:
         if not text:
             return None
         result = self.recognize(text, area)
+        if result is not None and self.tolerant and any(
+                e.is_wildcard and fuzzy_trails(str(e.text)) for e in result.entities_list):
+            # a free-text slot (a timer's name) swallowed trailing fillers: "... named pizza for me please"
+            from .fuzzy import strip_fillers
+
+            stripped = strip_fillers(text)
+            if stripped:
+                again = self.recognize(stripped, area)
+                if again is not None and again.intent.name == result.intent.name:
+                    return self._call(again, text, stripped, "tolerant", 0.95)
         if result is not None:
             return self._call(result, text, text, "exact", 1.0)
         if not self.tolerant:
@@ -491,6 +501,13 @@ class IntentMatcher:
             if c.choice.kind == "name" and allowed is not None and c.choice.domain not in allowed:
                 return False
         return True
+
+
+def fuzzy_trails(words: str) -> bool:
+    """True if ``words`` end in politeness/filler words ("pizza for me please")."""
+    from .fuzzy import _TRAIL
+
+    return _TRAIL.search(" " + " ".join(words.casefold().split())) is not None
 
 
 def resolve_targets(home: Home, call: IntentCall) -> list[Any]:

@@ -4,6 +4,12 @@ Measured on this repository: 942 of 944 sentences (99.8 %) of the supported inte
 normalizations; 81.4 % under Home Assistant's exact slot rule (the tests are from 2025, the templates from 2026:
 see tools/conformance.py); 73.6 % / 61.8 % with the packaged templates alone.
 The 60 sentences of the newer 2026-format files pass under the exact rule.
+
+The tolerant tier (edge_agent/fuzzy.py) runs only on what the templates miss: on these sentences it never fires (all
+944 match exactly), so the figures above are the exact tier's. Said inside fillers ("could you ... for me please")
+940/944 (99.6 %) still pass (templates alone 924: a timer's free-text name swallowed "for me please"); "... if you
+can": 844/944 (89.4 %) with the tolerant tier, 13/944 (1.4 %) with the templates alone (the misses are mostly
+commands whose target the fixtures home does not have, which the tolerant tier never acts on).
 """
 
 from __future__ import annotations
@@ -26,12 +32,42 @@ OVERALL_MIN = 0.99  # reached: 0.998
 PER_INTENT_MIN = 0.95
 
 
+TIERS: dict[str, int] = {}
+
+
 @pytest.fixture(scope="module")
 def report() -> conformance.Report:
     assert (DIR / "_fixtures.yaml").is_file(), f"{DIR} is missing Home Assistant's intent tests"
     cases = conformance.load_cases(DIR)
     home = Home.load(HomeSettings(), DIR / "_fixtures.yaml")
-    return conformance.run_conformance(conformance.fast_matcher(DIR / "_fixtures.yaml"), cases, home=home)
+    return conformance.run_conformance(conformance.fast_matcher(DIR / "_fixtures.yaml", tiers=TIERS), cases,
+                                       home=home)
+
+
+def test_tolerant_tier_leaves_template_sentences_alone(report: conformance.Report) -> None:
+    # every conformance sentence is matched by the exact templates; the tolerant tier never changes one
+    assert TIERS == {"exact": 944}
+
+
+def test_exact_rule_figure(report: conformance.Report) -> None:
+    home = Home.load(HomeSettings(), DIR / "_fixtures.yaml")
+    strict = conformance.run_conformance(lambda s, a: next(
+        (o.got for o in report.outcomes if o.case.sentence == s and o.case.area == a), None),
+        conformance.load_cases(DIR), strict=True, home=home)
+    assert 0.80 <= strict.rate < OVERALL_MIN  # 81.4 % measured: the 2025 tests spell some slots differently
+
+
+def test_fillers_around_template_sentences() -> None:
+    """Every conformance sentence said inside politeness fillers still gives the same intent and slots."""
+    cases = [conformance.Case(c.file, f"could you {c.sentence.rstrip('?.!')} for me please", c.intent, c.slots,
+                              c.area) for c in conformance.load_cases(DIR)]
+    home = Home.load(HomeSettings(), DIR / "_fixtures.yaml")
+    tiers: dict[str, int] = {}
+    rep = conformance.run_conformance(conformance.fast_matcher(DIR / "_fixtures.yaml", tiers=tiers), cases, home=home)
+    exact = conformance.run_conformance(conformance.fast_matcher(DIR / "_fixtures.yaml", tolerant=False), cases,
+                                        home=home)
+    assert rep.rate >= 0.99, [f"{o.case.sentence!r}: {o.why}" for o in rep.outcomes if not o.ok][:20]
+    assert rep.passed > exact.passed and tiers.get("tolerant", 0) > 0  # measured 940 vs 924
 
 
 def test_overall_rate(report: conformance.Report) -> None:

@@ -19,6 +19,10 @@ bridge that (``--strict`` turns both off and gives Home Assistant's exact rule):
   entity name (2025 blocks fixed ``domain: scene`` next to ``{name}``; 2026 blocks constrain the name's domain with
   ``requires_context`` instead) or by the intent itself (2026 HassLightSet adds ``domain: light``).
 
+The fast route runs both tiers of the matcher (the exact templates, then the tolerant tier of
+``edge_agent/fuzzy.py`` on what they miss); ``--no-tolerant`` measures the templates alone, and the report says how
+many sentences each tier matched.
+
 Routes: ``fast`` (in-process ``IntentMatcher``, used by tests/test_conformance.py) and ``cli`` (the official route:
 ``edge-agent ask --home FIXTURES --area AREA --json`` per sentence, so the full brain can be measured; ``--no-llm``
 is passed through with ``--cli-no-llm``).
@@ -189,16 +193,23 @@ def compare(case: Case, got: tuple[str, dict[str, Any]] | None, strict: bool = F
     return True, ""
 
 
-def fast_matcher(fixtures: Path, supplement: bool = True) -> Matcher:
-    """The in-process fast path: IntentMatcher over the fixtures home."""
+def fast_matcher(fixtures: Path, supplement: bool = True, tolerant: bool = True,
+                 tiers: dict[str, int] | None = None) -> Matcher:
+    """The in-process fast path: IntentMatcher over the fixtures home (``tolerant``: with the tolerant tier).
+
+    ``tiers``, if given, counts the matches per tier ("exact" / "tolerant").
+    """
     from edge_agent.config import HomeSettings
     from edge_agent.home import Home
     from edge_agent.intents import IntentMatcher
 
-    m = IntentMatcher(Home.load(HomeSettings(), fixtures), supplement=supplement)
+    m = IntentMatcher(Home.load(HomeSettings(), fixtures), supplement=supplement, tolerant=tolerant)
 
     def run(sentence: str, area: str | None) -> tuple[str, dict[str, Any]] | None:
         call = m.match(sentence, area)
+        if call is not None and tiers is not None:
+            tier = getattr(call, "tier", "exact")
+            tiers[tier] = tiers.get(tier, 0) + 1
         return None if call is None else (call.name, call.slots)
 
     return run
@@ -314,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cli-no-llm", action="store_true", help="with --route cli: pass --no-llm to edge-agent ask")
     ap.add_argument("--no-supplement", action="store_true", help="packaged templates only (no extra templates)")
     ap.add_argument("--strict", action="store_true", help="Home Assistant's exact slot rule (no normalizations)")
+    ap.add_argument("--no-tolerant", action="store_true", help="exact templates only (no tolerant tier)")
+    ap.add_argument("--wrap", help='say every sentence inside this frame, e.g. "could you {} for me please" '
+                                   "(a robustness figure for the tolerant tier)")
     ap.add_argument("--intent", action="append", help="only these intents (repeatable)")
     ap.add_argument("--limit", type=int, help="only the first N sentences")
     ap.add_argument("--every", type=int, default=1, help="only every K-th sentence (a spread sample for --route cli)")
@@ -329,23 +343,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cases = load_cases(args.dir, tuple(args.intent) if args.intent else SUPPORTED_INTENTS)
     cases = cases[:: max(1, args.every)]
+    if args.wrap:
+        cases = [Case(c.file, args.wrap.format(c.sentence.rstrip("?.!")), c.intent, c.slots, c.area) for c in cases]
     if args.limit:
         cases = cases[: args.limit]
-    matcher = (fast_matcher(fixtures, supplement=not args.no_supplement) if args.route == "fast"
-               else cli_matcher(fixtures, args.cli_no_llm))
+    tiers: dict[str, int] = {}
+    matcher = (fast_matcher(fixtures, supplement=not args.no_supplement, tolerant=not args.no_tolerant, tiers=tiers)
+               if args.route == "fast" else cli_matcher(fixtures, args.cli_no_llm))
     from edge_agent.config import HomeSettings
     from edge_agent.home import Home
 
     rep = run_conformance(matcher, cases, strict=args.strict, home=Home.load(HomeSettings(), fixtures))
     print(rep.markdown())
     print(f"\n{len(cases)} sentences in {rep.seconds:.1f} s ({1000 * rep.seconds / max(1, len(cases)):.1f} ms each)")
+    if tiers:
+        print("matched per tier: " + ", ".join(f"{k} {v}" for k, v in sorted(tiers.items())))
     fails = [o for o in rep.outcomes if not o.ok]
     for o in fails[: args.failures]:
         got = "no match" if o.got is None else f"{o.got[0]} {o.got[1]}"
         print(f"FAIL [{o.case.file}] {o.case.sentence!r} (area={o.case.area}): {o.why}; expected {o.case.slots}; "
               f"got {got}")
     out = rep.to_json(args.failures)
-    if args.route == "fast" and not args.intent and not args.limit:
+    out["tiers"] = tiers
+    if args.route == "fast" and not args.intent and not args.limit and not args.wrap:
         v2 = run_v2(args.dir, fast_factory)
         if v2.outcomes:
             print(f"\n2026-format tests (<Intent>/<file>.yaml, each with its own home), exact slot rule: "
