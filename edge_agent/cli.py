@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("transcribe", help="speech-to-text of a WAV file")
     t.add_argument("file")
-    t.add_argument("--engine", choices=["vosk", "whisper"], help="override stt.engine")
+    t.add_argument("--engine", help="override stt.engine (whisper, vosk, or another registered engine)")
     t.add_argument("--model", help="override the engine's model (manifest name or folder)")
     t.add_argument("--partials", action="store_true", help="stream the file and report partial results")
     t.add_argument("--json", action="store_true")

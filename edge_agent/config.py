@@ -136,7 +136,7 @@ class VoskSettings:
 
 @dataclass(frozen=True)
 class SttSettings:
-    engine: Literal["whisper", "vosk"] = opt("whisper", "Speech-to-text engine.")
+    engine: str = opt("whisper", "Speech-to-text engine: a registered name (whisper, vosk, or a plug-in's).")
     whisper: WhisperSettings = opt(WhisperSettings(), "faster-whisper settings.")
     vosk: VoskSettings = opt(VoskSettings(), "Vosk settings.")
 
@@ -408,6 +408,10 @@ def _validate_semantics(s: Settings) -> None:
                           "digits, - and _")
     if not s.wake.models:
         raise ConfigError("wake.models: at least one wake word model is needed")
+    from .stt import stt_engines  # the engines register themselves; imported here, not at the top (no cycle)
+
+    if s.stt.engine not in stt_engines():
+        raise ConfigError(f"stt.engine: got {s.stt.engine!r}; allowed: {', '.join(repr(n) for n in stt_engines())}")
     if s.mqtt.username is None and any((s.mqtt.password, s.mqtt.password_env, s.mqtt.password_file)):
         raise ConfigError("mqtt.password: a password is set but mqtt.username is null; set mqtt.username")
     if sum(x is not None for x in (s.mqtt.password, s.mqtt.password_env, s.mqtt.password_file)) > 1:

@@ -90,10 +90,10 @@ def smoke_test(model: str | Path, timeout: float = SMOKE_TIMEOUT_S) -> tuple[boo
         return True, f"llama.cpp works on this CPU ({llama_variant()}): {p.stdout.strip()}"
     if p.returncode == -signal.SIGILL:
         flags = cpu_flags()
-        have = [f for f in RISKY_X86 if f in flags]
+        have = " ".join(f for f in RISKY_X86 if f in flags) or "none of AVX2/AVX-512/AMX"
         return False, (
             f"llama.cpp died with SIGILL (illegal instruction) on {cpu_model()}: the installed build uses an "
-            f"instruction this CPU or kernel does not allow (CPU advertises: {' '.join(have) or 'none of AVX2/AVX-512/AMX'}; "
+            f"instruction this CPU or kernel does not allow (CPU advertises: {have}; "
             f"build: {llama_variant()}). Fix: rebuild portably: remove ~/.cache/edge-agent/wheels and .venv, then "
             f"run tools/setup.sh again (it builds with GGML_NATIVE=OFF); on an old CPU without AVX2 set "
             f"EDGE_AGENT_LLAMA_CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DGGML_AVX2=OFF -DGGML_FMA=OFF -DGGML_F16C=OFF\"")

@@ -18,6 +18,7 @@ from typing import Any
 from .config import MqttSettings, Settings
 from .errors import AudioError, ConfigError, ModelError
 from .models import ModelStore, resolve
+from .stt import stt_model_ref, stt_spec
 
 
 def model_refs(s: Settings) -> list[tuple[str, str, str]]:
@@ -27,12 +28,11 @@ def model_refs(s: Settings) -> list[tuple[str, str, str]]:
     refs += [
         ("wake.feature_model", s.wake.feature_model, "wake_features"),
         ("vad.model", s.vad.model, "vad"),
-        (f"stt.{s.stt.engine}.model", s.stt.whisper.model if s.stt.engine == "whisper" else s.stt.vosk.model,
-         "stt_whisper" if s.stt.engine == "whisper" else "stt_vosk"),
+        stt_model_ref(s),
         ("llm.model", s.llm.model, "llm"),
         ("tts.voice", s.tts.voice, "tts"),
     ]
-    return refs
+    return [(key, ref, kind) for key, ref, kind in refs if ref is not None and kind is not None]
 
 
 def check_models_for(s: Settings, store: ModelStore | None = None) -> list[str]:
@@ -279,13 +279,14 @@ def check_cpu(cpuinfo: str, machine: str) -> Check:
 
 
 def check_cores(n: int, s: Settings) -> Check:
-    stt_threads = s.stt.whisper.threads if s.stt.engine == "whisper" else 1
-    detail = f"{n} usable cores (llm.threads={s.llm.threads}, stt.whisper.threads={stt_threads})"
+    spec = stt_spec(s.stt.engine)
+    stt_threads = spec.threads(spec.settings(s))
+    detail = f"{n} usable cores (llm.threads={s.llm.threads}, stt.{s.stt.engine} threads={stt_threads})"
     if n < 2:
         return Check("cpu cores", WARN, detail, "one core cannot listen and think at once: replies will stutter")
     if s.llm.threads > n or stt_threads > n:
         return Check("cpu cores", WARN, detail + ": more threads than cores",
-                     f"set llm.threads and stt.whisper.threads to at most {n}")
+                     f"set llm.threads and stt.{s.stt.engine}.threads to at most {n}")
     return Check("cpu cores", OK, detail)
 
 
@@ -379,7 +380,8 @@ def check_python(version: tuple[int, ...] = tuple(sys.version_info[:3])) -> Chec
 def check_packages(s: Settings) -> Check:
     from importlib import metadata
 
-    wanted = PACKAGES + (["faster-whisper"] if s.stt.engine == "whisper" else ["vosk"])
+    package = stt_spec(s.stt.engine).package
+    wanted = PACKAGES + ([package] if package else [])
     have, missing = [], []
     for name in wanted:
         try:

@@ -1,0 +1,214 @@
+"""faster-whisper (CTranslate2) as an STT engine: batch decoding of the utterance at ``finish()``.
+
+faster-whisper always encodes a 30 s window, so a 2 s command pays for 30 s of encoding. CTranslate2 accepts a
+shorter mel window: with ``stt.whisper.encoder_window_s`` (default 10 s) ``finish()`` took 0.2-0.36 s instead of
+1.3-1.5 s for commands on this (shared, 2-core) machine, with the same word error rate on real recordings
+(tests/test_stt.py, tools/wer.py). Whisper was trained on 30 s windows, so a short window sometimes loops ("ten of
+clubs ten of clubs ...") or takes a lone "yes" for silence; such a doubtful result is decoded again over the full
+window.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .audio import SAMPLE_RATE
+from .config import WhisperSettings
+from .errors import ModelError, SttError
+from .stt import SttEngine, SttSpec, SttStream, register_stt
+from .stt_text import normalize_text
+
+log = logging.getLogger(__name__)
+
+WHISPER_WINDOW_S = 30.0  # Whisper's native input window
+MEL_FRAMES_PER_S = 100  # Whisper's mel hop is 10 ms
+WINDOW_TAIL_S = 1.0  # at least this much silence after the utterance in a short encoder window
+WINDOW_STEP_FRAMES = 500  # short windows grow in 5 s steps
+COMPRESSION_RATIO_MAX = 2.4  # Whisper's threshold for a degenerate (repetitive) decode
+
+
+class WhisperEngine(SttEngine):
+    """faster-whisper on a CTranslate2 model directory. Batch: the utterance is transcribed at ``finish()``."""
+
+    name = "whisper"
+
+    def __init__(self, settings: WhisperSettings, model_path: Path) -> None:
+        super().__init__(model_path)
+        self.settings = settings
+        self.model: Any = None
+        self._tokenizer: Any = None
+        self._prompt: list[int] = []
+        self._suppress: list[int] = []
+        self.fallbacks = 0  # doubtful short-window decodes redone over the full 30 s (for the benchmark)
+
+    def _load(self) -> None:
+        try:
+            from faster_whisper import WhisperModel
+            from faster_whisper.tokenizer import Tokenizer
+            from faster_whisper.transcribe import get_suppressed_tokens
+        except ImportError as e:  # pragma: no cover - installation problem
+            raise SttError(f"faster-whisper is not installed ({e})", fix="pip install faster-whisper==1.2.1") from None
+        s = self.settings
+        try:
+            self.model = WhisperModel(str(self.model_path), device="cpu", compute_type=s.compute_type,
+                                      cpu_threads=s.threads, local_files_only=True)
+        except (RuntimeError, ValueError, OSError) as e:
+            raise ModelError(f"cannot load the Whisper model in {self.model_path}: {e}",
+                             fix="point stt.whisper.model at a CTranslate2 Whisper model folder (model.bin, "
+                                 "config.json, tokenizer.json), e.g. `edge-agent models fetch whisper_tiny_en`, "
+                                 "and check stt.whisper.compute_type") from None
+        language = s.language if self.model.model.is_multilingual else "en"
+        self._tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, task="transcribe",
+                                    language=language)
+        self._prompt = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
+        self._suppress = list(get_suppressed_tokens(self._tokenizer, [-1]))
+
+    def _open_stream(self) -> SttStream:
+        return WhisperStream(self)
+
+    def variant(self, settings: WhisperSettings) -> WhisperEngine:
+        """Another engine over this one's loaded model with other decoding settings (window, beam, partials), for
+        comparisons without loading the model twice. Model, compute type and threads stay this engine's."""
+        self.load()
+        other = WhisperEngine(settings, self.model_path)
+        other.model, other._tokenizer, other._prompt, other._suppress = (self.model, self._tokenizer, self._prompt,
+                                                                          self._suppress)
+        other.load_s = 0.0
+        return other
+
+    def recognize(self, audio: np.ndarray) -> str:
+        """Text of int16 16 kHz audio: one window for a command, faster-whisper's own segment loop beyond 29 s."""
+        if len(audio) == 0:
+            return ""
+        x = audio.astype(np.float32) / 32768.0
+        if len(x) / SAMPLE_RATE <= WHISPER_WINDOW_S - WINDOW_TAIL_S:
+            return self._recognize_window(x)
+        s = self.settings
+        segments, _info = self.model.transcribe(
+            x, language=s.language if self.model.model.is_multilingual else "en", beam_size=s.beam_size,
+            best_of=1, temperature=0.0, vad_filter=False, without_timestamps=True,
+            condition_on_previous_text=False,
+        )
+        return " ".join(seg.text.strip() for seg in segments).strip()
+
+    def window_frames(self, feature_frames: int) -> int:
+        """Mel frames to encode for an utterance of ``feature_frames`` frames (see ``encoder_window_s``)."""
+        full = int(WHISPER_WINDOW_S * MEL_FRAMES_PER_S)
+        least = int(round(self.settings.encoder_window_s * MEL_FRAMES_PER_S))
+        if least <= 0 or least >= full:
+            return full
+        step = WINDOW_STEP_FRAMES
+        need = feature_frames + int(WINDOW_TAIL_S * MEL_FRAMES_PER_S)
+        return min(full, max(least, -(-need // step) * step))
+
+    def _recognize_window(self, x: np.ndarray) -> str:
+        """Encode the utterance in a window shorter than 30 s (at least ``encoder_window_s``) and decode.
+
+        Whisper was trained on 30 s windows; a short one sometimes sends it into a loop ("ten of clubs ten of clubs
+        ..."), or makes a short word look like silence. A doubtful decode (it hit the token cap, repeats a block of
+        words, compresses like a repetition, or was judged silence) is done again over the full 30 s window.
+        """
+        feats = self.model.feature_extractor(x)  # (n_mels, frames)
+        frames = self.window_frames(feats.shape[-1])
+        max_tokens = _max_tokens(len(x) / SAMPLE_RATE)
+        text, doubtful = self._decode(feats, frames, max_tokens)
+        full = int(WHISPER_WINDOW_S * MEL_FRAMES_PER_S)
+        if doubtful and frames < full:
+            self.fallbacks += 1
+            log.debug("stt: doubtful decode on a %d-frame window (%r); decoding the full window", frames, text)
+            text, _ = self._decode(feats, full, max_tokens)
+        return text
+
+    def _decode(self, feats: np.ndarray, frames: int, max_tokens: int) -> tuple[str, bool]:
+        """(text, doubtful) for mel features padded (with zeros, as faster-whisper pads) to ``frames`` frames;
+        doubtful = dropped as silence, or looks like a decoding loop."""
+        import ctranslate2
+
+        s = self.settings
+        window = np.zeros((1, feats.shape[0], frames), dtype=np.float32)
+        n = min(frames, feats.shape[-1])
+        window[0, :, :n] = feats[:, :n]
+        result = self.model.model.generate(
+            ctranslate2.StorageView.from_array(window), [self._prompt], beam_size=s.beam_size,
+            max_length=len(self._prompt) + max_tokens, return_scores=True, return_no_speech_prob=True,
+            suppress_blank=True, suppress_tokens=self._suppress,
+        )[0]
+        ids = result.sequences_ids[0]
+        tokens = [t for t in ids if t < self._tokenizer.eot]
+        text = self._tokenizer.decode(tokens).strip()
+        if result.no_speech_prob > s.no_speech_threshold and result.scores[0] < -1.0:
+            # Whisper's rule: likely silence, and the text it made up is improbable. The endpointer heard speech,
+            # though, and a short window makes single words ("yes") look like silence: worth a second look.
+            return "", True
+        looped = (len(ids) >= max_tokens or _compression_ratio(text) > COMPRESSION_RATIO_MAX
+                  or has_repetition(normalize_text(text).split()))
+        return text, looped
+
+
+def has_repetition(words: list[str]) -> bool:
+    """True when a block of two or more words comes twice in a row, or one word three times in a row: the shape of
+    a Whisper decoding loop. A person rarely says that; when they do, the only cost is one more decode."""
+    n = len(words)
+    for k in range(1, n // 2 + 1):
+        need = 3 if k == 1 else 2
+        for i in range(0, n - need * k + 1):
+            if all(words[i + j * k:i + (j + 1) * k] == words[i:i + k] for j in range(1, need)):
+                return True
+    return False
+
+
+def _compression_ratio(text: str) -> float:
+    """How well the text compresses: a loop of repeated words compresses far better than speech."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def _max_tokens(audio_s: float) -> int:
+    """A cap on decoded tokens that real speech never reaches (fast speech is ~5 words/s, ~1.3 tokens a word plus
+    punctuation): a decode that hits it is a loop of repeated words, cut short and then redone."""
+    return int(min(440, 12 + 10 * audio_s))
+
+
+class WhisperStream(SttStream):
+    engine_name = "whisper"
+
+    def __init__(self, engine: WhisperEngine) -> None:
+        super().__init__()
+        self.engine = engine
+        self._chunks: list[np.ndarray] = []
+        self._last_partial_at = 0
+        self._last_partial_text = ""
+
+    def _feed(self, samples: np.ndarray) -> str | None:
+        self._chunks.append(samples.copy())
+        interval = self.engine.settings.partial_interval_s
+        if interval <= 0 or self.samples_fed - self._last_partial_at < interval * SAMPLE_RATE:
+            return None
+        self._last_partial_at = self.samples_fed
+        text = self.engine.recognize(self._audio())
+        if text and text != self._last_partial_text:
+            self._last_partial_text = text
+            return text
+        return None
+
+    def snapshot(self) -> np.ndarray | None:
+        return self._audio().copy()
+
+    def _audio(self) -> np.ndarray:
+        if len(self._chunks) > 1:
+            self._chunks = [np.concatenate(self._chunks)]
+        return self._chunks[0] if self._chunks else np.zeros(0, dtype=np.int16)
+
+    def _finish(self) -> str:
+        return self.engine.recognize(self._audio())
+
+
+register_stt(SttSpec(
+    name="whisper", settings=lambda s: s.stt.whisper, model=lambda w: w.model, model_kind="stt_whisper",
+    create=lambda w, path: WhisperEngine(w, path), package="faster-whisper", threads=lambda w: w.threads,
+))
