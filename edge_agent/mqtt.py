@@ -9,71 +9,53 @@ Shape (why):
   ``inflight_window`` messages ahead of their PUBACK and acks each only after the broker's PUBACK. After a reconnect it
   starts again from the oldest unacknowledged message, so a message may arrive twice (QoS 1 semantics); every JSON
   payload carries an ``"id"`` so consumers drop duplicates.
-- A supervisor thread owns the connection: it makes a fresh paho client per connection attempt (with paho's loop
-  thread for the network I/O and paho's own auto-reconnect off) and retries forever with exponential backoff and
-  jitter. A fresh client per connection means paho never retransmits a previous connection's messages behind our
-  back, which would break the ordering the outbox guarantees.
+- A supervisor thread owns the connection: it makes a fresh paho client per connection attempt (``mqtt_client``:
+  paho's loop thread for the network I/O, paho's own auto-reconnect off) and retries forever with exponential
+  backoff and jitter. A fresh client per connection means paho never retransmits a previous connection's messages
+  behind our back, which would break the ordering the outbox guarantees.
 - Connection-scoped messages (availability, HA discovery, wake arbitration) are re-derived on each connect and are
   published directly, not through the outbox: a stale "online" replayed after an outage would be a lie.
-- Inbound payloads are validated (size, UTF-8, JSON shape, ranges) by pure functions; invalid ones are logged with
-  the reason and ignored. Valid ones are handed to the engine's callbacks on a dispatcher thread with a bounded queue,
-  so a slow callback never stalls the network loop (and with it the PUBACKs).
+- Inbound payloads are validated (size, UTF-8, JSON shape, ranges) by pure functions (``mqtt_inbound``); invalid
+  ones are logged with the reason and ignored. Valid ones are handed to the engine's callbacks on a dispatcher thread
+  with a bounded queue (``mqtt_router``), so a slow callback never stalls the network loop (and with it the PUBACKs).
+
+Elsewhere: topics in ``mqtt_topics``, wake arbitration in ``arbitration``, HA discovery and the Hermes intent payload
+in ``ha_discovery``, the outbox and its writer in ``outbox`` / ``outbox_writer``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from . import __version__
-from .arbitration import WakeArbiter, parse_wake_claim
+from .arbitration import WakeArbiter
 from .config import REPO_ROOT, MqttSettings, Settings, SiteSettings, mqtt_password
 from .errors import MqttError
 from .ha_discovery import DEFAULT_INTENT_NAMES, discovery_payload, hermes_intent_payload
 from .intent import DeviceCommand, IntentCall
-from .mqtt_inbound import (
-    InboundError,
-    decode_text,
-    parse_hermes_say,
-    parse_say,
-    parse_sensitivity,
-    parse_switch,
-    parse_timer,
-)
+from .mqtt_client import Conn, backoff_delay, close_client, connect_client, make_client
+from .mqtt_router import HERMES_SAY, InboundRouter
 from .mqtt_topics import Topics, check_publish_topic, topic_level
 from .outbox import Outbox, OutMessage
 from .outbox_writer import OutboxWriter
 
 log = logging.getLogger(__name__)
-paho_log = logging.getLogger(__name__ + ".paho")
-# paho logs this at ERROR when its loop runs once more after our own clean disconnect; it is not an error here.
-paho_log.addFilter(lambda record: not str(record.msg).startswith("Client is not connected"))
 
 HA_STATE_MAX_CHARS = 255  # Home Assistant rejects sensor states longer than this
-INBOUND_QUEUE_LEN = 64
-REJECT_LOGS_PER_MIN = 20
 
 
 def _noop(*_args: Any) -> None:
     return None
-
-
-def backoff_delay(attempt: int, min_s: float, max_s: float, rand: Callable[[], float] = random.random) -> float:
-    """Exponential backoff with jitter: attempt 0 -> ~min_s, doubling up to max_s (jitter 50..100 %), so many
-    devices do not reconnect to a restarted broker in lockstep."""
-    base = min(max_s, min_s * (2.0 ** min(attempt, 30)))
-    return base * (0.5 + 0.5 * rand())
 
 
 # =========================================================================================== the link
@@ -91,17 +73,6 @@ class LinkStats:
     inbound_dropped: int = 0  # callbacks dropped because the engine did not keep up
     callback_errors: int = 0
     last_connected_at: float | None = None  # monotonic
-
-
-@dataclass
-class _Conn:
-    """State of one connection attempt; callbacks of an old client only touch their own _Conn."""
-
-    client: mqtt.Client
-    connack: threading.Event = field(default_factory=threading.Event)
-    closed: threading.Event = field(default_factory=threading.Event)
-    failure: str | None = None
-    acks: deque[tuple[int, Any]] = field(default_factory=deque)
 
 
 class MqttLink:
@@ -148,18 +119,11 @@ class MqttLink:
         self._state = "stopped"
         self._stop_evt = threading.Event()
         self._drain_deadline = 0.0
-        self._conn: _Conn | None = None
+        self._conn: Conn | None = None
         self._conn_lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._inbox: deque[tuple[str | Callable[..., None], tuple[Any, ...]]] = deque()
-        self._extra_subs: dict[str, list[Callable[[str, str], None]]] = {}
-        self._subs_lock = threading.Lock()
-        self._inbox_lock = threading.Lock()
-        self._inbox_evt = threading.Event()
-        self._dispatch_thread: threading.Thread | None = None
+        self._inbound = InboundRouter(self)
         self._last_failure: str | None = None
-        self._reject_window_start = 0.0
-        self._reject_logged = 0
         self._last_failure_log = 0.0
 
     @classmethod
@@ -177,6 +141,10 @@ class MqttLink:
     @property
     def connected(self) -> bool:
         return self._state == "connected"
+
+    @property
+    def settings(self) -> MqttSettings:
+        return self._m
 
     @property
     def state(self) -> str:
@@ -201,9 +169,7 @@ class MqttLink:
                             fix="set mqtt.ca_file to the broker's CA certificate (PEM), or null for the system store")
         self._stop_evt.clear()
         self._writer.open()
-        self._dispatch_thread = threading.Thread(target=self._dispatch_loop, name=f"mqtt-dispatch-{self.site_id}",
-                                                 daemon=True)
-        self._dispatch_thread.start()
+        self._inbound.start(f"mqtt-dispatch-{self.site_id}")
         self._thread = threading.Thread(target=self._supervise, name=f"mqtt-{self.site_id}", daemon=True)
         self._thread.start()
 
@@ -222,11 +188,8 @@ class MqttLink:
         thread.join(timeout + self._m.connect_timeout_s + 2.0)
         if thread.is_alive():
             log.warning("mqtt: the connection thread did not stop in time")
-        self._inbox_evt.set()
-        if self._dispatch_thread is not None:
-            self._dispatch_thread.join(2.0)
+        self._inbound.stop(2.0)
         self._thread = None
-        self._dispatch_thread = None
         if self.pending:
             log.info("mqtt: stopped with %d undelivered message(s) kept in %s", self.pending,
                      self.outbox.directory or "memory")
@@ -250,7 +213,8 @@ class MqttLink:
 
     def publish(self, topic: str, payload: dict[str, Any] | str | bytes, qos: int | None = None,
                 retain: bool = False, *, critical: bool = True, coalesce: bool = False) -> str:
-        """Queue one message for durable delivery and return its msg_id, without waiting for the disk. A dict payload becomes JSON with ``"id": msg_id``.
+        """Queue one message for durable delivery and return its msg_id, without waiting for the disk (the writer
+        thread fsyncs it into the outbox a few ms later). A dict payload becomes JSON with ``"id": msg_id``.
 
         ``critical=False`` marks state updates that may be dropped first when the outbox is full;
         ``coalesce=True`` (retained states) replaces an older undelivered message on the same topic.
@@ -333,8 +297,7 @@ class MqttLink:
         (logged). Kept across reconnects; may be called before or after ``start()``."""
         if not topic_filter or "\0" in topic_filter:
             raise MqttError(f"cannot subscribe to {topic_filter!r}", fix="give a topic such as zigbee2mqtt/lamp")
-        with self._subs_lock:
-            self._extra_subs.setdefault(topic_filter, []).append(callback)
+        self._inbound.add(topic_filter, callback)
         conn = self._conn
         if conn is not None and self.connected:
             conn.client.subscribe(topic_filter, 1)
@@ -351,9 +314,10 @@ class MqttLink:
         if name not in self._intent_names:
             self._intent_names.append(name)
             if self._m.discovery:
-                self._publish_discovery()
+                self.publish_discovery()
 
-    def _publish_discovery(self) -> None:
+    def publish_discovery(self) -> None:
+        """Send the Home Assistant device discovery config (retained; on each connect and when HA comes online)."""
         if not self._m.discovery:
             return
         body = json.dumps(discovery_payload(self.topics, self._site, sw_version=self._sw_version,
@@ -377,7 +341,13 @@ class MqttLink:
         while not self._stop_evt.is_set():
             self._set_state("connecting")
             try:
-                conn = self._connect_once()
+                conn = make_client(self._m, client_id=self._client_id, password=self.__password,
+                                   will_topic=self.topics.availability, on_event=self._wake.set,
+                                   on_message=self._inbound.on_message)
+                failure = connect_client(conn, self._m, self._stop_evt)
+                if failure is not None:
+                    self._note_failure(failure)
+                    conn = None
             except Exception as e:  # noqa: BLE001 - e.g. a bad TLS file: log, back off, retry (never crash)
                 self._note_failure(f"{type(e).__name__}: {e}")
                 conn = None
@@ -405,7 +375,7 @@ class MqttLink:
             except Exception:  # noqa: BLE001 - a bug here must mean a reconnect, not a dead link
                 log.exception("mqtt: unexpected error in the sender; reconnecting")
             finally:
-                self._close(conn, graceful=self._stop_evt.is_set())
+                close_client(conn, offline_topic=self.topics.availability if self._stop_evt.is_set() else None)
                 with self._conn_lock:
                     self._conn = None
                 if not self._stop_evt.is_set():
@@ -425,106 +395,21 @@ class MqttLink:
             log.debug("mqtt: broker %s:%d: %s", self._m.host, self._m.port, reason)
         self._last_failure = reason
 
-    def _make_client(self) -> _Conn:
-        m = self._m
-        protocol = mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311
-        kwargs: dict[str, Any] = {"client_id": self._client_id, "protocol": protocol,
-                                  "reconnect_on_failure": False}
-        if protocol == mqtt.MQTTv311:
-            kwargs["clean_session"] = True
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, **kwargs)
-        conn = _Conn(client)
-        client.enable_logger(paho_log)
-        client.connect_timeout = m.connect_timeout_s
-        if m.username is not None:
-            client.username_pw_set(m.username, self.__password)
-        if m.tls:
-            client.tls_set(ca_certs=str(Path(m.ca_file).expanduser()) if m.ca_file else None)
-        client.will_set(self.topics.availability, "offline", qos=1, retain=True)
-        client.max_inflight_messages_set(max(m.inflight_window, 1) + 4)  # + room for connection-scoped messages
-
-        def on_connect(_c: Any, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
-            if getattr(reason, "is_failure", False):
-                conn.failure = f"the broker refused the connection: {reason}"
-            conn.connack.set()
-
-        def on_disconnect(_c: Any, _u: Any, _flags: Any, _reason: Any, _props: Any) -> None:
-            conn.closed.set()
-            self._wake.set()
-
-        def on_publish(_c: Any, _u: Any, mid: int, reason: Any, _props: Any) -> None:
-            conn.acks.append((mid, reason))  # handled by the sender thread: paho holds its own lock here
-            self._wake.set()
-
-        def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-            self._on_message(msg.topic, bytes(msg.payload))
-
-        client.on_connect = on_connect
-        client.on_disconnect = on_disconnect
-        client.on_publish = on_publish
-        client.on_message = on_message
-        return conn
-
-    def _connect_once(self) -> _Conn | None:
-        conn = self._make_client()
-        client = conn.client
-        try:
-            client.connect(self._m.host, self._m.port, keepalive=self._m.keepalive_s)
-        except OSError as e:  # refused, unreachable, DNS, TLS handshake (ssl.SSLError is an OSError)
-            self._note_failure(e.strerror or str(e) or type(e).__name__)
-            return None
-        client.loop_start()
-        end = time.monotonic() + self._m.connect_timeout_s
-        while not conn.connack.is_set() and not conn.closed.is_set() and time.monotonic() < end:
-            if self._stop_evt.is_set():
-                break
-            conn.connack.wait(0.02)
-        if conn.connack.is_set() and conn.failure is None and not conn.closed.is_set():
-            return conn
-        reason = conn.failure or ("the connection closed before CONNACK" if conn.closed.is_set()
-                                  else f"no CONNACK within {self._m.connect_timeout_s:g} s")
-        if "authori" in reason.lower() or "password" in reason.lower():
-            reason += " (fix: check mqtt.username and the password from mqtt.password_env / mqtt.password_file)"
-        self._note_failure(reason)
-        self._close(conn, graceful=False)
-        return None
-
-    def _close(self, conn: _Conn, *, graceful: bool) -> None:
-        client = conn.client
-        try:
-            if graceful and not conn.closed.is_set():
-                # A clean DISCONNECT suppresses the last will, so say "offline" ourselves first.
-                info = client.publish(self.topics.availability, "offline", qos=1, retain=True)
-                info.wait_for_publish(timeout=1.0)
-            client.disconnect()
-        except (OSError, RuntimeError, ValueError):
-            pass
-        client.loop_stop()
-        try:
-            if client.socket() is not None:
-                client.socket().close()  # the loop thread is gone; make sure no half-open socket lingers
-        except OSError:
-            pass
-        # Break the client <-> callback-closure cycle so the client is freed (and paho closes its wake-up socket
-        # pair) now rather than at some later garbage collection: no file descriptors pile up over many outages.
-        client.on_connect = client.on_disconnect = client.on_publish = client.on_message = None
-
-    def _on_connected(self, conn: _Conn) -> None:
+    def _on_connected(self, conn: Conn) -> None:
         t = self.topics
         subs = [(t.say, 1), (t.mute_set, 1), (t.sensitivity_set, 1), (t.timer_set, 1)]
         if self._m.discovery:
             subs.append((t.ha_status, 1))
         if self._m.hermes:
-            subs.append(("hermes/tts/say", 1))
+            subs.append((HERMES_SAY, 1))
         if self._m.arbitration_window_s > 0:
             subs.append((t.arbitration, 0))
-        with self._subs_lock:
-            subs += [(f, 1) for f in self._extra_subs if f not in {s for s, _q in subs}]
+        subs += [(f, 1) for f in self._inbound.filters() if f not in {s for s, _q in subs}]
         conn.client.subscribe(subs)
-        self._publish_discovery()
+        self.publish_discovery()
         conn.client.publish(t.availability, "online", qos=1, retain=True)
 
-    def _send_loop(self, conn: _Conn) -> None:
+    def _send_loop(self, conn: Conn) -> None:
         """Deliver the outbox in order, up to ``inflight_window`` unacknowledged; ack each on its PUBACK."""
         client = conn.client
         window = max(1, self._m.inflight_window)
@@ -558,89 +443,3 @@ class MqttLink:
                     inflight[info.mid] = msg.msg_id
                     sent.add(msg.msg_id)
             self._wake.wait(0.5)
-
-    # ------------------------------------------------------------------ inbound
-    def _on_message(self, topic: str, payload: bytes) -> None:
-        """Validate and route one inbound message; never raises (runs on paho's network thread)."""
-        t, limit = self.topics, self._m.max_inbound_bytes
-        try:
-            if topic == t.say:
-                self._dispatch("on_say", parse_say(payload, limit))
-            elif topic == t.mute_set:
-                muted = parse_switch(payload, limit)
-                self._dispatch("on_mute", muted)
-                self.publish_mute(muted)
-            elif topic == t.sensitivity_set:
-                value = parse_sensitivity(payload, limit)
-                self._dispatch("on_sensitivity", value)
-                self.publish_sensitivity(value)
-            elif topic == t.timer_set:
-                self._dispatch("on_timer", parse_timer(payload, limit))
-            elif topic == t.ha_status:
-                status = decode_text(payload, limit).strip().lower()
-                if status == "online":
-                    log.info("mqtt: Home Assistant came online; re-sending discovery")
-                    self._publish_discovery()
-                self.stats.inbound_ok += 1
-            elif topic == t.arbitration:
-                claim = parse_wake_claim(payload, limit)
-                if claim.site_id != self.site_id:
-                    self.arbiter.receive(claim)
-            elif topic == "hermes/tts/say" and self._m.hermes:
-                text = parse_hermes_say(payload, limit, self.site_id)
-                if text is not None:
-                    self._dispatch("on_say", text)
-            else:
-                with self._subs_lock:
-                    callbacks = [cb for f, cbs in self._extra_subs.items() if mqtt.topic_matches_sub(f, topic)
-                                 for cb in cbs]
-                if not callbacks:
-                    log.debug("mqtt: message on unexpected topic %s ignored", topic)
-                    return
-                text = decode_text(payload, limit)
-                for cb in callbacks:
-                    self._dispatch(cb, topic, text)
-        except InboundError as e:
-            self.stats.inbound_rejected += 1
-            now = time.monotonic()
-            if now - self._reject_window_start > 60.0:
-                self._reject_window_start, self._reject_logged = now, 0
-            self._reject_logged += 1
-            if self._reject_logged <= REJECT_LOGS_PER_MIN:  # a flood of junk must not flood the log too
-                log.warning("mqtt: ignored message on %s: %s", topic[:200], e)
-            else:
-                log.debug("mqtt: ignored message on %s: %s", topic[:200], e)
-        except Exception:  # noqa: BLE001 - never let a payload take the network thread down
-            self.stats.inbound_rejected += 1
-            log.exception("mqtt: error handling a message on %s", topic)
-
-    def _dispatch(self, callback: str | Callable[..., None], *args: Any) -> None:
-        """Queue a callback (an ``on_*`` attribute name, looked up when it runs, or a function) for the dispatcher."""
-        with self._inbox_lock:
-            if len(self._inbox) >= INBOUND_QUEUE_LEN:
-                self._inbox.popleft()
-                self.stats.inbound_dropped += 1
-                log.warning("mqtt: inbound queue full; dropped the oldest command (%d so far)",
-                            self.stats.inbound_dropped)
-            self._inbox.append((callback, args))
-        self.stats.inbound_ok += 1
-        self._inbox_evt.set()
-
-    def _dispatch_loop(self) -> None:
-        while True:
-            self._inbox_evt.wait(0.5)
-            self._inbox_evt.clear()
-            while True:
-                with self._inbox_lock:
-                    if not self._inbox:
-                        break
-                    callback, args = self._inbox.popleft()
-                fn = getattr(self, callback) if isinstance(callback, str) else callback
-                try:
-                    fn(*args)
-                except Exception:  # noqa: BLE001 - an engine callback must never take the link down
-                    self.stats.callback_errors += 1
-                    log.exception("mqtt: %s callback failed for %r",
-                                  callback if isinstance(callback, str) else getattr(fn, "__name__", "a"), args)
-            if self._stop_evt.is_set() and (self._thread is None or not self._thread.is_alive()):
-                return

@@ -28,7 +28,8 @@ from edge_agent.errors import MqttError
 from edge_agent.intent import DeviceCommand, IntentCall
 from edge_agent.arbitration import WakeClaim, arbitrate, parse_wake_claim
 from edge_agent.ha_discovery import discovery_payload, hermes_intent_payload
-from edge_agent.mqtt import MqttLink, backoff_delay
+from edge_agent.mqtt import MqttLink
+from edge_agent.mqtt_client import backoff_delay
 from edge_agent.mqtt_inbound import (
     InboundError,
     parse_hermes_say,
@@ -529,7 +530,7 @@ def test_discovery_well_formed_and_resent_when_ha_online(broker, links, subs, tm
 
 
 def test_malformed_inbound_never_crashes_nor_reaches_callbacks(broker, links, subs, tmp_path, caplog) -> None:
-    caplog.set_level(logging.DEBUG, logger="edge_agent.mqtt")
+    caplog.set_level(logging.DEBUG, logger="edge_agent")
     s = settings_for(broker, hermes=True, max_inbound_bytes=4096)
     sub = subs(broker, ["edge-agent/kitchen/mute", "edge-agent/kitchen/sensitivity"])
     link = links(s, tmp_path / "ob")
