@@ -6,20 +6,25 @@ Flow of one ``respond(text)``:
    ``confirmed=True``; anything else cancels it (a plain "no" is acknowledged; other text is handled as new).
 2. **Fast path**: Home Assistant's templates (``IntentMatcher``) -> ``IntentHandler.handle`` -> its sentence is
    spoken at once. No LLM, milliseconds.
-3. **LLM path**: the model sees a FIXED prefix (system prompt, guardrail profile, this home's devices, worked
-   examples, the tools) that is identical on every call, so llama.cpp keeps it in its KV cache (and on disk,
+3. **LLM path**, through the ``LlmBackend`` port (``llm_backend.py``; ``llm.backend`` picks one): the brain hands
+   over chat messages and reads back text and one ``CallStats`` per call; the chat template, grammars and KV cache
+   are the backend's. The model sees a FIXED prefix (system prompt, guardrail profile, this home's devices, worked
+   examples, the tools) that is identical on every call, so a local backend keeps it in its KV cache (and on disk,
    ``llm.prefix_cache_dir``), then the spoken history, the context (the user's area) and the user's words. It either
-   answers in free text, which is streamed to the voice as it is written, or opens ``<tool_call>``: from that
-   token on, generation restarts (the prompt is cached, so this costs one token) under a grammar made from the
-   tools' JSON schema, so the call can only name real tools and configured entities/areas. The call is checked
-   again (``jsonschema``, then ``IntentHandler.validate`` inside ``handle``; area/domain arguments that contradict
-   a named device are dropped first); a ``ToolError`` goes back to the model once as the tool's result, then we
-   apologise. After the tool runs, the handler's own factual sentence is spoken at once; with
-   ``llm.reply_after_tool`` its ``IntentResult.data`` is fed back instead and the model phrases the reply under a
-   plain-text grammar (slower, and the 0.5B model sometimes contradicted the facts, hence off by default).
+   answers in free text, streamed to the voice as it is written, or begins a tool call (``stats.tool_call``): the
+   call is then written under the tools' JSON schema (``complete_json(..., tool_call=True)``, after any words
+   already said), so it can only name real tools and configured entities/areas. The call is checked again
+   (``IntentHandler.validate`` inside ``handle``; area/domain arguments that contradict a named device are dropped
+   first); a ``ToolError`` goes back to the model once as the tool's result, then we apologise. After the tool
+   runs, the handler's own factual sentence is spoken at once; with ``llm.reply_after_tool`` its
+   ``IntentResult.data`` is fed back instead and the model phrases the reply in words-only mode.
 
-Everything yielded passes through ``SentenceBuffer``/``speakable``: the voice never reads JSON, tags or markdown.
-History holds only what was actually spoken (``commit_turn``, called by the voice loop after playback).
+Everything the LLM says passes through ``SentenceBuffer``/``speakable`` and then the truth guard (``truth.py``),
+sentence by sentence before TTS: an action it reports must have been executed in this turn, a state/timer/clock
+fact read in this turn; otherwise an honest sentence is said instead (``Response.rewrites``). History holds only
+what was actually spoken (``commit_turn``, called by the voice loop after playback); an interrupted reply ends in
+"—", never in an annotation the model could copy. ``respond`` holds a turn lock while it runs: two turns (a timer's
+delayed command and a spoken request) never interleave.
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,14 +44,13 @@ from .config import ConversationSettings, Settings
 from .errors import EdgeAgentError, LlmError, ToolError
 from .intent import IntentCall, IntentResult
 from .intents import DEVICE_INTENTS
-from .llm import IM_END, Llm, Message, render_chatml
+from .llm_backend import CallStats, LlmBackend, Message, create_backend
 from .text import SentenceBuffer, speakable
+from .truth import ReplyGuard, spoken_history_text
 
 log = logging.getLogger(__name__)
 
 HISTORY_TRIM_TO = 0.5  # over a history limit, drop the oldest turns down to this fraction of it
-TOOL_OPEN = "<tool_call>"
-TOOL_CLOSE = "</tool_call>"
 CONFIRM_TTL_S = 30.0  # a pending "are you sure?" is forgotten after this long
 TOOL_CALL_MAX_TOKENS = 120  # a tool call's JSON is short; this bounds a runaway grammar-constrained decode
 YES = re.compile(r"^\s*(yes|yeah|yep|yup|sure|ok|okay|confirm(ed)?|do it|go ahead|please do|correct|affirmative)\b",
@@ -56,9 +59,6 @@ NO = re.compile(r"^\s*(no|nope|nah|cancel|stop|never ?mind|don'?t|do not)\b", re
 SORRY_NO_LLM = "Sorry, I can only control your devices right now."
 SORRY_TOOL = "Sorry, I couldn't do that."
 SORRY_LLM = "Sorry, I couldn't work that out."
-# The reply after a tool: one line of plain text that starts with a letter or digit (the model otherwise tends to
-# echo the tool's JSON back); braces and tags can never appear.
-SPOKEN_GRAMMAR = 'root ::= [A-Za-z0-9] [^{}<>\\n]*'
 REPLY_REQUEST = "Tell me the result in one short spoken sentence, no JSON."
 
 # Tools offered to the LLM only when the home has a device of one of these domains (None = always offered).
@@ -79,7 +79,7 @@ LLM_EXCLUDED_TOOLS = frozenset({"HassNevermind", "HassPauseTimer", "HassUnpauseT
 
 
 @dataclass
-class Turn:
+class HistoryTurn:
     user: str
     assistant: str
     interrupted: bool
@@ -104,13 +104,18 @@ class Conversation:
         self.settings = settings
         self.count_tokens = count_tokens or (lambda s: max(1, len(s) // 4))
         self.clock = clock
-        self.turns: deque[Turn] = deque()
+        self.turns: deque[HistoryTurn] = deque()
+        self._lock = threading.Lock()  # a timer's command may run on another thread than the voice loop
 
     def add(self, user: str, assistant: str, interrupted: bool = False) -> None:
+        with self._lock:
+            self._add(user, assistant, interrupted)
+
+    def _add(self, user: str, assistant: str, interrupted: bool) -> None:
         self._expire()
         if self.settings.max_turns == 0:
             return
-        self.turns.append(Turn(user.strip(), assistant.strip(), interrupted, self.clock()))
+        self.turns.append(HistoryTurn(user.strip(), assistant.strip(), interrupted, self.clock()))
         max_turns, max_tokens = self.settings.max_turns, self.settings.max_history_tokens
         if len(self.turns) > max_turns:
             while len(self.turns) > max(1, math.ceil(max_turns * HISTORY_TRIM_TO)):
@@ -121,15 +126,18 @@ class Conversation:
 
     def messages(self) -> list[Message]:
         """The history as chat messages, oldest first (empty after ``expire_s`` of silence)."""
-        self._expire()
+        with self._lock:
+            self._expire()
+            turns = list(self.turns)
         out: list[Message] = []
-        for t in self.turns:
+        for t in turns:
             out.append({"role": "user", "content": t.user})
             out.append({"role": "assistant", "content": _assistant_text(t)})
         return out
 
     def clear(self) -> None:
-        self.turns.clear()
+        with self._lock:
+            self.turns.clear()
 
     def _tokens(self) -> int:
         return sum(self.count_tokens(t.user) + self.count_tokens(_assistant_text(t)) + 8 for t in self.turns)
@@ -139,10 +147,10 @@ class Conversation:
             self.turns.clear()
 
 
-def _assistant_text(t: Turn) -> str:
-    if t.interrupted:
-        return (t.assistant + " ..." if t.assistant else "...") + " (interrupted by the user)"
-    return t.assistant
+def _assistant_text(t: HistoryTurn) -> str:
+    """What the assistant said, and nothing else: an interruption is only the words breaking off ("—"). An
+    annotation such as "(interrupted by the user)" was copied into later answers and spoken."""
+    return spoken_history_text(t.assistant, t.interrupted)
 
 
 # --------------------------------------------------------------------------------------------------- response
@@ -153,9 +161,10 @@ class Response:
 
     ``intents`` (calls executed, published through ``Brain.on_intent``), ``results`` (every handler result, also
     those waiting for confirmation), ``pending`` (the call awaiting a spoken yes), ``t_first_token``
-    (``time.monotonic()`` of the first LLM token, None when no LLM ran), ``used_llm``, ``timings`` (seconds) and
-    ``text`` (all pieces joined) are complete once iteration ends. Each piece ends with a space, so a downstream
-    sentence splitter cuts at once.
+    (``time.monotonic()`` of the first LLM token, None when no LLM ran), ``used_llm``, ``timings`` (seconds),
+    ``rewrites`` (LLM sentences the truth guard did not let through as written: ``{"said", "spoken", "reason"}``),
+    ``llm_text`` (everything the LLM wrote in words, before the guard) and ``text`` (all pieces joined) are
+    complete once iteration ends. Each piece ends with a space, so a downstream sentence splitter cuts at once.
     """
 
     def __init__(self, run: Callable[[Response], Iterator[str]]) -> None:
@@ -165,6 +174,8 @@ class Response:
         self.t_first_token: float | None = None
         self.used_llm = False
         self.error: str | None = None
+        self.rewrites: list[dict[str, str]] = []
+        self.llm_text = ""
         self.timings: dict[str, Any] = {}
         self.t_start = time.monotonic()
         self._pieces: list[str] = []
@@ -194,9 +205,11 @@ class Response:
 
 
 class Brain:
-    """Transcript -> intents + streamed reply. One turn at a time (the voice loop never overlaps turns)."""
+    """Transcript -> intents + streamed reply. One turn at a time: a ``respond`` started while another runs (a
+    timer's delayed command on its thread while the voice loop answers) waits until the first one's iteration ends.
+    """
 
-    def __init__(self, settings: Settings, home: Any, handler: Any, matcher: Any, llm: Llm | None,
+    def __init__(self, settings: Settings, home: Any, handler: Any, matcher: Any, llm: LlmBackend | None,
                  *, timers: Any = None, tools: list[dict[str, Any]] | None = None) -> None:
         self.settings = settings
         self.home = home
@@ -210,6 +223,8 @@ class Brain:
         self.conversation = Conversation(settings.conversation,
                                          count_tokens=(llm.count_tokens if llm is not None else None))
         self._pending: tuple[IntentCall, str | None, float] | None = None
+        self._turn_lock = threading.Lock()
+        self.warmup_stats: CallStats | None = None
         if tools is None:
             from .intents import tool_specs
 
@@ -236,20 +251,14 @@ class Brain:
         timers.restore()
         handler = IntentHandler(home, settings.home, timers, dry_run=settings.mqtt.dry_run)
         matcher = IntentMatcher(home)
-        llm = None
-        if use_llm:
-            from .preflight import resolve_model
-
-            cache = settings.llm.prefix_cache_dir
-            llm = Llm(resolve_model(settings, settings.llm.model, "llm"), settings.llm,
-                      cache_dir=settings.path(cache) if cache else None)
+        llm = create_backend(settings) if use_llm else None  # llm.backend (default "local": llama.cpp)
         return cls(settings, home, handler, matcher, llm, timers=timers)
 
     def warmup(self) -> None:
-        """Load the LLM and evaluate the fixed prefix once, so the first request only pays for its own tokens."""
+        """Load the LLM and prepare the fixed prefix once, so the first request only pays for its own tokens."""
         if self.llm is not None:
             self.llm.load()
-            self.llm.warmup(render_chatml([{"role": "system", "content": self.prefix}], add_generation_prompt=False))
+            self.warmup_stats = self.llm.warmup([{"role": "system", "content": self.prefix}])
 
     # ------------------------------------------------------------------ conversation
     def commit_turn(self, user_text: str, spoken_text: str, interrupted: bool = False) -> None:
@@ -263,12 +272,27 @@ class Brain:
 
     # ------------------------------------------------------------------ respond
     def respond(self, text: str, *, area: str | None = None, cancel: threading.Event | None = None) -> Response:
-        """Start handling ``text``; the work runs as the returned ``Response`` is iterated."""
-        return Response(lambda resp: self._run(resp, text.strip(), area, cancel))
+        """Start handling ``text``; the work runs as the returned ``Response`` is iterated, holding the brain's turn
+        lock from the first piece asked for until iteration ends (or the response is closed)."""
+        return Response(lambda resp: self._locked_run(resp, text.strip(), area, cancel))
 
-    def _run(self, resp: Response, text: str, area: str | None, cancel: threading.Event | None) -> Iterator[str]:
+    def _locked_run(self, resp: Response, text: str, area: str | None, cancel: threading.Event | None
+                    ) -> Iterator[str]:
         if not text:
             return
+        t0 = time.monotonic()
+        while not self._turn_lock.acquire(timeout=0.05):
+            if cancel is not None and cancel.is_set():  # cancelled while waiting for the other turn: say nothing
+                return
+        waited = time.monotonic() - t0
+        if waited > 0.01:
+            resp.timings["waited_for_turn_s"] = round(waited, 3)
+        try:
+            yield from self._run(resp, text, area, cancel)
+        finally:
+            self._turn_lock.release()
+
+    def _run(self, resp: Response, text: str, area: str | None, cancel: threading.Event | None) -> Iterator[str]:
         pending, self._pending = self._pending, None
         if pending is not None and self.clock() - pending[2] <= CONFIRM_TTL_S:
             call, p_area, _ = pending
@@ -341,16 +365,37 @@ class Brain:
                 del s[key]
         return IntentCall(name=call.name, slots=s, entities=call.entities, text=call.text, source=call.source)
 
-    def _answer_in_words(self, prompt: str, cancel: threading.Event | None) -> Iterator[str]:
-        """A free-text answer under a grammar that cannot open a tool call or JSON."""
+    def _guarded(self, resp: Response, guard: ReplyGuard, pieces: Sequence[str]) -> Iterator[str]:
+        """LLM pieces through the truth guard, one sentence (or first clause) at a time, before they reach TTS."""
+        for piece in pieces:
+            resp.llm_text += piece + " "
+            out = guard.check(piece)
+            if out.rewritten:
+                log.warning("truth guard: %r -> %r (%s)", piece, out.text, out.reason)
+                resp.rewrites.append({"said": piece, "spoken": out.text, "reason": out.reason})
+                resp.timings["truth_rewrites"] = len(resp.rewrites)
+            if out.text:
+                yield out.text + " "
+
+    def _speak_stream(self, resp: Response, guard: ReplyGuard, messages: Sequence[Message], *, mode: str,
+                      cancel: threading.Event | None, phase: str, calls: list[dict[str, Any]]
+                      ) -> Iterator[str]:
+        """Stream an LLM call into guarded pieces; returns (via StopIteration.value) the call's stats."""
         assert self.llm is not None
         buf = SentenceBuffer()
-        with closing(self.llm.stream(prompt, grammar=NO_TOOL_GRAMMAR, cancel=cancel)) as stream:
-            for frag in stream:
-                for piece in buf.push(frag):
-                    yield piece + " "
-        for piece in buf.flush():
-            yield piece + " "
+        with self.llm.stream(messages, mode=mode, cancel=cancel) as stream:  # type: ignore[arg-type]
+            try:
+                for frag in stream:
+                    if resp.t_first_token is None:
+                        resp.t_first_token = stream.stats.t_first_token
+                    yield from self._guarded(resp, guard, buf.push(frag))
+            finally:
+                calls.append({"phase": phase, **stream.stats.to_json()})
+        if resp.t_first_token is None:
+            resp.t_first_token = stream.stats.t_first_token
+        if not (cancel is not None and cancel.is_set()):
+            yield from self._guarded(resp, guard, buf.flush())
+        return stream.stats
 
     # ------------------------------------------------------------------ LLM
     def _fixed_prefix(self) -> str:
@@ -366,16 +411,13 @@ class Brain:
             "devices, areas or MQTT topics; if something does not exist here, say so."
         )
         parts.append(_device_list(self.home))
-        examples = _examples(self.home, {t["name"] for t in self.tools})
+        fmt = getattr(self.llm, "format_tool_call", None) or _plain_tool_call
+        examples = _examples(self.home, {t["name"] for t in self.tools}, fmt)
         if examples:
             parts.append(examples)
         tools = "\n".join(_signature(t) for t in self.tools)
-        parts.append(
-            "# Tools\n\nYou may call one function to assist with the user query. The functions (all arguments "
-            f"optional unless marked *):\n<tools>\n{tools}\n</tools>\n\nFor a function call, return a json object "
-            "with function name and arguments within <tool_call></tool_call> XML tags:\n"
-            f'{TOOL_OPEN}\n{{"name": <function-name>, "arguments": <args-json-object>}}\n{TOOL_CLOSE}'
-        )
+        tools_prompt = getattr(self.llm, "tools_prompt", None) or _plain_tools_prompt
+        parts.append(tools_prompt(tools))
         return "\n\n".join(parts)
 
     def _context(self, area: str | None) -> str:
@@ -386,11 +428,11 @@ class Brain:
         a = self.home.area_by_name(area) if hasattr(self.home, "area_by_name") else None
         return f"The user is in the {a.name if a else area}."
 
-    def _prompt(self, text: str, area: str | None) -> str:
+    def _messages(self, text: str, area: str | None) -> list[Message]:
         """Fixed prefix, then the spoken history, then the context (area), then the user's words.
 
-        The order is what llama.cpp's prefix cache needs: the prefix never changes, and the history only grows at
-        its end, so a follow-up turn evaluates just the previous exchange, the context line and the new words.
+        The order is what a local backend's prefix cache needs: the prefix never changes, and the history only
+        grows at its end, so a follow-up turn evaluates just the previous exchange, the context line and the words.
         """
         messages: list[Message] = [{"role": "system", "content": self.prefix}]
         messages += self.conversation.messages()
@@ -398,7 +440,9 @@ class Brain:
         if context:
             messages.append({"role": "system", "content": context})
         messages.append({"role": "user", "content": text})
-        return render_chatml(messages)
+        return messages
+
+    _prompt = _messages  # the benchmark's name for it (it evicts the cache with a throw-away request)
 
     def _llm_turn(self, resp: Response, text: str, area: str | None, cancel: threading.Event | None
                   ) -> Iterator[str]:
@@ -407,13 +451,17 @@ class Brain:
         if not llm.loaded:  # first use (the CLI): load and restore/evaluate the fixed prefix
             t0 = time.monotonic()
             self.warmup()
+            warm = self.warmup_stats
             resp.timings["llm_load_s"] = round(llm.load_s or 0.0, 3)
             resp.timings["llm_warmup_s"] = round(time.monotonic() - t0, 3)
-            resp.timings["prefix_tokens"] = llm.last_stats.n_prompt
-            resp.timings["prefix_from_cache"] = llm.last_stats.n_evaluated == 0
-        prompt = self._prompt(text, area)
+            if warm is not None:
+                resp.timings["prefix_tokens"] = warm.n_prompt
+                resp.timings["prefix_from_cache"] = warm.n_evaluated == 0
+        messages = self._messages(text, area)
         calls: list[dict[str, Any]] = []
         resp.timings["llm_calls"] = calls
+        # Only what the handler did or read in THIS turn may be reported (resp.results fills as calls run).
+        guard = ReplyGuard(resp.results, self.home)
         # A device command must become a tool call: in free text the small model sometimes just *says* "Turned off
         # the lamp" without doing it. Such transcripts skip the free-text decision and go to the constrained call.
         force_tool = looks_like_command(text, self.home)
@@ -421,43 +469,33 @@ class Brain:
         for attempt in range(2):
             # ---- decide: free text (streamed) or a tool call
             t0 = time.monotonic()
-            buf = SentenceBuffer()
-            raw = ""
-            tool = force_tool and attempt == 0
-            if not tool:
-                with closing(llm.stream(prompt, stop=(TOOL_OPEN,), cancel=cancel)) as stream:
-                    for frag in stream:
-                        if resp.t_first_token is None:
-                            resp.t_first_token = llm.last_stats.t_first_token
-                        raw += frag
-                        if raw.lstrip().startswith("{"):  # a bare JSON call without the tag
-                            tool = True
-                            break
-                        for piece in buf.push(frag):
-                            yield piece + " "
-                calls.append({"phase": "decide", **llm.last_stats.to_json()})
-            if cancel is not None and cancel.is_set():
-                return
-            if not tool and llm.last_stats.stop_string != TOOL_OPEN:
-                for piece in buf.flush():
-                    yield piece + " "
-                resp.timings["answer_s"] = round(time.monotonic() - t0, 3)
-                return
-            # ---- the tool call, under the grammar
-            before = "" if tool else raw
-            for piece in buf.flush():  # words said before the call ("Sure,") are spoken
-                yield piece + " "
-            call_prompt = f"{prompt}{before}{TOOL_OPEN}\n"
+            before = ""
+            if not (force_tool and attempt == 0):
+                stats = yield from self._speak_stream(resp, guard, messages, mode="free", cancel=cancel,
+                                                      phase="decide", calls=calls)
+                if cancel is not None and cancel.is_set():
+                    return
+                if not stats.tool_call:
+                    resp.timings["answer_s"] = round(time.monotonic() - t0, 3)
+                    return
+                before = stats.text  # words said before the call ("Sure,") were spoken
+            # ---- the tool call, constrained to the tools' schema
+            call_messages = [*messages, {"role": "assistant", "content": before}]
+            cstats: CallStats | None = None
             try:
-                obj = llm.complete_json(call_prompt, self.tool_schema, max_tokens=TOOL_CALL_MAX_TOKENS,
-                                        cancel=cancel)
+                obj, cstats = llm.complete_json(call_messages, self.tool_schema, tool_call=True,
+                                                max_tokens=TOOL_CALL_MAX_TOKENS, cancel=cancel)
+            except LlmError:
+                if cancel is not None and cancel.is_set():
+                    return
+                raise
             finally:
-                calls.append({"phase": "tool_call", **llm.last_stats.to_json()})
-                if resp.t_first_token is None:
-                    resp.t_first_token = llm.last_stats.t_first_token
+                if cstats is not None:
+                    calls.append({"phase": "tool_call", **cstats.to_json()})
+                    if resp.t_first_token is None:
+                        resp.t_first_token = cstats.t_first_token
             resp.timings["decision_s"] = round(time.monotonic() - t0, 3)
-            call_json = llm.last_text.strip()
-            after_call = f"{call_prompt}{call_json}\n{TOOL_CLOSE}{IM_END}\n"
+            after_call = [*messages, {"role": "assistant", "content": before, "tool_call": cstats.text}]
             call = self._repair(IntentCall(name=obj["name"], slots=dict(obj.get("arguments") or {}), text=text,
                                            source="llm"))
             if call.name in DEVICE_INTENTS and not mentions_device(text, self.home):
@@ -465,18 +503,19 @@ class Brain:
                 # A device is only touched when the words name one: otherwise answer in words.
                 log.info("LLM called %s for %r, which names no device: answering instead", call.name, text)
                 resp.timings["blocked_tool_call"] = call.name
-                yield from self._answer_in_words(prompt, cancel)
+                yield from self._speak_stream(resp, guard, messages, mode="words", cancel=cancel, phase="words",
+                                              calls=calls)
                 return
             # handle() validates before acting (IntentHandler.validate) and reports a ToolError as a failed result
             result = self._execute(resp, call, area)
             error = None if result.success or result.needs_confirmation else result.data.get("error")
             if error is not None:
-                log.info("LLM tool call %s rejected: %s", call_json, error)
+                log.info("LLM tool call %s rejected: %s", cstats.text, error)
                 resp.error = f"tool: {error}"
                 if attempt == 0:  # once: the model sees the error as the tool's result and may correct itself
                     resp.results.pop()
-                    prompt = after_call + render_chatml([{"role": "tool", "content": json.dumps(
-                        {"error": error}, ensure_ascii=False)}])
+                    messages = [*after_call, {"role": "tool", "content": json.dumps({"error": error},
+                                                                                    ensure_ascii=False)}]
                     continue
                 yield from _pieces(SORRY_TOOL)
                 return
@@ -490,23 +529,15 @@ class Brain:
             # It echoes JSON after a bare tool response; an explicit request for a spoken sentence makes it phrase
             # the result (measured: 8 of 8 natural sentences, against 0 of 8 without the request).
             data = {**(result.data or {}), "message": result.speech}
-            reply_prompt = after_call + render_chatml([
-                {"role": "tool", "content": json.dumps(data, ensure_ascii=False, default=str)},
-                {"role": "user", "content": REPLY_REQUEST}])
-            said = False
-            buf = SentenceBuffer()
-            with closing(llm.stream(reply_prompt, stop=(TOOL_OPEN,), cancel=cancel, grammar=SPOKEN_GRAMMAR)) as stream:
-                for frag in stream:
-                    for piece in buf.push(frag):
-                        said = True
-                        yield piece + " "
-            calls.append({"phase": "reply", **llm.last_stats.to_json()})
+            reply_messages = [*after_call,
+                              {"role": "tool", "content": json.dumps(data, ensure_ascii=False, default=str)},
+                              {"role": "user", "content": REPLY_REQUEST}]
+            n_before = len(resp.llm_text)
+            yield from self._speak_stream(resp, guard, reply_messages, mode="words", cancel=cancel, phase="reply",
+                                          calls=calls)
             if cancel is not None and cancel.is_set():
                 return
-            for piece in buf.flush():
-                said = True
-                yield piece + " "
-            if not said:
+            if len(resp.llm_text) == n_before:  # the model said nothing: the handler's own sentence
                 yield from _pieces(result.speech)
             resp.timings["reply_s"] = round(time.monotonic() - t1, 3)
             return
@@ -527,7 +558,6 @@ def _pieces(text: str) -> Iterator[str]:
         yield s + " "
 
 
-NO_TOOL_GRAMMAR = 'root ::= [^<{\\n] [^<{]*'  # plain words: no tool tag, no JSON
 COMMAND_VERBS = re.compile(
     r"\b(turn|switch|set|dim|brighten|open|close|shut|lock|unlock|start|stop|pause|resume|unpause|raise|lower|"
     r"increase|decrease|make|put|activate|deactivate|enable|disable|skip|mute|unmute|cancel)\b", re.IGNORECASE)
@@ -616,7 +646,16 @@ def _signature(tool: dict[str, Any]) -> str:
     return f"{tool['name']}({args}): {desc}"
 
 
-def _examples(home: Any, tools: set[str]) -> str:
+def _plain_tool_call(name: str, arguments: dict[str, Any]) -> str:
+    """A call in a worked example when no backend says how its model writes calls (no LLM: never sent)."""
+    return f"call {json.dumps({'name': name, 'arguments': arguments})}"
+
+
+def _plain_tools_prompt(signatures: str) -> str:
+    return f"# Tools\n{signatures}"
+
+
+def _examples(home: Any, tools: set[str], fmt: Callable[[str, dict[str, Any]], str] = _plain_tool_call) -> str:
     """A few worked examples with this home's own names: they lift a 0.5B model's choice of tool and arguments
     (without them it answered "kill all the lights" with HassTurnOn and a dimming request with HassTurnOn)."""
     ents = list(home.entities.values())
@@ -626,7 +665,7 @@ def _examples(home: Any, tools: set[str]) -> str:
     shots: list[tuple[str, str]] = []
 
     def call(name: str, args: dict[str, Any]) -> str:
-        return f'{TOOL_OPEN}\n{json.dumps({"name": name, "arguments": args})}\n{TOOL_CLOSE}'
+        return fmt(name, args)
 
     if light is not None and "HassLightSet" in tools:
         shots.append((f"dim the {light.name.lower()} to 30 percent",
@@ -696,4 +735,4 @@ def cli_ask(args: Any, settings: Settings) -> int:
     return 0
 
 
-__all__ = ["Brain", "Conversation", "Response", "cli_ask", "select_tools", "tool_call_schema"]
+__all__ = ["Brain", "Conversation", "HistoryTurn", "Response", "cli_ask", "select_tools", "tool_call_schema"]

@@ -16,6 +16,10 @@ Why it looks like this:
 
 The chat template is Qwen's ChatML (``<|im_start|>role ... <|im_end|>``), built here rather than through
 ``create_chat_completion`` so the exact token prefix is under our control.
+
+Two layers: ``Llm`` is the model (prompt text in, tokens out, the KV cache, grammars); ``LocalLlamaBackend`` is the
+brain's ``LlmBackend`` port on top of it (chat messages in: ChatML, the tool-call tag, the "words only" grammar).
+Only the backend knows the template; the brain sees messages, text and one ``CallStats`` per call.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import LlmSettings
+from .config import LlmSettings, Settings
 from .errors import LlmError, ModelError
+from .llm_backend import CallStats, Message, Mode, TextStream
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +48,6 @@ IM_END = "<|im_end|>"
 PREFILL_BATCH_TOKENS = 128
 WARMUP_BATCH_TOKENS = 256  # = n_batch: warm-up is not cancellable, so it uses the fastest batch
 STOP_STRINGS = (IM_END, IM_START, "<|endoftext|>")
-
-Message = dict[str, str]  # {"role": "system"|"user"|"assistant"|"tool", "content": "..."}
-
 
 def render_chatml(messages: Sequence[Message], *, add_generation_prompt: bool = True,
                   assistant_prefix: str = "") -> str:
@@ -62,29 +64,7 @@ def render_chatml(messages: Sequence[Message], *, add_generation_prompt: bool = 
     return "".join(parts)
 
 
-@dataclass
-class GenStats:
-    """Timings of the last generation (seconds, ``time.monotonic()`` instants)."""
-
-    n_prompt: int = 0  # prompt tokens in total
-    n_cached: int = 0  # of which reused from the KV cache (not evaluated again)
-    t_prompt_s: float = 0.0  # evaluating the uncached suffix of the prompt
-    n_gen: int = 0  # tokens generated
-    t_gen_s: float = 0.0  # from the end of prompt evaluation to the last token
-    t_start: float = 0.0
-    t_first_token: float | None = None  # instant the first token was produced
-    stopped: str = ""  # "eos", "stop", "max_tokens", "cancelled", "timeout"
-    stop_string: str | None = None  # the stop string that ended generation, if one did
-
-    @property
-    def n_evaluated(self) -> int:
-        return self.n_prompt - self.n_cached
-
-    def to_json(self) -> dict[str, Any]:
-        return {"n_prompt": self.n_prompt, "n_cached": self.n_cached, "t_prompt_s": round(self.t_prompt_s, 3),
-                "n_gen": self.n_gen, "t_gen_s": round(self.t_gen_s, 3),
-                "ttft_s": None if self.t_first_token is None else round(self.t_first_token - self.t_start, 3),
-                "stopped": self.stopped}
+GenStats = CallStats  # the per-call figures (one object per call: ``stats=`` or ``last_stats``)
 
 
 @dataclass
@@ -103,7 +83,6 @@ class Llm:
         self._lock = threading.Lock()
         self._grammars = _GrammarCache()
         self.last_stats = GenStats()
-        self.last_text = ""
         self.load_s: float | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -247,12 +226,14 @@ class Llm:
         timeout_s: float | None = None,
         temperature: float | None = None,
         stop: Sequence[str] = (),
+        stats: GenStats | None = None,
     ) -> Iterator[str]:
         """Yield the reply text fragment by fragment (one or more tokens' worth; complete UTF-8 characters).
 
         Stops at end-of-turn, a stop string (not yielded), ``max_tokens``, or when ``cancel`` is set (returns
         quietly: the caller cancelled). Raises ``LlmError`` when ``timeout_s`` passes. ``grammar`` is a GBNF string
-        or a ``LlamaGrammar``. ``self.last_stats`` describes the call once the iterator is exhausted or closed.
+        or a ``LlamaGrammar``. ``stats`` (a fresh ``GenStats`` if not given; also ``self.last_stats``) describes
+        the call once the iterator is exhausted or closed; its ``text`` is everything yielded.
         """
         self.load()
         prompt = prompt_or_messages if isinstance(prompt_or_messages, str) else render_chatml(prompt_or_messages)
@@ -265,11 +246,14 @@ class Llm:
                            f"of {self.settings.n_ctx}", fix="raise llm.n_ctx or lower conversation.max_history_tokens")
         gram = self._grammar(grammar)
         stops = tuple(STOP_STRINGS) + tuple(stop)
-        stats = GenStats(n_prompt=len(tokens), t_start=time.monotonic())
+        stats = stats if stats is not None else GenStats()
+        stats.n_prompt, stats.t_start = len(tokens), time.monotonic()
         self.last_stats = stats
         deadline = stats.t_start + timeout_s
         with self._lock:
-            yield from self._generate(tokens, gram, max_tokens, temp, stops, stats, cancel, deadline, timeout_s)
+            for frag in self._generate(tokens, gram, max_tokens, temp, stops, stats, cancel, deadline, timeout_s):
+                stats.text += frag
+                yield frag
 
     def complete(self, prompt_or_messages: str | Sequence[Message], **kwargs: Any) -> str:
         """The whole reply as one string (``stream`` joined)."""
@@ -283,6 +267,7 @@ class Llm:
         max_tokens: int = 160,
         cancel: threading.Event | None = None,
         timeout_s: float | None = None,
+        stats: GenStats | None = None,
     ) -> dict[str, Any]:
         """A JSON object constrained by ``schema`` (grammar), decoded greedily, parsed and validated.
 
@@ -290,8 +275,7 @@ class Llm:
         (a grammar cannot express every schema keyword, so validation still matters), or when cancelled.
         """
         text = self.complete(prompt_or_messages, grammar=self.json_grammar(schema), max_tokens=max_tokens,
-                             cancel=cancel, timeout_s=timeout_s, temperature=0.0)
-        self.last_text = text  # the exact text, so a follow-up prompt can repeat it token for token (cache)
+                             cancel=cancel, timeout_s=timeout_s, temperature=0.0, stats=stats)
         if cancel is not None and cancel.is_set():
             raise LlmError("the request was cancelled before the JSON was complete")
         return parse_json_output(text, schema)
@@ -404,6 +388,139 @@ class Llm:
         finally:
             gen.close()
             stats.t_gen_s = time.monotonic() - t_gen0
+
+
+# ------------------------------------------------------------------------------------------- the brain's port
+
+TOOL_OPEN = "<tool_call>"
+TOOL_CLOSE = "</tool_call>"
+# "words" mode: one or more lines of plain words that start with a letter, digit or quote; a tool tag, JSON or
+# markup can never appear (the 0.5B model otherwise echoes a tool's JSON back, or "acts" in words on a question).
+WORDS_GRAMMAR = 'root ::= [A-Za-z0-9"\'] [^{}<>]*'
+
+
+def render_messages(messages: Sequence[Message]) -> str:
+    """ChatML for the port's messages: a final ``assistant`` message without ``tool_call`` is continued (no end
+    tag); an ``assistant`` message with ``tool_call`` is written as the model writes a call, so a prompt that repeats
+    a call is token for token what the model produced (the KV cache stays valid)."""
+    msgs = list(messages)
+    tail = None
+    if msgs and msgs[-1]["role"] == "assistant" and "tool_call" not in msgs[-1]:
+        tail = msgs.pop()["content"]
+    parts = []
+    for m in msgs:
+        if m["role"] == "assistant" and "tool_call" in m:
+            parts.append(f"{IM_START}assistant\n{m['content']}{TOOL_OPEN}\n{m['tool_call']}\n{TOOL_CLOSE}{IM_END}\n")
+        else:
+            parts.append(render_chatml([m], add_generation_prompt=False))
+    parts.append(f"{IM_START}assistant\n{tail or ''}")
+    return "".join(parts)
+
+
+class LocalLlamaBackend:
+    """``LlmBackend`` on llama.cpp in process: Qwen's ChatML and its ``<tool_call>`` syntax, the "words only"
+    grammar, constrained JSON, and the KV cache of the fixed prefix (restored from ``llm.prefix_cache_dir``)."""
+
+    name = "local"
+
+    def __init__(self, llm: Llm) -> None:
+        self.llm = llm
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalLlamaBackend:
+        from .preflight import resolve_model
+
+        cache = settings.llm.prefix_cache_dir
+        return cls(Llm(resolve_model(settings, settings.llm.model, "llm"), settings.llm,
+                       cache_dir=settings.path(cache) if cache else None))
+
+    # ---- lifecycle
+    @property
+    def loaded(self) -> bool:
+        return self.llm.loaded
+
+    @property
+    def load_s(self) -> float | None:
+        return self.llm.load_s
+
+    def load(self) -> LocalLlamaBackend:
+        self.llm.load()
+        return self
+
+    def close(self) -> None:
+        self.llm.close()
+
+    def count_tokens(self, text: str) -> int:
+        return self.llm.count_tokens(text)
+
+    def warmup(self, prefix: Sequence[Message]) -> CallStats:
+        return self.llm.warmup(render_chatml(prefix, add_generation_prompt=False))
+
+    # ---- how tools look to this model (Qwen2.5 was trained on this syntax)
+    @staticmethod
+    def format_tool_call(name: str, arguments: dict[str, Any]) -> str:
+        return f'{TOOL_OPEN}\n{json.dumps({"name": name, "arguments": arguments})}\n{TOOL_CLOSE}'
+
+    @staticmethod
+    def tools_prompt(signatures: str) -> str:
+        return ("# Tools\n\nYou may call one function to assist with the user query. The functions (all arguments "
+                f"optional unless marked *):\n<tools>\n{signatures}\n</tools>\n\nFor a function call, return a json "
+                "object with function name and arguments within <tool_call></tool_call> XML tags:\n"
+                f'{TOOL_OPEN}\n{{"name": <function-name>, "arguments": <args-json-object>}}\n{TOOL_CLOSE}')
+
+    # ---- calls
+    def stream(self, messages: Sequence[Message], *, mode: Mode = "free", stop: Sequence[str] = (),
+               cancel: threading.Event | None = None, deadline: float | None = None,
+               max_tokens: int | None = None, temperature: float | None = None) -> TextStream:
+        stats = CallStats()
+        prompt = render_messages(messages)
+        stops = tuple(stop) + ((TOOL_OPEN,) if mode == "free" else ())
+        grammar = WORDS_GRAMMAR if mode == "words" else None
+        timeout_s = None if deadline is None else max(0.0, deadline - time.monotonic())
+        frags = self.llm.stream(prompt, grammar=grammar, max_tokens=max_tokens, cancel=cancel, timeout_s=timeout_s,
+                                temperature=temperature, stop=stops, stats=stats)
+        return TextStream(self._free(frags, stats) if mode == "free" else frags, stats)
+
+    @staticmethod
+    def _free(frags: Iterator[str], stats: CallStats) -> Iterator[str]:
+        """Words until the model opens a tool call (the tag, or a bare JSON object begun without it): the stream
+        then ends with ``stats.tool_call``. Leading whitespace is held until the first real character shows which
+        it is, so a bare call's "{" is never yielded."""
+        held = ""
+        started = False
+        try:
+            for frag in frags:
+                if not started:
+                    held += frag
+                    if not held.strip():
+                        continue
+                    started = True
+                    if held.lstrip().startswith("{"):
+                        stats.tool_call = True
+                        break
+                    frag, held = held, ""
+                yield frag
+        finally:
+            frags.close()  # type: ignore[attr-defined]  (a generator: runs the model's clean-up, fills stats)
+            if stats.tool_call:
+                stats.text = ""  # nothing was said before the bare call
+            if stats.tool_call or stats.stop_string == TOOL_OPEN:
+                stats.tool_call, stats.stopped = True, "tool_call"
+
+    def complete(self, messages: Sequence[Message], **kwargs: Any) -> str:
+        """The whole reply as one string (free mode, tool tag not special)."""
+        return self.llm.complete(render_messages(messages), **kwargs)
+
+    def complete_json(self, messages: Sequence[Message], schema: dict[str, Any], *, tool_call: bool = False,
+                      max_tokens: int = 160, cancel: threading.Event | None = None,
+                      deadline: float | None = None) -> tuple[dict[str, Any], CallStats]:
+        stats = CallStats()
+        prompt = render_messages(messages) + (f"{TOOL_OPEN}\n" if tool_call else "")
+        timeout_s = None if deadline is None else max(0.0, deadline - time.monotonic())
+        obj = self.llm.complete_json(prompt, schema, max_tokens=max_tokens, cancel=cancel, timeout_s=timeout_s,
+                                     stats=stats)
+        stats.text = stats.text.strip()
+        return obj, stats
 
 
 def _find_stop(text: str, stops: tuple[str, ...]) -> tuple[int, str] | None:

@@ -14,7 +14,16 @@ import pytest
 
 from edge_agent.config import LlmSettings
 from edge_agent.errors import LlmError, ModelError
-from edge_agent.llm import Llm, _find_stop, _partial_stop_len, parse_json_output, render_chatml
+from edge_agent.llm import (
+    Llm,
+    LocalLlamaBackend,
+    _find_stop,
+    _partial_stop_len,
+    parse_json_output,
+    render_chatml,
+    render_messages,
+)
+from edge_agent.llm_backend import LLM_BACKENDS, CallStats, LlmBackend, create_backend
 
 from .conftest import require_model
 
@@ -27,6 +36,31 @@ def test_render_chatml_roles_and_tool_response():
     assert text == ("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n"
                     '<|im_start|>user\n<tool_response>\n{"ok": true}\n</tool_response><|im_end|>\n'
                     "<|im_start|>assistant\n")
+
+
+def test_render_messages_continues_a_begun_reply_and_repeats_a_call_verbatim():
+    base = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
+    # a final assistant message is continued: the tool call is then written after "Sure, "
+    assert render_messages([*base, {"role": "assistant", "content": "Sure, "}]).endswith(
+        "<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\nSure, ")
+    # a call in the history is what the model wrote after the tag, closed as Qwen closes it
+    text = render_messages([*base, {"role": "assistant", "content": "", "tool_call": '{"name": "X"}'},
+                            {"role": "tool", "content": "{}"}])
+    assert ('<|im_start|>assistant\n<tool_call>\n{"name": "X"}\n</tool_call><|im_end|>\n<|im_start|>user\n'
+            "<tool_response>\n{}\n</tool_response><|im_end|>\n<|im_start|>assistant\n") in text
+    assert render_messages(base) == render_chatml(base)
+
+
+def test_registry_names_the_local_backend_and_rejects_unknown_ones(settings):
+    from edge_agent.errors import ConfigError
+
+    assert "local" in LLM_BACKENDS
+    backend = create_backend(settings)
+    assert isinstance(backend, LocalLlamaBackend) and isinstance(backend, LlmBackend)
+    assert not backend.loaded  # nothing loads before it is used
+    with pytest.raises(ConfigError) as e:
+        create_backend(settings, "nope")
+    assert "llm.backend" in e.value.message
 
 
 def test_stop_string_helpers():
@@ -88,16 +122,26 @@ def llm(store):
     m.close()
 
 
+@pytest.fixture(scope="module")
+def backend(llm):
+    return LocalLlamaBackend(llm)
+
+
 def _msgs(q: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}]
 
 
-def test_prefix_is_reused_from_the_kv_cache(llm):
-    llm.complete(_msgs("Name a colour."), max_tokens=2)
-    first = llm.last_stats
+def _complete(backend, messages, **kw):
+    with backend.stream(messages, **kw) as s:
+        text = "".join(s)
+    return text, s.stats
+
+
+def test_prefix_is_reused_from_the_kv_cache(backend):
+    _, first = _complete(backend, _msgs("Name a colour."), max_tokens=2)
     # something else in between: a different conversation would share only the system prefix as well
-    llm.complete(_msgs("Name a fruit."), max_tokens=2)
-    second = llm.last_stats
+    _, second = _complete(backend, _msgs("Name a fruit."), max_tokens=2)
+    assert first is not second  # one stats object per call
     print(f"\nfirst: {first.to_json()}\nsecond: {second.to_json()}")
     assert first.n_prompt > 300
     # only the user turn is evaluated again: the ~350-token prefix comes from the cache
@@ -108,67 +152,88 @@ def test_prefix_is_reused_from_the_kv_cache(llm):
     assert second.t_first_token - second.t_start < (first.t_first_token - first.t_start) / 2
 
 
-def test_stream_yields_fragments_and_stops_at_end_of_turn(llm):
-    frags = list(llm.stream(_msgs("What is two plus two? Answer with the number only."), max_tokens=16))
+def test_stream_yields_fragments_and_stops_at_end_of_turn(backend):
+    with backend.stream(_msgs("What is two plus two? Answer with the number only."), max_tokens=16) as s:
+        frags = list(s)
     text = "".join(frags)
     assert "4" in text
     assert "<|im_end|>" not in text
-    assert llm.last_stats.stopped == "eos"
+    assert s.stats.stopped == "eos" and s.stats.text == text and not s.stats.tool_call
 
 
-def test_cancel_stops_within_a_few_tokens(llm):
+def test_free_mode_reports_a_tool_call_and_words_mode_cannot_make_one(backend):
+    system = "You control devices only by calling a tool.\n\n" + LocalLlamaBackend.tools_prompt(
+        "HassTurnOn(name*): turn a device on\nHassTurnOff(name*): turn a device off")
+    msgs = [{"role": "system", "content": system},
+            {"role": "user", "content": "Turn on the fan."},
+            {"role": "assistant", "content": "", "tool_call": '{"name": "HassTurnOn", "arguments": {"name": "Fan"}}'},
+            {"role": "user", "content": "Turn on the lamp."},
+            {"role": "assistant", "content": "", "tool_call": '{"name": "HassTurnOn", "arguments": {"name": "Lamp"}}'},
+            {"role": "user", "content": "Turn off the fan."}]
+    text, free = _complete(backend, msgs, max_tokens=24, temperature=0.0)
+    assert free.tool_call and free.stopped == "tool_call", (text, free)
+    assert "<tool_call>" not in text and "{" not in text
+    words, st = _complete(backend, msgs, mode="words", max_tokens=16, temperature=0.0)
+    assert not st.tool_call and words.strip() and not set(words) & set("{}<>"), words
+
+
+def test_cancel_stops_within_a_few_tokens(backend):
     cancel = threading.Event()
     n = 0
-    for _ in llm.stream(_msgs("Tell me a long story about a dragon."), max_tokens=200, cancel=cancel,
-                        temperature=0.7):
-        n += 1
-        if n == 3:
-            cancel.set()
-    st = llm.last_stats
+    with backend.stream(_msgs("Tell me a long story about a dragon."), max_tokens=200, cancel=cancel,
+                        temperature=0.7) as s:
+        for _ in s:
+            n += 1
+            if n == 3:
+                cancel.set()
+    st = s.stats
     assert st.stopped == "cancelled"
     assert st.n_gen <= 4, st.to_json()
 
 
-def test_cancel_during_prompt_evaluation(llm):
+def test_cancel_during_prompt_evaluation(backend):
     cancel = threading.Event()
     cancel.set()
     t0 = time.monotonic()
-    out = list(llm.stream(_msgs("An entirely new question that is not cached: " + "blue " * 100), cancel=cancel))
-    assert out == []
-    assert llm.last_stats.stopped == "cancelled"
+    text, st = _complete(backend, _msgs("An entirely new question that is not cached: " + "blue " * 100),
+                         cancel=cancel)
+    assert text == ""
+    assert st.stopped == "cancelled"
     assert time.monotonic() - t0 < 1.0
 
 
-def test_timeout_raises_llm_error(llm):
+def test_deadline_raises_llm_error(backend):
     # ~130 uncached tokens at ~80 tokens/s cannot be done in 0.3 s
     with pytest.raises(LlmError) as e:
-        llm.complete(_msgs("Fresh words to evaluate: " + "green apple " * 60), timeout_s=0.3)
+        _complete(backend, _msgs("Fresh words to evaluate: " + "green apple " * 60), deadline=time.monotonic() + 0.3)
     assert e.value.code == "llm" and "timed out" in e.value.message
 
 
-def test_complete_json_follows_the_schema(llm):
+def test_complete_json_follows_the_schema(backend):
     schema = {"type": "object", "properties": {"city": {"enum": ["Paris", "Berlin", "Rome"]},
                                                "country": {"type": "string"}},
               "required": ["city", "country"], "additionalProperties": False}
-    out = llm.complete_json([{"role": "system", "content": "Reply in JSON."},
-                             {"role": "user", "content": "What is the capital of Italy?"}], schema)
+    out, st = backend.complete_json([{"role": "system", "content": "Reply in JSON."},
+                                     {"role": "user", "content": "What is the capital of Italy?"}], schema)
     assert out["city"] == "Rome", out
+    assert isinstance(st, CallStats) and '"Rome"' in st.text and st.n_gen > 0
     assert isinstance(out["country"], str)
 
 
 def test_warmup_saves_and_restores_the_prefix(store, tmp_path):
     path = require_model(store, "qwen2_5_coder_0_5b")
-    prefix = render_chatml([{"role": "system", "content": SYSTEM}], add_generation_prompt=False)
-    a = Llm(path, LlmSettings(threads=LLM_THREADS), cache_dir=tmp_path)
+    prefix = [{"role": "system", "content": SYSTEM}]
+    a = LocalLlamaBackend(Llm(path, LlmSettings(threads=LLM_THREADS), cache_dir=tmp_path))
     first = a.warmup(prefix)
     a.close()
     assert first.n_evaluated == first.n_prompt > 300
     assert len(list(tmp_path.glob("prefix-*.state"))) == 1
-    b = Llm(path, LlmSettings(threads=LLM_THREADS, max_tokens=8, temperature=0.0), cache_dir=tmp_path)
+    b = LocalLlamaBackend(Llm(path, LlmSettings(threads=LLM_THREADS, max_tokens=8, temperature=0.0),
+                              cache_dir=tmp_path))
     second = b.warmup(prefix)
     assert second.n_evaluated == 0 and second.t_prompt_s < first.t_prompt_s / 4
     # the restored cache is really used: a request only evaluates its own tokens, and the model still makes sense
-    text = b.complete(_msgs("What is two plus two? Answer with the number only."))
-    assert b.last_stats.n_cached >= first.n_prompt - 4
+    text, st = _complete(b, _msgs("What is two plus two? Answer with the number only."))
+    assert st.n_cached >= first.n_prompt - 4
     assert "4" in text
     b.close()
