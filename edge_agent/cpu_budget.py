@@ -1,0 +1,447 @@
+"""Run work under a CPU quota (the Linux cgroup ``cpu`` controller) to imitate a slower board's throughput.
+
+``edge-agent bench --cpu-budget pi5|pi4|CPUS`` and ``edge-agent run --cpu-budget ...`` move their own process into a
+child cgroup whose quota is ``CPUS`` core-equivalents (``0.25`` = a quarter of one core, ``1.5`` = one and a half
+cores; ``50%`` = half of this machine's online CPUs); ``CpuBudget.run(cmd)`` starts a command inside it. cgroup v2
+(``cpu.max``) and v1 (``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``) both work; the hierarchy is found from
+``/proc/self/mountinfo`` and the process's own cgroup from ``/proc/self/cgroup``. The child cgroup is removed again
+when the budget is closed (and the process moved back where it was).
+
+A quota imitates throughput only: a board with a slower memory system, smaller caches or narrower SIMD is not
+modelled (docs/pi-calibration.md says which stages that over- or under-states). ``pi5`` and ``pi4`` are the fitted
+fractions from ``tools/calibrate_pi.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import EdgeAgentError
+
+log = logging.getLogger(__name__)
+
+# Fitted by tools/calibrate_pi.py on this project's own workloads (docs/pi-calibration.md, "Fit"): the CPU quota,
+# in core-equivalents of this machine, at which the published Raspberry Pi figures are reproduced. Whisper tiny.en
+# (the latency users feel first) decides; the LLM and Piper fits are reported beside it in the doc.
+PI5_CPUS = 0.75
+PI4_CPUS = 0.3
+PRESETS = {"pi5": PI5_CPUS, "pi4": PI4_CPUS}
+# CFS period: short, so a throttled process runs in many small slices (a uniformly slower CPU) instead of running
+# at full speed for most of a 100 ms period and then stopping dead for the rest of it.
+DEFAULT_PERIOD_US = 10_000
+MIN_PERIOD_US = 1_000  # the kernel's minimum cfs period / quota
+MAX_PERIOD_US = 1_000_000
+ENV_ACTIVE = "EDGE_AGENT_CPU_BUDGET"  # set in a process (and its children) that already runs under a budget
+
+
+class CpuBudgetError(EdgeAgentError):
+    """A CPU quota cannot be set here (not root, no cpu controller, read-only cgroupfs, bad value)."""
+
+    code = "cpu_budget"
+
+
+# =================================================================================================== pure parts
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One line of /proc/self/mountinfo (the parts a cgroup lookup needs)."""
+
+    root: str  # the directory of the filesystem that is mounted here (a cgroup path for cgroupfs)
+    mountpoint: str
+    fstype: str
+    mount_options: tuple[str, ...]  # per-mount options (rw/ro, ...)
+    super_options: tuple[str, ...]  # per-superblock options (the v1 controllers, e.g. rw,cpu,cpuacct)
+
+    @property
+    def read_only(self) -> bool:
+        return "ro" in self.mount_options or "ro" in self.super_options
+
+
+@dataclass(frozen=True)
+class CpuHierarchy:
+    """Where the cpu controller is: cgroup version, mount, and this process's cgroup directory in it."""
+
+    version: int  # 1 or 2
+    mount: Mount
+    own_dir: Path  # the directory of the cgroup this process is in
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as \\ooo (octal)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    """Every mount of a /proc/<pid>/mountinfo text (malformed lines are skipped)."""
+    mounts = []
+    for line in text.splitlines():
+        parts = line.split()
+        if "-" not in parts:
+            continue
+        sep = parts.index("-")
+        if sep < 6 or len(parts) < sep + 3:
+            continue
+        mounts.append(Mount(root=_unescape(parts[3]), mountpoint=_unescape(parts[4]), fstype=parts[sep + 1],
+                            mount_options=tuple(parts[5].split(",")),
+                            super_options=tuple(parts[sep + 3].split(",")) if len(parts) > sep + 3 else ()))
+    return mounts
+
+
+def parse_proc_cgroup(text: str) -> tuple[dict[str, str], str | None]:
+    """/proc/<pid>/cgroup → ({v1 controller: path}, the v2 path or None)."""
+    v1: dict[str, str] = {}
+    v2 = None
+    for line in text.splitlines():
+        hid, sep, rest = line.partition(":")
+        controllers, sep2, path = rest.partition(":")
+        if not sep or not sep2:
+            continue
+        if hid == "0" and controllers == "":
+            v2 = path
+        for c in controllers.split(","):
+            if c:
+                v1[c] = path
+    return v1, v2
+
+
+def cgroup_dir(mount: Mount, path: str) -> Path:
+    """The directory of cgroup ``path`` (as /proc/self/cgroup names it) under ``mount``. The mount may show only
+    part of the hierarchy (a container's cgroupfs whose root is /docker/<id>): strip that part."""
+    root = mount.root.rstrip("/")
+    rel = path
+    if root and (path == root or path.startswith(root + "/")):
+        rel = path[len(root):]
+    return Path(mount.mountpoint) / rel.lstrip("/")
+
+
+def find_cpu_hierarchy(mountinfo: str, proc_cgroup: str, v2_controllers: Any = None) -> CpuHierarchy | None:
+    """The cgroup hierarchy that has the ``cpu`` controller, or None.
+
+    v1: a ``cgroup`` mount with ``cpu`` among its superblock options (alone or co-mounted, e.g. ``cpu,cpuacct``).
+    v2: a ``cgroup2`` mount whose root lists ``cpu`` in ``cgroup.controllers`` (``v2_controllers(mountpoint)``
+    returns that file's words; by default it is read). A controller is bound to one hierarchy, so v1 wins when both
+    are mounted (a hybrid system whose v2 tree has no cpu).
+    """
+    v1_paths, v2_path = parse_proc_cgroup(proc_cgroup)
+    mounts = parse_mountinfo(mountinfo)
+    for m in mounts:
+        if m.fstype == "cgroup" and "cpu" in m.super_options:
+            path = v1_paths.get("cpu")
+            if path is not None:
+                return CpuHierarchy(1, m, cgroup_dir(m, path))
+    read = v2_controllers or _read_controllers
+    for m in mounts:
+        if m.fstype == "cgroup2" and v2_path is not None and "cpu" in read(m.mountpoint):
+            return CpuHierarchy(2, m, cgroup_dir(m, v2_path))
+    return None
+
+
+def _read_controllers(mountpoint: str) -> list[str]:
+    try:
+        return (Path(mountpoint) / "cgroup.controllers").read_text().split()
+    except OSError:
+        return []
+
+
+def online_cpus() -> int:
+    """CPUs this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def parse_budget(text: str | float, ncpus: int | None = None) -> float:
+    """``pi5`` / ``pi4`` (the fitted presets), a number of core-equivalents (``0.75``), or a share of this machine's
+    CPUs (``50%``) → core-equivalents. Raises CpuBudgetError for anything else, or for a budget above the machine."""
+    ncpus = ncpus or online_cpus()
+    raw = str(text).strip().lower()
+    if raw in PRESETS:
+        cpus = PRESETS[raw]
+    else:
+        try:
+            cpus = float(raw[:-1]) / 100.0 * ncpus if raw.endswith("%") else float(raw)
+        except ValueError:
+            raise CpuBudgetError(f"--cpu-budget {text!r} is neither a preset nor a number",
+                                 fix=f"use one of {', '.join(PRESETS)}, a number of CPUs such as 0.5, or a share "
+                                     "of this machine's CPUs such as 40%") from None
+    if not cpus > 0:
+        raise CpuBudgetError(f"--cpu-budget {text!r}: the budget must be above 0 CPUs", fix="use e.g. 0.5")
+    if cpus > ncpus + 1e-9:
+        raise CpuBudgetError(f"--cpu-budget {text!r} = {cpus:g} CPUs, but this machine has only {ncpus}: a quota "
+                             "cannot make it faster", fix=f"use at most {ncpus}")
+    return cpus
+
+
+def quota_for(cpus: float, period_us: int = DEFAULT_PERIOD_US) -> tuple[int, int]:
+    """(quota_us, period_us) for ``cpus`` core-equivalents. The period is lengthened when the quota would fall
+    under the kernel's 1 ms minimum (a tiny budget), so the ratio stays exact."""
+    if not cpus > 0:
+        raise CpuBudgetError(f"a CPU budget must be above 0 (got {cpus})", fix="use e.g. 0.5")
+    period = int(period_us)
+    if not MIN_PERIOD_US <= period <= MAX_PERIOD_US:
+        raise CpuBudgetError(f"cfs period {period} µs is outside {MIN_PERIOD_US}-{MAX_PERIOD_US}",
+                             fix="use the default period")
+    if cpus * period < MIN_PERIOD_US:
+        period = min(MAX_PERIOD_US, int(-(-MIN_PERIOD_US // cpus)))
+    quota = max(MIN_PERIOD_US, round(cpus * period))
+    return quota, period
+
+
+def describe(cpus: float, ncpus: int | None = None) -> str:
+    """One line for a report header, e.g. ``0.75 CPU (pi5 preset) of 2, cgroup quota``."""
+    ncpus = ncpus or online_cpus()
+    names = [n for n, v in PRESETS.items() if abs(v - cpus) < 1e-9]
+    preset = f" = {names[0]} preset" if names else ""
+    return f"{cpus:g} CPU{preset} (cgroup cpu quota; this machine has {ncpus} CPUs)"
+
+
+# =================================================================================================== the cgroup
+
+
+def _fix_line(version: int) -> str:
+    if version == 2:
+        return ("run as root (sudo), or from a cgroup where the cpu controller is delegated, e.g. `systemd-run "
+                "--user --scope -p Delegate=yes ...`")
+    return "run as root (sudo)"
+
+
+class CpuBudget:
+    """A child cgroup with a CPU quota. ``enter()`` moves this process (all its threads, and children started
+    later) into it; ``run(cmd)`` starts a command in it; ``set(cpus)`` changes the quota; ``close()`` moves this
+    process back and removes the cgroup. Use as a context manager."""
+
+    def __init__(self, cpus: float, *, period_us: int = DEFAULT_PERIOD_US, name: str | None = None,
+                 hierarchy: CpuHierarchy | None = None) -> None:
+        self.cpus = float(cpus)
+        self.period_us = period_us
+        self.name = name or f"edge-agent-budget-{os.getpid()}-{time.monotonic_ns() % 1_000_000}"
+        self.hierarchy = hierarchy
+        self.dir: Path | None = None
+        self._entered_from: Path | None = None
+
+    # ------------------------------------------------------------------ setup
+    def create(self) -> CpuBudget:
+        if self.dir is not None:
+            return self
+        h = self.hierarchy or self._find()
+        self.hierarchy = h
+        parent = h.own_dir
+        if h.version == 2:
+            parent = self._v2_parent(h)
+        path = parent / self.name
+        try:
+            path.mkdir()
+        except PermissionError:
+            raise CpuBudgetError(f"cannot create the cgroup {path}: permission denied (running as uid {os.getuid()})",
+                                 fix=_fix_line(h.version)) from None
+        except OSError as e:
+            if e.errno == errno.EROFS:
+                raise CpuBudgetError(f"the cgroup filesystem {h.mount.mountpoint} is mounted read-only (as in most "
+                                     "containers)", fix="run on the host, or start the container with a writable "
+                                     "cgroupfs (docker run --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw, or "
+                                     "--privileged)") from None
+            raise CpuBudgetError(f"cannot create the cgroup {path}: {e}", fix=_fix_line(h.version)) from None
+        self.dir = path
+        try:
+            self.set(self.cpus)
+        except BaseException:
+            self._rmdir()
+            raise
+        log.info("cpu budget: %s in %s", describe(self.cpus), path)
+        return self
+
+    def _find(self) -> CpuHierarchy:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+            proc_cgroup = Path("/proc/self/cgroup").read_text()
+        except OSError as e:
+            raise CpuBudgetError(f"cannot read /proc/self/mountinfo or /proc/self/cgroup ({e}): not Linux?",
+                                 fix="a CPU budget needs Linux cgroups") from None
+        h = find_cpu_hierarchy(mountinfo, proc_cgroup)
+        if h is None:
+            raise CpuBudgetError("no cgroup hierarchy with the cpu controller is mounted (neither a v1 `cgroup` "
+                                 "mount with `cpu` nor a v2 `cgroup2` mount listing cpu in cgroup.controllers)",
+                                 fix="mount it: `mount -t cgroup -o cpu none /sys/fs/cgroup/cpu` (v1) or enable cpu "
+                                     "in the v2 tree (`echo +cpu > /sys/fs/cgroup/cgroup.subtree_control`)")
+        if h.mount.read_only:
+            raise CpuBudgetError(f"the cgroup filesystem {h.mount.mountpoint} is mounted read-only",
+                                 fix="run on the host, or give the container a writable cgroupfs (--privileged)")
+        if not h.own_dir.is_dir():
+            raise CpuBudgetError(f"this process's cgroup directory {h.own_dir} does not exist in the mount "
+                                 f"{h.mount.mountpoint} (another cgroup namespace?)",
+                                 fix="run in the host's cgroup namespace (docker run --cgroupns=host)")
+        return h
+
+    @staticmethod
+    def _v2_parent(h: CpuHierarchy) -> Path:
+        """v2: a child gets cpu.max only if its parent delegates cpu (cgroup.subtree_control). A cgroup that holds
+        processes cannot delegate (the no-internal-process rule) unless it is the root, so fall back to a sibling."""
+        own = h.own_dir
+        for cand in (own, own.parent):
+            ctl = cand / "cgroup.subtree_control"
+            try:
+                if "cpu" in ctl.read_text().split():
+                    return cand
+            except OSError:
+                continue
+            if cand == own:
+                with contextlib.suppress(OSError):
+                    ctl.write_text("+cpu")
+                    return cand
+        raise CpuBudgetError(f"the cpu controller is not delegated to {own} or its parent (cgroup.subtree_control)",
+                             fix=_fix_line(2))
+
+    # ------------------------------------------------------------------ quota
+    def set(self, cpus: float) -> None:
+        """Change the quota (takes effect at once, also for processes already inside)."""
+        if self.dir is None:
+            raise CpuBudgetError("the CPU budget cgroup is not created", fix="call create() first")
+        quota, period = quota_for(cpus, self.period_us)
+        try:
+            if self.hierarchy and self.hierarchy.version == 2:
+                (self.dir / "cpu.max").write_text(f"{quota} {period}")
+            else:
+                # v1 checks quota against the current period: with a shorter new period, set the quota to "no
+                # limit" first so neither write is refused as out of range.
+                (self.dir / "cpu.cfs_quota_us").write_text("-1")
+                (self.dir / "cpu.cfs_period_us").write_text(str(period))
+                (self.dir / "cpu.cfs_quota_us").write_text(str(quota))
+        except PermissionError:
+            raise CpuBudgetError(f"cannot write the quota in {self.dir}: permission denied",
+                                 fix=_fix_line(self.hierarchy.version if self.hierarchy else 1)) from None
+        except OSError as e:
+            raise CpuBudgetError(f"cannot write the quota {quota}/{period} µs in {self.dir}: {e}",
+                                 fix="check the kernel has CFS bandwidth control (CONFIG_CFS_BANDWIDTH)") from None
+        self.cpus = cpus
+
+    def quota(self) -> tuple[int, int]:
+        """(quota_us, period_us) as the kernel has them (quota -1 = unlimited)."""
+        assert self.dir is not None
+        if self.hierarchy and self.hierarchy.version == 2:
+            q, p = (self.dir / "cpu.max").read_text().split()
+            return (-1 if q == "max" else int(q)), int(p)
+        return (int((self.dir / "cpu.cfs_quota_us").read_text()), int((self.dir / "cpu.cfs_period_us").read_text()))
+
+    def stat(self) -> dict[str, int]:
+        """The cgroup's cpu.stat (periods, throttled periods, throttled time)."""
+        assert self.dir is not None
+        out: dict[str, int] = {}
+        with contextlib.suppress(OSError):
+            for line in (self.dir / "cpu.stat").read_text().splitlines():
+                k, _, v = line.partition(" ")
+                if v.strip().lstrip("-").isdigit():
+                    out[k] = int(v)
+        return out
+
+    # ------------------------------------------------------------------ processes
+    def _procs(self, d: Path) -> Path:
+        return d / "cgroup.procs"
+
+    def add(self, pid: int) -> None:
+        """Move process ``pid`` (all its threads) into the cgroup."""
+        self.create()
+        assert self.dir is not None
+        try:
+            self._procs(self.dir).write_text(str(pid))
+        except OSError as e:
+            raise CpuBudgetError(f"cannot move process {pid} into {self.dir}: {e}",
+                                 fix=_fix_line(self.hierarchy.version if self.hierarchy else 1)) from None
+
+    def enter(self) -> CpuBudget:
+        """Move this process into the cgroup (threads started later inherit it); ``ENV_ACTIVE`` tells children."""
+        self.create()
+        assert self.hierarchy is not None
+        self._entered_from = self.hierarchy.own_dir
+        self.add(os.getpid())
+        os.environ[ENV_ACTIVE] = f"{self.cpus:g}"
+        return self
+
+    def run(self, cmd: Sequence[str], *, timeout: float | None = None, **popen: Any) -> subprocess.CompletedProcess:
+        """Run ``cmd`` inside the cgroup from its first instruction (it moves itself in before exec)."""
+        self.create()
+        assert self.dir is not None
+        procs = str(self._procs(self.dir))
+
+        def move_self() -> None:  # runs in the child between fork and exec
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))
+
+        env = dict(popen.pop("env", None) or os.environ)
+        env[ENV_ACTIVE] = f"{self.cpus:g}"
+        return subprocess.run(list(cmd), preexec_fn=move_self, env=env, timeout=timeout, **popen)  # noqa: PLW1509
+
+    def pids(self) -> list[int]:
+        if self.dir is None:
+            return []
+        try:
+            return [int(x) for x in self._procs(self.dir).read_text().split()]
+        except OSError:
+            return []
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Move this process back (if it entered) and remove the cgroup. Processes still inside (children that
+        outlived their parent) are moved to this process's original cgroup first."""
+        if self.dir is None:
+            return
+        back = self._entered_from or (self.hierarchy.own_dir if self.hierarchy else None)
+        if self._entered_from is not None:
+            os.environ.pop(ENV_ACTIVE, None)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for pid in self.pids():
+                if back is not None:
+                    with contextlib.suppress(OSError):
+                        self._procs(back).write_text(str(pid))
+            if self._rmdir():
+                break
+            if time.monotonic() > deadline:
+                log.warning("cpu budget: could not remove %s (still busy); remove it with `rmdir %s`", self.dir,
+                            self.dir)
+                break
+            time.sleep(0.05)
+        self._entered_from = None
+        self.dir = None
+
+    def _rmdir(self) -> bool:
+        if self.dir is None:
+            return True
+        try:
+            self.dir.rmdir()
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+
+    def __enter__(self) -> CpuBudget:
+        return self.create()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def applied(budget: str | float | None) -> Iterator[CpuBudget | None]:
+    """``with applied(args.cpu_budget) as b:`` — this process runs under the budget inside the block (nothing
+    happens for None)."""
+    if budget is None or budget == "":
+        yield None
+        return
+    b = CpuBudget(parse_budget(budget))
+    try:
+        b.enter()
+        yield b
+    finally:
+        b.close()
