@@ -25,14 +25,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import controller as ev
 from . import memory
 from .audio import AudioChunk, write_wav
-from .audio_io import Segment
+from .audio_io import FileSource, Segment
 from .config import Settings
 from .controller import RESPONDING, State, TurnController
 from .errors import AudioError, EdgeAgentError
@@ -41,8 +41,14 @@ from .listener import VAD_FRAME_S, Listener
 from .responder import HUB_OFFLINE_NOTE, Responder
 from .responder import current as current_responder
 from .turn import Turn, TurnLog
-from .vad import PreRoll, SegmentEvent
+from .vad import PreRoll, Segmenter, SegmentEvent
 from .wake_tail import mentions_wake, strip_wake_words, wake_phrase
+
+if TYPE_CHECKING:
+    from .audio_io import Speaker
+    from .mqtt import MqttLink
+    from .notify import SystemdNotifier
+    from .ports import AudioSource, SpeechToText, TextToSpeech, VoiceActivity, WakeWordDetector
 
 __all__ = ["HUB_OFFLINE_NOTE", "Engine", "State", "Turn", "TurnLog", "strip_wake_words", "wake_phrase"]
 
@@ -60,9 +66,11 @@ class Engine:
     """The whole loop. Components are built by ``build.build_engine`` (``Engine.from_settings``) and passed in, so
     tests can pass their own."""
 
-    def __init__(self, settings: Settings, *, source: Any, speaker: Any, wake: Any, vad: Any,
-                 segmenter_factory: Any, stt: Any, brain: Any, tts: Any, mqtt: Any = None, stop_wake: Any = None,
-                 turn_log: TurnLog | None = None, exit_at_end: bool = False, notifier: Any = None) -> None:
+    def __init__(self, settings: Settings, *, source: AudioSource, speaker: Speaker, wake: WakeWordDetector,
+                 vad: VoiceActivity, segmenter_factory: Callable[[], Segmenter], stt: SpeechToText, brain: Any,
+                 tts: TextToSpeech, mqtt: MqttLink | None = None, stop_wake: WakeWordDetector | None = None,
+                 turn_log: TurnLog | None = None, exit_at_end: bool = False,
+                 notifier: SystemdNotifier | None = None) -> None:
         self.s = settings
         self.source, self.speaker, self.wake, self.vad = source, speaker, wake, vad
         self.segmenter_factory = segmenter_factory
@@ -95,11 +103,13 @@ class Engine:
             mqtt.on_mute = self._set_mute
             mqtt.on_timer = self._on_timer_command
             mqtt.on_sensitivity = self._set_sensitivity
+        self.timers = getattr(brain, "timers", None)  # the brain's TimerManager (None: a brain without timers)
         if brain is not None:
             brain.on_intent = self._on_intent
-            timers = getattr(brain, "timers", None)
-            if timers is not None:
-                timers.on_finished = self._on_timer_finished
+        if self.timers is not None:
+            self.timers.on_finished = self._on_timer_finished
+        # file mode's extras (the input's end and length) come from the FileSource; a microphone has neither
+        self.file_source: FileSource | None = source if isinstance(source, FileSource) else None
 
     # ------------------------------------------------------------------ read-only views of the controller
     @property
@@ -139,8 +149,7 @@ class Engine:
 
     def _on_timer_finished(self, timer: Any) -> None:
         """A timer rang (timer thread): a cue, then it says which one, or its delayed command runs as a turn."""
-        command = getattr(timer, "command", None)
-        missed = getattr(timer, "missed_s", 0.0)
+        command, missed = timer.command, timer.missed_s
         if command and missed > MISSED_COMMAND_MAX_S:
             # a delayed command that fell due while the device was off is not run late ("turn off the oven")
             from .timers import duration_words
@@ -153,7 +162,7 @@ class Engine:
         if command and self.brain is not None:
             self.post(ev.RunCommand(time.monotonic(), command))
             return
-        text = timer.finished_text() if hasattr(timer, "finished_text") else "Your timer is done."
+        text = timer.finished_text()
         self._play_cue("done")
         self.announce(text)
 
@@ -163,7 +172,7 @@ class Engine:
 
     def _on_timer_command(self, cmd: dict[str, Any]) -> None:
         """Inbound MQTT timer/set (already validated by the link)."""
-        timers = getattr(self.brain, "timers", None)
+        timers = self.timers
         if timers is None:
             return
         action, sel = cmd["action"], {k: cmd[k] for k in ("name",) if k in cmd}
@@ -200,7 +209,7 @@ class Engine:
                 log.error("intent publish failed: %s", e)
             # Tell the truth when something for the home waits in the outbox; a local answer (time, timers) is not
             # delayed by the broker and needs no such note.
-            offline = bool(commands) and not getattr(self.mqtt, "connected", True) and not self.s.mqtt.dry_run
+            offline = bool(commands) and not self.mqtt.connected and not self.s.mqtt.dry_run
         if responder is not None:
             responder.hub_offline = responder.hub_offline or offline
             self.post(ev.IntentExecuted(time.monotonic(), responder.turn_id, call.to_json(), hub_offline=offline))
@@ -352,21 +361,20 @@ class Engine:
 
     # ------------------------------------------------------------------ main loop
     def _start_services(self) -> None:
-        timers = getattr(self.brain, "timers", None)
-        if timers is not None and hasattr(timers, "start_thread"):
-            timers.start_thread()
+        if self.timers is not None:
+            self.timers.start_thread()
         if self.mqtt is not None and self.brain is not None:
-            handler = getattr(self.brain, "handler", None)
-            for entity in getattr(getattr(self.brain, "home", None), "entities", {}).values():
-                if entity.state_topic and handler is not None:
+            handler = self.brain.handler
+            for entity in self.brain.home.entities.values():
+                if entity.state_topic:
                     self.mqtt.subscribe(entity.state_topic,
                                         lambda _t, text, eid=entity.id: handler.set_state(eid, text.strip()))
 
     def run(self) -> int:
         self._start_services()
         self.source.open()
-        if self.speaker.file is not None and getattr(self.source, "t0", None) is not None:
-            self.speaker.file_t0 = self.source.t0  # output WAV and input WAV share one timeline
+        if self.speaker.file is not None and self.file_source is not None:
+            self.speaker.file_t0 = self.file_source.t0  # output WAV and input WAV share one timeline
         tail_start: float | None = None
         if self.notifier is not None:
             self.notifier.ready(f"listening ({self.state.value})")
@@ -379,7 +387,7 @@ class Engine:
                 self.notifier.progress(f"{self.state.value}; turns {self.turn_count}")
             self._drain_events()
             if chunk is None:
-                if not getattr(self.source, "alive", True):
+                if not self.source.alive:
                     self._recover_source()
             else:
                 try:
@@ -390,7 +398,7 @@ class Engine:
                     log.exception("unexpected error in the loop; continuing")
             self._drain_events()
             self.dispatch(ev.Tick(time.monotonic()))
-            if self.exit_at_end and getattr(self.source, "exhausted", False):
+            if self.exit_at_end and self.file_source is not None and self.file_source.exhausted:
                 if tail_start is None:
                     tail_start = time.monotonic()
                 quiet = self.state == State.IDLE and not self.controller.responding and not self.speaker.busy \
@@ -502,7 +510,7 @@ class Engine:
             self.mqtt.publish_hotword(det.model, det.score)
         except Exception as e:  # noqa: BLE001
             log.debug("hotword publish: %s", e)
-        arbiter = getattr(self.mqtt, "arbiter", None)
+        arbiter = self.mqtt.arbiter
         if arbiter is None:
             return
 
@@ -545,10 +553,9 @@ class Engine:
                 log.warning("turn %s still running at shutdown; not waited for", turn_id)
         self._drain_events()  # the responders' last events: their turns are logged
         # file mode: the output WAV is written, at least as long as the input WAV
-        self.speaker.close(min_s=getattr(self.source, "duration", None))
-        timers = getattr(self.brain, "timers", None)
-        if timers is not None and hasattr(timers, "stop"):
-            timers.stop()
+        self.speaker.close(min_s=self.file_source.duration if self.file_source is not None else None)
+        if self.timers is not None:
+            self.timers.stop()
         if self.mqtt is not None:
             try:
                 self.mqtt.stop(timeout=max(0.5, deadline - time.monotonic()))
