@@ -25,6 +25,7 @@ import collections
 import datetime as _dt
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -529,8 +530,10 @@ class IntentHandler:
         def one(d: dict[str, Any]) -> str:
             t = next((x for x in self.timers.timers if x.id == d["id"]), None)
             left = duration_words(d["total_seconds_left"], adjective=False)
-            paused = " (paused)" if not d["is_active"] else ""
-            return f"{left} left on {t.describe() if t else 'the timer'}{paused}"
+            what = t.describe() if t else "the timer"
+            if not d["is_active"]:  # said in words: a "(paused)" annotation would be read out, or copied by the LLM
+                what = re.sub(r"^the ", "the paused ", what)
+            return f"{left} left on {what}"
 
         if len(st) == 1:
             text = one(st[0])

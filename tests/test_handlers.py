@@ -159,6 +159,8 @@ def test_timers_through_intents(env) -> None:
     r = ask(env, "how much time is left on the pizza timer")
     assert r.speech == "9 minutes left on the pizza timer."
     assert ask(env, "pause the pizza timer").speech == "Paused the pizza timer."
+    # a paused timer's status is said in words, never as a "(paused)" annotation
+    assert ask(env, "how much time is left on the pizza timer").speech == "9 minutes left on the paused pizza timer."
     assert ask(env, "resume the pizza timer").speech == "Resumed the pizza timer."
     assert ask(env, "add 2 minutes to the pizza timer").speech == "Added 2 minutes to the pizza timer."
     assert ask(env, "remove 1 minute from the pizza timer").speech == "Removed 1 minute from the pizza timer."
