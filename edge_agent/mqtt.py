@@ -43,7 +43,7 @@ from .config import REPO_ROOT, MqttSettings, Settings, SiteSettings, mqtt_passwo
 from .errors import MqttError
 from .ha_discovery import DEFAULT_INTENT_NAMES, discovery_payload, hermes_intent_payload
 from .intent import DeviceCommand, IntentCall
-from .mqtt_client import Conn, backoff_delay, close_client, connect_client, make_client
+from .mqtt_client import Conn, backoff_delay, close_client, connect_client, make_client, send_outbox
 from .mqtt_router import HERMES_SAY, InboundRouter
 from .mqtt_topics import Topics, check_publish_topic, topic_level
 from .outbox import Outbox, OutMessage
@@ -371,7 +371,9 @@ class MqttLink:
             self._set_state("connected")
             try:
                 self._on_connected(conn)
-                self._send_loop(conn)
+                send_outbox(conn, self.outbox, window=self._m.inflight_window, wake=self._wake, stats=self.stats,
+                            done=lambda: self._stop_evt.is_set() and (
+                                not self.pending or time.monotonic() >= self._drain_deadline))
             except Exception:  # noqa: BLE001 - a bug here must mean a reconnect, not a dead link
                 log.exception("mqtt: unexpected error in the sender; reconnecting")
             finally:
@@ -408,38 +410,3 @@ class MqttLink:
         conn.client.subscribe(subs)
         self.publish_discovery()
         conn.client.publish(t.availability, "online", qos=1, retain=True)
-
-    def _send_loop(self, conn: Conn) -> None:
-        """Deliver the outbox in order, up to ``inflight_window`` unacknowledged; ack each on its PUBACK."""
-        client = conn.client
-        window = max(1, self._m.inflight_window)
-        inflight: dict[int, str] = {}  # mid -> msg_id
-        sent: set[str] = set()
-        while not conn.closed.is_set():
-            self._wake.clear()
-            while conn.acks:
-                mid, reason = conn.acks.popleft()
-                msg_id = inflight.pop(mid, None)
-                if msg_id is None:
-                    continue  # a connection-scoped message (availability, discovery)
-                sent.discard(msg_id)
-                if getattr(reason, "is_failure", False):
-                    self.stats.rejected_by_broker += 1
-                    log.warning("mqtt: the broker rejected message %s (%s); not retrying", msg_id, reason)
-                if self.outbox.ack(msg_id):
-                    self.stats.delivered += 1
-            if self._stop_evt.is_set() and (not self.pending or time.monotonic() >= self._drain_deadline):
-                return
-            if len(inflight) < window:
-                for msg in self.outbox.peek_many(window):
-                    if len(inflight) >= window:
-                        break
-                    if msg.msg_id in sent:
-                        continue
-                    info = client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
-                    if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                        conn.closed.wait(0.1)  # the connection is going down; the supervisor will reconnect
-                        break
-                    inflight[info.mid] = msg.msg_id
-                    sent.add(msg.msg_id)
-            self._wake.wait(0.5)

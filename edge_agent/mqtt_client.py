@@ -1,4 +1,5 @@
-"""One paho-mqtt client per connection attempt: make it, connect it (waiting for CONNACK), close it cleanly.
+"""One paho-mqtt client per connection attempt: make it, connect it (waiting for CONNACK), deliver the outbox over
+it in order (``send_outbox``), close it cleanly.
 
 Why a fresh client each time: paho would otherwise retransmit a previous connection's messages behind our back,
 which would break the ordering the outbox guarantees. Callbacks of an old client only touch their own ``Conn``.
@@ -20,7 +21,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from .config import MqttSettings
+from .outbox import Outbox
 
+log = logging.getLogger("edge_agent.mqtt")
 paho_log = logging.getLogger("edge_agent.mqtt.paho")
 # paho logs this at ERROR when its loop runs once more after our own clean disconnect; it is not an error here.
 paho_log.addFilter(lambda record: not str(record.msg).startswith("Client is not connected"))
@@ -130,3 +133,43 @@ def close_client(conn: Conn, *, offline_topic: str | None) -> None:
     # Break the client <-> callback-closure cycle so the client is freed (and paho closes its wake-up socket
     # pair) now rather than at some later garbage collection: no file descriptors pile up over many outages.
     client.on_connect = client.on_disconnect = client.on_publish = client.on_message = None
+
+
+def send_outbox(conn: Conn, outbox: Outbox, *, window: int, wake: threading.Event, stats: Any,
+                done: Callable[[], bool]) -> None:
+    """Deliver the outbox in order on this connection, up to ``window`` unacknowledged; ack each on its PUBACK.
+
+    Returns when the connection closes or ``done()`` (a stop, after draining). ``wake`` is set on every new message,
+    PUBACK and disconnect; ``stats`` counts ``delivered`` and ``rejected_by_broker``."""
+    client = conn.client
+    window = max(1, window)
+    inflight: dict[int, str] = {}  # mid -> msg_id
+    sent: set[str] = set()
+    while not conn.closed.is_set():
+        wake.clear()
+        while conn.acks:
+            mid, reason = conn.acks.popleft()
+            msg_id = inflight.pop(mid, None)
+            if msg_id is None:
+                continue  # a connection-scoped message (availability, discovery)
+            sent.discard(msg_id)
+            if getattr(reason, "is_failure", False):
+                stats.rejected_by_broker += 1
+                log.warning("mqtt: the broker rejected message %s (%s); not retrying", msg_id, reason)
+            if outbox.ack(msg_id):
+                stats.delivered += 1
+        if done():
+            return
+        if len(inflight) < window:
+            for msg in outbox.peek_many(window):
+                if len(inflight) >= window:
+                    break
+                if msg.msg_id in sent:
+                    continue
+                info = client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    conn.closed.wait(0.1)  # the connection is going down; the supervisor will reconnect
+                    break
+                inflight[info.mid] = msg.msg_id
+                sent.add(msg.msg_id)
+        wake.wait(0.5)
