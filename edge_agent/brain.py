@@ -59,6 +59,10 @@ NO = re.compile(r"^\s*(no|nope|nah|cancel|stop|never ?mind|don'?t|do not)\b", re
 SORRY_NO_LLM = "Sorry, I can only control your devices right now."
 SORRY_TOOL = "Sorry, I couldn't do that."
 SORRY_LLM = "Sorry, I couldn't work that out."
+SORRY_BUSY = "Sorry, I'm still busy with something else."
+# A turn waits at most this long for the one before it (LLM timeout + a long reply); beyond it the earlier response
+# was abandoned without being closed, and waiting on would hang this turn for good.
+TURN_WAIT_MAX_S = 120.0
 REPLY_REQUEST = "Tell me the result in one short spoken sentence, no JSON."
 
 # Tools offered to the LLM only when the home has a device of one of these domains (None = always offered).
@@ -283,6 +287,12 @@ class Brain:
         t0 = time.monotonic()
         while not self._turn_lock.acquire(timeout=0.05):
             if cancel is not None and cancel.is_set():  # cancelled while waiting for the other turn: say nothing
+                return
+            if time.monotonic() - t0 > TURN_WAIT_MAX_S:  # a response left half-iterated and never closed
+                log.error("the previous turn still holds the brain after %.0f s: %r not handled", TURN_WAIT_MAX_S,
+                          text)
+                resp.error = "busy: the previous turn never ended"
+                yield from _pieces(SORRY_BUSY)
                 return
         waited = time.monotonic() - t0
         if waited > 0.01:

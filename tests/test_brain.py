@@ -660,3 +660,18 @@ def test_after_an_interrupted_turn_real_answers_carry_no_annotation(home, llm):
         assert "interrupt" not in resp.llm_text.lower(), (q, resp.llm_text)
         assert "interrupt" not in reply.lower() and "(" not in reply and reply, (q, reply)
     print("\n" + "\n".join(f"{q!r} -> {r!r}" for q, r, _ in replies))
+
+
+def test_a_turn_never_waits_forever_for_an_abandoned_one(scripted, monkeypatch):
+    import edge_agent.brain as brain_mod
+
+    monkeypatch.setattr(brain_mod, "TURN_WAIT_MAX_S", 0.3)
+    brain, backend = scripted(streams=[("words", "A first answer that is never read to the end."),
+                                       ("words", "The third answer.")])
+    abandoned = iter(brain.respond("first"))
+    assert next(abandoned)  # holds the turn: iterated halfway, never closed
+    t, out = _respond_in_thread(brain, "second")
+    t.join(5.0)
+    assert not t.is_alive() and out["reply"] == brain_mod.SORRY_BUSY and out["resp"].error.startswith("busy")
+    del abandoned  # closed: the turn lock is free again
+    assert brain.respond("third").wait() == "The third answer."
