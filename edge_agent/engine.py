@@ -31,12 +31,11 @@ import numpy as np
 
 from . import controller as ev
 from . import memory
-from .audio import AudioChunk, write_wav
+from .audio import SAMPLE_RATE, AudioChunk, write_wav
 from .audio_io import FileSource, Segment
 from .config import Settings
 from .controller import RESPONDING, State, TurnController
 from .errors import AudioError, EdgeAgentError
-from .intent import IntentCall
 from .listener import VAD_FRAME_S, Listener
 from .responder import HUB_OFFLINE_NOTE, Responder
 from .responder import current as current_responder
@@ -47,6 +46,7 @@ from .wake_tail import mentions_wake, strip_wake_words, wake_phrase
 if TYPE_CHECKING:
     from .audio_io import Speaker
     from .mqtt import MqttLink
+    from .mqtt_bridge import MqttBridge
     from .notify import SystemdNotifier
     from .ports import AudioSource, SpeechToText, TextToSpeech, VoiceActivity, WakeWordDetector
 
@@ -92,17 +92,19 @@ class Engine:
         self.responders: dict[str, Responder] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._turn_audio: dict[str, list[np.ndarray]] = {}  # debug recorder: what STT heard, per turn
+        self.loop_cpu_s = 0.0  # the loop thread's CPU (wake word, VAD, listener) since the last finished turn
+        self.loop_audio_s = 0.0  # seconds of audio it processed in that time
         self.preroll = PreRoll(settings.vad.pre_roll_s)
         # debug recorder (log.debug_audio_dir): the last seconds the wake word heard, saved at each detection
         self.wake_tape = PreRoll(DEBUG_WAKE_S) if settings.log.debug_audio_dir else None
         self.state_listeners: list[Callable[[State, State], None]] = [self._log_state]
         self.turn_listeners: list[Callable[[Turn, dict[str, Any]], None]] = [self._record_turn]
+        self.bridge: MqttBridge | None = None
         if mqtt is not None:
-            self.state_listeners.append(self._publish_state)
-            mqtt.on_say = self.announce
-            mqtt.on_mute = self._set_mute
-            mqtt.on_timer = self._on_timer_command
-            mqtt.on_sensitivity = self._set_sensitivity
+            from .mqtt_bridge import MqttBridge
+
+            self.bridge = MqttBridge(self, mqtt)
+            self.bridge.attach()
         self.timers = getattr(brain, "timers", None)  # the brain's TimerManager (None: a brain without timers)
         if brain is not None:
             brain.on_intent = self._on_intent
@@ -139,11 +141,11 @@ class Engine:
     def announce(self, text: str) -> None:
         self.post(ev.Announce(time.monotonic(), text))
 
-    def _set_mute(self, muted: bool) -> None:
+    def set_mute(self, muted: bool) -> None:
         log.info("muted: %s", bool(muted))
         self.post(ev.Mute(time.monotonic(), bool(muted)))
 
-    def _set_sensitivity(self, value: float) -> None:
+    def set_sensitivity(self, value: float) -> None:
         # 0..1 sensitivity maps to threshold 1 - value on every wake model (a detector setting, not turn state)
         self.wake.threshold_override = max(0.05, min(0.95, 1.0 - float(value)))
 
@@ -170,46 +172,11 @@ class Engine:
         """Run a command ("turn off the light") as if it had been said now, as a turn of its own."""
         self.post(ev.RunCommand(time.monotonic(), text))
 
-    def _on_timer_command(self, cmd: dict[str, Any]) -> None:
-        """Inbound MQTT timer/set (already validated by the link)."""
-        timers = self.timers
-        if timers is None:
-            return
-        action, sel = cmd["action"], {k: cmd[k] for k in ("name",) if k in cmd}
-        try:
-            if action == "start":
-                t = timers.start(seconds=cmd["seconds"], name=cmd.get("name"), area=self.s.site.area or None)
-                log.info("timer %s started over MQTT (%.0f s)", t.id, cmd["seconds"])
-            elif action == "cancel":
-                timers.cancel(**sel) if sel else timers.cancel_all()
-            elif action == "pause":
-                timers.pause(**sel)
-            elif action == "resume":
-                timers.unpause(**sel)
-            elif action == "add":
-                timers.increase(cmd["seconds"], **sel)
-            elif action == "remove":
-                timers.decrease(cmd["seconds"], **sel)
-            elif action == "status":
-                self.announce(self.brain.handler.handle(IntentCall("HassTimerStatus"), self.s.site.area or None).speech)
-        except EdgeAgentError as e:
-            log.warning("MQTT timer %s: %s", action, e.message)
-
     def _on_intent(self, call: Any, result: Any) -> None:
         """An intent was executed (on the responder's thread): published at once, recorded in that turn's record."""
         responder = current_responder()
         turn_id = responder.turn_id if responder is not None else None
-        commands = getattr(result, "commands", []) if result else []
-        offline = False
-        if self.mqtt is not None:
-            try:
-                self.mqtt.publish_intent(call, turn_id=turn_id, text=call.text, commands=commands,
-                                         dry_run=self.s.mqtt.dry_run)
-            except Exception as e:  # noqa: BLE001 - the outbox keeps it; a publish error never ends a turn
-                log.error("intent publish failed: %s", e)
-            # Tell the truth when something for the home waits in the outbox; a local answer (time, timers) is not
-            # delayed by the broker and needs no such note.
-            offline = bool(commands) and not self.mqtt.connected and not self.s.mqtt.dry_run
+        offline = self.bridge.publish_intent(call, result, turn_id) if self.bridge is not None else False
         if responder is not None:
             responder.hub_offline = responder.hub_offline or offline
             self.post(ev.IntentExecuted(time.monotonic(), responder.turn_id, call.to_json(), hub_offline=offline))
@@ -217,12 +184,6 @@ class Engine:
     # ------------------------------------------------------------------ subscribers
     def _log_state(self, state: State, previous: State) -> None:
         log.info("state: %s -> %s", previous.value, state.value)
-
-    def _publish_state(self, state: State, previous: State) -> None:
-        try:
-            self.mqtt.publish_state(state.value)
-        except Exception as e:  # noqa: BLE001
-            log.warning("state publish failed: %s", e)
 
     def _record_turn(self, turn: Turn, record: dict[str, Any]) -> None:
         if turn.outcome not in ("no_speech", "deferred") and self.brain is not None and turn.transcript:
@@ -291,6 +252,10 @@ class Engine:
             self.responders.pop(a.turn.turn_id, None)
             self._threads.pop(a.turn.turn_id, None)
             record = a.turn.to_json()
+            if self.loop_audio_s > 0:
+                # wake word + VAD (+ the listener's STT feed) per second of audio, since the previous turn ended
+                record.setdefault("stages", {})["loop_cpu_per_audio_s"] = round(self.loop_cpu_s / self.loop_audio_s, 4)
+                self.loop_cpu_s = self.loop_audio_s = 0.0
             for fn in self.turn_listeners:
                 try:
                     fn(a.turn, record)
@@ -324,7 +289,8 @@ class Engine:
     def _responder(self, turn: Turn, **kw: Any) -> Responder:
         r = Responder(turn, post=self.post, brain=self.brain, tts=self.tts, speaker=self.speaker,
                       first_clause_words=self.s.tts.first_clause_words, area=self.s.site.area or None,
-                      wake_phrases=self.wake_phrases, on_transcript=self._publish_transcript, **kw)
+                      wake_phrases=self.wake_phrases,
+                      on_transcript=self.bridge.publish_transcript if self.bridge is not None else None, **kw)
         self.responders[turn.turn_id] = r
         return r
 
@@ -344,14 +310,6 @@ class Engine:
             r = self._responder(turn, stream=stream, speculation=spec)
         self._spawn(turn.turn_id, threading.Thread(target=r.run, name="responder", daemon=True))
 
-    def _publish_transcript(self, text: str) -> None:
-        if self.mqtt is None:
-            return
-        try:
-            self.mqtt.publish_transcript(text)
-        except Exception as e:  # noqa: BLE001
-            log.warning("transcript publish failed: %s", e)
-
     def _play_cue(self, kind: str) -> None:
         try:
             audio = self.tts.cue_tone(kind)
@@ -363,12 +321,8 @@ class Engine:
     def _start_services(self) -> None:
         if self.timers is not None:
             self.timers.start_thread()
-        if self.mqtt is not None and self.brain is not None:
-            handler = self.brain.handler
-            for entity in self.brain.home.entities.values():
-                if entity.state_topic:
-                    self.mqtt.subscribe(entity.state_topic,
-                                        lambda _t, text, eid=entity.id: handler.set_state(eid, text.strip()))
+        if self.bridge is not None:
+            self.bridge.subscribe_entity_states()
 
     def run(self) -> int:
         self._start_services()
@@ -390,12 +344,15 @@ class Engine:
                 if not self.source.alive:
                     self._recover_source()
             else:
+                c0 = time.thread_time()
                 try:
                     self._process(chunk)
                 except EdgeAgentError as e:
                     log.error("error[%s]: %s", e.code, e.message)
                 except Exception:  # noqa: BLE001 - the loop must survive anything a stage throws
                     log.exception("unexpected error in the loop; continuing")
+                self.loop_cpu_s += time.thread_time() - c0  # ONNX wake/VAD run single-threaded on this thread
+                self.loop_audio_s += len(chunk.samples) / SAMPLE_RATE
             self._drain_events()
             self.dispatch(ev.Tick(time.monotonic()))
             if self.exit_at_end and self.file_source is not None and self.file_source.exhausted:
@@ -452,7 +409,8 @@ class Engine:
             self.dispatch(ev.WakeDetected(time.monotonic(), det.model, det.score, det.t))
             if self.turn is not before and self.state == State.LISTENING:
                 self._record_wake(det)
-                self._arbitrate(det)
+                if self.bridge is not None and self.turn is not None:
+                    self.bridge.arbitrate(det.model, det.score, self.turn.turn_id)
                 return
         if self.state == State.LISTENING:
             self._feed_listener(chunk)
@@ -499,27 +457,6 @@ class Engine:
             write_wav(path, audio)
         except OSError as e:
             log.warning("debug recorder: %s", e)
-
-    def _arbitrate(self, det: Any) -> None:
-        """Several rooms, one broker: listening starts at once (nothing is lost); if another device heard the wake
-        word better within the arbitration window, this turn is dropped silently (through the controller)."""
-        if self.mqtt is None or self.turn is None:
-            return
-        turn_id = self.turn.turn_id
-        try:
-            self.mqtt.publish_hotword(det.model, det.score)
-        except Exception as e:  # noqa: BLE001
-            log.debug("hotword publish: %s", e)
-        arbiter = self.mqtt.arbiter
-        if arbiter is None:
-            return
-
-        def decide() -> None:
-            if not arbiter.claim(det.score):
-                log.info("another device heard the wake word better: not answering")
-                self.post(ev.ArbitrationLost(time.monotonic(), turn_id))
-
-        threading.Thread(target=decide, name="arbitration", daemon=True).start()
 
     def _hearing_own_wake_phrase(self) -> bool:
         """Half-duplex guard: without echo cancellation the microphone hears the reply, so a wake word inside the

@@ -39,6 +39,7 @@ class Speculation:
         self.result: Any = None
         self.error: BaseException | None = None
         self.samples = len(audio)
+        self.cpu_s = 0.0  # process CPU while it ran (the decode's own threads included)
         self.cancel = threading.Event()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(transcribe, audio), name="stt-speculation",
@@ -46,12 +47,14 @@ class Speculation:
         self.thread.start()
 
     def _run(self, transcribe: Callable[[np.ndarray], Any], audio: np.ndarray) -> None:
+        c0 = time.process_time()
         try:
             if not self.cancel.is_set():
                 self.result = transcribe(audio)
         except BaseException as e:  # noqa: BLE001 - reported through .error; the normal path takes over
             self.error = e
         finally:
+            self.cpu_s = time.process_time() - c0
             self.done.set()
 
     @property

@@ -35,6 +35,18 @@ PLAYBACK_WAIT_S = 120.0  # the longest reply we wait to finish playing
 _current = threading.local()  # the Responder running on this thread (brain callbacks find their turn through it)
 
 
+def llm_summary(calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """Token counts and times over a turn's LLM calls: what evaluating the uncached prompt and generating cost."""
+    if not calls:
+        return {}
+    n_prompt = sum(int(c.get("n_prompt", 0)) for c in calls)
+    n_cached = sum(int(c.get("n_cached", 0)) for c in calls)
+    return {"llm_calls": len(calls), "llm_prompt_tokens": n_prompt, "llm_uncached_tokens": n_prompt - n_cached,
+            "llm_prompt_s": round(sum(float(c.get("t_prompt_s", 0.0)) for c in calls), 4),
+            "llm_gen_tokens": sum(int(c.get("n_gen", 0)) for c in calls),
+            "llm_gen_s": round(sum(float(c.get("t_gen_s", 0.0)) for c in calls), 4)}
+
+
 def current() -> Responder | None:
     """The responder whose thread this is (None on other threads)."""
     return getattr(_current, "responder", None)
@@ -104,10 +116,15 @@ class Responder:
                                       t_playback_end=t_end, stages=self.stages))
 
     def _transcribe(self) -> str | None:
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), time.process_time()
         result, speculative = wait_speculation(self.speculation, SPECULATION_WAIT_S)
         if result is None:
             result = self.stream.finish()
+        elif self.speculation is not None:
+            self.stages["stt_speculation_cpu_s"] = round(self.speculation.cpu_s, 4)
+        # process CPU while the final transcript was awaited: the decode (its own threads included) plus the loop's
+        # wake/VAD share (about 0.05 CPU per second of audio)
+        self.stages["stt_final_cpu_s"] = round(time.process_time() - c0, 4)
         heard = result.text
         # only a turn opened by the wake word can start with its misheard tail
         text = strip_wake_words(heard, self.wake_phrases, fuzzy=self.after_wake)
@@ -123,6 +140,7 @@ class Responder:
         return text
 
     def _answer(self, text: str) -> None:
+        c0 = time.process_time()
         response = self.brain.respond(text, area=self.area, cancel=self.cancel)
         sentences = SentenceBuffer(first_clause_words=self.first_clause_words)
         synth_q: queue.Queue[tuple[str, bool] | None] = queue.Queue()  # (sentence, worth caching)
@@ -137,6 +155,8 @@ class Responder:
                 if t_tok and not first_token_sent:
                     first_token_sent = True
                     self.post(ev.FirstToken(t_tok, self.turn_id))
+                if not self.reply_text:
+                    self.stages["brain_first_piece_cpu_s"] = round(time.process_time() - c0, 4)
                 self.reply_text += fragment
                 # Fast-path replies repeat ("Turned on the kitchen light."): cached. An LLM's sentences rarely do:
                 # caching them would only fill memory with one-off audio.
@@ -152,6 +172,9 @@ class Responder:
                     synth_q.put((HUB_OFFLINE_NOTE, True))
         finally:
             synth_q.put(None)
+            # process CPU of the whole answer: the fast path or the LLM (prompt and generation, on llama.cpp's own
+            # threads), overlapped with the synthesis of the first sentences
+            self.stages["brain_cpu_s"] = round(time.process_time() - c0, 4)
             self.used_llm = bool(getattr(response, "used_llm", False))
             t_tok = getattr(response, "t_first_token", None)
             if t_tok and not first_token_sent:
@@ -159,6 +182,7 @@ class Responder:
             timings = getattr(response, "timings", None)
             if isinstance(timings, dict) and timings:
                 self.stages["brain"] = timings
+                self.stages.update(llm_summary(timings.get("llm_calls") or []))
             if isinstance(getattr(response, "error", None), str):
                 self.outcome, self.error = "error", response.error  # e.g. the LLM timed out (apology spoken)
             synth.join(SYNTH_JOIN_S)
@@ -173,12 +197,18 @@ class Responder:
             if self.cancel.is_set():
                 continue
             sentence, cacheable = item
+            c0, t0 = time.process_time(), time.monotonic()
             try:
                 # Repeated replies come from the bounded phrase cache, synthesized once.
                 audio = self.tts.cached(sentence) if cacheable else self.tts.synthesize_all(sentence)
             except Exception as e:  # noqa: BLE001
                 log.error("TTS failed for %r: %s", sentence, e)
                 continue
+            if "tts_first_s" not in self.stages:
+                # the first sentence's synthesis is on the critical path; its CPU overlaps the LLM's generation
+                self.stages["tts_first_s"] = round(time.monotonic() - t0, 4)
+                self.stages["tts_first_cpu_s"] = round(time.process_time() - c0, 4)
+            self.stages["tts_s"] = round(self.stages.get("tts_s", 0.0) + time.monotonic() - t0, 4)
             self.play(audio, sentence)
 
     # ---------------------------------------------------------------- output
