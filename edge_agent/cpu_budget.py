@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import re
 import subprocess
@@ -205,6 +206,24 @@ def describe(cpus: float, ncpus: int | None = None) -> str:
     names = [n for n, v in PRESETS.items() if abs(v - cpus) < 1e-9]
     preset = f" = {names[0]} preset" if names else ""
     return f"{cpus:g} CPU{preset} (cgroup cpu quota; this machine has {ncpus} CPUs)"
+
+
+def fit_quota(points: Sequence[tuple[float, float]], target: float) -> float | None:
+    """The quota (CPUs) at which a measured figure reaches ``target``, from ``(cpus, figure)`` points measured
+    under several quotas (a time that falls, or a rate that rises, with the quota). Interpolated linearly in
+    log-log between the two points that bracket the target (a pure throughput stage is a straight line there:
+    time ∝ 1/cpus); None when the target lies outside the measured range."""
+    pts = sorted((q, v) for q, v in points if q > 0 and v is not None and v > 0)
+    if len(pts) < 2 or not target > 0:
+        return None
+    for (q0, v0), (q1, v1) in zip(pts[:-1], pts[1:], strict=True):
+        lo, hi = min(v0, v1), max(v0, v1)
+        if lo <= target <= hi:
+            if v0 == v1:
+                return q0
+            f = (math.log(target) - math.log(v0)) / (math.log(v1) - math.log(v0))
+            return math.exp(math.log(q0) + f * (math.log(q1) - math.log(q0)))
+    return None
 
 
 # =================================================================================================== the cgroup

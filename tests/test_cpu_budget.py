@@ -109,6 +109,17 @@ def test_parse_budget() -> None:
     assert "pi5 preset" in cb.describe(cb.PI5_CPUS, 2) and "2 CPUs" in cb.describe(0.4, 2)
 
 
+def test_fit_quota_on_throughput_curves() -> None:
+    # a pure throughput stage: 0.6 s at 2 CPUs, time ∝ 1/cpus → 1.2 s is reached at exactly 1 CPU
+    times = [(2.0, 0.6), (1.0, 1.2), (0.5, 2.4), (0.25, 4.8)]
+    assert cb.fit_quota(times, 1.2) == pytest.approx(1.0)
+    assert cb.fit_quota(times, 3.0) == pytest.approx(0.4, rel=1e-6)
+    rates = [(q, 10.0 / t) for q, t in times]  # tokens/s rise with the quota
+    assert cb.fit_quota(rates, 10.0 / 3.0) == pytest.approx(0.4, rel=1e-6)
+    assert cb.fit_quota(times, 10.0) is None and cb.fit_quota(times, 0.1) is None  # outside what was measured
+    assert cb.fit_quota([(1.0, 1.0)], 1.0) is None
+
+
 def test_read_only_cgroupfs_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     h = cb.CpuHierarchy(1, cb.parse_mountinfo(MOUNTINFO_RO)[0], Path("/sys/fs/cgroup/cpu"))
     monkeypatch.setattr(cb, "find_cpu_hierarchy", lambda *a, **k: h)
