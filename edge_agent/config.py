@@ -68,9 +68,19 @@ class AudioSettings:
 
 @dataclass(frozen=True)
 class WakeModelSettings:
-    model: str = opt("hey_jarvis", "Manifest model name, or a path to a custom openWakeWord .onnx/.tflite file.")
-    threshold: float = opt(0.5, "Detection score threshold.", min=0.0, max=1.0)
+    model: str = opt("hey_jarvis", "Manifest model name (`edge-agent models list`), or a path to a custom model file "
+                     "(openWakeWord .onnx; microWakeWord .tflite with its .json manifest beside it).")
+    threshold: float | None = opt(
+        None, "Detection cutoff on the (window-averaged) score; null = the model's own: the probability_cutoff of a "
+        "microWakeWord model's manifest, 0.5 for openWakeWord.", min=0.0, max=1.0
+    )
     refractory_s: float = opt(2.0, "Ignore further detections of this model for this many seconds.", min=0.0)
+    engine: str = opt("openwakeword", "Wake engine that runs this model: openwakeword (.onnx models) or microwakeword "
+                      "(.tflite models, e.g. hey_jarvis_v2).")
+    sliding_window: int | None = opt(
+        None, "Number of consecutive scores averaged before the cutoff; null = the model's own (sliding_window_size of "
+        "a microWakeWord manifest, 1 for openWakeWord).", min=1, max=50
+    )
 
 
 @dataclass(frozen=True)
@@ -408,6 +418,13 @@ def _validate_semantics(s: Settings) -> None:
                           "digits, - and _")
     if not s.wake.models:
         raise ConfigError("wake.models: at least one wake word model is needed")
+    from .wake import ENGINES
+
+    for key in ("models", "stop_models"):
+        for i, m in enumerate(getattr(s.wake, key)):
+            if m.engine not in ENGINES:
+                raise ConfigError(f"wake.{key}[{i}].engine: {m.engine!r} is not a wake engine; allowed: "
+                                  f"{', '.join(sorted(ENGINES))}")
     from .stt import stt_engines  # the engines register themselves; imported here, not at the top (no cycle)
 
     if s.stt.engine not in stt_engines():
