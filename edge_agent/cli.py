@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--turn-log", help="append one JSON line per turn to this file (overrides log.turn_log)")
     r.add_argument("--home", help="load areas and entities from this YAML file (overrides home.file)")
     r.add_argument("--no-mqtt", action="store_true", help="do not connect to MQTT")
+    r.add_argument("--cpu-budget", metavar="pi5|pi4|CPUS", help="run under a CPU quota imitating a slower board "
+                   "(needs root; docs/pi-calibration.md)")
 
     c = sub.add_parser("config", help="configuration")
     csub = c.add_subparsers(dest="config_cmd", required=True, metavar="ACTION")
@@ -94,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     ck = sub.add_parser("check", help="doctor: audio devices, models, broker, config, CPU and memory")
     ck.add_argument("--json", action="store_true")
 
-    b = sub.add_parser("bench", help="latency/accuracy benchmarks: bench [--quick|--full] (edge-agent bench --help)")
+    b = sub.add_parser("bench", help="latency/accuracy benchmarks: bench [--quick|--full] [--cpu-budget pi5|pi4|CPUS] "
+                                     "(edge-agent bench --help)")
     b.add_argument("rest", nargs=argparse.REMAINDER)
     return p
 
@@ -250,12 +253,13 @@ def main(argv: list[str] | None = None) -> int:
 
             return cli_ask(args, settings)
         if args.cmd == "run":
+            from .cpu_budget import applied
             from .engine import cli_run
             from .memory import limit_arenas
 
             limit_arenas()  # before the models' thread pools start allocating
-
-            return cli_run(args, settings)
+            with applied(args.cpu_budget):  # --cpu-budget: the whole daemon under a cgroup CPU quota
+                return cli_run(args, settings)
         if args.cmd == "check":
             from .preflight import cli_check
 

@@ -204,3 +204,31 @@ def test_enter_moves_this_process_and_close_moves_it_back() -> None:
     assert Path("/proc/self/cgroup").read_text() == own
     assert not (h.own_dir / name).exists()
     assert cb.ENV_ACTIVE not in os.environ
+
+
+def test_bench_hook_runs_this_process_under_the_budget_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`edge-agent bench --cpu-budget pi4`: the bench's parser takes it, the cgroup exists before the models load,
+    the process enters it at `start`, the report header names the budget, and the cgroup is gone afterwards."""
+    h = _cpu_hierarchy_or_skip()
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "tools"))
+    from edge_bench import budget
+    from edge_bench.run import build_parser
+
+    args = build_parser().parse_args(["--quick", "--cpu-budget", "pi4"])
+    res: dict = {}
+    own = Path("/proc/self/cgroup").read_text()
+    with budget.prepared(args) as b:
+        assert b is not None and b.dir is not None and b.dir.is_dir()
+        assert os.getpid() not in b.pids()  # not yet: model loading runs at full speed
+        budget.start(args, res)
+        assert os.getpid() in b.pids()
+        assert res["cpu_budget"]["cpus"] == cb.PI4_CPUS
+        head = budget.header(args, res)
+        name = b.dir.name
+    assert "--cpu-budget pi4" in head and "pi4 preset" in head and f"{cb.PI4_CPUS:g} CPU" in head
+    assert Path("/proc/self/cgroup").read_text() == own and not (h.own_dir / name).exists()
+    plain = build_parser().parse_args(["--quick"])
+    with budget.prepared(plain) as none:
+        assert none is None
+        budget.start(plain, res)
+    assert "CPU budget: none" in budget.header(plain, res)

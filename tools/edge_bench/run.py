@@ -42,6 +42,7 @@ from edge_agent.audio_io import Speaker
 from edge_agent.config import Settings, load_settings
 from edge_agent.errors import ConfigError, EdgeAgentError
 
+from . import budget  # --cpu-budget (the engine under a cgroup CPU quota)
 from .bench_set import DEFAULT_DIR, librivox_cases, make_bench_set, negative_stream
 
 log = logging.getLogger(__name__)
@@ -787,6 +788,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--skip", default="", help=f"sections to skip, comma-separated: {','.join(SECTIONS)}")
     ap.add_argument("--json", type=Path, help="write the full results (every turn) as JSON here")
     ap.add_argument("--markdown", type=Path, help="also write the markdown table here")
+    budget.add_argument(ap)
     return ap
 
 
@@ -805,7 +807,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.monotonic() - t_start:6.0f} s] {msg}", file=sys.stderr, flush=True)
 
     try:
-        return _run(args, full, skip, progress)
+        with budget.prepared(args):
+            return _run(args, full, skip, progress)
     except EdgeAgentError as e:
         print(f"error[{e.code}]: {e.message}", file=sys.stderr)
         if e.fix:
@@ -830,6 +833,7 @@ def _run(args: argparse.Namespace, full: bool, skip: set[str], progress: Any) ->
     progress(f"loading models (voices kept: {res['set']['voices']}, dropped: {manifest['dropped_voices']})")
     m = load_models(s, str(root / manifest["home"]))
     res["model_load_s"] = m.load_s
+    budget.start(args, res)  # --cpu-budget: from here on this process runs under the quota
     res["endpoint_wait_s"] = s.vad.trailing_silence_s
     t0 = time.monotonic()
     cond = None if args.conditions is None else [c for c in args.conditions.split(",") if c]
@@ -884,7 +888,7 @@ def _run(args: argparse.Namespace, full: bool, skip: set[str], progress: Any) ->
                     "condition": r["request"]["condition"], "verdict": r["verdict"],
                     "lat_ms": {k: _ms(v) for k, v in r["lat"].items()}, "load": r["load"],
                     "turn": r["turn"], "llm_calls": r["llm_calls"]} for r in rows]
-    md = markdown(res)
+    md = budget.header(args, res) + markdown(res)
     print(md)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

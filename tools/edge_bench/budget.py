@@ -1,0 +1,71 @@
+"""``edge-agent bench --cpu-budget pi5|pi4|CPUS``: the benchmark's engine process under a CPU quota.
+
+The cgroup is created (and its permissions checked, so a missing root or cpu controller fails at once with a fix
+line) before the bench set and the models are prepared; the process moves into it right after the models are loaded
+and warmed up, so every measured turn, and every process the bench starts afterwards (the real ``edge-agent run``),
+runs under the quota. Model load times are therefore this machine's, not the board's. The budget is recorded in the
+results (``cpu_budget``) and printed in the report's header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from edge_agent import cpu_budget
+
+ATTR = "_cpu_budget_session"
+
+
+def add_argument(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--cpu-budget", metavar="pi5|pi4|CPUS",
+                    help="run the engine under a CPU quota imitating a slower board: pi5 "
+                         f"({cpu_budget.PI5_CPUS:g} CPU), pi4 ({cpu_budget.PI4_CPUS:g} CPU), a number of CPUs, or a "
+                         "share such as 40%% (needs root; docs/pi-calibration.md)")
+
+
+@contextlib.contextmanager
+def prepared(args: argparse.Namespace) -> Iterator[cpu_budget.CpuBudget | None]:
+    """Create the quota's cgroup (not entered yet: ``start``) for the whole bench; removed at the end."""
+    spec = getattr(args, "cpu_budget", None)
+    if not spec:
+        setattr(args, ATTR, None)
+        yield None
+        return
+    b = cpu_budget.CpuBudget(cpu_budget.parse_budget(spec)).create()
+    setattr(args, ATTR, b)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def start(args: argparse.Namespace, res: dict[str, Any]) -> None:
+    """Move this process (the engine's) into the quota from now on; record the budget in ``res``."""
+    b = getattr(args, ATTR, None)
+    if b is None:
+        res["cpu_budget"] = None
+        return
+    b.enter()
+    quota, period = b.quota()
+    res["cpu_budget"] = {"spec": args.cpu_budget, "cpus": b.cpus, "quota_us": quota, "period_us": period,
+                         "cgroup": str(b.dir), "stat_start": b.stat(), "describe": cpu_budget.describe(b.cpus)}
+
+
+def header(args: argparse.Namespace, res: dict[str, Any]) -> str:
+    """The report's first lines: which CPU budget the figures were measured under."""
+    cb = res.get("cpu_budget")
+    b = getattr(args, ATTR, None)
+    if not cb:
+        return (f"**CPU budget: none** (this machine's {cpu_budget.online_cpus()} CPUs, shared with whatever else "
+                "runs)\n\n")
+    if b is not None and b.dir is not None:
+        st0, st1 = cb.get("stat_start", {}), b.stat()
+        cb["throttled_periods"] = st1.get("nr_throttled", 0) - st0.get("nr_throttled", 0)
+        cb["periods"] = st1.get("nr_periods", 0) - st0.get("nr_periods", 0)
+    thr = (f"; throttled in {cb['throttled_periods']} of {cb['periods']} periods" if "periods" in cb else "")
+    return (f"**CPU budget: `--cpu-budget {cb['spec']}` = {cb['describe']}**, quota {cb['quota_us']} µs per "
+            f"{cb['period_us']} µs from the end of model loading on{thr}. A quota imitates a board's throughput, "
+            "not its memory system or SIMD width (docs/pi-calibration.md).\n\n")
