@@ -14,7 +14,7 @@ checked one by one as they stream, before they reach TTS (``ReplyGuard.check``):
   with that hour.
 
 Anything else that reads as such a report is replaced by an honest sentence (``ACTION_NOT_DONE`` and friends, each at
-most once per reply); a questions ("Shall I turn on the light?"), a refusal ("I can't unlock doors") and plain
+most once per reply); a question ("Shall I turn on the light?"), a refusal ("I can't unlock doors") and plain
 knowledge ("The capital of France is Paris.") pass. Parenthesised annotations, stage directions and JSON are dropped
 from every sentence (``strip_annotations``). Pure logic: no model, tested with many sentences.
 """
@@ -72,7 +72,8 @@ _NORMALIZE = [(r"\bi'?ve\b", "i have"), (r"\bwe'?ve\b", "we have"), (r"\bi'm\b",
               (r"\bthere's\b", "there is"), (r"\bn't\b", " not"), (r"n't\b", " not"), (r"\bcannot\b", "can not"),
               (r"[’‘]", "'")]
 # Words that may stand between "I"/"we" and a reported verb ("I have just turned", "we will now switch").
-_AUX = r"(?:(?:have|has|had|will|am|are|just|already|now|also|successfully|gone ahead and|went ahead and|go ahead and)\s+)*"
+_AUX = (r"(?:(?:have|has|had|will|am|are|just|already|now|also|successfully|gone ahead and|went ahead and|"
+        r"go ahead and)\s+)*")
 _FILLER = (r"(?:(?:ok(?:ay)?|sure(?: thing)?|alright|all right|great|certainly|of course|no problem|got it|yes|yep|"
            r"right|perfect|absolutely|there you go|and|then|also|now|done|good news)\b[\s,.!:;-]*)*")
 
