@@ -7,6 +7,7 @@
 #   sudo tools/systemd-check.sh --keep      leave the container running afterwards (look around with the printed
 #                                           nsenter command; run again to reuse it)
 #   sudo tools/systemd-check.sh --rebuild   throw the root file system away and build it again
+#   sudo tools/systemd-check.sh --hang=sigstop   test the watchdog with SIGSTOP even when the debug hook exists
 #
 # Environment: EDGE_AGENT_CHECK_DIR (root file system, default /var/lib/machines/edge-agent-check),
 # EDGE_AGENT_CACHE (the host's wheel cache bound in so llama-cpp-python is not compiled twice; default
@@ -20,8 +21,10 @@
 #      (EDGE_AGENT_DEBUG_HANG=1 + SIGUSR1: the loop hangs, other threads live on) when the installed code has it;
 #      otherwise SIGSTOP on the whole process stands in for it
 #   d) Restart=on-failure after a crash (SIGSEGV) and after SIGKILL
-#   e) `systemctl stop` within 5 s with a clean exit status: with the broker down (the queued message stays in the
-#      on-disk outbox), then with the broker back (the queued message is delivered, "offline" published at stop)
+#   e) `systemctl stop` within 5 s with a clean exit status. With the broker down, "Hey Jarvis. What time is it?"
+#      (Piper's voice, played into the microphone) makes a real turn whose messages wait in the on-disk outbox; the
+#      stop keeps them there. With the broker back they are delivered after the start, "offline" is published at
+#      the stop, and the retained state is the daemon's current one (not the previous run's last state).
 #
 # How the container stands in for a Pi:
 #   - The code is installed by tools/install-service.sh (PYTHON=/usr/bin/python3: the container's Debian Python 3.11,
@@ -44,10 +47,12 @@ RUN="/run/edge-agent-check"           # host side: the nspawn pid and console lo
 HOST_CACHE="${EDGE_AGENT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edge-agent}"
 KEEP=0
 REBUILD=0
+HANG_MODE=auto
 for a in "$@"; do
   case "$a" in
     --keep) KEEP=1 ;;
     --rebuild) REBUILD=1 ;;
+    --hang=sigstop|--hang=sigusr1|--hang=auto) HANG_MODE="${a#--hang=}" ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "systemd-check: unknown option $a (see --help)" >&2; exit 2 ;;
   esac
@@ -111,23 +116,46 @@ else
   info "reusing it (built $(cat "$DIR/.edge-agent-check-rootfs"); --rebuild to start afresh)"
 fi
 
+# pip inside the container must reach the package sources the host's pip reaches: the host's extra CA certificates
+# (a proxy in the way signs with its own CA) and its pip configuration, with any local folders it names (wheel
+# folders, file:// indexes) bound in read-only.
+PIP_BINDS=()
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  mkdir -p "$DIR/usr/local/share/ca-certificates"
+  cp -p /usr/local/share/ca-certificates/*.crt "$DIR/usr/local/share/ca-certificates/"
+fi
+for f in /etc/pip.conf "$HOME/.config/pip/pip.conf"; do
+  [ -f "$f" ] || continue
+  mkdir -p "$DIR$(dirname "$f")"
+  cp -p "$f" "$DIR$f"
+  # an index folder ".../simple" links to its files beside it: bind its parent
+  for p in $(grep -oE '(file://)?/[^ ]+' "$f" | sed -E 's#^file://##; s#/simple/?$##'); do
+    [ -d "$p" ] && PIP_BINDS+=("--bind-ro=$p")
+  done
+done
+
 # Test fixtures (not part of the product), rewritten on every run.
 mkdir -p "$DIR/etc/edge-agent-check"
 cat > "$DIR/etc/systemd/system/edge-agent-check-audio.service" <<'EOF'
-# systemd-check fixture: sound devices for the service user without a sound card.
+# systemd-check fixture: sound devices for the service user without a sound card. The "room" is a null sink whose
+# monitor is the microphone: a quiet 440 Hz hum is looped into it all the time (a live microphone never delivers
+# digital silence), and `paplay -d room speech.wav` speaks into it. The daemon's speaker is the null sink "spk".
 [Unit]
-Description=edge-agent check: PulseAudio (null sink "spk", sine source "mic") for the edge-agent user
+Description=edge-agent check: PulseAudio (microphone room.monitor, speaker spk) for the edge-agent user
 [Service]
 User=edge-agent
 Group=edge-agent
 RuntimeDirectory=edge-agent-check-audio
-RuntimeDirectoryMode=0750
+RuntimeDirectoryMode=0755
 Environment=HOME=/run/edge-agent-check-audio XDG_RUNTIME_DIR=/run/edge-agent-check-audio
+Environment=PULSE_SERVER=unix:/run/edge-agent-check-audio/native
 ExecStart=/usr/bin/pulseaudio --daemonize=no --exit-idle-time=-1 -n --use-pid-file=no \
   "--load=module-native-protocol-unix socket=/run/edge-agent-check-audio/native auth-anonymous=1" \
   "--load=module-null-sink sink_name=spk" \
-  "--load=module-sine-source source_name=mic rate=16000 frequency=440"
-ExecStartPost=/bin/sh -c 'for i in $$(seq 100); do pactl -s unix:/run/edge-agent-check-audio/native set-default-source mic 2>/dev/null && pactl -s unix:/run/edge-agent-check-audio/native set-default-sink spk && exit 0; sleep 0.1; done; exit 1'
+  "--load=module-null-sink sink_name=room" \
+  "--load=module-sine-source source_name=hum rate=16000 frequency=440" \
+  "--load=module-loopback source=hum sink=room latency_msec=20"
+ExecStartPost=/bin/sh -c 'for i in $$(seq 100); do pactl set-default-source room.monitor 2>/dev/null && break; sleep 0.1; done; pactl set-default-sink spk && pactl set-source-volume hum 3%%'
 EOF
 cat > "$DIR/etc/systemd/system/edge-agent-check-broker.service" <<'EOF'
 # systemd-check fixture: an MQTT broker on a loopback port (/etc/edge-agent-check/mosquitto.conf).
@@ -146,13 +174,14 @@ else
   [ -d "$HOST_CACHE" ] || mkdir -p "$HOST_CACHE"
   # The checkout read-only (the installer copies it); the host's wheel cache so llama-cpp-python is built once.
   systemd-nspawn -D "$DIR" --boot --register=no --keep-unit --machine="$MACHINE" \
-    --bind-ro="$SRC:/mnt/edge-agent-src" --bind="$HOST_CACHE:/root/.cache/edge-agent" \
+    --bind-ro="$SRC:/mnt/edge-agent-src" --bind="$HOST_CACHE:/root/.cache/edge-agent" "${PIP_BINDS[@]}" \
     > "$RUN/console.log" 2>&1 < /dev/null &
   echo $! > "$RUN/nspawn.pid"
 fi
 NSPAWN_PID="$(cat "$RUN/nspawn.pid")"
-for _ in $(seq 100); do
-  CT_PID="$(pgrep -P "$NSPAWN_PID" | head -1 || true)"
+# nspawn's first child is short-lived; the container's PID 1 is the child whose command is systemd.
+for _ in $(seq 150); do
+  CT_PID="$(pgrep -P "$NSPAWN_PID" -x systemd | head -1 || true)"
   [ -n "$CT_PID" ] && break
   sleep 0.2
 done
@@ -167,6 +196,7 @@ info "container PID 1 is host pid $CT_PID; systemd $(ct systemctl --version | he
 info "inside: nsenter -t $CT_PID -a systemctl status edge-agent"
 [ "$state" = degraded ] && ct systemctl --failed --no-legend | indent
 check "container boots to a running systemd (is-system-running: $state)" test "$state" = running -o "$state" = degraded
+ct update-ca-certificates >/dev/null 2>&1 || true
 
 cleanup() {
   if [ "$KEEP" = 1 ]; then
@@ -219,6 +249,13 @@ info "broker on 127.0.0.1:$PORT; audio: $(ct runuser -u edge-agent -- env PULSE_
 ct runuser -u edge-agent -- env PULSE_SERVER=unix:/run/edge-agent-check-audio/native \
   /opt/edge-agent/.venv/bin/edge-agent -c /etc/edge-agent/config.yaml devices 2>&1 | head -12 | indent || true
 
+REQUEST="Hey Jarvis. What time is it?"
+if [ ! -s "$DIR/root/edge-agent-check-request.wav" ]; then
+  info "making the spoken request with the installed Piper voice: '$REQUEST'"
+  ct /opt/edge-agent/.venv/bin/edge-agent -c /etc/edge-agent/config.yaml say "$REQUEST" \
+    -o /root/edge-agent-check-request.wav >/dev/null
+fi
+
 # ---------------------------------------------------------------------------------------------- helpers
 prop() { ct systemctl show -p "$1" --value edge-agent; }
 # wait_active TIMEOUT [OLD_PID]: until ActiveState=active (with a MainPID other than OLD_PID); prints each change of
@@ -242,12 +279,14 @@ wait_active() {
     sleep 0.5
   done
 }
-journal_since() { ct journalctl --no-pager -o short-monotonic -u edge-agent --since "@$1" "${@:2}"; }
+# jcursor: the journal's current position; journal_since CURSOR: the unit's entries after it (its own and PID 1's).
+jcursor() { ct journalctl -n 0 --show-cursor -q | sed -n 's/^-- cursor: //p'; }
+journal_since() { ct journalctl --no-pager -o short-monotonic -u edge-agent --after-cursor "$1" "${@:2}"; }
 outbox_files() { ct find /var/lib/edge-agent/outbox -type f 2>/dev/null | grep -vc '\.tmp$' || true; }
 
 # ---------------------------------------------------------------------------------------------- a) READY
 step "a) READY=1 only after the models are loaded"
-since=$(date +%s)
+since="$(jcursor)"
 ct systemctl start --no-block edge-agent
 seen_activating=0
 log="$RUN/a.states"
@@ -277,7 +316,7 @@ check "StatusText tracks the loop ('<state>; turns N')" grep -qE '; turns [0-9]+
 
 # ---------------------------------------------------------------------------------------------- c) watchdog
 step "c) the watchdog restarts a hung main loop (WatchdogSec=$(prop WatchdogUSec))"
-if grep -rqs EDGE_AGENT_DEBUG_HANG "$DIR/opt/edge-agent/edge_agent/"; then
+if [ "$HANG_MODE" = sigusr1 ] || { [ "$HANG_MODE" = auto ] && grep -rqs EDGE_AGENT_DEBUG_HANG "$DIR/opt/edge-agent/edge_agent/"; }; then
   info "the installed code has the debug hang hook: drop-in EDGE_AGENT_DEBUG_HANG=1, then SIGUSR1"
   printf '[Service]\nEnvironment=EDGE_AGENT_DEBUG_HANG=1\n' \
     > "$DIR/etc/systemd/system/edge-agent.service.d/60-check-hang.conf"
@@ -286,11 +325,12 @@ if grep -rqs EDGE_AGENT_DEBUG_HANG "$DIR/opt/edge-agent/edge_agent/"; then
   HANG=(systemctl kill -s SIGUSR1 edge-agent)
   how="SIGUSR1 (loop hangs, other threads live)"
 else
-  info "the installed code has no EDGE_AGENT_DEBUG_HANG hook yet: SIGSTOP on the main process stands in"
+  info "SIGSTOP on the main process stands in for a hung loop (--hang=$HANG_MODE; debug hook in the installed code:" \
+    "$(grep -rqs EDGE_AGENT_DEBUG_HANG "$DIR/opt/edge-agent/edge_agent/" && echo yes || echo no))"
   HANG=(systemctl kill -s SIGSTOP --kill-who=main edge-agent)
   how="SIGSTOP stand-in"
 fi
-n0="$(prop NRestarts)"; pid0="$(prop MainPID)"; since=$(date +%s)
+n0="$(prop NRestarts)"; pid0="$(prop MainPID)"; since="$(jcursor)"
 info "NRestarts=$n0 MainPID=$pid0; ${HANG[*]}"
 ct "${HANG[@]}"
 ok=0
@@ -308,7 +348,7 @@ fi
 # ---------------------------------------------------------------------------------------------- d) crash
 for sig in SIGSEGV SIGKILL; do
   step "d) Restart=on-failure after $sig"
-  n0="$(prop NRestarts)"; pid0="$(prop MainPID)"; since=$(date +%s)
+  n0="$(prop NRestarts)"; pid0="$(prop MainPID)"; since="$(jcursor)"
   info "NRestarts=$n0 MainPID=$pid0; systemctl kill -s $sig --kill-who=main edge-agent"
   ct systemctl kill -s "$sig" --kill-who=main edge-agent
   ok=0
@@ -329,48 +369,68 @@ stop_timed() {
 }
 fast() { awk "BEGIN{exit !($STOP_S < 5)}"; }
 
-step "e1) broker down: a message queued, then systemctl stop"
+step "e1) broker down: a spoken request queues its messages, then systemctl stop"
 ct systemctl stop edge-agent-check-broker
-since=$(date +%s)
 ct systemctl restart edge-agent
-sleep 3
+turns0="$(ct sh -c 'cat /var/lib/edge-agent/turns.jsonl 2>/dev/null | wc -l')"
+info "speaking into the room: '$REQUEST' (paplay -d room)"
+ct paplay -s unix:/run/edge-agent-check-audio/native -d room /root/edge-agent-check-request.wav
+turned=0
+for _ in $(seq 120); do
+  [ "$(ct sh -c 'cat /var/lib/edge-agent/turns.jsonl 2>/dev/null | wc -l')" -gt "$turns0" ] && { turned=1; break; }
+  sleep 0.5
+done
+ct sh -c 'tail -1 /var/lib/edge-agent/turns.jsonl 2>/dev/null' | ct python3 -c '
+import json, sys
+for line in sys.stdin:
+    t = json.loads(line)
+    print("turn:", {k: t.get(k) for k in ("transcript", "outcome", "reply_spoken", "intents")})' | cut -c1-300 | indent
+check "a live turn through the sandboxed service (turn log written)" test "$turned" = 1
+info "StatusText: '$(prop StatusText)'"
+sleep 1
 q="$(outbox_files)"
 info "outbox files in /var/lib/edge-agent/outbox while the broker is down: $q"
-check "a message is queued on disk while the broker is down" test "$q" -ge 1
+check "the turn's messages are queued on disk while the broker is down" test "$q" -ge 1
+since="$(jcursor)"
 stop_timed
-journal_since "$since" | grep -Ei 'mqtt|signal|shutting|Stopped|Deactivated' | tail -8 | indent
+journal_since "$since" | grep -Ei 'mqtt|signal|shutting|Deactivated' | tail -6 | indent
 check "stop within 5 s (broker down)" fast
 check "clean exit (Result=success, status 0)" test "$RESULT" = success -a "$EXIT" = 1/0
 q2="$(outbox_files)"
-check "the undelivered message is kept in the outbox ($q2 file(s))" test "$q2" -ge 1
+check "the undelivered messages are kept in the outbox ($q2 file(s))" test "$q2" -ge 1
 
-step "e2) broker back: the queued message is delivered, then systemctl stop"
+step "e2) broker back: the queued messages are delivered, then systemctl stop"
 ct systemctl start edge-agent-check-broker
 sleep 0.5
 ct systemctl reset-failed edge-agent-check-sub >/dev/null 2>&1 || true
+since="$(jcursor)"
 ct systemd-run -q --unit=edge-agent-check-sub /usr/bin/mosquitto_sub -h 127.0.0.1 -p "$PORT" -v -t 'edge-agent/#' \
-  -t 'homeassistant/#' -F '%t %p'
-since=$(date +%s)
+  -F '%t %p'
 ct systemctl start edge-agent
 delivered=0
 for _ in $(seq 60); do
   [ "$(outbox_files)" = 0 ] && { delivered=1; break; }
   sleep 0.5
 done
-check "the outbox is empty once the broker is back (queued message PUBACKed)" test "$delivered" = 1
+check "the outbox is empty once the broker is back (every queued message PUBACKed)" test "$delivered" = 1
 sleep 1
 stop_timed
 sleep 0.5
 ct systemctl stop edge-agent-check-sub
-subs="$(ct journalctl --no-pager -o cat -u edge-agent-check-sub --since "@$since" | grep -E '^(edge-agent|homeassistant)/' || true)"
-echo "$subs" | cut -c1-150 | indent
-journal_since "$since" | grep -Ei 'mqtt|signal|shutting|Stopped|Deactivated' | tail -8 | indent
+subs="$(ct journalctl --no-pager -o cat -u edge-agent-check-sub --after-cursor "$since" | grep -E '^edge-agent/' || true)"
+echo "$subs" | cut -c1-160 | indent
+journal_since "$since" | grep -Ei 'mqtt|signal|shutting|Deactivated' | tail -6 | indent
 check "stop within 5 s (broker up)" fast
 check "clean exit (Result=success, status 0)" test "$RESULT" = success -a "$EXIT" = 1/0
-check "the subscriber got the state the daemon queued" grep -qE '^edge-agent/[^ ]+/state ' <<<"$subs"
-check "the subscriber got availability 'offline' at stop (ordered shutdown)" \
-  grep -qE '^edge-agent/[^ ]+/availability offline' <<<"$subs"
+check "the subscriber got the turn's messages queued while the broker was down (intent or transcript)" \
+  grep -qE '^edge-agent/[^ ]+/(intent/|last_transcript )' <<<"$subs"
+check "availability 'online' after the start, 'offline' at the stop (ordered shutdown)" \
+  grep -qzE 'availability online.*availability offline' <<<"$subs"
 check "nothing left in the outbox after the stop" test "$(outbox_files)" = 0
+last_state="$(grep -E '^edge-agent/[^ ]+/state ' <<<"$subs" | tail -1 | cut -d' ' -f2-)"
+info "the last state published before the stop: '$last_state' (the daemon was idle)"
+check "the retained state is the daemon's own after a restart ('idle'), not the previous run's last" \
+  test "$last_state" = idle
 
 # ---------------------------------------------------------------------------------------------- summary
 step "summary ($(( $(date +%s) - T0 )) s)"
