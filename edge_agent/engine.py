@@ -36,11 +36,11 @@ from .audio_io import FileSource, Segment
 from .config import Settings
 from .controller import RESPONDING, State, TurnController
 from .errors import AudioError, EdgeAgentError
-from .listener import VAD_FRAME_S, Listener
+from .listener import Listener
 from .responder import HUB_OFFLINE_NOTE, Responder
 from .responder import current as current_responder
 from .turn import Turn, TurnLog
-from .vad import PreRoll, Segmenter, SegmentEvent
+from .vad import VAD_FRAME_S, PreRoll, Segmenter, SegmentEvent
 from .wake_tail import mentions_wake, strip_wake_words, wake_phrase
 
 if TYPE_CHECKING:

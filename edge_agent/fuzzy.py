@@ -188,7 +188,7 @@ DEVICE_RULES: list[tuple[str, str]] = [
     (rf"^(?:cut|kill|shut|power|switch|turn)\s+{_OBJ}\s+(?:off|down|out)$", r"turn off \g<obj>"),
     (rf"^(?:cut|kill|shut off|shut down|power down|power off|switch off|cut off|stop|disable|deactivate)\s+{_OBJ}$",
      r"turn off \g<obj>"),
-    (rf"^lights (?P<v>on|off|out)(?:\s+in\s+(?P<obj>.+))?$", r"turn \g<v> the lights in \g<obj>"),
+    (r"^lights (?P<v>on|off|out)(?:\s+in\s+(?P<obj>.+))?$", r"turn \g<v> the lights in \g<obj>"),
     (rf"^get\s+{_OBJ}\s+(?:going|running|started|on)$", r"turn on \g<obj>"),
     (rf"^(?:fire up|start up|start|power on|power up|switch on|boot up|enable|activate)\s+{_OBJ}$",
      r"turn on \g<obj>"),
@@ -202,7 +202,7 @@ DEVICE_RULES: list[tuple[str, str]] = [
     (rf"^(?:turn|make|change)\s+{_OBJ}\s+(?P<c>red|green|blue|yellow|orange|purple|pink|white|brown|black)$",
      r"set \g<obj> to \g<c>"),
     (rf"^(?:change|adjust)\s+{_OBJ}\s+color to\s+(?P<c>.+)$", r"set \g<obj> color to \g<c>"),
-    (rf"^(?P<obj>(?!set |turn |what |how |is |are |when |where )[a-z].+?)\s+(?:to|at)\s+(?P<v>\d+%)$",
+    (r"^(?P<obj>(?!set |turn |what |how |is |are |when |where )[a-z].+?)\s+(?:to|at)\s+(?P<v>\d+%)$",
      r"set the \g<obj> to \g<v>"),
 ]
 _TIMER_RX = [(re.compile(p), r) for p, r in TIMER_RULES]

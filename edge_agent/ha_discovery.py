@@ -7,18 +7,13 @@ from typing import Any
 
 from .config import SiteSettings
 from .intent import IntentCall
+from .intents import SUPPORTED_INTENTS
 from .mqtt_inbound import is_number
 from .mqtt_topics import Topics
 
-# Event types announced for the Home Assistant event entity before any intent was seen; a new intent name is added
-# (and discovery re-sent) the first time it is published.
-DEFAULT_INTENT_NAMES: tuple[str, ...] = (
-    "HassTurnOn", "HassTurnOff", "HassToggle", "HassLightSet", "HassGetState", "HassStartTimer", "HassCancelTimer",
-    "HassCancelAllTimers", "HassPauseTimer", "HassUnpauseTimer", "HassIncreaseTimer", "HassDecreaseTimer",
-    "HassTimerStatus", "HassClimateSetTemperature", "HassClimateGetTemperature", "HassGetWeather",
-    "HassSetPosition", "HassMediaPause", "HassMediaUnpause", "HassMediaNext", "HassMediaPrevious",
-    "HassSetVolume", "HassGetCurrentTime", "HassGetCurrentDate", "HassNevermind", "HassListAddItem",
-)
+# Event types announced for the Home Assistant event entity before any intent was seen: every intent the assistant
+# can execute (a new name is added, and discovery re-sent, the first time it is published).
+DEFAULT_INTENT_NAMES: tuple[str, ...] = SUPPORTED_INTENTS
 
 
 def discovery_payload(topics: Topics, site: SiteSettings, *, sw_version: str,

@@ -17,12 +17,11 @@ from typing import Any
 import numpy as np
 
 from .audio import SAMPLE_RATE, AudioChunk
-from .vad import SegmentEvent
+from .vad import VAD_FRAME_S, SegmentEvent
 from .wake_tail import WakeTailGate, wake_tail_cut
 
 log = logging.getLogger(__name__)
 
-VAD_FRAME_S = 512 / SAMPLE_RATE  # Silero's frame: 32 ms
 SPECULATE_AFTER_S = 0.12  # silence after speech before a speculative transcription of the audio so far starts
 
 

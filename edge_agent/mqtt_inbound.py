@@ -7,8 +7,9 @@ import json
 import math
 from typing import Any
 
+from .timers import MAX_TIMER_S  # one limit for spoken and MQTT timers
+
 TIMER_ACTIONS = ("start", "cancel", "pause", "resume", "add", "remove", "status")
-MAX_TIMER_S = 24 * 3600.0
 MAX_SAY_CHARS = 2000
 
 

@@ -5,7 +5,7 @@
   one thread because it runs next to the wake word on a 2-4 core board.
 * ``Segmenter`` decides when a spoken command started and ended from ``(chunk_seconds, is_speech)`` alone: no audio,
   no model, no clock, so its timing rules are tested with plain numbers.
-* ``Endpointer`` glues the two for the engine: samples in, segment events out.
+* ``listener.Listener`` glues the two for the engine (with the wake-tail gate and the STT feed).
 * ``PreRoll`` keeps the last fraction of a second of audio so a command spoken right on the heels of the wake word
   (``"hey jarvis turn on…"``) reaches speech-to-text whole.
 """
@@ -176,32 +176,6 @@ class Segmenter:
         return events
 
     feed = process  # the name the engine uses
-
-
-class Endpointer:
-    """Silero VAD + Segmenter: feed samples, get segment events (the engine's listening state)."""
-
-    def __init__(self, vad: SileroVad, settings: VadSettings) -> None:
-        self.vad = vad
-        self.threshold = settings.threshold
-        self.segmenter = Segmenter(settings)
-        self.probs: list[float] = []  # every frame's probability since reset (diagnostics, debug recordings)
-
-    def process(self, samples: np.ndarray) -> list[SegmentEvent]:
-        events: list[SegmentEvent] = []
-        for p in self.vad.process(samples):
-            self.probs.append(p)
-            events.extend(self.segmenter.process(VAD_FRAME_S, p >= self.threshold))
-        return events
-
-    @property
-    def done(self) -> bool:
-        return self.segmenter.done
-
-    def reset(self) -> None:
-        self.vad.reset()
-        self.segmenter.reset()
-        self.probs = []
 
 
 # --------------------------------------------------------------------------------------------------- pre-roll

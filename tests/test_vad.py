@@ -13,7 +13,7 @@ import pytest
 from edge_agent.audio import AudioChunk, read_wav, rms_dbfs
 from edge_agent.config import VadSettings
 from edge_agent.errors import ModelError
-from edge_agent.vad import VAD_FRAME_S, Endpointer, PreRoll, Segmenter, SegmentEvent, SileroVad
+from edge_agent.vad import VAD_FRAME_S, PreRoll, Segmenter, SegmentEvent, SileroVad
 
 from .conftest import require_model
 
@@ -199,18 +199,19 @@ def test_endpoint_after_real_recording(vad, librivox, name):
     settings = VadSettings()
     audio = librivox[name]
     last = _last_speech_s(audio)
-    ep = Endpointer(vad, settings)
-    ep.reset()
+    vad.reset()
+    seg = Segmenter(settings)
     events = []
     stream = np.concatenate([audio, np.zeros(16000, dtype=np.int16)])
-    for i in range(0, len(stream), 1280):  # 80 ms capture blocks
-        events += ep.process(stream[i:i + 1280])
-        if ep.done:
+    for i in range(0, len(stream), 1280):  # 80 ms capture blocks, as the listener feeds them
+        for p in vad.process(stream[i:i + 1280]):
+            events += seg.feed(VAD_FRAME_S, p >= settings.threshold)
+        if seg.done:
             break
     kinds = [e.kind for e in events]
     assert kinds == ["speech_start", "endpoint"], events  # no early endpoint at the commas
     assert events[0].t < 0.5
-    detected_at = ep.segmenter.t
+    detected_at = seg.t
     assert last - 0.1 <= events[1].t <= last + 0.1, (events[1].t, last)
     assert last < detected_at <= last + settings.trailing_silence_s + 0.1, (detected_at, last)
     assert detected_at - events[1].t == pytest.approx(settings.trailing_silence_s, abs=VAD_FRAME_S)
