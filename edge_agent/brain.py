@@ -392,7 +392,9 @@ class Brain:
                       ) -> Iterator[str]:
         """Stream an LLM call into guarded pieces; returns (via StopIteration.value) the call's stats."""
         assert self.llm is not None
-        buf = SentenceBuffer()
+        # the same first-clause rule as the responder's buffer downstream: with the default here, a
+        # tts.first_clause_words below it would never reach the voice (the pieces would already be whole sentences)
+        buf = SentenceBuffer(first_clause_words=self.settings.tts.first_clause_words)
         with self.llm.stream(messages, mode=mode, cancel=cancel) as stream:  # type: ignore[arg-type]
             try:
                 for frag in stream:

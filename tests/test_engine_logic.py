@@ -208,3 +208,24 @@ def test_a_timer_command_missed_while_off_is_announced_not_run(tmp_path):
     eng._on_timer_finished(timer(None, 600.0))
     texts = [e.text for e in _posted(eng) if isinstance(e, Announce)]
     assert "While I was off, your tea timer finished, 10 minutes ago." in texts
+
+
+def test_first_clause_setting_reaches_the_voice_through_both_buffers():
+    """Defect 6: the brain's sentence buffer and the responder's ran in series; the brain's used the default, so a
+    tts.first_clause_words of 2 never took effect. With the setting in both, a 2-word clause is spoken alone."""
+    from edge_agent.config import load_settings
+    from edge_agent.text import SentenceBuffer
+
+    s = load_settings(data={"tts": {"first_clause_words": 2}})
+    brain_buf = SentenceBuffer(first_clause_words=s.tts.first_clause_words)  # as Brain._speak_stream builds it
+    voice_buf = SentenceBuffer(first_clause_words=s.tts.first_clause_words)  # as Responder._answer builds it
+    spoken = []
+    for frag in ["Sure thing, ", "the capital ", "of France is Paris."]:
+        for piece in brain_buf.push(frag):
+            spoken += voice_buf.push(piece + " ")  # the brain yields each piece with a trailing space
+    for piece in brain_buf.flush():
+        spoken += voice_buf.push(piece + " ")
+    spoken += voice_buf.flush()
+    assert spoken[0].strip() == "Sure thing,"
+    default = SentenceBuffer()  # what the brain used before: the clause is held back
+    assert [p.strip() for p in default.push("Sure thing, ")] == []
