@@ -9,12 +9,7 @@ timestamp in order; SIGTERM ends the daemon cleanly.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -24,7 +19,8 @@ from edge_agent.audio import SAMPLE_RATE
 from edge_agent.stt import word_error_rate
 
 from .broker import Broker
-from .conftest import ROOT, require_model
+from .conftest import require_model
+from .daemon import Daemon
 from .pulse import VirtualAudio, active_spans
 from .speech import compose
 
@@ -55,50 +51,6 @@ class Subscriber:
         self.client.disconnect()
 
 
-class Daemon:
-    def __init__(self, va: VirtualAudio, config: Path, turn_log: Path) -> None:
-        self.turn_log = turn_log
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent", "-c", str(config), "run", "--home",
-             str(ROOT / "tests" / "data" / "home.yaml")],
-            cwd=ROOT, env=va.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip())
-            if "listening for" in line:
-                self.ready.set()
-
-    def turns(self) -> list[dict]:
-        if not self.turn_log.exists():
-            return []
-        return [json.loads(x) for x in self.turn_log.read_text().splitlines() if x.strip()]
-
-    def wait_turns(self, n: int, timeout: float = 90) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            t = self.turns()
-            if len(t) >= n:
-                return t
-            assert self.proc.poll() is None, "daemon died:\n" + "\n".join(self.lines[-40:])
-            time.sleep(0.1)
-        raise AssertionError("turn not logged:\n" + "\n".join(self.lines[-40:]))
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                return -9
-        return self.proc.returncode
-
-
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory, store):
     for m in ("hey_jarvis", "oww_features", "silero_vad", "whisper_tiny_en", "qwen2_5_coder_0_5b", "piper_joe_medium"):
@@ -115,14 +67,19 @@ def rig(tmp_path_factory, store):
         f"conversation: {{follow_up_s: 0.0, timers_file: {d / 'timers.json'}}}\n")
     sub = Subscriber(broker.port)
     va.start_recording()
-    daemon = Daemon(va, config, turn_log)
-    assert daemon.ready.wait(240), "daemon did not start:\n" + "\n".join(daemon.lines[-40:])
-    yield {"va": va, "daemon": daemon, "sub": sub, "broker": broker, "dir": d}
-    code = daemon.stop()
+    daemon = Daemon(config, env=va.env).start()
+    daemon.wait_ready(240)
+    yield {"va": va, "daemon": daemon, "sub": sub, "broker": broker, "dir": d, "turn_log": turn_log}
+    code = daemon.stop(timeout=10)
     sub.close()
     va.stop()
     broker.stop()
-    assert code == 0, f"daemon exit code {code} after SIGTERM:\n" + "\n".join(daemon.lines[-30:])
+    assert code == 0, f"daemon exit code {code} after SIGTERM:\n" + daemon.tail(30)
+
+
+def wait_turns(daemon: Daemon, n: int, timeout: float = 90) -> list[dict]:
+    """The turns logged so far, once there are at least ``n``."""
+    return daemon.wait_for(lambda: len(daemon.turns()) >= n and daemon.turns(), timeout, f"{n} turn(s) logged")
 
 
 def test_spoken_command_reaches_mqtt_and_the_speaker(rig, store):
@@ -134,8 +91,11 @@ def test_spoken_command_reaches_mqtt_and_the_speaker(rig, store):
                           ("silence", 0.5)], rig["dir"] / "cmd.wav")
     time.sleep(2.5)  # parec loses its first seconds; let the recording settle
     va.say(wav)
-    rec = daemon.wait_turns(1)[0]
-    assert [i["name"] for i in rec["intents"]] == ["HassTurnOn"], (rec, daemon.lines[-20:])
+    rec = wait_turns(daemon, 1)[0]
+    assert [i["name"] for i in rec["intents"]] == ["HassTurnOn"], (rec, daemon.tail(20))
+    # the turn log file holds the same record the daemon logged
+    logged = [json.loads(x) for x in rig["turn_log"].read_text().splitlines() if x.strip()]
+    assert [r for r in logged if r["turn_id"] == rec["turn_id"]] == [rec], logged
     intent = sub.wait_for(lambda m: m[0] == "edge-agent/kitchen/intent/HassTurnOn")
     body = json.loads(intent[0][1])
     assert body["entities"] == ["light.kitchen"] and body["site_id"] == "kitchen" and body["turn_id"] == rec["turn_id"]
@@ -146,8 +106,8 @@ def test_spoken_command_reaches_mqtt_and_the_speaker(rig, store):
     assert sub.wait_for(lambda m: m[0] == "edge-agent/kitchen/availability" and m[1] == b"online")
     for a, b in zip(ORDER, ORDER[1:], strict=False):
         assert rec[a] is not None and rec[b] is not None and rec[a] <= rec[b], (a, b, rec)
-    # what the virtual speaker played: not silence, and it says the logged reply
-    time.sleep(1.5)
+    # what the virtual speaker played: not silence, and it says the logged reply (recorded until just past its end)
+    time.sleep(max(0.0, rec["t_playback_end"] + 1.0 - time.monotonic()))
     audio = va.stop_recording()
     va.start_recording()
     reply_at = va.rec_time(rec["t_first_audio"])
@@ -168,8 +128,8 @@ def test_tasmota_command_and_follow_on_turn(rig, store):
     wav = compose(store, [("piper", "Hey Jarvis!"), ("silence", 0.5), ("piper", "Turn off the living room lamp."),
                           ("silence", 0.5)], rig["dir"] / "lamp.wav")
     va.say(wav)
-    rec = daemon.wait_turns(n + 1)[-1]
-    assert [i["name"] for i in rec["intents"]] == ["HassTurnOff"], (rec, daemon.lines[-20:])
+    rec = wait_turns(daemon, n + 1)[-1]
+    assert [i["name"] for i in rec["intents"]] == ["HassTurnOff"], (rec, daemon.tail(20))
     msg = sub.wait_for(lambda m: m[0] == "cmnd/lamp1/POWER")
     assert msg[-1][1] == b"OFF"
 
@@ -181,15 +141,12 @@ def test_wake_word_interrupts_the_reply_on_the_real_speaker(rig, store):
     ask = compose(store, [("piper", "Hey Jarvis!"), ("silence", 0.5), ("piper", "Explain how a refrigerator works."),
                           ("silence", 0.5)], rig["dir"] / "fridge.wav")
     wake = compose(store, [("piper", "Hey Jarvis!")], rig["dir"] / "wake.wav")
-    mark = len(daemon.lines)
+    t0 = time.monotonic()
     va.say(ask)
-    deadline = time.monotonic() + 180
-    while not any("-> speaking" in line for line in daemon.lines[mark:]):
-        assert time.monotonic() < deadline, "never started speaking:\n" + "\n".join(daemon.lines[-30:])
-        time.sleep(0.05)
-    time.sleep(2.0)
+    t_speaking = daemon.wait_state("speaking", t0, timeout=180)
+    time.sleep(max(0.0, t_speaking + 2.0 - time.monotonic()))  # two seconds into the reply
     va.say(wake)
-    turns = daemon.wait_turns(n + 2, timeout=60)  # the interrupted turn, then the wake-only turn (no speech)
+    turns = wait_turns(daemon, n + 2, timeout=60)  # the interrupted turn, then the wake-only turn (no speech)
     first, second = turns[n], turns[n + 1]
     assert first["interrupted"] and first["reply_spoken"] and len(first["reply_spoken"]) < len(first["reply_full"]), \
         first
