@@ -152,9 +152,36 @@ class SttSettings:
 
 
 @dataclass(frozen=True)
+class OpenAiSettings:
+    base_url: str = opt("http://127.0.0.1:8080/v1", "An OpenAI-compatible server's API root (llama.cpp's llama-server, "
+                        "python -m llama_cpp.server, Ollama's /v1); https = TLS, checked against the system store.")
+    model: str = opt("default", "The model name sent with each request (the server's alias for its model).")
+    api_key_env: str | None = opt(None, "Name of an environment variable that holds the API key (never logged).")
+    api_key_file: str | None = opt(None, "Path of a file whose first line is the API key (never logged).")
+    ca_file: str | None = opt(None, "CA certificate for an https server with its own CA; null = the system store.")
+    connect_timeout_s: float = opt(2.0, "Give up connecting to the server after this many seconds.", min=0.1)
+    first_token_timeout_s: float = opt(
+        6.0, "Give up when the first words (or the JSON) have not arrived after this many seconds: the turn falls "
+        "back (llm.fallback) instead of waiting on a slow or hung server.", min=0.5)
+    read_timeout_s: float = opt(5.0, "Give up when the stream pauses longer than this between two pieces.", min=0.5)
+    json_format: Literal["json_object", "json_schema"] = opt(
+        "json_object", "How tool calls are constrained by their JSON schema: json_object = response_format "
+        "{type: json_object, schema} (llama-cpp-python, llama-server); json_schema = the OpenAI form (llama-server, "
+        "Ollama, vLLM).")
+    grammar: bool = opt(True, "Send llama.cpp's `grammar` field for words-only replies; false for servers that "
+                        "reject unknown fields (the reply is still cut at any JSON or tool tag).")
+    retry_max_s: float = opt(15.0, "After a failure the server is probed in the background with a back-off doubling "
+                             "from 0.5 s up to this; turns use the fallback until it answers again.", min=0.5)
+
+
+@dataclass(frozen=True)
 class LlmSettings:
     backend: str = opt("local", "Which LLM backend answers (edge_agent.llm_backend.LLM_BACKENDS): local = llama.cpp "
-                       "in process.")
+                       "in process; openai = an OpenAI-compatible server (llm.openai).")
+    openai: OpenAiSettings = opt(OpenAiSettings(), "The OpenAI-compatible server (llm.backend: openai).")
+    fallback: Literal["none", "local"] = opt(
+        "none", "When a remote backend is unreachable, slow or answers garbage: local = answer with llm.model in "
+        "process (loaded at start); none = a short spoken apology.")
     model: str = opt("qwen2_5_coder_0_5b", "Manifest name (or path) of a GGUF model.")
     threads: int = opt(
         0,
