@@ -131,6 +131,7 @@ class WakeDetector:
         self.threshold_boost = 0.0  # added to every threshold (self-trigger guard while the assistant speaks)
         self.threshold_override: float | None = None  # replaces every model's threshold (runtime sensitivity)
         self.max_scores: dict[str, float] = {}
+        self.on_score: Any = None  # optional callable(name, t, score) for every (window-averaged) score: benchmarks
         self.frames = 0
         self.cpu_s = 0.0  # process CPU time spent in the engines, for `wake` reports and benchmarks
         self.reset()
@@ -196,6 +197,8 @@ class WakeDetector:
         score = sum(st.window) / len(st.window) if len(st.window) == st.window.maxlen else 0.0
         if score > self.max_scores.get(name, 0.0):
             self.max_scores[name] = score
+        if self.on_score is not None:
+            self.on_score(name, t, score)
         cutoff = eng.threshold(st.spec.threshold, self.threshold_boost, self.threshold_override)
         above = score >= cutoff
         rising = above and not st.above

@@ -330,7 +330,7 @@ def scene(rng: np.random.Generator, clips: list[Clip], name: str, seconds: float
     return x, info
 
 
-def make_set(out: Path, hours: float, seed: int, models_dir: Path, n_sentences: int = 400, log=print) -> dict:
+def make_set(out: Path, hours: float, seed: int, models_dir: Path, n_sentences: int = 160, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     clips = make_pool(out, rng, models_dir, n_sentences, log)
@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--hours", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=12)
-    ap.add_argument("--sentences", type=int, default=400, help="distinct sentences synthesized for the pool")
+    ap.add_argument("--sentences", type=int, default=160, help="distinct sentences synthesized for the pool")
     ap.add_argument("--models-dir", type=Path, default=Path(__file__).resolve().parent.parent / "models")
     args = ap.parse_args(argv)
     t0 = time.monotonic()

@@ -1,0 +1,43 @@
+"""tools/wake_bench.py: the sweep counts events with the detector's own rule, and the PNG writer writes a PNG."""
+
+from __future__ import annotations
+
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+
+import wake_bench as wb  # noqa: E402
+
+
+def test_count_events_rising_edges_and_refractory():
+    t = np.arange(0, 10, 0.1)
+    s = np.zeros_like(t)
+    s[10:13] = 0.9   # one event at 1.0 s (three frames above: one rising edge)
+    s[20] = 0.6      # 2.0 s: only above the low cutoff, within 2 s of the first
+    s[40:42] = 0.95  # 4.0 s
+    trace = np.stack([t, s], axis=1)
+    assert wb.count_events(trace, 0.8, 2.0) == 2
+    assert wb.count_events(trace, 0.5, 2.0) == 2  # 2.0 s is refractory after 1.0 s
+    assert wb.count_events(trace, 0.5, 0.5) == 3
+    assert wb.count_events(trace, 0.99, 2.0) == 0
+
+
+def test_png_writer_round_trip(tmp_path):
+    img = np.zeros((7, 5, 3), np.uint8)
+    img[3, 2] = (10, 200, 30)
+    path = tmp_path / "x.png"
+    wb.write_png(path, img)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    w, h = struct.unpack(">II", data[16:24])
+    assert (w, h) == (5, 7)
+    start = data.index(b"IDAT") + 4
+    length = struct.unpack(">I", data[start - 8:start - 4])[0]
+    raw = zlib.decompress(data[start:start + length])
+    rows = np.frombuffer(raw, np.uint8).reshape(7, 1 + 15)
+    assert (rows[:, 0] == 0).all() and tuple(rows[3, 1 + 6:1 + 9]) == (10, 200, 30)

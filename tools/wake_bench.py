@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""Wake word benchmark: false accepts per hour on the negative set, false rejects on spoken wake requests.
+
+    nice -n 10 .venv/bin/python tools/wake_bench.py [--negatives DIR] [--out DIR] [--png docs/wake-det.png]
+
+Every engine/model is run once over the audio (one detector, all models); each (window-averaged) score is recorded,
+so the threshold sweep is computed from the recorded traces with the detector's own rules (rising edge over the
+cutoff, refractory time) without running the models again.
+
+* False accepts: the negative set of ``tools/make_negative_set.py`` streamed file by file (detector reset per file).
+* False rejects: "Hey Jarvis, <request>" spoken by Piper (joe, six speed/noise settings) and by espeak-ng voices,
+  after 0.5 s of silence, clean and with white and pink noise at 20 and 10 dB SNR (relative to the speech's RMS);
+  a request is accepted when its model fires anywhere in it.
+
+Writes ``OUT/wake-bench.json`` and a PNG of FA/h against FR (written with a small zlib PNG writer: no matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import struct
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+from edge_agent.audio import SAMPLE_RATE, read_wav  # noqa: E402
+from edge_agent.config import WakeModelSettings, load_settings  # noqa: E402
+from edge_agent.wake import WakeDetector, resolve_spec  # noqa: E402
+
+REQUESTS = ["what time is it?", "turn on the kitchen light.", "set a timer for ten minutes.",
+            "what's the weather like?", "turn off the lights in the living room.", "play some music.",
+            "how warm is it in the bedroom?", "lock the front door."]
+ESPEAK = [("en-us", 150), ("en", 140), ("en-us+f3", 165), ("en-gb-x-rp", 160), ("en+m7", 140), ("en+f4", 175),
+          ("en-gb-scotland", 150), ("en-029", 150)]
+CONDITIONS = [("clean", None, None), ("white 20 dB", "white", 20), ("white 10 dB", "white", 10),
+              ("pink 20 dB", "pink", 20), ("pink 10 dB", "pink", 10)]
+MODELS = [WakeModelSettings("hey_jarvis", engine="openwakeword"),
+          WakeModelSettings("hey_jarvis_v2", engine="microwakeword")]
+LEAD_S, TAIL_S = 0.5, 1.0
+GRID = sorted({round(float(x), 4) for x in np.concatenate([np.arange(0.05, 0.9, 0.05), np.arange(0.9, 0.999, 0.005),
+                                                               [0.97, 0.99, 0.995, 0.996]])})
+
+
+# ------------------------------------------------------------------------------------------------ audio
+
+
+def positives(pool: Path, models_dir: Path) -> list[tuple[str, np.ndarray]]:
+    from make_negative_set import PIPER, Piper, espeak
+
+    pool.mkdir(parents=True, exist_ok=True)
+    piper = Piper(models_dir)
+    out = []
+    for i, req in enumerate(REQUESTS):
+        text = f"Hey Jarvis, {req}"
+        for length, noise in PIPER:
+            out.append((f"piper:joe@{length}/{noise}", piper.say(text, length, noise, pool)))
+        for voice, speed in ESPEAK[i % 2::2]:  # each espeak voice says half the requests
+            out.append((f"espeak:{voice}@{speed}", espeak(text, voice, speed, pool)))
+    return out
+
+
+def with_noise(x: np.ndarray, color: str | None, snr: float | None, rng: np.random.Generator) -> np.ndarray:
+    from make_negative_set import noise
+
+    padded = np.concatenate([np.zeros(int(LEAD_S * SAMPLE_RATE)), x.astype(np.float64),
+                             np.zeros(int(TAIL_S * SAMPLE_RATE))])
+    if color is not None:
+        speech_rms = np.sqrt(np.mean(x.astype(np.float64) ** 2))
+        padded = padded + noise(rng, len(padded), color) * speech_rms / 10 ** (snr / 20)
+    return np.clip(padded, -32768, 32767).astype(np.int16)
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+class Recorder:
+    """Collects every score of every model while audio streams through the detector."""
+
+    def __init__(self, det: WakeDetector) -> None:
+        self.det = det
+        self.traces: dict[str, list[tuple[float, float]]] = {n: [] for n in det.names}
+        det.on_score = lambda name, t, s: self.traces[name].append((t, s))
+
+    def run(self, audio: np.ndarray, t0: float = 0.0, block: int = 1280) -> None:
+        self.det.reset()
+        for i in range(0, len(audio), block):
+            piece = audio[i:i + block]
+            self.det.process(piece, t0 + (i + len(piece)) / SAMPLE_RATE)
+
+
+def count_events(trace: np.ndarray, cutoff: float, refractory_s: float) -> int:
+    """The detector's rule on a recorded trace (t, score): rising edges over the cutoff, refractory time apart."""
+    t, s = trace[:, 0], trace[:, 1]
+    above = s >= cutoff
+    rising = np.flatnonzero(above & ~np.concatenate([[False], above[:-1]]))
+    n, last = 0, -np.inf
+    for i in rising:
+        if t[i] - last >= refractory_s:
+            n, last = n + 1, t[i]
+    return n
+
+
+def bench(settings, negatives: Path, pool: Path, log=print) -> dict:
+    specs = [resolve_spec(settings, m) for m in MODELS]
+    features = settings.path(settings.models_dir) / "oww_features"
+    det = WakeDetector(specs, features / "melspectrogram.onnx", features / "embedding_model.onnx")
+    rec = Recorder(det)
+    manifest = json.loads((negatives / "manifest.json").read_text())
+    # negatives: each file on its own stream time, offset so the traces of all files form one timeline
+    t_off, t0 = 0.0, time.monotonic()
+    cpu0 = det.cpu_s
+    for f in manifest["files"]:
+        audio = read_wav(negatives / f["file"])
+        rec.run(audio, t_off)
+        t_off += len(audio) / SAMPLE_RATE + 10.0  # a gap longer than any refractory time between files
+        log(f"negatives {f['file']}: {time.monotonic() - t0:.0f} s")
+    hours = sum(f["seconds"] for f in manifest["files"]) / 3600
+    neg = {n: np.asarray(v) for n, v in rec.traces.items()}
+    cpu_rtf = (det.cpu_s - cpu0) / (hours * 3600)
+    # positives
+    rng = np.random.default_rng(7)
+    pos_audio = positives(pool, settings.path(settings.models_dir))
+    peaks: dict[str, dict[str, list[float]]] = {n: {c: [] for c, _, _ in CONDITIONS} for n in det.names}
+    voices: list[str] = []
+    for cname, color, snr in CONDITIONS:
+        for voice, x in pos_audio:
+            rec.traces = {n: [] for n in det.names}
+            rec.run(with_noise(x, color, snr, rng))
+            for n in det.names:
+                peaks[n][cname].append(max((s for _, s in rec.traces[n]), default=0.0))
+            if cname == "clean":
+                voices.append(voice)
+        log(f"positives {cname}: {time.monotonic() - t0:.0f} s")
+    out: dict = {"machine": f"{platform.machine()}, {_cpu_name()}, {platform.python_version()}",
+                 "negative_set": {"dir": str(negatives), "hours": round(hours, 3), "seed": manifest["seed"],
+                                  "files": len(manifest["files"])},
+                 "positives": {"n": len(pos_audio), "voices": sorted(set(voices)),
+                               "conditions": [c for c, _, _ in CONDITIONS]},
+                 "wake_cpu_rtf_all_models": round(cpu_rtf, 4), "models": {}}
+    for spec in specs:
+        n = spec.name
+        pk = {c: np.asarray(v) for c, v in peaks[n].items()}
+        piper = np.array([v.startswith("piper") for v in voices])
+
+        def row(cut: float, n=n, pk=pk, piper=piper, refractory_s=spec.refractory_s) -> dict:
+            fa = count_events(neg[n], cut, refractory_s)
+            r = {"cutoff": cut, "fa": fa, "fa_per_h": round(fa / hours, 3)}
+            for c, v in pk.items():
+                r[f"fr_{c}"] = round(100 * float(np.mean(v < cut)), 2)
+            r["fr_clean_piper"] = round(100 * float(np.mean(pk["clean"][piper] < cut)), 2)
+            r["fr_clean_espeak"] = round(100 * float(np.mean(pk["clean"][~piper] < cut)), 2)
+            return r
+
+        out["models"][n] = {"engine": spec.engine, "cutoff": spec.threshold, "sliding_window": spec.sliding_window,
+                            "refractory_s": spec.refractory_s, "at_cutoff": row(spec.threshold),
+                            "sweep": [row(c) for c in GRID],
+                            "top_negative_scores": sorted(np.round(neg[n][:, 1], 3).tolist())[-5:]}
+    return out
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip() + f" ({_ncpu()} cores)"
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _ncpu() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+# ------------------------------------------------------------------------------------------------ PNG
+
+# 3x5 glyphs for axis labels
+GLYPHS = {"0": "111101101101111", "1": "010110010010111", "2": "111001111100111", "3": "111001111001111",
+          "4": "101101111001001", "5": "111100111001111", "6": "111100111101111", "7": "111001001001001",
+          "8": "111101111101111", "9": "111101111001111", ".": "000000000000010", "%": "101001010100101",
+          "/": "001001010100100", "F": "111100110100100", "A": "010101111101101", "R": "110101110101101",
+          "h": "100100111101101", " ": "000000000000000"}
+
+
+def _text(img: np.ndarray, x: int, y: int, s: str, color, scale: int = 2) -> None:
+    for k, ch in enumerate(s):
+        g = GLYPHS.get(ch, GLYPHS[" "])
+        for i in range(5):
+            for j in range(3):
+                if g[i * 3 + j] == "1":
+                    yy, xx = y + i * scale, x + (k * 4 + j) * scale
+                    img[yy:yy + scale, xx:xx + scale] = color
+
+
+def _line(img: np.ndarray, x0: float, y0: float, x1: float, y1: float, color, width: int = 2) -> None:
+    n = int(max(abs(x1 - x0), abs(y1 - y0))) + 1
+    for t in np.linspace(0, 1, n):
+        x, y = int(round(x0 + (x1 - x0) * t)), int(round(y0 + (y1 - y0) * t))
+        img[max(0, y - width // 2):y + width - width // 2, max(0, x - width // 2):x + width - width // 2] = color
+
+
+def write_png(path: Path, img: np.ndarray) -> None:
+    h, w, _ = img.shape
+    raw = b"".join(b"\x00" + img[y].astype(np.uint8).tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)]
+
+
+def plot(results: dict, path: Path, fr_key: str = "fr_clean") -> None:
+    """FA/h (log, 0.1 .. 100; 0 drawn at the bottom) against FR % (0 .. 100) per model: one curve per model for
+    ``fr_key`` (solid) and the white 10 dB FR (thin)."""
+    W, H, L, B, T, Rm = 640, 440, 70, 50, 20, 20
+    img = np.full((H, W, 3), 255, np.uint8)
+    pw, ph = W - L - Rm, H - T - B
+    ymin, ymax = -1.0, 2.0  # log10 FA/h
+
+    def xy(fr: float, fa: float) -> tuple[float, float]:
+        ly = min(ymax, np.log10(max(fa, 10 ** ymin)))  # 0 is drawn at the bottom, > 100 at the top
+        return L + pw * fr / 100, T + ph * (1 - (ly - ymin) / (ymax - ymin))
+
+    grey = (220, 220, 220)
+    for fr in range(0, 101, 10):
+        x, _ = xy(fr, 1)
+        _line(img, x, T, x, T + ph, grey, 1)
+        _text(img, int(x) - 6, T + ph + 8, str(fr), (0, 0, 0))
+    for e in (-1, 0, 1, 2):
+        _, y = xy(0, 10.0 ** e)
+        _line(img, L, y, L + pw, y, grey, 1)
+        _text(img, 8, int(y) - 5, {-1: "0.1", 0: "1", 1: "10", 2: "100"}[e], (0, 0, 0))
+    _line(img, L, T, L, T + ph, (0, 0, 0), 2)
+    _line(img, L, T + ph, L + pw, T + ph, (0, 0, 0), 2)
+    _text(img, L + pw // 2 - 20, H - 18, "FR %", (0, 0, 0))
+    _text(img, 8, T - 14 if T > 14 else 2, "FA/h", (0, 0, 0))
+    for k, m in enumerate(results["models"].values()):
+        color = COLORS[k % len(COLORS)]
+        for key, width in ((fr_key, 3), ("fr_white 10 dB", 1)):
+            pts = [(r[key], r["fa_per_h"]) for r in sorted(m["sweep"], key=lambda r: r["cutoff"])]
+            for (a, b), (c, d) in zip(pts, pts[1:], strict=False):
+                _line(img, *xy(a, b), *xy(c, d), color, width)
+        x, y = xy(m["at_cutoff"][fr_key], m["at_cutoff"]["fa_per_h"])
+        img[int(y) - 5:int(y) + 5, int(x) - 5:int(x) + 5] = color  # the model's own cutoff
+        img[T + 10 + 16 * k:T + 20 + 16 * k, W - 140:W - 120] = color  # legend swatch (names are in the docs)
+        _text(img, W - 112, T + 10 + 16 * k, str(k + 1), (0, 0, 0))
+    write_png(path, img)
+
+
+def markdown(results: dict) -> str:
+    lines = ["| model (engine) | cutoff | window | FA/h | FR clean (Piper / espeak-ng) | FR white 20 / 10 dB | "
+             "FR pink 20 / 10 dB |", "|---|---|---|---|---|---|---|"]
+    for name, m in results["models"].items():
+        r = m["at_cutoff"]
+        lines.append(f"| {name} ({m['engine']}) | {m['cutoff']} | {m['sliding_window']} | {r['fa_per_h']} "
+                     f"({r['fa']}) | {r['fr_clean']} % ({r['fr_clean_piper']} / {r['fr_clean_espeak']}) | "
+                     f"{r['fr_white 20 dB']} / {r['fr_white 10 dB']} % | "
+                     f"{r['fr_pink 20 dB']} / {r['fr_pink 10 dB']} % |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from make_negative_set import DEFAULT_OUT
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--negatives", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT.parent / "wake-bench")
+    ap.add_argument("--png", type=Path, default=None)
+    ap.add_argument("--config", type=Path, default=ROOT / "config.yaml")
+    args = ap.parse_args(argv)
+    settings = load_settings(args.config)
+    args.out.mkdir(parents=True, exist_ok=True)
+    res = bench(settings, args.negatives, args.out / "positives", log=lambda s: print(s, file=sys.stderr, flush=True))
+    (args.out / "wake-bench.json").write_text(json.dumps(res, indent=1))
+    plot(res, args.png or args.out / "wake-det.png")
+    print(markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
