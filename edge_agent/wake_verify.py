@@ -1,0 +1,52 @@
+"""The second look: a doubtful wake detection is accepted only if speech-to-text of the wake audio says the phrase.
+
+A detection scoring in a band just above the model's cutoff (``cutoff <= score < cutoff + band``) is doubtful: most
+false accepts of a good model sit there, most true ones well above. Such a detection is held until the STT of the
+wake audio (already in the pre-roll) has been read; it is accepted only if the transcript contains the wake phrase or
+a known rendering of it (tiny STT models write "hey jarvis" as "hey jervis", "a jarvis", "hey, jarvis"...). A clear
+detection (at or above the band) is decided at once, so it is never delayed by this.
+
+Pure decisions only: the engine supplies the score, the cutoff and, when asked for one, the transcript.
+"""
+
+from __future__ import annotations
+
+import re
+
+ACCEPT, REJECT, CHECK = "accept", "reject", "check"
+
+# How small STT models write wake phrases heard correctly (lower case, punctuation removed). A rendering must be
+# two words or a distinctive name: a lone "hey" or "a" confirms nothing.
+RENDERINGS: dict[str, tuple[str, ...]] = {
+    "hey jarvis": ("hey jarvis", "hay jarvis", "a jarvis", "hey jervis", "hey jarvas", "hey jarvies", "jarvis"),
+    "okay nabu": ("okay nabu", "ok nabu", "okay nabou", "okay naboo", "ok naboo", "nabu"),
+    "alexa": ("alexa", "alexia", "a lexa"),
+    "hey mycroft": ("hey mycroft", "hey my craft", "hey microsoft", "mycroft"),
+}
+
+
+def _words(text: str) -> str:
+    return " " + " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()) + " "
+
+
+def needs_second_look(score: float, cutoff: float, band: float) -> bool:
+    """True for a doubtful detection: at or above the cutoff but below ``cutoff + band`` (band 0 = never)."""
+    return band > 0 and cutoff <= score < cutoff + band
+
+
+def confirms_wake(transcript: str, phrase: str, renderings: dict[str, tuple[str, ...]] = RENDERINGS) -> bool:
+    """Does the transcript of the wake audio contain the wake phrase (or a known rendering of it) as whole words?"""
+    heard = _words(transcript)
+    forms = (phrase.lower(), *renderings.get(phrase.lower(), ()))
+    return any(_words(f) in heard for f in forms)
+
+
+def decide(score: float, cutoff: float, band: float, phrase: str, transcript: str | None = None) -> str:
+    """ACCEPT or REJECT a detection; CHECK when a doubtful one needs the transcript of the wake audio first."""
+    if score < cutoff:
+        return REJECT
+    if not needs_second_look(score, cutoff, band):
+        return ACCEPT
+    if transcript is None:
+        return CHECK
+    return ACCEPT if confirms_wake(transcript, phrase) else REJECT
