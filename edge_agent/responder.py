@@ -183,6 +183,9 @@ class Responder:
             if isinstance(timings, dict) and timings:
                 self.stages["brain"] = timings
                 self.stages.update(llm_summary(timings.get("llm_calls") or []))
+            rewrites = getattr(response, "rewrites", None)
+            if rewrites:  # LLM sentences the truth guard would not let the voice say, and what it said instead
+                self.stages["truth_rewrites"] = list(rewrites)
             if isinstance(getattr(response, "error", None), str):
                 self.outcome, self.error = "error", response.error  # e.g. the LLM timed out (apology spoken)
             synth.join(SYNTH_JOIN_S)
