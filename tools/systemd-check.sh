@@ -215,6 +215,10 @@ step "tools/install-service.sh inside the container (PYTHON=/usr/bin/python3, --
 if ! ls "$HOST_CACHE"/wheels/*/llama_cpp_python-*.whl >/dev/null 2>&1; then
   info "no llama-cpp-python wheel in $HOST_CACHE: setup will compile it (about 7 minutes on 2 cores)"
 fi
+if command -v git >/dev/null && git -C "$SRC" rev-parse --git-dir >/dev/null 2>&1; then
+  info "installing the working tree of $SRC: commit $(git -C "$SRC" log -1 --format=%h)," \
+    "$(git -C "$SRC" status --porcelain --untracked-files=no | wc -l) tracked file(s) modified"
+fi
 t=$(date +%s)
 if ! ct /usr/bin/env PYTHON=/usr/bin/python3 /mnt/edge-agent-src/tools/install-service.sh --no-start \
     > "$RUN/install.log" 2>&1; then
