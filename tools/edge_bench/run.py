@@ -286,7 +286,9 @@ class Rig:
         from edge_agent.engine import State
 
         e = self.engine
-        return self.mic.idle() and e.state == State.IDLE and not e._responding() and not self.speaker.busy
+        c = e.controller  # the same "nothing left to do" test as the engine's file mode
+        return (self.mic.idle() and e.state == State.IDLE and not c.responding and not c.pending
+                and not self.speaker.busy)
 
     def wait_quiet(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -393,11 +395,17 @@ def intent_matches(exp: dict[str, Any], got: dict[str, Any] | None) -> bool:
 
 def evict_request(m: Models) -> None:
     """Leave the LLM's KV cache holding the fixed prefix plus *another* request, as the engine found it: without
-    this the naive run of the question just answered would find its whole prompt cached and skip its evaluation."""
+    this the naive run of the question just answered would find its whole prompt cached and skip its evaluation.
+
+    Reads brain internals: ``brain.llm`` (its ``complete``) and the prompt builder (``_messages(text, area)``, or the
+    older ``_prompt``), so the filler request is laid out exactly as a real one."""
     llm = getattr(m.brain, "llm", None)
-    prompt = getattr(m.brain, "_prompt", None)
-    if llm is not None and prompt is not None:
-        llm.complete(prompt("Please say nothing at all.", m.s.site.area or None), max_tokens=1)
+    build = getattr(m.brain, "_messages", None) or getattr(m.brain, "_prompt", None)
+    complete = getattr(llm, "complete", None)
+    if complete is None or build is None:
+        log.warning("bench: cannot evict the LLM cache (brain internals changed); the naive baseline may be fast")
+        return
+    complete(build("Please say nothing at all.", m.s.site.area or None), max_tokens=1)
 
 
 def naive_turn(m: Models, root: Path, row: dict[str, Any]) -> dict[str, Any]:
