@@ -131,7 +131,13 @@ class ResponseDone(Event):
 
 @dataclass(frozen=True)
 class Announce(Event):
+    """Words to speak when the assistant is free (MQTT say, a timer). ``then``: "ask" listens for the reply to
+    ``ask`` (an ``ask.AskRequest``) without the wake word; "conversation" listens for a normal turn."""
+
     text: str
+    preannounce: bool = False  # a chime before the words
+    then: str | None = None
+    ask: Any = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,8 @@ class SetState(Action):
 class OpenListener(Action):
     turn: Turn
     after_wake: bool  # the pre-roll ends with the wake phrase (else: speech that opened a turn by itself)
+    keep_preroll: bool = True  # False after the assistant spoke a question: the pre-roll holds its own voice
+    no_speech_s: float | None = None  # how long to wait for the reply to start (None: vad.no_speech_timeout_s)
 
 
 @dataclass(frozen=True)
@@ -194,6 +202,7 @@ class StartResponse(Action):
 class SpeakAnnouncement(Action):
     turn: Turn
     text: str
+    preannounce: bool = False
 
 
 @dataclass(frozen=True)
@@ -223,7 +232,7 @@ class TurnController:
         self.turn: Turn | None = None  # the current turn (listening, responding, or just answered)
         self.open: dict[str, Turn] = {}  # turns whose responder still runs (an interrupted one finishes later)
         self.muted = False
-        self.pending: deque[tuple[str, str]] = deque()  # ("announce" | "command", text)
+        self.pending: deque[Announce | RunCommand] = deque()  # waiting for the assistant to be free
         self.queue_max = queue_max
         self.dropped = 0  # announcements/commands dropped because the queue was full
 
@@ -267,29 +276,38 @@ class TurnController:
     def _start_pending(self, t: float, out: list[Action]) -> None:
         if not self.pending or self.state not in (State.IDLE, State.FOLLOW_UP):
             return
-        kind, text = self.pending.popleft()
-        if kind == "announce":
+        item = self.pending.popleft()
+        if isinstance(item, Announce):
             turn = self._new_turn(t, kind="announcement")
             turn.outcome = "announcement"
-            turn.reply_text = text
+            turn.reply_text = item.text
+            turn.then, turn.ask = item.then, item.ask
             self.open[turn.turn_id] = turn
             self._set(State.THINKING, t, out)
-            out.append(SpeakAnnouncement(turn, text))
+            out.append(SpeakAnnouncement(turn, item.text, item.preannounce))
         else:
             turn = self._new_turn(t, kind="command")
-            turn.transcript = text
+            turn.transcript = item.text
             turn.t_transcript = t
             self.open[turn.turn_id] = turn
             self._set(State.THINKING, t, out)
-            out.append(StartResponse(turn, text=text))
+            out.append(StartResponse(turn, text=item.text))
 
-    def _enqueue(self, kind: str, text: str, t: float, out: list[Action]) -> None:
+    def _enqueue(self, item: Announce | RunCommand, t: float, out: list[Action]) -> None:
         if len(self.pending) >= self.queue_max:
             self.dropped += 1
-            log.warning("%s dropped (%d waiting): %s", kind, len(self.pending), text)
+            log.warning("%s dropped (%d waiting): %s", type(item).__name__, len(self.pending), item.text)
             return
-        self.pending.append((kind, text))
+        self.pending.append(item)
         self._start_pending(t, out)
+
+    def _listen_for_reply(self, spoken: Turn, t: float, out: list[Action]) -> None:
+        """After a question (ask, start_conversation): listen without the wake word, the pre-roll dropped."""
+        turn = self._new_turn(t, kind="answer" if spoken.then == "ask" else "voice")
+        turn.ask = spoken.ask
+        self._set(State.LISTENING, t, out)
+        out.append(OpenListener(turn, after_wake=False, keep_preroll=False,
+                                no_speech_s=getattr(spoken.ask, "timeout_s", None)))
 
     # ---------------------------------------------------------------- the transition function
     def handle(self, ev: Event) -> list[Action]:
@@ -371,16 +389,17 @@ class TurnController:
             out.append(TurnFinished(turn))
             if self.turn is turn:
                 answered = turn.outcome == "answered" and not turn.interrupted and turn.kind == "voice"
+                if turn.then and not turn.interrupted and turn.outcome == "announcement":
+                    self._listen_for_reply(turn, t, out)
+                    return out
                 if answered and self.follow_up_s > 0:
                     self._set(State.FOLLOW_UP, t, out)
                     out.append(ResetDetectors())
                 elif self.state != State.LISTENING:
                     self._set(State.IDLE, t, out)
             self._start_pending(t, out)
-        elif isinstance(ev, Announce):
-            self._enqueue("announce", ev.text, t, out)
-        elif isinstance(ev, RunCommand):
-            self._enqueue("command", ev.text, t, out)
+        elif isinstance(ev, (Announce, RunCommand)):
+            self._enqueue(ev, t, out)
         elif isinstance(ev, Tick):
             if self.state == State.FOLLOW_UP and t - self.state_since > self.follow_up_s:
                 self._set(State.IDLE, t, out)

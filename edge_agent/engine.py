@@ -138,8 +138,8 @@ class Engine:
     def post(self, event: ev.Event) -> None:
         self.events.put(event)
 
-    def announce(self, text: str) -> None:
-        self.post(ev.Announce(time.monotonic(), text))
+    def announce(self, text: str, *, preannounce: bool = False) -> None:
+        self.post(ev.Announce(time.monotonic(), text, preannounce))
 
     def set_mute(self, muted: bool) -> None:
         log.info("muted: %s", bool(muted))
@@ -227,7 +227,7 @@ class Engine:
             for fn in self.state_listeners:
                 fn(a.state, a.previous)
         elif isinstance(a, ev.OpenListener):
-            self._open_listener(a.turn, a.after_wake)
+            self._open_listener(a.turn, a.after_wake, keep_preroll=a.keep_preroll, no_speech_s=a.no_speech_s)
         elif isinstance(a, ev.CloseListener):
             if self.listener is not None and self.listener_turn == a.turn_id:
                 self._keep_audio(a.turn_id, self.listener)
@@ -240,8 +240,8 @@ class Engine:
             self._start_response(a.turn, a.text)
         elif isinstance(a, ev.SpeakAnnouncement):
             r = self._responder(a.turn)
-            self._spawn(a.turn.turn_id, threading.Thread(target=r.speak_text, args=(a.text,), name="announce",
-                                                         daemon=True))
+            self._spawn(a.turn.turn_id, threading.Thread(target=r.speak_text, args=(a.text, a.preannounce),
+                                                         name="announce", daemon=True))
         elif isinstance(a, ev.PlayCue):
             self._play_cue(a.kind)
         elif isinstance(a, ev.ResetDetectors):
@@ -263,14 +263,20 @@ class Engine:
                     log.exception("turn subscriber failed")
             memory.trim()  # a turn's buffers are freed: give the pages back (see memory.py)
 
-    def _open_listener(self, turn: Turn, after_wake: bool) -> None:
+    def _open_listener(self, turn: Turn, after_wake: bool, *, keep_preroll: bool = True,
+                       no_speech_s: float | None = None) -> None:
         if self.listener is not None:
             self.listener.close()
-        if self.speaker.busy and not self.controller.responding:
+        if self.speaker.busy and not self.controller.responding and keep_preroll:
             self.speaker.flush()  # a cue still playing: the user speaks now
         self._follow_seg = None
         self.vad.reset()
-        self.listener = Listener(vad=self.vad, segmenter=self.segmenter_factory(), stt_stream=self.stt.open_stream(),
+        segmenter = self.segmenter_factory()
+        if no_speech_s is not None:
+            segmenter.no_speech_timeout_s = no_speech_s  # an automation's question says how long to wait
+        if not keep_preroll:
+            self.preroll.clear()  # it holds the assistant's own question, not the user's reply
+        self.listener = Listener(vad=self.vad, segmenter=segmenter, stt_stream=self.stt.open_stream(),
                                  transcribe=self.stt.transcribe, threshold=self.s.vad.threshold,
                                  keep_audio=bool(self.s.log.debug_audio_dir))
         self.listener_turn = turn.turn_id
@@ -301,6 +307,12 @@ class Engine:
     def _start_response(self, turn: Turn, text: str | None) -> None:
         if text is not None:
             r = self._responder(turn, text=text)
+        elif turn.ask is not None:
+            stream, spec = (None, None)
+            if self.listener is not None and self.listener_turn == turn.turn_id:
+                stream, spec = self.listener.finish()
+                self.listener, self.listener_turn = None, None
+            r = self._responder(turn, stream=stream, speculation=spec, ask=turn.ask)
         else:
             stream, spec = (None, None)
             if self.listener is not None and self.listener_turn == turn.turn_id:

@@ -48,6 +48,8 @@ def discovery_payload(topics: Topics, site: SiteSettings, *, sw_version: str,
                                 min=0.0, max=1.0, step=0.05, mode="slider", entity_category="config"),
             "intent": comp("event", "intent", "Intent", state_topic=topics.event,
                            event_types=list(dict.fromkeys(intent_names)), icon="mdi:gesture-tap"),
+            "answer": comp("event", "answer", "Answer to a question", state_topic=topics.ask_result,
+                           event_types=["answer", "no_match"], icon="mdi:comment-question"),
         },
     }
 

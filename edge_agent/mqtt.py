@@ -114,6 +114,10 @@ class MqttLink:
         self.on_mute: Callable[[bool], None] = _noop
         self.on_sensitivity: Callable[[float], None] = _noop
         self.on_timer: Callable[[dict[str, Any]], None] = _noop
+        # say with "preannounce", an automation's question, a conversation it starts (edge_agent/ask.py)
+        self.on_announce: Callable[[str, bool], None] = lambda text, _pre: self.on_say(text)
+        self.on_ask: Callable[[Any], None] = _noop
+        self.on_conversation: Callable[[Any], None] = _noop
         self.on_state_change: Callable[[str], None] = _noop
 
         self._state = "stopped"
@@ -399,7 +403,8 @@ class MqttLink:
 
     def _on_connected(self, conn: Conn) -> None:
         t = self.topics
-        subs = [(t.say, 1), (t.mute_set, 1), (t.sensitivity_set, 1), (t.timer_set, 1)]
+        subs = [(t.say, 1), (t.mute_set, 1), (t.sensitivity_set, 1), (t.timer_set, 1), (t.ask, 1),
+                (t.conversation_start, 1)]
         if self._m.discovery:
             subs.append((t.ha_status, 1))
         if self._m.hermes:

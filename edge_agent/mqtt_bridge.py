@@ -20,6 +20,7 @@ from .intent import IntentCall
 if TYPE_CHECKING:
     from .engine import Engine
     from .mqtt import MqttLink
+    from .turn import Turn
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,12 @@ class MqttBridge:
         e = self.engine
         e.state_listeners.append(self.publish_state)
         self.link.on_say = e.announce
+        self.link.on_announce = lambda text, preannounce: e.announce(text, preannounce=preannounce)
+        self.link.on_ask = lambda req: e.post(ev.Announce(time.monotonic(), req.question, req.preannounce,
+                                                           then="ask", ask=req))
+        self.link.on_conversation = lambda start: e.post(ev.Announce(time.monotonic(), start.text,
+                                                                     start.preannounce, then="conversation"))
+        e.turn_listeners.append(self.publish_ask_result)
         self.link.on_mute = e.set_mute
         self.link.on_timer = self.on_timer_command
         self.link.on_sensitivity = e.set_sensitivity
@@ -73,6 +80,21 @@ class MqttBridge:
         # Tell the truth when something for the home waits in the outbox; a local answer (time, timers) is not
         # delayed by the broker and needs no such note.
         return bool(commands) and not self.link.connected and not self.s.mqtt.dry_run
+
+    def publish_ask_result(self, turn: Turn, record: dict[str, Any]) -> None:
+        """The answer to an automation's question (or that none came) on ``ask/result``, once its turn ended."""
+        if turn.kind != "answer" or turn.ask is None:
+            return
+        result = dict(turn.stages.get("ask_result") or {"answer": None, "sentence": turn.transcript, "slots": {}})
+        result.pop("id", None)  # the link adds the message's own id; the question's id is ask_id
+        payload = {"ask_id": turn.ask.id, **result, "turn_id": turn.turn_id,
+                   "event_type": "answer" if result.get("answer") else "no_match"}
+        if not result.get("answer"):
+            payload["reason"] = "no_speech" if turn.outcome == "no_speech" else "no_match"
+        try:
+            self.link.publish(self.link.topics.ask_result, payload, qos=1)
+        except Exception as e:  # noqa: BLE001
+            log.error("ask result publish failed: %s", e)
 
     def arbitrate(self, model: str, score: float, turn_id: str) -> None:
         """Several rooms, one broker: listening has started (nothing is lost); if another device heard the wake word

@@ -63,6 +63,15 @@ def parse_say(payload: bytes, max_bytes: int) -> str:
     return text
 
 
+def parse_say_request(payload: bytes, max_bytes: int) -> tuple[str, bool | None]:
+    """``say`` with its options: (text, preannounce), preannounce None when the payload does not say."""
+    value = maybe_json(decode_text(payload, max_bytes))
+    pre = value.get("preannounce") if isinstance(value, dict) else None
+    if pre is not None and not isinstance(pre, bool):
+        raise InboundError("preannounce must be true or false")
+    return parse_say(payload, max_bytes), pre
+
+
 def parse_switch(payload: bytes, max_bytes: int) -> bool:
     """``mute/set``: ``ON``/``OFF`` (also true/false, 1/0, any case) -> bool."""
     s = decode_text(payload, max_bytes).strip().lower()

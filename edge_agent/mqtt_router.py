@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as mqtt
 
 from .arbitration import parse_wake_claim
+from .ask import parse_ask, parse_conversation_start
 from .mqtt_inbound import (
     InboundError,
     decode_text,
     parse_hermes_say,
-    parse_say,
+    parse_say_request,
     parse_sensitivity,
     parse_switch,
     parse_timer,
@@ -69,7 +70,15 @@ class InboundRouter:
         t, limit, stats = link.topics, link.settings.max_inbound_bytes, link.stats
         try:
             if topic == t.say:
-                self.dispatch("on_say", parse_say(payload, limit))
+                text, preannounce = parse_say_request(payload, limit)
+                if preannounce is None:
+                    self.dispatch("on_say", text)
+                else:
+                    self.dispatch("on_announce", text, preannounce)
+            elif topic == t.ask:
+                self.dispatch("on_ask", parse_ask(payload, limit))
+            elif topic == t.conversation_start:
+                self.dispatch("on_conversation", parse_conversation_start(payload, limit))
             elif topic == t.mute_set:
                 muted = parse_switch(payload, limit)
                 self.dispatch("on_mute", muted)

@@ -58,6 +58,19 @@ class Topics:
         return f"{self.base}/timer/set"
 
     @property
+    def ask(self) -> str:
+        """An automation's question with its expected answers (``ask.parse_ask``)."""
+        return f"{self.base}/ask"
+
+    @property
+    def ask_result(self) -> str:
+        return f"{self.base}/ask/result"
+
+    @property
+    def conversation_start(self) -> str:
+        return f"{self.base}/conversation/start"
+
+    @property
     def event(self) -> str:
         """State topic of the Home Assistant event entity (one JSON with ``event_type`` per intent)."""
         return f"{self.base}/event"

@@ -58,8 +58,7 @@ class Responder:
     def __init__(self, turn: Turn, *, post: Callable[[ev.Event], None], brain: Any, tts: Any, speaker: Any,
                  first_clause_words: int, area: str | None, wake_phrases: list[str],
                  stream: Any = None, speculation: Any = None, text: str | None = None,
-                 on_transcript: Callable[[str], None] | None = None, offline_note: Callable[[], bool] | None = None
-                 ) -> None:
+                 on_transcript: Callable[[str], None] | None = None, ask: Any = None) -> None:
         self.turn_id = turn.turn_id
         self.cancel = turn.cancel
         self.after_wake = turn.t_wake is not None
@@ -70,6 +69,7 @@ class Responder:
         self.wake_phrases = wake_phrases
         self.stream, self.speculation, self.text = stream, speculation, text
         self.on_transcript = on_transcript
+        self.ask = ask  # an automation's question this turn answers: matched, not sent to the brain
         self.segments: list[Segment] = []
         self.reply_text = ""
         self.used_llm = False
@@ -90,6 +90,12 @@ class Responder:
         try:
             text = self.text if self.text is not None else self._transcribe()
             if text is None:
+                return
+            if self.ask is not None:
+                from .ask import match_answer
+
+                self.stages["ask_result"] = match_answer(self.ask, text)
+                log.info("answer to %s: %s", self.ask.id, self.stages["ask_result"])
                 return
             if not text:
                 self.outcome = "empty"
@@ -231,10 +237,12 @@ class Responder:
         self.reply_text = text
         self.play(self.tts.cached(key), text)
 
-    def speak_text(self, text: str) -> None:
-        """An announcement: sentence by sentence, stopping when cancelled."""
+    def speak_text(self, text: str, preannounce: bool = False) -> None:
+        """An announcement: sentence by sentence (after a chime when ``preannounce``), stopping when cancelled."""
         _current.responder = self
         try:
+            if preannounce:
+                self.play(self.tts.cue_tone("announce"), "")
             for sentence in split_sentences(text) or [text]:
                 if self.cancel.is_set():
                     break

@@ -65,6 +65,7 @@ CUE_TONES: dict[str, tuple[float, ...]] = {
     "timeout": (880.0, 587.33),  # A5 -> D5
     "done": (783.99, 1046.5),  # G5 -> C6
     "error": (440.0, 349.23),  # A4 -> F4
+    "announce": (523.25, 659.25),  # C5 -> E5: an announcement follows
 }
 CUE_TONE_S = 0.09  # each tone
 CUE_GAP_S = 0.035  # silence between the two tones

@@ -80,6 +80,8 @@ class Turn:
     stt_compute_s: float | None = None
     speculative: bool = False  # the transcript came from the transcription started at the first pause
     stages: dict[str, Any] = field(default_factory=dict)  # per-stage figures reported by the workers
+    then: str | None = None  # an announcement that asks: "ask" or "conversation" (listen for the reply after it)
+    ask: Any = None  # the ask.AskRequest this turn speaks, or answers
     cancel: threading.Event = field(default_factory=threading.Event)
 
     def to_json(self) -> dict[str, Any]:
@@ -112,6 +114,8 @@ class Turn:
         }
         if self.stages:
             rec["stages"] = self.stages
+        if self.ask is not None:
+            rec["ask"] = self.ask.to_json()
         return rec
 
 

@@ -173,7 +173,9 @@ def check_discovery(d: dict[str, Any], t: Topics) -> None:
     assert d["dev"]["ids"] == [t.device_id] and d["dev"]["name"] and {"mf", "mdl", "sw"} <= set(d["dev"])
     assert d["o"]["name"] == "edge-agent"
     platforms = sorted(c["p"] for c in d["cmps"].values())
-    assert platforms == ["event", "number", "sensor", "sensor", "switch"]
+    assert platforms == ["event", "event", "number", "sensor", "sensor", "switch"]
+    assert d["cmps"]["answer"]["state_topic"] == t.ask_result  # answers to an automation's questions (ask.py)
+    assert d["cmps"]["answer"]["event_types"] == ["answer", "no_match"]
     uids = [c["unique_id"] for c in d["cmps"].values()]
     assert len(set(uids)) == len(uids) and all(u.startswith(t.device_id) for u in uids)
     for c in d["cmps"].values():
