@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import ConversationSettings, Settings
+from .context import ConversationContext, Followup
 from .errors import EdgeAgentError, LlmError, ToolError
 from .intent import IntentCall, IntentResult
 from .intents import DEVICE_INTENTS
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 HISTORY_TRIM_TO = 0.5  # over a history limit, drop the oldest turns down to this fraction of it
 CONFIRM_TTL_S = 30.0  # a pending "are you sure?" is forgotten after this long
+CLARIFY_TTL_S = 20.0  # a pending "Did you mean the bedroom lamp?" is forgotten after this long
 TOOL_CALL_MAX_TOKENS = 120  # a tool call's JSON is short; this bounds a runaway grammar-constrained decode
 YES = re.compile(r"^\s*(yes|yeah|yep|yup|sure|ok|okay|confirm(ed)?|do it|go ahead|please do|correct|affirmative)\b",
                  re.I)
@@ -60,6 +62,7 @@ SORRY_NO_LLM = "Sorry, I can only control your devices right now."
 SORRY_TOOL = "Sorry, I couldn't do that."
 SORRY_LLM = "Sorry, I couldn't work that out."
 SORRY_BUSY = "Sorry, I'm still busy with something else."
+OKAY_NOT_DONE = "Okay, I won't."
 # A turn waits at most this long for the one before it (LLM timeout + a long reply); beyond it the earlier response
 # was abandoned without being closed, and waiting on would hang this turn for good.
 TURN_WAIT_MAX_S = 120.0
@@ -80,6 +83,22 @@ LLM_EXCLUDED_TOOLS = frozenset({"HassNevermind", "HassPauseTimer", "HassUnpauseT
 
 
 # --------------------------------------------------------------------------------------------------- conversation
+
+
+@dataclass
+class Pending:
+    """A call waiting for the user's next words: a sensitive action's "Are you sure?" (``kind`` "confirm": a yes
+    runs it confirmed) or the tolerant matcher's "Did you mean the bedroom lamp?" ("clarify": a yes runs it as a
+    normal request, "no, the desk lamp" runs it on the device named instead)."""
+
+    call: IntentCall
+    area: str | None
+    t: float
+    kind: str = "confirm"
+
+    @property
+    def ttl_s(self) -> float:
+        return CONFIRM_TTL_S if self.kind == "confirm" else CLARIFY_TTL_S
 
 
 @dataclass
@@ -226,7 +245,9 @@ class Brain:
         self.clock: Callable[[], float] = time.monotonic
         self.conversation = Conversation(settings.conversation,
                                          count_tokens=(llm.count_tokens if llm is not None else None))
-        self._pending: tuple[IntentCall, str | None, float] | None = None
+        self._pending: Pending | None = None
+        # the entity/area/timer of recent turns, from what the handler executed (never from what the LLM said)
+        self.context = ConversationContext(home, clock=lambda: self.clock())
         self._turn_lock = threading.Lock()
         self.warmup_stats: CallStats | None = None
         if tools is None:
@@ -272,6 +293,7 @@ class Brain:
 
     def reset(self) -> None:
         self.conversation.clear()
+        self.context.clear()
         self._pending = None
 
     # ------------------------------------------------------------------ respond
@@ -303,23 +325,37 @@ class Brain:
             self._turn_lock.release()
 
     def _run(self, resp: Response, text: str, area: str | None, cancel: threading.Event | None) -> Iterator[str]:
+        self.context.begin_turn()
         pending, self._pending = self._pending, None
-        if pending is not None and self.clock() - pending[2] <= CONFIRM_TTL_S:
-            call, p_area, _ = pending
-            if YES.match(text):
-                result = self._execute(resp, call, p_area, confirmed=True)
-                yield from _pieces(result.speech)
+        if pending is not None and self.clock() - pending.t <= pending.ttl_s:
+            settled = yield from self._settle(resp, pending, text)
+            if settled:
                 return
-            if NO.match(text):
-                yield from _pieces("Okay, I won't.")
-                return
-            log.info("pending %s cancelled by a new request", call.name)
+            log.info("pending %s (%s) cancelled by a new request", pending.call.name, pending.kind)
 
         if self.fast_path and self.matcher is not None:
             t0 = time.monotonic()
-            call = self.matcher.match(text, area)
+            follow = self.context.resolve(text)
+            call = None
+            if follow is not None:
+                resp.timings["context"] = follow.kind
+                if follow.calls:
+                    resp.timings["fast_path_s"] = round(time.monotonic() - t0, 4)
+                    yield from self._run_followup(resp, follow, area)
+                    return
+                if follow.text:
+                    call = self.matcher.match(follow.text, area, ask_back=True)
+            if call is None:
+                call = self.matcher.match(text, area, ask_back=True)
             resp.timings["fast_path_s"] = round(time.monotonic() - t0, 4)
             if call is not None:
+                clarify = getattr(call, "clarify", None)
+                if clarify:  # not sure enough to act: ask, and act only on a yes in the next turn
+                    self._pending = Pending(call, area, self.clock(), "clarify")
+                    resp.pending = call
+                    resp.timings["ask_back"] = True
+                    yield from _pieces(clarify)
+                    return
                 result = self._execute(resp, call, area)
                 yield from _pieces(result.speech)
                 return
@@ -335,9 +371,55 @@ class Brain:
             if not (cancel is not None and cancel.is_set()):
                 yield from _pieces(SORRY_LLM)
 
+    def _settle(self, resp: Response, pending: Pending, text: str) -> Iterator[str]:
+        """The user's answer to a pending question; returns (StopIteration.value) True if it settled this turn."""
+        if YES.match(text):
+            result = self._execute(resp, pending.call, pending.area, confirmed=pending.kind == "confirm")
+            yield from _pieces(result.speech)
+            return True
+        if pending.kind == "clarify":  # "no, the desk lamp": the same request on the device named instead
+            other = self.context.retarget(pending.call, text)
+            if other is not None:
+                result = self._execute(resp, other, pending.area)
+                yield from _pieces(result.speech)
+                return True
+        if NO.match(text):
+            yield from _pieces(OKAY_NOT_DONE if pending.kind == "confirm" else "Okay.")
+            return True
+        return False
+
+    def _run_followup(self, resp: Response, follow: Followup, area: str | None) -> Iterator[str]:
+        """Calls resolved from the conversation context; a correction first reverses the action it corrects and
+        says both ("Turned off the kitchen light and turned on the bedroom lamp.")."""
+        done: list[IntentResult] = []
+        asks: list[IntentResult] = []
+        kept: list[str] = []
+        for call in follow.undo:
+            r = self._execute(resp, call, area)
+            if r.needs_confirmation:  # reversing it is sensitive too (a lock): left as it is, never a 2nd question
+                self._pending, resp.pending = None, None
+                kept += [self.home.entities[e].name.lower() for e in r.data.get("entities", ())
+                         if e in self.home.entities]
+            else:
+                done.append(r)
+        for call in follow.calls:
+            r = self._execute(resp, call, area)
+            (asks if r.needs_confirmation else done).append(r)
+        said = [r.speech.rstrip(". ") for r in done if r.speech]
+        text = ""
+        if said:
+            text = said[0] + "".join(" and " + _lower_first(x) for x in said[1:]) + "."
+        if kept:
+            text = f"{text} I left the {' and the '.join(kept)} as it is.".strip()
+        for r in asks:  # a question last: the next turn's yes answers it
+            text = f"{text} {r.speech}".strip()
+        yield from _pieces(text)
+
     # ------------------------------------------------------------------ tools
     def _execute(self, resp: Response, call: IntentCall, area: str | None, confirmed: bool = False) -> IntentResult:
         """Run a (validated) call; publish it through ``on_intent`` unless it waits for a spoken yes."""
+        state = getattr(self.handler, "state", None)
+        before = dict(state) if isinstance(state, dict) else {}
         try:
             result = self.handler.handle(call, area, confirmed=confirmed)
         except ToolError as e:  # handle() reports errors as results; this is a safety net
@@ -346,10 +428,11 @@ class Brain:
         resp.results.append(result)
         call = result.call or call  # the validated call, with its entities resolved
         if result.needs_confirmation:
-            self._pending = (call, area, self.clock())
+            self._pending = Pending(call, area, self.clock(), "confirm")
             resp.pending = call
             return result
         if result.success:
+            self.context.record(result, {e: before.get(e) for e in call.entities})
             resp.intents.append(call)
             if self.on_intent is not None:
                 try:
@@ -435,10 +518,11 @@ class Brain:
     def _context(self, area: str | None) -> str:
         """The per-request context line (the user's area), or ''. No clock time: the HassGetCurrentTime tool
         answers that, and a minute-by-minute changing prompt would make replies differ from run to run."""
+        recent = self.context.describe()
         if not area:
-            return ""
+            return recent
         a = self.home.area_by_name(area) if hasattr(self.home, "area_by_name") else None
-        return f"The user is in the {a.name if a else area}."
+        return " ".join(x for x in (f"The user is in the {a.name if a else area}.", recent) if x)
 
     def _messages(self, text: str, area: str | None) -> list[Message]:
         """Fixed prefix, then the spoken history, then the context (area), then the user's words.
@@ -476,7 +560,8 @@ class Brain:
         guard = ReplyGuard(resp.results, self.home)
         # A device command must become a tool call: in free text the small model sometimes just *says* "Turned off
         # the lamp" without doing it. Such transcripts skip the free-text decision and go to the constrained call.
-        force_tool = looks_like_command(text, self.home)
+        refers = self.context.refers(text)  # "turn it off": the device is the one of the previous turns
+        force_tool = looks_like_command(text, self.home) or (refers and bool(COMMAND_VERBS.search(text)))
         resp.timings["forced_tool_call"] = force_tool
         for attempt in range(2):
             # ---- decide: free text (streamed) or a tool call
@@ -510,7 +595,7 @@ class Brain:
             after_call = [*messages, {"role": "assistant", "content": before, "tool_call": cstats.text}]
             call = self._repair(IntentCall(name=obj["name"], slots=dict(obj.get("arguments") or {}), text=text,
                                            source="llm"))
-            if call.name in DEVICE_INTENTS and not mentions_device(text, self.home):
+            if call.name in DEVICE_INTENTS and not (mentions_device(text, self.home) or refers):
                 # The 0.5B model sometimes "acts" on questions ("who wrote Romeo and Juliet" -> turn on a light).
                 # A device is only touched when the words name one: otherwise answer in words.
                 log.info("LLM called %s for %r, which names no device: answering instead", call.name, text)
@@ -562,6 +647,10 @@ def _find_kwargs(key: str, value: Any) -> dict[str, Any]:
     kw: dict[str, Any] = {"area": None, "domain": None}
     kw[key] = str(value)
     return kw
+
+
+def _lower_first(s: str) -> str:
+    return s[:1].lower() + s[1:] if s[:2] != s[:2].upper() else s
 
 
 def _pieces(text: str) -> Iterator[str]:

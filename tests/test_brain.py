@@ -207,6 +207,124 @@ def test_without_llm_an_unknown_request_gets_an_apology(home):
     assert resp.intents == [] and not resp.used_llm
 
 
+# ----------------------------------------------------------------------------------------------- ask back, context
+# The real matcher and handler on the paraphrase home (more devices); no LLM.
+
+
+@pytest.fixture(scope="module")
+def big_home():
+    from edge_agent.home import Home
+
+    from .conftest import ROOT
+
+    return Home.load(Settings().home, file=ROOT / "tests" / "data" / "paraphrase_home.yaml")
+
+
+@pytest.fixture(scope="module")
+def big_matcher(big_home):
+    from edge_agent.intents import IntentMatcher
+
+    return IntentMatcher(big_home)
+
+
+def _big_brain(big_home, big_matcher, clock=None):
+    from edge_agent.handlers import IntentHandler
+    from edge_agent.timers import TimerManager
+
+    s = Settings()
+    timers = TimerManager()
+    brain = Brain(s, big_home, IntentHandler(big_home, s.home, timers), big_matcher, None, timers=timers)
+    if clock is not None:
+        brain.clock = clock
+    published: list = []
+    brain.on_intent = lambda call, result: published.append((call.name, call.entities))
+    return brain, published
+
+
+def test_ask_back_acts_only_on_a_yes(big_home, big_matcher):
+    brain, published = _big_brain(big_home, big_matcher)
+    ask = brain.respond("turn on the bed lamp")
+    assert ask.wait() == "Did you mean the Bedroom Lamp?"
+    assert ask.intents == [] and published == [] and ask.pending is not None
+    yes = brain.respond("yes please")
+    assert yes.wait() == "Turned on the bedroom lamp."
+    assert published == [("HassTurnOn", ["light.bedroom_lamp"])]
+
+
+def test_ask_back_no_or_anything_else_cancels_it(big_home, big_matcher):
+    brain, published = _big_brain(big_home, big_matcher)
+    brain.respond("turn on the bed lamp").wait()
+    assert brain.respond("no").wait() == "Okay."
+    assert brain.respond("yes").wait().startswith("Sorry") and published == []
+    brain.respond("turn on the bed lamp").wait()
+    other = brain.respond("what time is it")  # a new request: handled as such, the question is dropped
+    other.wait()
+    assert [c.name for c in other.intents] == ["HassGetCurrentTime"]
+    brain.respond("yes").wait()
+    assert published == [("HassGetCurrentTime", [])]
+
+
+def test_ask_back_expires(big_home, big_matcher):
+    clock = Clock()
+    brain, published = _big_brain(big_home, big_matcher, clock)
+    brain.respond("turn on the bed lamp").wait()
+    clock.t += 21
+    brain.respond("yes").wait()
+    assert published == []
+
+
+def test_ask_back_answered_with_another_device(big_home, big_matcher):
+    brain, published = _big_brain(big_home, big_matcher)
+    brain.respond("turn on the bed lamp").wait()
+    assert brain.respond("no, the desk lamp").wait() == "Turned on the desk lamp."
+    assert published == [("HassTurnOn", ["light.desk_lamp"])]
+
+
+def test_context_carries_the_device_and_value(big_home, big_matcher):
+    brain, published = _big_brain(big_home, big_matcher)
+    for text in ("turn on the kitchen light", "make it eighty percent", "turn it off",
+                 "and the bedroom one too"):
+        brain.respond(text).wait()
+    assert published == [("HassTurnOn", ["light.kitchen"]), ("HassLightSet", ["light.kitchen"]),
+                         ("HassTurnOff", ["light.kitchen"]), ("HassTurnOff", ["light.bedroom_lamp"])]
+
+
+def test_correction_undoes_and_redoes_and_says_both(big_home, big_matcher):
+    brain, published = _big_brain(big_home, big_matcher)
+    brain.respond("turn on the kitchen light").wait()
+    fix = brain.respond("no, the bedroom one")
+    assert fix.wait() == "Turned off the kitchen light and turned on the bedroom lamp."
+    assert published[1:] == [("HassTurnOff", ["light.kitchen"]), ("HassTurnOn", ["light.bedroom_lamp"])]
+    assert brain.handler.state["light.kitchen"] == "off" and brain.handler.state["light.bedroom_lamp"] == "on"
+
+
+def test_correction_of_a_lock_asks_before_unlocking(big_home, big_matcher):
+    brain, published = _big_brain(big_home, big_matcher)
+    brain.respond("unlock the back door").wait()
+    brain.respond("yes").wait()
+    fix = brain.respond("no, I meant the front door")
+    # the front door is asked about too (a lock), and the back door is never locked again without a yes
+    assert fix.wait() == "I left the back door as it is. Are you sure you want to unlock the front door?"
+    assert published == [("HassTurnOff", ["lock.back_door"])]
+    brain.respond("yes").wait()  # the one question asked is the one a yes answers
+    assert published[-1] == ("HassTurnOff", ["lock.front_door"])
+
+
+def test_timer_follow_ups(big_home, big_matcher):
+    brain, published = _big_brain(big_home, big_matcher)
+    brain.respond("set a timer for 5 minutes").wait()
+    assert brain.respond("pause it").wait() == "Paused the 5 minute timer."
+    assert brain.respond("stop it").wait() == "Cancelled the 5 minute timer."
+    assert brain.timers.timers == []
+    assert [n for n, _ in published] == ["HassStartTimer", "HassPauseTimer", "HassCancelTimer"]
+
+
+def test_nothing_is_carried_over_from_what_failed(big_home, big_matcher):
+    brain, published = _big_brain(big_home, big_matcher)
+    brain.respond("turn on the garage light").wait()  # no such device
+    assert brain.respond("turn it off").wait().startswith("Sorry") and published == []
+
+
 # ----------------------------------------------------------------------------------------------- the LLM port
 # A scripted backend (the one place a fake is fine): Brain's tool-call flow is pure logic over the port.
 

@@ -1,0 +1,234 @@
+"""Conversation context (edge_agent/context.py): pure rules over plain values. The home is the paraphrase home (plain
+data), the clock a number, the executed intents hand-made ``IntentResult``s."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_agent.config import Settings
+from edge_agent.context import ConversationContext, normalize, words_to_number
+from edge_agent.intent import IntentCall, IntentResult
+
+from .conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def home():
+    from edge_agent.home import Home
+
+    return Home.load(Settings().home, file=ROOT / "tests" / "data" / "paraphrase_home.yaml")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 500.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def done(name: str, slots: dict, entities: list[str], data: dict | None = None, success: bool = True,
+         needs_confirmation: bool = False) -> IntentResult:
+    return IntentResult(IntentCall(name, slots, entities), success, "ok", data or {},
+                        needs_confirmation=needs_confirmation)
+
+
+def ctx_after(home, *results, before=None):
+    clock = Clock()
+    c = ConversationContext(home, clock=clock)
+    for r in results:
+        c.begin_turn()
+        c.record(r, before or {})
+    c.begin_turn()
+    return c, clock
+
+
+KITCHEN_ON = done("HassTurnOn", {"name": "Kitchen Light"}, ["light.kitchen"])
+
+
+def calls(f):
+    return [(c.name, c.slots) for c in f.calls]
+
+
+def test_numbers_in_words_but_one_stays_a_pronoun():
+    assert words_to_number("make it eighty five percent") == "make it 85 percent"
+    assert words_to_number("a hundred") == "100" and words_to_number("half") == "50"
+    assert normalize("No, the bedroom one!") == "no the bedroom one"
+    assert normalize("add one minute") == "add 1 minute" and normalize("Set it to 30 %") == "set it to 30%"
+
+
+def test_nothing_recent_nothing_resolved(home):
+    c = ConversationContext(home, clock=Clock())
+    assert c.resolve("turn it off") is None and c.describe() == "" and not c.refers("turn it off")
+
+
+def test_pronoun_spells_out_the_last_device(home):
+    c, _ = ctx_after(home, KITCHEN_ON)
+    assert c.resolve("turn it off").text == "turn the Kitchen Light off"
+    assert c.resolve("turn that one back on").text == "turn the Kitchen Light on"
+    assert c.resolve("is it on?").text == "is the Kitchen Light on"
+    assert c.refers("switch it off")
+
+
+def test_it_expires(home):
+    c, clock = ctx_after(home, KITCHEN_ON)
+    clock.t += 179
+    assert c.resolve("turn it off") is not None
+    clock.t += 2
+    assert c.resolve("turn it off") is None and c.describe() == ""
+
+
+def test_only_executed_results_are_carried_over(home):
+    failed = done("HassTurnOn", {"name": "Kitchen Light"}, ["light.kitchen"], success=False)
+    waiting = done("HassTurnOff", {"name": "Front Door"}, ["lock.front_door"], success=False, needs_confirmation=True)
+    c, _ = ctx_after(home, failed, waiting)
+    assert c.resolve("turn it off") is None and c.done == []
+
+
+@pytest.mark.parametrize("text, want", [
+    ("actually make it eighty", [("HassLightSet", {"name": "Kitchen Light", "brightness": 80})]),
+    ("make that eighty percent", [("HassLightSet", {"name": "Kitchen Light", "brightness": 80})]),
+    ("set it to 30%", [("HassLightSet", {"name": "Kitchen Light", "brightness": 30})]),
+    ("forty percent instead", [("HassLightSet", {"name": "Kitchen Light", "brightness": 40})]),
+    ("make it blue", [("HassLightSet", {"name": "Kitchen Light", "color": "blue"})]),
+])
+def test_a_new_value_for_the_last_device(home, text, want):
+    c, _ = ctx_after(home, KITCHEN_ON)
+    f = c.resolve(text)
+    assert f.kind == "value" and calls(f) == want
+
+
+def test_a_new_value_follows_the_device_kind(home):
+    blinds = done("HassSetPosition", {"name": "Living Room Blinds", "position": 50}, ["cover.living_room_blinds"])
+    c, _ = ctx_after(home, blinds)
+    assert calls(c.resolve("make it 80")) == [("HassSetPosition", {"name": "Living Room Blinds", "position": 80})]
+    assert not getattr(c.resolve("make it 80 degrees"), "calls", None)  # a cover has no temperature
+    thermo = done("HassClimateSetTemperature", {"name": "Thermostat", "temperature": 20}, ["climate.thermostat"])
+    c, _ = ctx_after(home, thermo)
+    assert calls(c.resolve("actually twenty two degrees")) == [
+        ("HassClimateSetTemperature", {"name": "Thermostat", "temperature": 22})]
+    fan = done("HassTurnOn", {"name": "Ceiling Fan"}, ["fan.ceiling_fan"])
+    c, _ = ctx_after(home, fan)
+    assert not getattr(c.resolve("make it 80"), "calls", None)  # a fan has no value to set
+
+
+@pytest.mark.parametrize("text, want", [
+    ("and the bedroom one too", {"name": "Bedroom Lamp"}),
+    ("the desk lamp as well", {"name": "Desk Lamp"}),
+    ("also the office", {"name": "Desk Lamp"}),  # the office's one light (the desk fan is not a light)
+    ("what about the living room lamp", {"name": "Living Room Lamp"}),
+])
+def test_the_last_action_again_on_another_target(home, text, want):
+    c, _ = ctx_after(home, KITCHEN_ON)
+    f = c.resolve(text)
+    assert f.kind == "also" and calls(f) == [("HassTurnOn", want)]
+
+
+def test_also_with_a_verb_goes_back_to_the_templates(home):
+    c, _ = ctx_after(home, KITCHEN_ON)
+    assert c.resolve("and turn on the desk fan too").text == "turn on the desk fan"
+    assert c.resolve("and the garage too") is None  # no light in the garage: nothing to guess
+
+
+def test_the_other_one(home):
+    fan = done("HassTurnOn", {"name": "Ceiling Fan"}, ["fan.ceiling_fan"])
+    c, _ = ctx_after(home, fan)
+    assert calls(c.resolve("the other one")) == [("HassTurnOn", {"name": "Desk Fan"})]
+    assert c.resolve("turn off the other one").text == "turn off the Desk Fan"
+    # four lights: "the other one" is not one device
+    c, _ = ctx_after(home, done("HassTurnOn", {"name": "Desk Lamp"}, ["light.desk_lamp"]))
+    assert c.resolve("the other one") is None
+
+
+def test_correction_undoes_the_wrong_action_and_does_the_right_one(home):
+    c, _ = ctx_after(home, KITCHEN_ON, before={"light.kitchen": "off"})
+    f = c.resolve("no, the bedroom one")
+    assert f.kind == "correction"
+    assert calls(f) == [("HassTurnOn", {"name": "Bedroom Lamp"})]
+    assert [(u.name, u.slots) for u in f.undo] == [("HassTurnOff", {"name": "Kitchen Light"})]
+    assert calls(c.resolve("I meant the desk lamp")) == [("HassTurnOn", {"name": "Desk Lamp"})]
+    assert c.resolve("no, the kitchen light") is None  # the same device: nothing to correct
+
+
+def test_correction_leaves_what_did_not_change(home):
+    # it was on already: turning it on changed nothing, so nothing is turned back off
+    c, _ = ctx_after(home, KITCHEN_ON, before={"light.kitchen": "on"})
+    assert c.resolve("no, the bedroom lamp").undo == []
+    # a brightness set on a light that was off: off again; on one that was on, the old level is unknown
+    dim = done("HassLightSet", {"name": "Kitchen Light", "brightness": 30}, ["light.kitchen"])
+    c, _ = ctx_after(home, dim, before={"light.kitchen": "off"})
+    f = c.resolve("no, the bedroom lamp")
+    assert calls(f) == [("HassLightSet", {"name": "Bedroom Lamp", "brightness": 30})]
+    assert [(u.name, u.slots) for u in f.undo] == [("HassTurnOff", {"name": "Kitchen Light"})]
+    c, _ = ctx_after(home, dim, before={"light.kitchen": "on"})
+    assert c.resolve("no, the bedroom lamp").undo == []
+
+
+def test_correction_only_right_after_the_action(home):
+    c, clock = ctx_after(home, KITCHEN_ON)
+    clock.t += 61
+    assert c.resolve("no, the bedroom one") is None
+    c, _ = ctx_after(home, KITCHEN_ON)
+    c.begin_turn()  # a turn in between (a question, say)
+    assert c.resolve("no, the bedroom one") is None
+
+
+def test_a_question_is_carried_but_never_corrected(home):
+    asked = done("HassGetState", {"name": "Garage Door"}, ["cover.garage_door"])
+    c, _ = ctx_after(home, asked)
+    assert c.resolve("close it").text == "close the Garage Door"
+    assert calls(c.resolve("what about the back door")) == [("HassGetState", {"name": "Back Door"})]
+    assert c.resolve("no, the back door") is None
+
+
+TIMER5 = done("HassStartTimer", {"minutes": 5}, [],
+              {"timer": {"id": 3, "name": None, "start_hours": 0, "start_minutes": 5, "start_seconds": 0}})
+
+
+@pytest.mark.parametrize("text, want", [
+    ("stop it", ("HassCancelTimer", {"start_minutes": 5})),
+    ("pause it", ("HassPauseTimer", {"start_minutes": 5})),
+    ("okay resume that", ("HassUnpauseTimer", {"start_minutes": 5})),
+    ("how much time is left on it", ("HassTimerStatus", {"start_minutes": 5})),
+    ("add 2 minutes to it", ("HassIncreaseTimer", {"start_minutes": 5, "minutes": 2})),
+])
+def test_timer_follow_ups_select_the_timer_by_how_it_was_started(home, text, want):
+    c, _ = ctx_after(home, TIMER5)
+    f = c.resolve(text)
+    assert f.kind == "timer" and calls(f) == [want]
+
+
+def test_named_timer_and_pause_keep_the_timer(home):
+    named = done("HassStartTimer", {"minutes": 10, "name": "pizza"}, [],
+                 {"timer": {"id": 4, "name": "pizza", "start_minutes": 10}})
+    paused = done("HassPauseTimer", {"name": "pizza"}, [], {"timer": 4})
+    c, _ = ctx_after(home, named, paused)
+    assert calls(c.resolve("resume it")) == [("HassUnpauseTimer", {"name": "pizza"})]
+    assert "pizza" in c.describe()
+
+
+def test_stop_it_after_a_device_is_not_the_older_timer(home):
+    c, _ = ctx_after(home, TIMER5, KITCHEN_ON)
+    f = c.resolve("stop it")
+    assert f is None or f.kind != "timer"
+
+
+def test_a_cancelled_timer_is_forgotten(home):
+    cancelled = done("HassCancelTimer", {"start_minutes": 5}, [], {"cancelled": 3})
+    c, _ = ctx_after(home, TIMER5, cancelled)
+    assert c.last_timer() is None and c.resolve("stop it") is None
+
+
+def test_describe_for_the_llm_names_only_executed_things(home):
+    c, _ = ctx_after(home, KITCHEN_ON, TIMER5)
+    line = c.describe()
+    assert "Kitchen Light" in line and "5 minutes" in line
+    assert "Bedroom" not in line
+
+
+def test_retarget_answers_a_did_you_mean(home):
+    c = ConversationContext(home, clock=Clock())
+    asked = IntentCall("HassTurnOn", {"name": "Bedroom Lamp"}, ["light.bedroom_lamp"])
+    assert c.retarget(asked, "no, the desk lamp").slots == {"name": "Desk Lamp"}
+    assert c.retarget(asked, "the office one").slots == {"name": "Desk Lamp"}
+    assert c.retarget(asked, "no") is None and c.retarget(asked, "what time is it") is None
