@@ -22,9 +22,6 @@ import argparse
 import collections
 import json
 import random
-import re
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,6 +35,7 @@ import numpy as np  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 
 from tests.broker import Broker  # noqa: E402
+from tests.daemon import Daemon, DaemonFailed  # noqa: E402
 from tests.pulse import VirtualAudio  # noqa: E402
 from tests.speech import compose  # noqa: E402
 
@@ -51,7 +49,6 @@ REQUESTS: list[tuple[str, str, str | None]] = [
     ("command", "Turn on the living room lamp.", "HassTurnOn"),
     ("question", "How far away is the moon?", None),
 ]
-STATE_RE = re.compile(r"state: (\w+) -> (\w+)")
 
 
 def rss_kb(pid: int) -> dict[str, int] | None:
@@ -91,77 +88,6 @@ class Watcher:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
-
-
-class SoakDaemon:
-    """`python -m edge_agent -c CONFIG run` with its log read on a thread (state changes timed as they arrive)."""
-
-    def __init__(self, env: dict, config: Path, turn_log: Path, log_path: Path) -> None:
-        self.turn_log = turn_log
-        self.tail: collections.deque[str] = collections.deque(maxlen=200)
-        self.state = "idle"
-        self.state_since = time.monotonic()
-        self.stuck: list[dict] = []  # stretches in a non-idle state longer than the limit
-        self.max_non_idle_s = 0.0
-        self.warnings = 0
-        self.errors = 0
-        self.tracebacks = 0
-        self.ready = threading.Event()
-        self._log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent", "-c", str(config), "run", "--home",
-             str(ROOT / "tests" / "data" / "home.yaml")],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            line = line.rstrip()
-            self.tail.append(line)
-            self._log.write(f"{time.monotonic():.2f} {line}\n")
-            self._log.flush()
-            if "listening for" in line:
-                self.ready.set()
-            if " WARNING " in f" {line} " or line.startswith("WARNING"):
-                self.warnings += 1
-            if line.startswith("ERROR") or " ERROR " in line:
-                self.errors += 1
-            if line.startswith("Traceback"):
-                self.tracebacks += 1
-            m = STATE_RE.search(line)
-            if m:
-                now = time.monotonic()
-                self._close_stretch(now)
-                self.state, self.state_since = m.group(2), now
-
-    def _close_stretch(self, now: float) -> None:
-        if self.state != "idle":
-            self.max_non_idle_s = max(self.max_non_idle_s, now - self.state_since)
-
-    def non_idle_for(self) -> float:
-        return 0.0 if self.state == "idle" else time.monotonic() - self.state_since
-
-    def turns(self) -> list[dict]:
-        if not self.turn_log.exists():
-            return []
-        out = []
-        for x in self.turn_log.read_text().splitlines():
-            try:
-                out.append(json.loads(x))
-            except ValueError:
-                pass
-        return out
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                return -9
-        return self.proc.returncode
 
 
 def drift(samples: list[tuple[float, int]], warmup_s: float) -> dict:
@@ -224,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         f"conversation: {{follow_up_s: 0.0, timers_file: {work / 'timers.json'}}}\n")
     watcher = Watcher(broker.port, "kitchen")
     t_launch = time.monotonic()
-    daemon = SoakDaemon(va.env, config, turn_log, work / "daemon.log")
+    daemon = Daemon(config, env=va.env, log_path=work / "daemon.log").start()
     rss: list[tuple[float, int]] = []
     rss_anon: list[tuple[float, int]] = []
     rss_file: list[tuple[float, int]] = []
@@ -250,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     requests: list[dict] = []
     exit_code = None
     try:
-        if not daemon.ready.wait(300):
-            print("soak: daemon did not start:\n" + "\n".join(daemon.tail), file=sys.stderr)
+        try:
+            daemon.wait_ready(300)
+        except DaemonFailed as e:
+            print(f"soak: daemon did not start: {e}", file=sys.stderr)
             return 2
         startup_s = time.monotonic() - t_launch
         print(f"soak: daemon ready in {startup_s:.1f} s", flush=True)
@@ -264,16 +192,10 @@ def main(argv: list[str] | None = None) -> int:
             n_before = len(daemon.turns())
             t_said = time.monotonic()
             va.say(wav, wait=True)
-            rec = None
-            deadline = time.monotonic() + args.turn_timeout
-            while time.monotonic() < deadline and daemon.proc.poll() is None:
-                turns = daemon.turns()
-                new = [t for t in turns[n_before:] if t.get("outcome") != "announcement"]
-                if new:
-                    rec = new[-1]
-                    # wait until the daemon is idle again (the turn is over) before the next request
-                    break
-                time.sleep(0.2)
+            try:
+                rec = daemon.wait_turn(n_before, args.turn_timeout)
+            except DaemonFailed:
+                rec = None  # never ended (or the daemon died: the loop ends below)
             answered = bool(rec and rec.get("transcript") and rec.get("reply_spoken"))
             entry = {"n": i, "kind": kind, "text": text, "expect_intent": intent,
                      "t_s": round(t_said - t_launch, 1), "turn_id": rec and rec["turn_id"],
@@ -288,9 +210,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{entry['outcome']} {entry['transcript']!r} / {entry['reply_spoken']!r} "
                   f"rss={rss[-1][1] // 1024 if rss else '?'} MB", flush=True)
             # wait for idle, then a gap of silence with some background noise
-            t_idle_deadline = time.monotonic() + args.turn_timeout
-            while daemon.state != "idle" and time.monotonic() < t_idle_deadline:
-                time.sleep(0.2)
+            try:
+                daemon.wait_for(lambda: daemon.state == "idle", args.turn_timeout, "idle")
+            except DaemonFailed:
+                pass  # counted as stuck by the sampler
             gap = rng.uniform(*args.gap)
             bed_s = gap * rng.uniform(0.3, 0.8)
             dbfs = rng.choice([-60.0, -50.0, -40.0])
@@ -300,15 +223,18 @@ def main(argv: list[str] | None = None) -> int:
         exit_code = daemon.proc.poll()
     finally:
         stop_sampling.set()
-        time.sleep(3)  # the last intents in flight
-        rc = daemon.stop()
+        # the last intents in flight: until every intent the daemon logged has arrived, for at most 10 s
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and not _all_arrived(daemon, watcher):
+            time.sleep(0.1)
+        rc = daemon.stop(timeout=15)
         watcher.close()
         va.stop()
         broker.stop()
 
     # intents: every intent the daemon logged arrives on MQTT with its turn id, once by message id; separately,
     # whether each command was recognized as the intended one (recognition, not delivery)
-    all_turns = daemon.turns()
+    all_turns = daemon.turns(announcements=True)
     arrived = collections.Counter((m["turn_id"], m["intent"]) for m in watcher.intents)
     logged = collections.Counter((t["turn_id"], x["name"]) for t in all_turns for x in t.get("intents", []))
     expected_n = sum(logged.values())
@@ -339,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "rss": drift(rss, args.warmup_min * 60),
         "rss_anon": drift(rss_anon, args.warmup_min * 60),
         "rss_file": drift(rss_file, args.warmup_min * 60),
-        "log_warnings": daemon.warnings, "log_errors": daemon.errors, "tracebacks": daemon.tracebacks,
+        "log_warnings": len(daemon.warnings), "log_errors": len(daemon.errors), "tracebacks": daemon.tracebacks,
         "workdir": str(work),
         "requests": requests,
     }
@@ -353,6 +279,12 @@ def main(argv: list[str] | None = None) -> int:
           and rc == 0 and exit_code is None and abs(report["rss"].get("drift_pct", 0.0)) <= args.max_drift_pct)
     print("soak: PASS" if ok else "soak: FAIL", flush=True)
     return 0 if ok else 1
+
+
+def _all_arrived(daemon: Daemon, watcher: Watcher) -> bool:
+    arrived = {(m["turn_id"], m["intent"]) for m in list(watcher.intents)}
+    return all((t["turn_id"], x["name"]) in arrived for t in daemon.turns(announcements=True)
+               for x in t.get("intents", []))
 
 
 def _stats(xs: list[float]) -> dict:
