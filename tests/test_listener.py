@@ -1,0 +1,142 @@
+"""The listener and the responder with marker fakes (pure logic: the real models are tested elsewhere).
+
+A scripted VAD says which 32 ms frames are voiced (each chunk's first sample is its marker); a gated STT shows when
+a speculative decode runs. Defect 3 of the redesign: a superseded speculation was dropped but never cancelled, and
+on 2 cores the stale decodes queued in front of the final one; defect 6: the fixed phrases ignored ``tts.phrases``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from edge_agent import controller as ev
+from edge_agent.audio import AudioChunk
+from edge_agent.config import VadSettings
+from edge_agent.listener import Listener
+from edge_agent.responder import Responder
+from edge_agent.turn import Turn
+from edge_agent.vad import VAD_FRAME_SAMPLES, Segmenter
+
+FRAME = VAD_FRAME_SAMPLES
+
+
+class MarkerVad:
+    """1.0 for frames whose first sample is 1, else 0.0."""
+
+    def process(self, samples: np.ndarray) -> list[float]:
+        return [float(samples[i] == 1) for i in range(0, len(samples), FRAME)]
+
+    def reset(self) -> None:
+        pass
+
+
+def frames(*voiced: bool) -> AudioChunk:
+    x = np.zeros(FRAME * len(voiced), dtype=np.int16)
+    for i, v in enumerate(voiced):
+        x[i * FRAME] = 1 if v else 0
+    return AudioChunk(x, time.monotonic())
+
+
+class GatedStt:
+    """A decode that runs until the test lets it finish; counts decodes and the most running at once."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.running = 0
+        self.most = 0
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def transcribe(self, audio: np.ndarray):
+        with self.lock:
+            self.calls += 1
+            self.running += 1
+            self.most = max(self.most, self.running)
+        self.release.wait(10)
+        with self.lock:
+            self.running -= 1
+        return type("R", (), {"text": f"{len(audio)} samples", "compute_s": 0.0})()
+
+
+class Stream:
+    def __init__(self) -> None:
+        self.fed: list[np.ndarray] = []
+
+    def feed(self, x: np.ndarray) -> None:
+        self.fed.append(x)
+
+    def snapshot(self) -> np.ndarray:
+        return np.concatenate(self.fed)
+
+
+def _listener(stt: GatedStt) -> Listener:
+    seg = Segmenter(VadSettings(min_speech_s=0.06, trailing_silence_s=0.6))
+    return Listener(vad=MarkerVad(), segmenter=seg, stt_stream=Stream(), transcribe=stt.transcribe, threshold=0.5)
+
+
+def test_a_superseded_speculation_is_cancelled_and_none_queues_beside_it():
+    stt = GatedStt()
+    lis = _listener(stt)
+    lis.feed(frames(*[True] * 8))  # speech
+    lis.feed(frames(False, False, False, False))  # 128 ms pause: a speculation starts
+    first = lis.speculation
+    assert first is not None and lis.speculations == 1
+    lis.feed(frames(True, True, True))  # the user goes on
+    assert first.cancel.is_set() and lis.speculation is None and lis.cancelled == 1
+    lis.feed(frames(False, False, False, False))  # a second pause while the stale decode still runs
+    assert lis.speculation is None and lis.speculations == 1, "a new decode would queue beside the stale one"
+    stt.release.set()
+    assert first.done.wait(5) and first.wait(1) is None  # cancelled: its text is never used
+    lis.feed(frames(True, False, False, False, False))  # the stale one ended: the next pause speculates again
+    assert lis.speculations == 2 and stt.most == 1
+
+
+def test_the_endpoint_takes_the_current_speculation():
+    stt = GatedStt()
+    stt.release.set()
+    lis = _listener(stt)
+    lis.feed(frames(*[True] * 8))
+    heard = lis.feed(frames(*[False] * 20))  # 640 ms: past the 600 ms trailing silence
+    assert heard.endpoint is not None
+    stream, spec = lis.finish()
+    # its audio is everything fed when the pause began (whole chunks reach STT before their frames are judged)
+    assert spec is not None and spec.wait(5).text == f"{28 * FRAME} samples" and stream is not None
+    assert lis.speculations == 1 and lis.cancelled == 0
+
+
+class FakeTts:
+    sample_rate = 16000
+
+    def __init__(self, phrases: dict[str, str]) -> None:
+        self.phrases = type("P", (), {"text_of": lambda _self, k: phrases.get(k, k)})()
+        self.cached_keys: list[str] = []
+
+    def cached(self, key: str) -> np.ndarray:
+        self.cached_keys.append(key)
+        return np.zeros(0, dtype=np.int16)  # nothing to play: the speaker is never needed
+
+
+class NullSpeaker:
+    def play(self, seg) -> None:
+        seg.played = len(seg.audio)
+        seg.done.set()
+
+
+def test_fixed_phrases_come_from_the_phrase_table_by_key():
+    """tts.phrases (merged into the phrase cache) decides the words of an apology; they were hard-coded."""
+    events: list[ev.Event] = []
+    tts = FakeTts({"not_understood": "Pardon? Say that once more."})
+
+    class EmptyStream:
+        def finish(self):
+            return type("R", (), {"text": "", "compute_s": 0.01})()
+
+    r = Responder(Turn("t1", t_wake=1.0), post=events.append, brain=None, tts=tts, speaker=NullSpeaker(),
+                  first_clause_words=4, area=None, wake_phrases=["hey jarvis"], stream=EmptyStream())
+    r.run()
+    done = [e for e in events if isinstance(e, ev.ResponseDone)]
+    assert tts.cached_keys == ["not_understood"]
+    assert done and done[0].outcome == "empty" and done[0].reply_text == "Pardon? Say that once more."
