@@ -67,7 +67,7 @@ _CORRECTION = re.compile(
     r"(?:[, ]+(?:instead|please|i meant|not that one))*$")
 # "actually make it eighty" / "make that 80 percent" / "set it to 30" / "eighty percent instead" / "make it red"
 _VALUE = re.compile(
-    rf"^{_LEAD}(?:(?:make|set|change|turn|put|bring|dim|raise|lower)(?: {_PRONOUN})?(?: (?:up|down))?"
+    rf"^{_LEAD}(?:no[, ]+)?(?:(?:make|set|change|turn|put|bring|dim|raise|lower)(?: {_PRONOUN})?(?: (?:up|down))?"
     r"(?: (?:to|at))?[, ]+)?(?P<value>\d+(?:\.\d+)?|" + "|".join(sorted(COLORS)) +
     r")(?: ?(?P<unit>%|percent|per cent|degrees?))?(?: (?:instead|please|then))*$")
 # "stop it" / "pause that" / "cancel it" / "resume it" / "how much time is left on it" / "add 5 minutes to it"
@@ -355,7 +355,10 @@ class ConversationContext:
         if _HAS_VERB.search(words):
             stripped = " ".join(_AGAIN.sub(" ", t).split())
             stripped = re.sub(r"^(?:and|also) ", "", stripped)
-            return Followup("also", text=stripped) if stripped != t else None
+            if stripped == t:
+                return None
+            spelled = self._pronoun(stripped)  # "turn it off again"
+            return Followup("also", text=spelled.text if spelled is not None else stripped)
         target = self._target(words, self._domain_of(last.call))
         if target is None:
             return None
