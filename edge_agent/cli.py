@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ck = sub.add_parser("check", help="doctor: audio devices, models, broker, config, CPU and memory")
     ck.add_argument("--json", action="store_true")
+    ck.add_argument("--speed", action="store_true",
+                    help="also time STT, the LLM and TTS here and say whether replies fit the latency budget")
 
     b = sub.add_parser("bench", help="latency/accuracy benchmarks: bench [--quick|--full] [--cpu-budget pi5|pi4|CPUS] "
                                      "(edge-agent bench --help)")

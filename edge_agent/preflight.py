@@ -160,6 +160,26 @@ def _is_auth_failure(reason: Any) -> bool:
     return getattr(reason, "value", reason) in (4, 5, 0x86, 0x87, 0x8C)
 
 
+def check_llm_server(s: Settings) -> Check | None:
+    """``llm.backend: openai``: the server answers ``GET /models`` (TCP, TLS, the API key); its round-trip time."""
+    if s.llm.backend != "openai":
+        return None
+    from .llm_openai import Endpoint, Http, RemoteFailure, api_key
+
+    o, what = s.llm.openai, "llm server"
+    try:
+        http, t0 = Http(Endpoint.parse(o.base_url), o, api_key(o)), time.monotonic()
+        conn, resp = http.open("GET", "/models", None, timeout=o.first_token_timeout_s)
+        conn.close()
+    except ConfigError as e:
+        return Check(what, FAIL, e.message, e.fix or "")
+    except RemoteFailure as e:
+        fallback = "turns fall back to the local model" if s.llm.fallback == "local" else "turns get an apology"
+        return Check(what, WARN if s.llm.fallback == "local" else FAIL, f"{o.base_url}: {e}; {fallback}",
+                     "start the server (README: One server, several rooms), or check llm.openai")
+    return Check(what, OK, f"{o.base_url} answered in {(time.monotonic() - t0) * 1000:.0f} ms")
+
+
 def check_broker(m: MqttSettings, site_id: str, timeout_s: float = BROKER_TIMEOUT_S) -> Check:
     """A real MQTT connection: TCP, TLS when configured, credentials (CONNACK), then a clean disconnect.
 
@@ -441,6 +461,7 @@ def run_checks(s: Settings, config_path: str | os.PathLike[str] | None) -> list[
     checks += check_audio(s)
     checks += check_models(s, store)
     checks.append(check_broker(s.mqtt, s.site.site_id))
+    checks += [c for c in [check_llm_server(s)] if c is not None]
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
@@ -472,6 +493,11 @@ def cli_check(args: Any, settings: Settings) -> int:
 
     config_path = getattr(args, "config", None) or default_config_path()
     checks = run_checks(settings, config_path)
+    if getattr(args, "speed", False):
+        from .fit import judge, measure
+
+        verdicts = judge(measure(settings), settings)
+        checks += [Check(v.name, OK if v.ok else WARN, v.detail, v.fix or "") for v in verdicts]
     failed = sum(c.status == FAIL for c in checks)
     counts = {k: sum(c.status == k for c in checks) for k in (OK, WARN, FAIL)}
     if getattr(args, "json", False):

@@ -1,0 +1,124 @@
+"""Does the configuration fit this board? ``edge-agent check --speed`` times a reference speech-to-text decode, an LLM
+prompt evaluation and generation, and a first synthesis on the machine it runs on, projects the two critical paths
+(a command on the fast path, a question answered by the LLM) from the end of speech to the first reply audio, and
+says what to set where they do not fit, with the config lines.
+
+The projection follows the loop: the endpoint comes ``vad.trailing_silence_s`` after the last word; a speculative
+transcription started at the first pause (``listener.SPECULATE_AFTER_S``) hides up to the rest of that silence; then
+the fast path (tens of ms) or the LLM's uncached prompt and first clause; then the first synthesis. ``judge`` is pure
+and tested with numbers (this machine's, and the published Pi 4 / Pi 5 figures).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .config import Settings
+from .listener import SPECULATE_AFTER_S
+from .llm_backend import LlmBackend
+
+COMMAND_BUDGET_S = 1.0  # end of speech -> first audio for a command; past ~1 s it feels sluggish
+ANSWER_BUDGET_S = 2.0  # for an LLM answer; past 2 s people talk over the assistant
+FAST_PATH_S = 0.03  # template match + handler, measured tens of ms on a 2-core x86 server
+TURN_PROMPT_TOKENS = 40  # uncached prompt tokens of a typical turn (the fixed prefix is cached)
+FIRST_CLAUSE_TOKENS = 8  # generated before the first clause can be spoken
+REFERENCE_SENTENCE = "Turn on the kitchen light and set it to forty percent, please."
+
+
+@dataclass(frozen=True)
+class Speed:
+    """What this machine measured (seconds, tokens per second)."""
+
+    stt_decode_s: float  # transcription of the reference utterance, after it ended
+    utterance_s: float  # its length
+    llm_prompt_tps: float
+    llm_gen_tps: float
+    tts_first_s: float  # synthesis of one short reply sentence
+
+
+@dataclass(frozen=True)
+class Verdict:
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+
+
+def projected_command_s(sp: Speed, s: Settings) -> float:
+    hidden = max(0.0, s.vad.trailing_silence_s - SPECULATE_AFTER_S)  # the speculation runs in the silence
+    return s.vad.trailing_silence_s + max(0.0, sp.stt_decode_s - hidden) + FAST_PATH_S + sp.tts_first_s
+
+
+def projected_answer_s(sp: Speed, s: Settings) -> float:
+    llm = TURN_PROMPT_TOKENS / max(sp.llm_prompt_tps, 1e-6) + FIRST_CLAUSE_TOKENS / max(sp.llm_gen_tps, 1e-6)
+    return projected_command_s(sp, s) - FAST_PATH_S + llm
+
+
+def judge(sp: Speed, s: Settings) -> list[Verdict]:
+    """Both critical paths against their budgets, with what to change where they miss."""
+    out = []
+    cmd = projected_command_s(sp, s)
+    detail = (f"command: about {cmd:.2f} s from the end of speech to the first audio (budget {COMMAND_BUDGET_S:.1f} s; "
+              f"{s.stt.engine} decode {sp.stt_decode_s:.2f} s for {sp.utterance_s:.1f} s of speech, first synthesis "
+              f"{sp.tts_first_s:.2f} s)")
+    if cmd <= COMMAND_BUDGET_S:
+        out.append(Verdict("speed: commands", True, detail))
+    elif s.stt.engine == "whisper":
+        out.append(Verdict("speed: commands", False, detail + ": Whisper cannot finish in time on this CPU",
+                           "use the streaming engine, whose transcript is ready at the endpoint:\n"
+                           "    stt:\n      engine: vosk\n      vosk:\n        model: vosk_small_en\n"
+                           "  (edge-agent models fetch vosk_small_en), or a home server: stt.engine: wyoming"))
+    else:
+        out.append(Verdict("speed: commands", False, detail,
+                           "shorten vad.trailing_silence_s (e.g. 0.3), or move speech-to-text to a home server"))
+    ans = projected_answer_s(sp, s)
+    detail = (f"LLM answer: about {ans:.2f} s (budget {ANSWER_BUDGET_S:.1f} s; prompt {sp.llm_prompt_tps:.0f} tok/s, "
+              f"generation {sp.llm_gen_tps:.0f} tok/s)")
+    if ans <= ANSWER_BUDGET_S:
+        out.append(Verdict("speed: answers", True, detail))
+    else:
+        out.append(Verdict("speed: answers", False, detail,
+                           "keep llm.model at the 0.5B model (a larger one is slower still), or answer from a home "
+                           "server:\n    llm:\n      backend: openai\n      fallback: local\n"
+                           "  (see README: One server, several rooms); commands stay fast on the fast path"))
+    return out
+
+
+def measure(s: Settings) -> Speed:
+    """Time the configured engines on this machine (loads them: tens of seconds on a Pi)."""
+    from .audio import SAMPLE_RATE, resample
+    from .llm_backend import create_backend
+    from .stt import make_engine
+    from .tts import PiperTts
+
+    tts = PiperTts.from_settings(s)
+    tts.load()
+    tts.warmup()
+    t0 = time.perf_counter()
+    tts.synthesize_all("Turned on the kitchen light.")
+    tts_first = time.perf_counter() - t0
+    speech = resample(tts.synthesize_all(REFERENCE_SENTENCE), tts.sample_rate, SAMPLE_RATE)
+    stt = make_engine(s.stt, s)
+    stt.load()
+    stt.warmup()
+    t0 = time.perf_counter()
+    stt.transcribe(speech)
+    stt_s = time.perf_counter() - t0
+    llm = create_backend(s)
+    llm.load()
+    prompt_tps, gen_tps = llm_speed(llm)
+    return Speed(stt_s, len(speech) / SAMPLE_RATE, prompt_tps, gen_tps, tts_first)
+
+
+def llm_speed(llm: LlmBackend) -> tuple[float, float]:
+    """(prompt tokens/s, generated tokens/s) of one uncached call through the port (any backend)."""
+    text = ("Summarise in one sentence why a voice assistant that runs on a small board must answer quickly, "
+            f"and mention the number {time.time_ns() % 100_000}.")  # never in the KV cache
+    with llm.stream([{"role": "user", "content": text}], mode="words", max_tokens=24, temperature=0.0) as stream:
+        for _ in stream:
+            pass
+    st = stream.stats
+    prompt = st.n_evaluated / st.t_prompt_s if st.t_prompt_s > 0 else 0.0
+    gen = (st.n_gen - 1) / st.t_gen_s if st.t_gen_s > 0 and st.n_gen > 1 else 0.0
+    return prompt, gen

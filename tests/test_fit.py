@@ -1,0 +1,56 @@
+"""Does the configuration fit the board: the projection of both critical paths from measured stage times, with
+plain numbers (this machine's figures, and the published Pi 4 / Pi 5 ones), and the advice with its config lines."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge_agent.config import load_settings
+from edge_agent.fit import Speed, judge, projected_answer_s, projected_command_s
+
+from .conftest import require_model, run_cli
+
+S = load_settings(data={"mqtt": {"enabled": False}})
+THIS_MACHINE = Speed(stt_decode_s=0.30, utterance_s=3.5, llm_prompt_tps=83, llm_gen_tps=25, tts_first_s=0.30)
+PI5 = Speed(stt_decode_s=1.5, utterance_s=3.5, llm_prompt_tps=60, llm_gen_tps=21, tts_first_s=0.45)
+PI4 = Speed(stt_decode_s=3.4, utterance_s=3.5, llm_prompt_tps=20, llm_gen_tps=8, tts_first_s=1.1)
+
+
+def test_projection_hides_the_decode_in_the_trailing_silence():
+    # 0.4 s silence, of which 0.28 s after the speculation starts: a 0.30 s decode costs only 0.02 s more
+    assert projected_command_s(THIS_MACHINE, S) == pytest.approx(0.4 + 0.02 + 0.03 + 0.30)
+    assert projected_answer_s(THIS_MACHINE, S) == pytest.approx(0.4 + 0.02 + 0.30 + 40 / 83 + 8 / 25)
+
+
+def test_this_machine_fits_both_budgets():
+    assert [(v.name, v.ok) for v in judge(THIS_MACHINE, S)] == [("speed: commands", True), ("speed: answers", True)]
+
+
+@pytest.mark.parametrize("board", [PI5, PI4])
+def test_a_pi_with_whisper_is_told_to_use_the_streaming_engine(board):
+    cmd, ans = judge(board, S)
+    assert not cmd.ok and "engine: vosk" in cmd.fix and "vosk_small_en" in cmd.fix
+    assert "Whisper cannot finish in time" in cmd.detail
+    assert not ans.ok and "backend: openai" in ans.fix
+
+
+def test_with_vosk_the_advice_is_about_the_silence_not_the_engine():
+    vosk = load_settings(data={"mqtt": {"enabled": False}, "stt": {"engine": "vosk"}})
+    slow = Speed(stt_decode_s=0.9, utterance_s=3.5, llm_prompt_tps=60, llm_gen_tps=21, tts_first_s=0.45)
+    cmd = judge(slow, vosk)[0]
+    assert not cmd.ok and "trailing_silence_s" in cmd.fix and "engine: vosk" not in cmd.fix
+
+
+@pytest.mark.slow
+def test_check_speed_measures_this_machine(store):
+    for m in ("whisper_tiny_en", "qwen2_5_coder_0_5b", "piper_joe_medium"):
+        require_model(store, m)
+    proc = run_cli("check", "--speed", "--json", timeout=600)
+    report = json.loads(proc.stdout)
+    speed = {c["what"]: c for c in report["checks"] if c["what"].startswith("speed:")}
+    assert set(speed) == {"speed: commands", "speed: answers"}, report
+    assert all(c["status"] in ("ok", "warn") for c in speed.values()), speed
+    assert "s from the end of speech to the first audio" in speed["speed: commands"]["detail"]
+    assert " tok/s" in speed["speed: answers"]["detail"] and " 0 tok/s" not in speed["speed: answers"]["detail"]
