@@ -793,3 +793,63 @@ def test_a_turn_never_waits_forever_for_an_abandoned_one(scripted, monkeypatch):
     assert not t.is_alive() and out["reply"] == brain_mod.SORRY_BUSY and out["resp"].error.startswith("busy")
     del abandoned  # closed: the turn lock is free again
     assert brain.respond("third").wait() == "The third answer."
+
+
+# ----------------------------------------------------------------------------------------------- the tool's kind
+
+
+@pytest.mark.parametrize("name, slots, text, fits", [
+    ("HassStartTimer", {"minutes": 10}, "get the kitchen light going", False),
+    ("HassStartTimer", {"minutes": 10}, "set a timer for ten minutes", True),
+    ("HassStartTimer", {"minutes": 10}, "remind me in 10 minutes", True),
+    ("HassTurnOff", {"name": "Kitchen Light"}, "dim the kitchen light to 30 percent", False),
+    ("HassTurnOff", {"name": "Kitchen Light"}, "kill the kitchen light", True),
+    ("HassLightSet", {"name": "Kitchen Light", "brightness": 100}, "turn on the kitchen light", False),
+    ("HassLightSet", {"name": "Kitchen Light", "brightness": 50}, "kitchen light at half please", True),
+    ("HassLightSet", {"name": "Kitchen Light", "brightness": 80}, "a bit brighter in the kitchen", True),
+    ("HassTurnOn", {"name": "Kitchen Light"}, "I can hardly see a thing in the kitchen", True),
+    ("HassTurnOn", {"name": "Front Door"}, "switch on the lamp", False),  # a lamp was asked for, a lock targeted
+    ("HassTurnOn", {"area": "Living Room", "domain": "light"}, "living room lamp on", True),
+    ("HassGetState", {"name": "Front Door"}, "is the front door locked", True),
+])
+def test_a_tool_whose_kind_does_not_fit_the_words_is_refused(home, name, slots, text, fits):
+    from edge_agent.brain import tool_misfit
+    from edge_agent.intent import IntentCall
+
+    reason = tool_misfit(IntentCall(name, slots), text, home)
+    assert (reason is None) == fits, reason
+
+
+def test_a_misfit_tool_call_never_runs_and_goes_back_to_the_model(scripted):
+    brain, backend = scripted(streams=[("tool", ""), ("tool", "")],
+                              calls=[{"name": "HassStartTimer", "arguments": {"minutes": 10}},
+                                     {"name": "HassTurnOn", "arguments": {"name": "Kitchen Light"}}])
+    published = []
+    brain.on_intent = lambda call, result: published.append(call.name)
+    resp = brain.respond("get the kitchen light going")
+    assert resp.wait() == "Turned on the kitchen light."
+    assert published == ["HassTurnOn"] and brain.timers.timers == []
+    assert resp.timings["misfit_tool_call"] == "HassStartTimer"
+    tool_msg = backend.seen[2][1][-1]
+    assert tool_msg["role"] == "tool" and "timer" in json.loads(tool_msg["content"])["error"]
+
+
+def test_the_llm_sees_the_device_of_the_previous_turn(scripted):
+    brain, backend = scripted(calls=[{"name": "HassTurnOff", "arguments": {"name": "Kitchen Light"}}])
+    brain.fast_path = True
+    brain.respond("turn on the kitchen light").wait()  # the fast path: executed, so carried over
+    brain.fast_path = False  # the next turn goes to the LLM
+    resp = brain.respond("switch it off")
+    assert resp.wait() == "Turned off the kitchen light."
+    assert [c.entities for c in resp.intents] == [["light.kitchen"]]
+    # "it" names no device, yet the call was forced and not blocked: the context says what "it" is
+    assert resp.timings["forced_tool_call"] is True and "blocked_tool_call" not in resp.timings
+    kind, messages, _ = backend.seen[0]
+    context = [m["content"] for m in messages[1:] if m["role"] == "system"]
+    assert kind == "json" and any("Kitchen Light" in c for c in context)
+
+
+def test_what_the_llm_only_said_is_never_carried_over(scripted):
+    brain, backend = scripted(streams=[("words", "Turned on the kitchen light.")])
+    brain.respond("and what about now").wait()  # the guard rewrites it; nothing ran
+    assert brain.context.last() is None and brain.context.describe() == ""

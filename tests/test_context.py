@@ -232,3 +232,72 @@ def test_retarget_answers_a_did_you_mean(home):
     assert c.retarget(asked, "no, the desk lamp").slots == {"name": "Desk Lamp"}
     assert c.retarget(asked, "the office one").slots == {"name": "Desk Lamp"}
     assert c.retarget(asked, "no") is None and c.retarget(asked, "what time is it") is None
+
+
+# ----------------------------------------------------------------------------------------------- the conversation set
+
+
+def _tool():
+    import importlib.util
+    import sys
+
+    if "conversations_tool" in sys.modules:
+        return sys.modules["conversations_tool"]
+    spec = importlib.util.spec_from_file_location("conversations_tool", ROOT / "tools" / "conversations.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["conversations_tool"] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_judge_turn_wants_exactly_what_ran():
+    judge = _tool().judge_turn
+    on = IntentCall("HassLightSet", {"name": "Kitchen Light", "brightness": 80}, ["light.kitchen"])
+    assert judge({"do": [{"i": "HassLightSet", "e": ["light.kitchen"], "brightness": 80}]}, [on], None) == (True, "")
+    assert not judge({"do": [{"i": "HassLightSet", "e": ["light.kitchen"], "brightness": 30}]}, [on], None)[0]
+    assert not judge({"do": [{"i": "HassLightSet", "e": ["light.bedroom_lamp"]}]}, [on], None)[0]
+    assert not judge({"do": []}, [on], None)[0]  # something ran that should not have
+    assert not judge({"do": [], "ask": True}, [], None)[0]  # a question back was expected
+    assert judge({"do": [], "ask": True}, [], on) == (True, "")
+
+
+def test_truth_check_flags_a_report_of_what_did_not_run(home):
+    tool = _tool()
+    ran = IntentResult(IntentCall("HassTurnOn", {"name": "Kitchen Light"}, ["light.kitchen"]), True,
+                       "Turned on the kitchen light.", {"intent": "HassTurnOn", "action": "turn_on"})
+    assert tool.truth_violations("Turned on the kitchen light.", [ran], home) == []
+    assert tool.truth_violations("Turned on the kitchen light.", [], home) == ["Turned on the kitchen light."]
+
+
+def test_conversation_set_fast_path_and_context():
+    """The whole set without an LLM (fast path, ask-back and context; the real matcher and handler): the turns the
+    LLM would answer get an apology here, which is right for them (nothing executed)."""
+    tool = _tool()
+    runner = tool.Runner(tool.DEFAULT_SET, None, use_llm=False)
+    assert len(runner.conversations) >= 30
+    scores = [s for conv in runner.conversations for s in runner.run(conv)]
+    summary = tool.summarize(scores)
+    wrong = [(s.conv, s.say, s.why) for s in scores if not s.ok]
+    assert summary["right_pct"] >= 95.0, wrong
+    assert summary["truth_violations"] == 0, [s.truth_violations for s in scores if s.truth_violations]
+
+
+@pytest.mark.slow
+def test_conversations_with_the_real_llm(tmp_path):
+    """A handful of conversations through Brain with the real LLM (config.yaml's model): the LLM's turns (questions,
+    an unknown device, "it" with nothing to refer to) execute nothing and report nothing that did not run; the
+    carried-over turns around them still act on the right device."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "conv.json"
+    ids = ["knowledge-then-command", "unknown-device-then-it", "knowledge-no-carry", "pronoun-off"]
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "conversations.py"), "--only", *ids,
+                           "--json", str(out), "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    turns, summary = data["turns"], data["summary"]
+    assert summary["turns"] == 10 and summary["llm_turns"] >= 3
+    assert summary["truth_violations"] == 0, [t for t in turns if t["truth_violations"]]
+    assert summary["right"] >= 9, [(t["say"], t["reply"], t["why"]) for t in turns if not t["ok"]]
