@@ -2,20 +2,29 @@
 
 Flow of one ``respond(text)``:
 
-1. A pending confirmation ("Unlock the front door?") is settled first: "yes" runs the remembered call with
-   ``confirmed=True``; anything else cancels it (a plain "no" is acknowledged; other text is handled as new).
-2. **Fast path**: Home Assistant's templates (``IntentMatcher``) -> ``IntentHandler.handle`` -> its sentence is
-   spoken at once. No LLM, milliseconds.
-3. **LLM path**, through the ``LlmBackend`` port (``llm_backend.py``; ``llm.backend`` picks one): the brain hands
+1. A pending question is settled first (``Pending``): a sensitive action's "Unlock the front door?" (a yes runs
+   the remembered call with ``confirmed=True``) or the tolerant matcher's ask-back "Did you mean the Bedroom Lamp?"
+   (a yes runs it; "no, the desk lamp" runs it on that device). A "no" is acknowledged; other text cancels it and
+   is handled as new; it expires after ``CONFIRM_TTL_S`` / ``CLARIFY_TTL_S``.
+2. **Conversation context** (``context.py``): a follow-up that refers to what recent turns EXECUTED ("turn it
+   off", "and the bedroom one too", "actually make it eighty", "stop it" after a timer, "no, the bedroom one" right
+   after an action: undone and redone, both said) becomes calls, or words with the reference spelled out for the
+   templates.
+3. **Fast path**: Home Assistant's templates, then the tolerant tier (``IntentMatcher.match(..., ask_back=True)``)
+   -> ``IntentHandler.handle`` -> its sentence is spoken at once; a match not sure enough asks back instead. No
+   LLM, milliseconds.
+4. **LLM path**, through the ``LlmBackend`` port (``llm_backend.py``; ``llm.backend`` picks one): the brain hands
    over chat messages and reads back text and one ``CallStats`` per call; the chat template, grammars and KV cache
    are the backend's. The model sees a FIXED prefix (system prompt, guardrail profile, this home's devices, worked
    examples, the tools) that is identical on every call, so a local backend keeps it in its KV cache (and on disk,
-   ``llm.prefix_cache_dir``), then the spoken history, the context (the user's area) and the user's words. It either
+   ``llm.prefix_cache_dir``), then the spoken history, the context (the user's area; the device and timer of
+   recent turns, from what ran) and the user's words. It either
    answers in free text, streamed to the voice as it is written, or begins a tool call (``stats.tool_call``): the
    call is then written under the tools' JSON schema (``complete_json(..., tool_call=True)``, after any words
    already said), so it can only name real tools and configured entities/areas. The call is checked again
    (``IntentHandler.validate`` inside ``handle``; area/domain arguments that contradict a named device are dropped
-   first); a ``ToolError`` goes back to the model once as the tool's result, then we apologise. After the tool
+   first; a tool whose kind does not fit the words, ``tool_misfit``, never runs); a ``ToolError`` goes back to the
+   model once as the tool's result, then we apologise. After the tool
    runs, the handler's own factual sentence is spoken at once; with ``llm.reply_after_tool`` its
    ``IntentResult.data`` is fed back instead and the model phrases the reply in words-only mode.
 
