@@ -298,6 +298,6 @@ def test_conversations_with_the_real_llm(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads(out.read_text())
     turns, summary = data["turns"], data["summary"]
-    assert summary["turns"] == 10 and summary["llm_turns"] >= 3
+    assert summary["turns"] == 11 and summary["llm_turns"] >= 3
     assert summary["truth_violations"] == 0, [t for t in turns if t["truth_violations"]]
-    assert summary["right"] >= 9, [(t["say"], t["reply"], t["why"]) for t in turns if not t["ok"]]
+    assert summary["right"] >= 10, [(t["say"], t["reply"], t["why"]) for t in turns if not t["ok"]]
