@@ -270,9 +270,19 @@ class Rig:
         self.speaker = MuteSpeaker(m.tts.sample_rate, file=Path(self._tmp.name) / "out.wav", realtime=False)
         self.brain = RecordingBrain(m.brain)
         self.responses: list[Any] = self.brain.responses
+        self.link = None
+        if m.s.mqtt.enabled:
+            # MQTT on, as in real use: every state change and intent goes through the outbox to a real broker (the
+            # engine stops this link when it shuts down, so each rig has its own)
+            from edge_agent.mqtt import MqttLink
+
+            self.link = MqttLink(m.s.mqtt, m.s.site)
+            self.link.start()
+            if not self.link.wait_connected(15):
+                raise RuntimeError(f"the bench's broker at {m.s.mqtt.host}:{m.s.mqtt.port} did not accept a connection")
         self.engine = Engine(m.s, source=self.mic, speaker=self.speaker, wake=m.wake, vad=m.vad,
                              segmenter_factory=lambda: Segmenter(m.s.vad), stt=m.stt, brain=self.brain, tts=m.tts,
-                             turn_log=TurnLog(None))
+                             mqtt=self.link, turn_log=TurnLog(None))
         self.speaker.start()
         self.thread = threading.Thread(target=self.engine.run, name="bench-engine", daemon=True)
         self.thread.start()
@@ -750,7 +760,7 @@ def markdown(res: dict[str, Any]) -> str:
     L += ["", "### Targets", "", "| target | limit | measured | |", "|---|---|---|---|"]
     L += [f"| {a_} | {b_} | {c_} | {d_} |" for a_, b_, c_, d_ in targets(res)]
     L += ["", f"Load average (1/5/15 min) at start {res['load_start']}, at end {res['load_end']}; "
-              f"{res['machine']['cores']} cores, {res['machine']['cpu_model']}."]
+              f"{res['machine']['cores']} cores, {res['machine']['cpu_model']}. MQTT: {res.get('mqtt', 'off')}."]
     return "\n".join(L)
 
 
@@ -795,6 +805,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--negative-minutes", type=float, help="minutes of negative audio (default 3 quick, 60 full)")
     ap.add_argument("--skip", default="", help=f"sections to skip, comma-separated: {','.join(SECTIONS)}")
     ap.add_argument("--json", type=Path, help="write the full results (every turn) as JSON here")
+    ap.add_argument("--no-mqtt", action="store_true",
+                    help="no broker (by default a private Mosquitto runs on loopback and MQTT is on, as in real use, "
+                         "so the outbox's disk writes are inside the figures)")
     ap.add_argument("--markdown", type=Path, help="also write the markdown table here")
     budget.add_argument(ap)
     return ap
@@ -833,6 +846,36 @@ def _run(args: argparse.Namespace, full: bool, skip: set[str], progress: Any) ->
                            "command": "edge-agent bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"]
                                                                      else sys.argv[1:])}
     s = bench_settings(args.config)
+    broker = None
+    if not args.no_mqtt:
+        broker, s = _with_broker(s)
+        res["mqtt"] = f"on: Mosquitto on 127.0.0.1:{broker.port}, outbox on {s.mqtt.outbox_dir}"
+    else:
+        res["mqtt"] = "off (--no-mqtt)"
+    try:
+        return _run_with(args, full, skip, progress, res, s)
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def _with_broker(s: Settings) -> tuple[Any, Settings]:
+    """A private Mosquitto on a free loopback port (the test suite's own starter) and settings that use it."""
+    sys.path.insert(0, str(REPO_ROOT))
+    try:
+        from tests.broker import Broker
+    except ImportError as e:
+        raise ConfigError(f"cannot start the bench's broker ({e})",
+                          fix="run from a checkout with mosquitto installed (apt-get install mosquitto), or --no-mqtt"
+                          ) from None
+    d = Path(tempfile.mkdtemp(prefix="edge-bench-mqtt-"))
+    broker = Broker(d / "broker").start()
+    mq = dataclasses.replace(s.mqtt, enabled=True, host="127.0.0.1", port=broker.port, outbox_dir=str(d / "outbox"))
+    return broker, dataclasses.replace(s, mqtt=mq)
+
+
+def _run_with(args: argparse.Namespace, full: bool, skip: set[str], progress: Any, res: dict[str, Any],
+              s: Settings) -> int:
     root = args.set.expanduser()
     progress(f"bench set in {root} ({res['mode']})")
     manifest = make_bench_set(s, root, quick=not full, negative_minutes=args.negative_minutes)
