@@ -48,6 +48,8 @@ class CallStats:
     stop_string: str | None = None  # the stop string that ended generation, if one did
     text: str = ""  # the text generated (a stream: what was yielded; complete_json: the raw JSON)
     tool_call: bool = False  # free mode: the model began a tool call, and the stream ended there
+    backend: str = ""  # which backend answered, when one backend may hand a call to another ("openai", "local")
+    fallback_reason: str = ""  # why the call went to the fallback ("unreachable", "timeout", "malformed", ...)
 
     @property
     def n_evaluated(self) -> int:
@@ -57,7 +59,9 @@ class CallStats:
         return {"n_prompt": self.n_prompt, "n_cached": self.n_cached, "t_prompt_s": round(self.t_prompt_s, 3),
                 "n_gen": self.n_gen, "t_gen_s": round(self.t_gen_s, 3),
                 "ttft_s": None if self.t_first_token is None else round(self.t_first_token - self.t_start, 3),
-                "stopped": self.stopped}
+                "stopped": self.stopped,
+                **({"backend": self.backend} if self.backend else {}),
+                **({"fallback_reason": self.fallback_reason} if self.fallback_reason else {})}
 
 
 class TextStream:
@@ -123,8 +127,14 @@ def _local(settings: Settings) -> LlmBackend:
     return LocalLlamaBackend.from_settings(settings)
 
 
+def _openai(settings: Settings) -> LlmBackend:
+    from .llm_openai import OpenAiBackend
+
+    return OpenAiBackend.from_settings(settings)
+
+
 # name -> factory(settings). Tests register scripted backends here (e.g. with monkeypatch.setitem).
-LLM_BACKENDS: dict[str, Callable[[Settings], LlmBackend]] = {"local": _local}
+LLM_BACKENDS: dict[str, Callable[[Settings], LlmBackend]] = {"local": _local, "openai": _openai}
 
 
 def create_backend(settings: Settings, name: str | None = None) -> LlmBackend:

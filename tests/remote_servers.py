@@ -1,0 +1,142 @@
+"""Real servers on loopback for the remote-stage tests: llama-cpp-python's OpenAI-compatible server with the
+project's GGUF, a listener that accepts connections and never answers, and a plain HTTP server that answers with
+whatever bytes a test gives it (malformed data)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from .broker import free_port
+
+
+class LlamaServer:
+    """``python -m llama_cpp.server`` on 127.0.0.1:port; ``kill()`` and ``start()`` again on the same port."""
+
+    def __init__(self, model: Path, log_path: Path, *, threads: int = 1, port: int | None = None) -> None:
+        self.model = Path(model)
+        self.log_path = Path(log_path)
+        self.threads = threads
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout: float = 120.0) -> LlamaServer:
+        assert self.proc is None or self.proc.poll() is not None, "server already running"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model), "--host", "127.0.0.1",
+             "--port", str(self.port), "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
+             "--n_ctx", "2048", "--verbose", "False"], stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited {self.proc.returncode}:\n{self.log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as r:  # noqa: S310 - loopback
+                    json.loads(r.read())
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"llama_cpp.server did not answer on {self.port} within {timeout} s")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+
+class SilentServer:
+    """Accepts TCP connections and never sends a byte (a hung server); counts the connections."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)  # kept open, never read or answered
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.accepted:
+            c.close()
+
+
+class ScriptedHttpServer:
+    """A real HTTP server whose answer to every request is ``self.reply`` (status, content type, body bytes)."""
+
+    def __init__(self) -> None:
+        self.reply: tuple[int, str, bytes] = (200, "application/json", b'{"object": "list", "data": []}')
+        self.requests: list[tuple[str, str, bytes]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                outer.requests.append((self.command, self.path, self.rfile.read(n)))
+                status, ctype, body = outer.reply
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer  # noqa: N815
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def sse(self, events: list[object | str]) -> None:
+        """Answer with a server-sent event stream of these events (objects as JSON, strings as they are)."""
+        lines = [f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n" for e in events]
+        self.reply = (200, "text/event-stream", "".join(lines).encode())
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def wait_for(pred, timeout: float, interval: float = 0.05) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(interval)
+    return pred()
