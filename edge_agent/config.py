@@ -145,10 +145,21 @@ class VoskSettings:
 
 
 @dataclass(frozen=True)
+class WyomingSttSettings:
+    host: str = opt("127.0.0.1", "Host of a Wyoming speech-to-text server (wyoming-faster-whisper).")
+    port: int = opt(10300, "Its TCP port.", min=1, max=65535)
+    language: str = opt("en", "Spoken language sent with each request.")
+    connect_timeout_s: float = opt(2.0, "Give up connecting after this many seconds.", min=0.1)
+    timeout_s: float = opt(5.0, "Give up when the transcript has not arrived this long after the end of speech.",
+                           min=0.5)
+
+
+@dataclass(frozen=True)
 class SttSettings:
     engine: str = opt("whisper", "Speech-to-text engine: a registered name (whisper, vosk, or a plug-in's).")
     whisper: WhisperSettings = opt(WhisperSettings(), "faster-whisper settings.")
     vosk: VoskSettings = opt(VoskSettings(), "Vosk settings.")
+    wyoming: WyomingSttSettings = opt(WyomingSttSettings(), "Wyoming STT server settings (stt.engine: wyoming).")
 
 
 @dataclass(frozen=True)
