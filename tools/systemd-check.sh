@@ -107,7 +107,7 @@ if [ ! -f "$DIR/.edge-agent-check-rootfs" ]; then
   # Not booted yet: a plain nspawn (its own mount and pid namespaces, the host's network for apt).
   systemd-nspawn -q -D "$DIR" --register=no --keep-unit /bin/sh -c \
     "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${ROOTFS_PKGS[*]} >/dev/null" \
-    2>&1 | tail -5 | indent
+    2>&1 | grep -v 'Attempted to remove disk file system' | tail -5 | indent
   # Debian's Mosquitto would listen on 1883 of the host's loopback (the network is shared): the check starts its own.
   ln -sf /dev/null "$DIR/etc/systemd/system/mosquitto.service"
   echo edge-agent-check > "$DIR/etc/hostname"
@@ -257,7 +257,7 @@ REQUEST="Hey Jarvis. What time is it?"
 if [ ! -s "$DIR/root/edge-agent-check-request.wav" ]; then
   info "making the spoken request with the installed Piper voice: '$REQUEST'"
   ct /opt/edge-agent/.venv/bin/edge-agent -c /etc/edge-agent/config.yaml say "$REQUEST" \
-    -o /root/edge-agent-check-request.wav >/dev/null
+    -o /root/edge-agent-check-request.wav 2>&1 | sed 's/^[0-9-]* [0-9:,]* //' | indent
 fi
 
 # ---------------------------------------------------------------------------------------------- helpers
