@@ -180,6 +180,23 @@ def check_llm_server(s: Settings) -> Check | None:
     return Check(what, OK, f"{o.base_url} answered in {(time.monotonic() - t0) * 1000:.0f} ms")
 
 
+def check_stt_server(s: Settings) -> Check | None:
+    """``stt.engine: wyoming``: the server answers Wyoming ``describe``; its round-trip time."""
+    if s.stt.engine != "wyoming":
+        return None
+    from .errors import SttError
+    from .stt_wyoming import WyomingSttEngine
+
+    engine, what = WyomingSttEngine(s.stt.wyoming), "stt server"
+    try:
+        info, rtt = engine.describe()
+    except SttError as e:
+        return Check(what, FAIL, e.message, e.fix or "check stt.wyoming.host and port")
+    names = [m.get("name") for a in info.get("asr") or [] for m in a.get("models") or []]
+    return Check(what, OK, f"{engine.address} ({', '.join(map(str, names)) or 'no model listed'}) answered in "
+                 f"{rtt * 1000:.0f} ms")
+
+
 def check_broker(m: MqttSettings, site_id: str, timeout_s: float = BROKER_TIMEOUT_S) -> Check:
     """A real MQTT connection: TCP, TLS when configured, credentials (CONNACK), then a clean disconnect.
 
@@ -461,7 +478,7 @@ def run_checks(s: Settings, config_path: str | os.PathLike[str] | None) -> list[
     checks += check_audio(s)
     checks += check_models(s, store)
     checks.append(check_broker(s.mqtt, s.site.site_id))
-    checks += [c for c in [check_llm_server(s)] if c is not None]
+    checks += [c for c in [check_llm_server(s), check_stt_server(s)] if c is not None]
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:

@@ -35,7 +35,8 @@ __all__ = ["SttEngine", "SttResult", "SttSpec", "SttStream", "edit_distance", "m
 
 log = logging.getLogger(__name__)
 
-BUILTIN_STT = ("edge_agent.stt_whisper", "edge_agent.stt_vosk")  # modules that register an engine when imported
+# modules that register an engine when imported
+BUILTIN_STT = ("edge_agent.stt_whisper", "edge_agent.stt_vosk", "edge_agent.stt_wyoming")
 CLI_CHUNK_S = 0.1  # --partials streams files in 100 ms chunks, like a live microphone block
 
 
