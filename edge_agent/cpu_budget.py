@@ -31,11 +31,14 @@ from .errors import EdgeAgentError
 
 log = logging.getLogger(__name__)
 
-# Fitted by tools/calibrate_pi.py on this project's own workloads (docs/pi-calibration.md, "Fit"): the CPU quota,
-# in core-equivalents of this machine, at which the published Raspberry Pi figures are reproduced. Whisper tiny.en
-# (the latency users feel first) decides; the LLM and Piper fits are reported beside it in the doc.
-PI5_CPUS = 0.75
-PI4_CPUS = 0.3
+# Fitted by tools/calibrate_pi.py on this project's own workloads (docs/pi-calibration.md, "Fit", 2026-11-29, on a
+# 2-core Intel Xeon): the CPU quota, in core-equivalents of this machine, at which faster-whisper tiny.en int8 (30 s
+# window) takes the published time per utterance: Pi 5 1.26-1.70 s (midpoint 1.48 s) -> 0.38 CPU (range 0.33-0.45),
+# Pi 4 3.42 s -> 0.17 CPU. Quiet-machine fits (CPU seconds of the decode / published time; the timed curve agrees
+# within 2-15 % where the shared machine had room, at 0.1-0.2 CPU). The other stages disagree: the LLM would need
+# ~1.4-1.7 CPU for a Pi 5 (so these presets overstate LLM time on a Pi 5 about 4x), Piper ~0.09-0.12 CPU for a Pi 4.
+PI5_CPUS = 0.38
+PI4_CPUS = 0.17
 PRESETS = {"pi5": PI5_CPUS, "pi4": PI4_CPUS}
 # CFS period: short, so a throttled process runs in many small slices (a uniformly slower CPU) instead of running
 # at full speed for most of a 100 ms period and then stopping dead for the rest of it.
