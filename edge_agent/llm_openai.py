@@ -328,7 +328,9 @@ class OpenAiBackend:
         self.load()
         if self.fallback is not None:
             self.fallback.warmup(prefix)
-        stats = CallStats(t_start=time.monotonic(), backend=self.name)
+        # the server evaluates the prefix (nothing of it is cached here): an estimate of its size, none cached
+        stats = CallStats(t_start=time.monotonic(), backend=self.name,
+                          n_prompt=sum(self.count_tokens(m["content"]) for m in prefix))
         try:
             for _ in self._remote([*prefix, {"role": "user", "content": "Hello"}], stats, mode="words", stop=(),
                                   cancel=None, deadline=None, max_tokens=1, temperature=0.0, body_extra={}):
