@@ -341,6 +341,9 @@ class Engine:
         self.source.open()
         if self.speaker.file is not None and self.file_source is not None:
             self.speaker.file_t0 = self.file_source.t0  # output WAV and input WAV share one timeline
+        if self.bridge is not None:
+            # the retained state is this run's from the start, not what the last run left (or had queued)
+            self.bridge.publish_state(self.state, self.state)
         tail_start: float | None = None
         if self.notifier is not None:
             self.notifier.ready(f"listening ({self.state.value})")

@@ -65,6 +65,11 @@ def _results(rig, ask_id: str):
                                timeout=60)
 
 
+def test_the_retained_state_is_this_runs_own_from_the_start(rig):
+    states = rig["sub"].wait_for(lambda m: m[0] == "edge-agent/hall/state", timeout=30)
+    assert states[0][1] == b"idle", states
+
+
 def test_a_question_is_spoken_and_the_reply_matched(rig, store):
     daemon, va = rig["daemon"], rig["va"]
     yes = compose(store, [("piper", "Yes, please."), ("silence", 0.8)], rig["dir"] / "yes.wav")
