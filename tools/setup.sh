@@ -78,7 +78,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
-stamp_want="$( (cat requirements.lock requirements-test.txt pyproject.toml; echo "$LLAMA_CMAKE_ARGS") | sha256sum | cut -c1-16)"
+stamp_want="$( (cat requirements.lock pyproject.toml; echo "$LLAMA_CMAKE_ARGS") | sha256sum | cut -c1-16)"
 stamp_have="$(cat .venv/.edge-agent-setup 2>/dev/null || true)"
 if [ "$stamp_want" != "$stamp_have" ]; then
   mkdir -p "$WHEELS"
@@ -91,11 +91,19 @@ if [ "$stamp_want" != "$stamp_have" ]; then
   "${PIP[@]}" install --find-links "$WHEELS" -r requirements.lock
   # openwakeword's metadata demands tflite-runtime (no wheels past Python 3.11); we run it on ONNX Runtime.
   "${PIP[@]}" install --no-deps openwakeword==0.5.1
-  "${PIP[@]}" install -r requirements-test.txt   # pytest: small, and lets a Pi run the suite too
   "${PIP[@]}" install --no-deps -e .
   echo "$stamp_want" > .venv/.edge-agent-setup
 else
   say "Python packages up to date"
+fi
+# The test tools (pytest, and the real servers the tests start on loopback) only where the suite runs.
+if [ "$MODE" = test ]; then
+  test_want="$(cat requirements-test.txt | sha256sum | cut -c1-16)"
+  if [ "$test_want" != "$(cat .venv/.edge-agent-test-setup 2>/dev/null || true)" ]; then
+    say "installing the test tools (requirements-test.txt)"
+    "${PIP[@]}" install -r requirements-test.txt
+    echo "$test_want" > .venv/.edge-agent-test-setup
+  fi
 fi
 
 # ---------------------------------------------------------------------------------------------- models
