@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -180,11 +179,9 @@ def test_busy_loop_under_a_quarter_cpu_quota() -> None:
     env, ratio = out.stdout.split()
     assert env == "0.25"
     assert 0.15 < float(ratio) < 0.30, ratio
-    assert stat.get("nr_throttled", 0) > 0
+    # the quota, not the other work on the machine, held it there: throttled in most 10 ms periods
+    assert stat["nr_throttled"] >= 0.3 * stat["nr_periods"] > 0, stat
     assert not path.exists()
-    # and unlimited the same loop takes (nearly) a whole core: the quota, not the machine, made it 0.25
-    free = subprocess.run([sys.executable, "-c", BUSY, "1"], capture_output=True, text=True, timeout=60)
-    assert float(free.stdout.split()[1]) > 0.4
 
 
 def test_enter_moves_this_process_and_close_moves_it_back() -> None:
@@ -201,6 +198,7 @@ def test_enter_moves_this_process_and_close_moves_it_back() -> None:
             pass
         ratio = (time.process_time() - c0) / (time.monotonic() - w0)
         assert ratio < 0.6, ratio
+        assert b.stat()["nr_throttled"] > 0
     assert Path("/proc/self/cgroup").read_text() == own
     assert not (h.own_dir / name).exists()
     assert cb.ENV_ACTIVE not in os.environ
