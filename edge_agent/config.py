@@ -466,7 +466,8 @@ def _validate_semantics(s: Settings) -> None:
     from .stt import stt_engines  # the engines register themselves; imported here, not at the top (no cycle)
 
     if s.stt.engine not in stt_engines():
-        raise ConfigError(f"stt.engine: got {s.stt.engine!r}; allowed: {', '.join(repr(n) for n in stt_engines())}")
+        raise ConfigError(f"stt.engine: got {s.stt.engine!r}; allowed: "
+                          f"{', '.join(repr(n) for n in sorted(stt_engines()))}")
     if s.mqtt.username is None and any((s.mqtt.password, s.mqtt.password_env, s.mqtt.password_file)):
         raise ConfigError("mqtt.password: a password is set but mqtt.username is null; set mqtt.username")
     if sum(x is not None for x in (s.mqtt.password, s.mqtt.password_env, s.mqtt.password_file)) > 1:

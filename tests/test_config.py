@@ -43,7 +43,7 @@ def test_config_yaml_is_what_the_generator_writes():
     ("data", "expect"),
     [
         ({"stt": {"engin": "vosk"}}, "stt.engin: unknown key (did you mean 'engine'?)"),
-        ({"stt": {"engine": "google"}}, "stt.engine: got 'google'; allowed: 'whisper', 'vosk'"),
+        ({"stt": {"engine": "google"}}, "stt.engine: got 'google'; allowed: 'vosk', 'whisper', 'wyoming'"),
         ({"vad": {"trailing_silence_s": "long"}}, "vad.trailing_silence_s: expected a number"),
         ({"vad": {"trailing_silence_s": 9}}, "vad.trailing_silence_s: 9.0 is out of range"),
         ({"mqtt": {"port": True}}, "mqtt.port: expected an integer"),
