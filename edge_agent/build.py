@@ -100,7 +100,7 @@ def build_engine(cls: type[Engine], settings: Settings, *, input_file: str | Non
                  stop_wake=stop_wake,
                  turn_log=TurnLog(turn_log or settings.log.turn_log and settings.path(settings.log.turn_log),
                                   settings.log.turn_log_stdout),
-                 exit_at_end=bool(input_file), notifier=None if input_file else SystemdNotifier())
+                 exit_at_end=bool(input_file), notifier=SystemdNotifier())  # a no-op without NOTIFY_SOCKET
     speaker.start(t0=None)
     if input_file and speaker.file is not None:
         speaker.file_t0 = time.monotonic()
