@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             return cli_ask(args, settings)
         if args.cmd == "run":
             from .cpu_budget import applied
-            from .engine import cli_run
+            from .daemon import cli_run
             from .memory import limit_arenas
 
             limit_arenas()  # before the models' thread pools start allocating

@@ -18,25 +18,21 @@ Subscribers: state changes go to ``state_listeners`` (log, MQTT, systemd status)
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from . import controller as ev
 from . import memory
-from .audio import SAMPLE_RATE, AudioChunk, write_wav
+from .audio import SAMPLE_RATE, AudioChunk
 from .audio_io import FileSource, Segment
 from .config import Settings
 from .controller import RESPONDING, State, TurnController
 from .errors import AudioError, EdgeAgentError
 from .listener import Listener
+from .recorder import DebugRecorder
 from .responder import HUB_OFFLINE_NOTE, Responder
 from .responder import current as current_responder
 from .turn import Turn, TurnLog
@@ -57,7 +53,6 @@ log = logging.getLogger(__name__)
 FILE_TAIL_MAX_S = 60.0  # in file mode, how long to wait after the input ends for the last turn to finish
 MISSED_COMMAND_MAX_S = 120.0  # a timer's command that fell due longer ago (device off) is not run late
 HISTORY_KEEP = 500  # turn records kept in memory (the turn log on disk has them all)
-DEBUG_WAKE_S = 2.5  # seconds of audio saved per wake detection by the debug recorder
 SELF_ECHO_TAIL_S = 0.6  # a detection this soon after a segment ended may still be its echo
 SHUTDOWN_S = 4.0  # ordered shutdown finishes within this (systemd's stop timeout is longer)
 
@@ -91,12 +86,11 @@ class Engine:
         self._follow_seg: Any = None  # detects speech start in the follow-up window
         self.responders: dict[str, Responder] = {}
         self._threads: dict[str, threading.Thread] = {}
-        self._turn_audio: dict[str, list[np.ndarray]] = {}  # debug recorder: what STT heard, per turn
         self.loop_cpu_s = 0.0  # the loop thread's CPU (wake word, VAD, listener) since the last finished turn
         self.loop_audio_s = 0.0  # seconds of audio it processed in that time
         self.preroll = PreRoll(settings.vad.pre_roll_s)
-        # debug recorder (log.debug_audio_dir): the last seconds the wake word heard, saved at each detection
-        self.wake_tape = PreRoll(DEBUG_WAKE_S) if settings.log.debug_audio_dir else None
+        self.recorder = (DebugRecorder(settings.path(str(settings.log.debug_audio_dir)))
+                         if settings.log.debug_audio_dir else None)  # what the wake word and STT heard, as WAVs
         self.state_listeners: list[Callable[[State, State], None]] = [self._log_state]
         self.turn_listeners: list[Callable[[Turn, dict[str, Any]], None]] = [self._record_turn]
         self.bridge: MqttBridge | None = None
@@ -195,13 +189,8 @@ class Engine:
         if len(self.history) > HISTORY_KEEP:
             del self.history[: len(self.history) - HISTORY_KEEP]
         self.turn_log.write(record)
-        audio = self._turn_audio.pop(turn.turn_id, None)
-        if self.s.log.debug_audio_dir and audio:
-            try:
-                write_wav(self.s.path(str(self.s.log.debug_audio_dir)) / f"{turn.turn_id}-stt.wav",
-                          np.concatenate(audio))
-            except OSError as e:
-                log.warning("debug recorder: %s", e)
+        if self.recorder is not None:
+            self.recorder.turn_finished(turn.turn_id)
 
     # ------------------------------------------------------------------ the controller and its actions
     def dispatch(self, event: ev.Event) -> None:
@@ -289,8 +278,8 @@ class Engine:
             self._feed_listener(AudioChunk(audio, t_pre if t_pre is not None else time.monotonic()))
 
     def _keep_audio(self, turn_id: str, listener: Listener) -> None:
-        if listener.audio:
-            self._turn_audio[turn_id] = listener.audio
+        if self.recorder is not None:
+            self.recorder.keep(turn_id, listener.audio)
 
     def _responder(self, turn: Turn, **kw: Any) -> Responder:
         r = Responder(turn, post=self.post, brain=self.brain, tts=self.tts, speaker=self.speaker,
@@ -394,8 +383,8 @@ class Engine:
 
     def _process(self, chunk: AudioChunk) -> None:
         self.preroll.push(chunk)
-        if self.wake_tape is not None:
-            self.wake_tape.push(chunk)
+        if self.recorder is not None:
+            self.recorder.push(chunk)
         state = self.state
         speaking = state in RESPONDING or self.speaker.busy
         t_audio = self.speaker.t_any_audio
@@ -423,7 +412,8 @@ class Engine:
             before = self.turn
             self.dispatch(ev.WakeDetected(time.monotonic(), det.model, det.score, det.t))
             if self.turn is not before and self.state == State.LISTENING:
-                self._record_wake(det)
+                if self.recorder is not None and self.turn is not None:
+                    self.recorder.wake(self.turn.turn_id, det)
                 if self.bridge is not None and self.turn is not None:
                     self.bridge.arbitrate(det.model, det.score, self.turn.turn_id)
                 return
@@ -461,17 +451,6 @@ class Engine:
                 self.vad.reset()
                 self.dispatch(ev.FollowUpSpeech(time.monotonic()))
                 return
-
-    def _record_wake(self, det: Any) -> None:
-        if self.wake_tape is None or self.turn is None:
-            return
-        audio = self.wake_tape.drain()
-        name = f"{self.turn.turn_id}-wake-{det.model}-{det.score:.2f}.wav"
-        path = self.s.path(str(self.s.log.debug_audio_dir)) / name
-        try:
-            write_wav(path, audio)
-        except OSError as e:
-            log.warning("debug recorder: %s", e)
 
     def _hearing_own_wake_phrase(self) -> bool:
         """Half-duplex guard: without echo cancellation the microphone hears the reply, so a wake word inside the
@@ -520,41 +499,3 @@ class Engine:
         from .build import build_engine
 
         return build_engine(cls, settings, **kw)
-
-
-def cli_run(args: Any, settings: Settings) -> int:
-    if args.realtime and not args.input:
-        raise AudioError("--realtime only makes sense with --input FILE.wav")
-    if not args.input:
-        # Live mode needs a microphone: say so plainly before loading anything.
-        from .audio_io import find_device
-
-        try:
-            find_device(settings.audio.input_device, "input")
-        except AudioError as e:
-            raise AudioError(
-                e.message,
-                fix="plug in a USB microphone (see `edge-agent devices`), or run the same loop over a recording: "
-                    "edge-agent run --input IN.wav --output OUT.wav",
-            ) from None
-    engine = Engine.from_settings(settings, input_file=args.input, output_file=args.output,
-                                  realtime=args.realtime, home_file=args.home, turn_log=args.turn_log,
-                                  use_mqtt=not args.no_mqtt)
-
-    def on_signal(signum: int, frame: Any) -> None:
-        log.info("signal %d: shutting down", signum)
-        engine.stop_event.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    if os.environ.get("EDGE_AGENT_DEBUG_HANG") == "1":
-        # For tools/systemd-check.sh: SIGUSR1 hangs the main loop (other threads live on), so the watchdog's
-        # restart of a hung loop can be shown under a real systemd. Off unless the variable is set.
-        def on_hang(signum: int, frame: Any) -> None:
-            log.warning("SIGUSR1 with EDGE_AGENT_DEBUG_HANG=1: the main loop hangs now (watchdog test)")
-            engine.debug_hang.set()
-
-        signal.signal(signal.SIGUSR1, on_hang)
-    log.info("ready: say the wake word (%s)", ", ".join(engine.wake_phrases))
-    print(f"edge-agent: listening for {', '.join(engine.wake_phrases)}", file=sys.stderr, flush=True)
-    return engine.run()
