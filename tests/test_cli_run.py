@@ -20,8 +20,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def request_wav(store, tmp_path_factory):
     d = tmp_path_factory.mktemp("cli_run")
+    # a request every plausible transcription of which the fast path answers the same way ("kitchen light" was
+    # once heard as "kitchen white" on a busy machine, which asks back instead of acting)
     return compose(store, [("silence", 0.5), ("piper", "Hey Jarvis!"), ("silence", 0.5),
-                           ("piper", "Turn on the kitchen light."), ("silence", 1.0)], d / "req.wav")
+                           ("piper", "What time is it?"), ("silence", 1.0)], d / "req.wav")
 
 
 def _no_sound(tmp_path: Path) -> dict:
@@ -34,7 +36,7 @@ def test_file_mode_writes_the_reply_and_the_turn_log(request_wav, tmp_path):
                    "--home", str(ROOT / "tests" / "data" / "home.yaml"), env=_no_sound(tmp_path), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     turns = [json.loads(x) for x in log.read_text().splitlines()]
-    assert len(turns) == 1 and [i["name"] for i in turns[0]["intents"]] == ["HassTurnOn"], turns
+    assert len(turns) == 1 and [i["name"] for i in turns[0]["intents"]] == ["HassGetCurrentTime"], turns
     with wave.open(str(out)) as w:
         assert w.getframerate() == 22050 and w.getnchannels() == 1
     audio = read_wav(out)
