@@ -1,0 +1,111 @@
+"""Whether words and an LLM tool call fit, pure (no model): ``looks_like_command`` / ``mentions_device`` (does
+the transcript command or name a device) and ``tool_misfit`` (a call whose tool kind does not fit the words)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .intent import IntentCall
+from .intents import DEVICE_INTENTS
+
+COMMAND_VERBS = re.compile(
+    r"\b(turn|switch|set|dim|brighten|open|close|shut|lock|unlock|start|stop|pause|resume|unpause|raise|lower|"
+    r"increase|decrease|make|put|activate|deactivate|enable|disable|skip|mute|unmute|cancel)\b", re.IGNORECASE)
+DEVICE_WORDS = {"light", "lights", "lamp", "lamps", "fan", "fans", "door", "doors", "lock", "blinds", "blind",
+                "curtain", "curtains", "shade", "shades", "garage", "heating", "thermostat", "temperature", "music",
+                "volume", "tv", "timer", "switch", "outlet", "plug", "window", "windows", "cover", "valve"}
+NAME_OVERLAP = 0.6  # share of a device name's words found in the text for it to count as mentioned
+
+
+def looks_like_command(text: str, home: Any) -> bool:
+    """A command verb plus a mention of a device (see ``mentions_device``)."""
+    return bool(COMMAND_VERBS.search(text)) and mentions_device(text, home)
+
+
+def mentions_device(text: str, home: Any) -> bool:
+    """A device word, a configured area, or most of a configured device's name (tolerant of one misheard word:
+    "the living room land")."""
+    words = set(re.findall(r"[a-z0-9']+", text.lower()))
+    if words & DEVICE_WORDS:
+        return True
+    names: list[str] = []
+    for e in getattr(home, "entities", {}).values():
+        names += list(getattr(e, "names", ()) or (e.name,))
+    names += [a.name for a in getattr(home, "areas", {}).values()]
+    for name in names:
+        parts = re.findall(r"[a-z0-9']+", name.lower())
+        if parts and sum(p in words for p in parts) / len(parts) >= NAME_OVERLAP:
+            return True
+    return False
+
+
+_TIMER_WORDS = re.compile(r"\b(?:timers?|alarms?|countdown|minutes?|mins?|seconds?|secs?|hours?)\b")
+_VALUE_WORDS = re.compile(r"\b(?:dim|dimmer|brightness|bright|brighter|brighten|darker|percent|per cent|half|full|"
+                          r"colou?r|white|red|orange|yellow|green|blue|purple|brown|pink|turquoise)\b|%|\d")
+_OFF_WORDS = re.compile(r"\b(?:off|out|shut|kill|cut|close|unlock|stop|disable|deactivate)\b")
+_TEMPERATURE_WORDS = re.compile(r"\b(?:temperature|degrees?|warm(?:er)?|cool(?:er)?|cold(?:er)?|hot(?:ter)?|"
+                                r"heat(?:ing)?|thermostat|\d+)\b")
+_POSITION_WORDS = re.compile(r"\b(?:open|close|position|percent|half|halfway|way|raise|lower|up|down|\d+)\b|%")
+_MEDIA_WORDS = re.compile(r"\b(?:music|song|track|play(?:ing|back)?|pause|resume|volume|louder|quieter|tv|"
+                          r"radio|speaker|next|previous|skip|back|podcast|media)\b")
+# A device word in the request -> the domains it can mean (a tool call must target one of them)
+KIND_DOMAINS: dict[str, set[str]] = {
+    "light": {"light"}, "lights": {"light"}, "lamp": {"light"}, "lamps": {"light"}, "fan": {"fan"},
+    "fans": {"fan"}, "blind": {"cover"}, "blinds": {"cover"}, "curtain": {"cover"}, "curtains": {"cover"},
+    "shade": {"cover"}, "shades": {"cover"}, "garage": {"cover"}, "thermostat": {"climate"},
+    "heating": {"climate"}, "lock": {"lock"}, "tv": {"media_player"}, "music": {"media_player"},
+    "plug": {"switch"}, "outlet": {"switch"},
+}
+
+
+def tool_misfit(call: IntentCall, text: str, home: Any) -> str | None:
+    """Why an LLM tool call does not fit the words, or None if it does (checked before it runs).
+
+    The constrained call can only name real tools and devices, but a 0.5B model still picks a tool whose kind does
+    not fit the request: a timer for "get the fan going", "turn off" for a dimming request, a light for a fan. A
+    timer tool needs a timer or a duration in the words; a brightness/temperature/position/media tool needs words
+    of its kind; turn on/off is not a dimming request; and when the words name a kind of device ("the fan"), the
+    call must target that kind. The reason goes back to the model as the tool's error. Pure: no model.
+    """
+    words = text.casefold()
+    name = call.name
+    if name in ("HassStartTimer", "HassCancelTimer", "HassPauseTimer", "HassUnpauseTimer", "HassIncreaseTimer",
+                "HassDecreaseTimer", "HassTimerStatus", "HassCancelAllTimers"):
+        if not _TIMER_WORDS.search(words):
+            return f"{name} is a timer tool, but the request names no timer or duration"
+        return None
+    if name == "HassLightSet" and not _VALUE_WORDS.search(words):
+        return "HassLightSet sets brightness or color, but the request names neither"
+    if name in ("HassTurnOn", "HassTurnOff") and _VALUE_WORDS.search(words) and re.search(
+            r"\b(?:dim|brightness|brighten|percent|per cent)\b|%", words) and not _OFF_WORDS.search(words):
+        return f"{name} switches on or off, but the request sets a brightness: use HassLightSet"
+    if name == "HassClimateSetTemperature" and not _TEMPERATURE_WORDS.search(words):
+        return "HassClimateSetTemperature sets a temperature, but the request names none"
+    if name == "HassSetPosition" and not _POSITION_WORDS.search(words):
+        return "HassSetPosition sets how far a cover is open, but the request names no position"
+    if name.startswith("HassMedia") or name == "HassSetVolume":
+        if not _MEDIA_WORDS.search(words):
+            return f"{name} controls media, but the request is not about media"
+    if name in DEVICE_INTENTS:
+        kinds = set().union(*(KIND_DOMAINS[w] for w in re.findall(r"[a-z]+", words) if w in KIND_DOMAINS))
+        slots = call.slots
+        target = slots.get("name")
+        named = isinstance(target, str) and normalize_name_in(target, words)
+        if kinds and not named and hasattr(home, "find"):
+            if isinstance(target, str):
+                ents = home.find(target, None, None)
+            else:
+                ents = home.find(None, slots.get("area"), slots.get("domain"), None, slots.get("floor"))
+            domains = {e.domain for e in ents}
+            if domains and not domains & kinds:
+                return (f"the request is about a {'/'.join(sorted(kinds))}, but the call targets "
+                        f"{'/'.join(sorted(domains))} devices")
+    return None
+
+
+def normalize_name_in(name: str, words: str) -> bool:
+    """The device name (most of its words) is in the request."""
+    parts = re.findall(r"[a-z0-9']+", name.casefold())
+    said = set(re.findall(r"[a-z0-9']+", words))
+    return bool(parts) and sum(p in said for p in parts) / len(parts) >= NAME_OVERLAP
