@@ -1,0 +1,378 @@
+"""The local language model (llama.cpp through llama-cpp-python): streaming, cancellable, prefix-cached, constrained.
+
+Why it looks like this:
+
+* **Latency is everything on a Pi.** An uncached 300-token system prompt costs seconds at ~80 prompt tokens/s. Every
+  prompt is built by ``render_chatml`` so the fixed part (system prompt + tool list) is an identical token prefix on
+  every call; before decoding, ``_prefill`` keeps the longest common prefix of what is already in llama.cpp's KV
+  cache and evaluates only the new tokens. ``GenStats`` records how many tokens were reused and how long the prompt
+  evaluation took, so this can be measured (and is, in the tests).
+* **Cancellation between tokens.** The prompt suffix is evaluated in small batches and generation yields token by
+  token; ``cancel`` (a ``threading.Event``) and the deadline are checked between batches and tokens, so a barge-in
+  stops the model within one batch/token, and a timeout raises ``LlmError`` instead of hanging the voice loop.
+* **Constrained output.** ``complete_json`` turns a JSON schema into a GBNF grammar (cached per schema), decodes
+  greedily under it, then parses and validates the result with ``jsonschema``: bad output becomes an ``LlmError``
+  naming what was wrong, never a crash further on.
+
+The chat template is Qwen's ChatML (``<|im_start|>role ... <|im_end|>``), built in ``llm_prompt.py`` rather than
+through ``create_chat_completion`` so the exact token prefix is under our control.
+
+Two layers: ``Llm`` (this module) is the model (prompt text in, tokens out, the KV cache, grammars);
+``LocalLlamaBackend`` (``llm.py``) is the brain's ``LlmBackend`` port on top of it (chat messages in: ChatML, the
+tool-call tag, the "words only" grammar).
+Only the backend knows the template; the brain sees messages, text and one ``CallStats`` per call.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import LlmSettings
+from .errors import LlmError, ModelError
+from .llm_backend import CallStats, Message
+from .llm_prompt import STOP_STRINGS, _find_stop, _partial_stop_len, parse_json_output, render_chatml
+
+log = logging.getLogger("edge_agent.llm")  # the model's log name, as before the split
+
+# Prompt tokens per decode call during a request: bounds how long a cancel waits during prompt evaluation. Smaller
+# batches are much slower on CPU (measured on 2 busy cores: 256 -> 22 tok/s, 64 -> 13, 32 -> 9).
+PREFILL_BATCH_TOKENS = 128
+WARMUP_BATCH_TOKENS = 256  # = n_batch: warm-up is not cancellable, so it uses the fastest batch
+
+
+GenStats = CallStats  # the per-call figures (one object per call: ``stats=`` or ``last_stats``)
+
+
+@dataclass
+class _GrammarCache:
+    by_schema: dict[str, Any] = field(default_factory=dict)
+
+
+class Llm:
+    """One llama.cpp model. Not re-entrant: calls are serialized by a lock (one CPU-bound model at a time)."""
+
+    def __init__(self, model_path: str | Path, settings: LlmSettings, *, cache_dir: str | Path | None = None) -> None:
+        self.model_path = Path(model_path)
+        self.settings = settings
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._llama: Any = None
+        self._lock = threading.Lock()
+        self._grammars = _GrammarCache()
+        self.last_stats = GenStats()
+        self.load_s: float | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def loaded(self) -> bool:
+        return self._llama is not None
+
+    @property
+    def threads(self) -> int:
+        """llama.cpp threads: the setting, or for 0 every core but one (at least one)."""
+        if self.settings.threads > 0:
+            return self.settings.threads
+        return max(1, (os.cpu_count() or 2) - 1)
+
+    def load(self) -> Llm:
+        """Load the GGUF (idempotent). Raises ModelError for a missing/unreadable file or a missing package."""
+        if self._llama is not None:
+            return self
+        if not self.model_path.is_file():
+            raise ModelError(f"LLM model file {self.model_path} does not exist",
+                             fix="edge-agent models fetch qwen2_5_coder_0_5b, or set llm.model to a GGUF file")
+        try:
+            from llama_cpp import Llama
+        except ImportError as e:
+            raise ModelError(f"llama-cpp-python is not installed ({e})",
+                             fix="pip install llama-cpp-python==0.3.36 (builds llama.cpp from source, ~7 min)",
+                             ) from None
+        t0 = time.monotonic()
+        try:
+            self._llama = Llama(
+                model_path=str(self.model_path),
+                n_ctx=self.settings.n_ctx,
+                n_threads=self.threads,
+                n_threads_batch=self.threads,
+                n_batch=256,
+                seed=0,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as e:
+            raise ModelError(f"cannot load LLM model {self.model_path}: {e}",
+                             fix="check the file is a GGUF model (edge-agent models verify)") from None
+        self.load_s = time.monotonic() - t0
+        log.info("LLM %s loaded in %.2f s", self.model_path.name, self.load_s)
+        return self
+
+    def close(self) -> None:
+        if self._llama is not None:
+            self._llama.close()
+            self._llama = None
+
+    def warmup(self, prefix: str | Sequence[Message] | None = None) -> GenStats:
+        """Evaluate the fixed prompt prefix once, so the first real request only evaluates its own tokens.
+
+        With ``cache_dir`` the evaluated prefix (its KV cache) is saved to a file keyed by model, context size and
+        prefix text, and loaded from there next time: a restart then skips evaluating it (stats.n_cached says so).
+        """
+        self.load()
+        text = prefix if isinstance(prefix, str) else render_chatml(prefix or [{"role": "system", "content": "."}],
+                                                                   add_generation_prompt=False)
+        tokens = self.tokenize(text)
+        stats = GenStats(n_prompt=len(tokens), t_start=time.monotonic())
+        with self._lock:
+            state_file = self._state_file(text)
+            if state_file is not None and state_file.is_file() and self._load_state_file(state_file, tokens):
+                stats.n_cached = len(tokens)
+                stats.t_prompt_s = time.monotonic() - stats.t_start
+            else:
+                self._prefill(tokens, stats, cancel=None,
+                              deadline=time.monotonic() + max(300.0, self.settings.timeout_s), keep_last=False,
+                              batch=WARMUP_BATCH_TOKENS)
+                if state_file is not None:
+                    self._save_state_file(state_file, tokens)
+        self.last_stats = stats
+        log.info("LLM warm-up: %d prefix tokens, %d evaluated in %.2f s", stats.n_prompt, stats.n_evaluated,
+                 stats.t_prompt_s)
+        return stats
+
+    def _state_file(self, prefix_text: str) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        import hashlib
+
+        st = self.model_path.stat()
+        key = hashlib.sha256(f"{self.model_path.name}|{st.st_size}|{st.st_mtime_ns}|{self.settings.n_ctx}|"
+                             f"{prefix_text}".encode()).hexdigest()[:20]
+        return self.cache_dir / f"prefix-{key}.state"
+
+    def _save_state_file(self, path: Path, tokens: list[int]) -> None:
+        import llama_cpp
+
+        llama = self._llama
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            arr = (llama_cpp.llama_token * len(tokens))(*tokens)
+            if llama_cpp.llama_state_save_file(llama.ctx, str(tmp).encode(), arr, len(tokens)):
+                tmp.replace(path)
+            else:
+                log.warning("could not save the LLM prefix state to %s", path)
+        except OSError as e:
+            log.warning("could not save the LLM prefix state to %s: %s", path, e)
+
+    def _load_state_file(self, path: Path, tokens: list[int]) -> bool:
+        """Restore a saved prefix; False (and a clean context) if the file is unusable or holds other tokens."""
+        import ctypes
+
+        import llama_cpp
+
+        llama = self._llama
+        cap = self.settings.n_ctx
+        arr = (llama_cpp.llama_token * cap)()
+        n = ctypes.c_size_t(0)
+        ok = bool(llama_cpp.llama_state_load_file(llama.ctx, str(path).encode(), arr, cap, ctypes.byref(n)))
+        if not ok or list(arr[: n.value]) != tokens:
+            log.warning("ignoring unusable LLM prefix state %s", path)
+            llama.reset()  # n_tokens = 0: the next eval drops every KV cell
+            return False
+        llama.input_ids[: n.value] = tokens
+        llama.n_tokens = n.value
+        return True
+
+    # ------------------------------------------------------------------ tokens
+    def tokenize(self, text: str) -> list[int]:
+        self.load()
+        return list(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def count_tokens(self, text: str) -> int:
+        """Token count (exact once loaded; ~4 characters per token before)."""
+        if self._llama is None:
+            return max(1, len(text) // 4)
+        return len(self.tokenize(text))
+
+    # ------------------------------------------------------------------ generation
+    def stream(
+        self,
+        prompt_or_messages: str | Sequence[Message],
+        *,
+        grammar: Any = None,
+        max_tokens: int | None = None,
+        cancel: threading.Event | None = None,
+        timeout_s: float | None = None,
+        temperature: float | None = None,
+        stop: Sequence[str] = (),
+        stats: GenStats | None = None,
+    ) -> Iterator[str]:
+        """Yield the reply text fragment by fragment (one or more tokens' worth; complete UTF-8 characters).
+
+        Stops at end-of-turn, a stop string (not yielded), ``max_tokens``, or when ``cancel`` is set (returns
+        quietly: the caller cancelled). Raises ``LlmError`` when ``timeout_s`` passes. ``grammar`` is a GBNF string
+        or a ``LlamaGrammar``. ``stats`` (a fresh ``GenStats`` if not given; also ``self.last_stats``) describes
+        the call once the iterator is exhausted or closed; its ``text`` is everything yielded.
+        """
+        self.load()
+        prompt = prompt_or_messages if isinstance(prompt_or_messages, str) else render_chatml(prompt_or_messages)
+        tokens = self.tokenize(prompt)
+        max_tokens = self.settings.max_tokens if max_tokens is None else max_tokens
+        timeout_s = self.settings.timeout_s if timeout_s is None else timeout_s
+        temp = self.settings.temperature if temperature is None else temperature
+        if len(tokens) + max_tokens > self.settings.n_ctx:
+            raise LlmError(f"prompt of {len(tokens)} tokens + {max_tokens} reply tokens exceeds the context window "
+                           f"of {self.settings.n_ctx}", fix="raise llm.n_ctx or lower conversation.max_history_tokens")
+        gram = self._grammar(grammar)
+        stops = tuple(STOP_STRINGS) + tuple(stop)
+        stats = stats if stats is not None else GenStats()
+        stats.n_prompt, stats.t_start = len(tokens), time.monotonic()
+        self.last_stats = stats
+        deadline = stats.t_start + timeout_s
+        with self._lock:
+            for frag in self._generate(tokens, gram, max_tokens, temp, stops, stats, cancel, deadline, timeout_s):
+                stats.text += frag
+                yield frag
+
+    def complete(self, prompt_or_messages: str | Sequence[Message], **kwargs: Any) -> str:
+        """The whole reply as one string (``stream`` joined)."""
+        return "".join(self.stream(prompt_or_messages, **kwargs))
+
+    def complete_json(
+        self,
+        prompt_or_messages: str | Sequence[Message],
+        schema: dict[str, Any],
+        *,
+        max_tokens: int = 160,
+        cancel: threading.Event | None = None,
+        timeout_s: float | None = None,
+        stats: GenStats | None = None,
+    ) -> dict[str, Any]:
+        """A JSON object constrained by ``schema`` (grammar), decoded greedily, parsed and validated.
+
+        Raises ``LlmError`` naming the problem when the output is cut off, is not JSON, or does not validate
+        (a grammar cannot express every schema keyword, so validation still matters), or when cancelled.
+        """
+        text = self.complete(prompt_or_messages, grammar=self.json_grammar(schema), max_tokens=max_tokens,
+                             cancel=cancel, timeout_s=timeout_s, temperature=0.0, stats=stats)
+        if cancel is not None and cancel.is_set():
+            raise LlmError("the request was cancelled before the JSON was complete")
+        return parse_json_output(text, schema)
+
+    def json_grammar(self, schema: dict[str, Any]) -> Any:
+        """The GBNF grammar of a JSON schema (cached: converting a schema with many enums takes milliseconds)."""
+        key = json.dumps(schema, sort_keys=True)
+        g = self._grammars.by_schema.get(key)
+        if g is None:
+            from llama_cpp import LlamaGrammar
+
+            try:
+                g = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+            except Exception as e:  # the converter raises plain exceptions for unsupported schema constructs
+                raise LlmError(f"cannot turn the JSON schema into a grammar: {e}",
+                               fix="simplify the tool schema (enum/const/object/array/string/number)") from None
+            self._grammars.by_schema[key] = g
+        return g
+
+    # ------------------------------------------------------------------ internals
+    def _grammar(self, grammar: Any) -> Any:
+        if grammar is None or not isinstance(grammar, str):
+            return grammar
+        from llama_cpp import LlamaGrammar
+
+        return LlamaGrammar.from_string(grammar, verbose=False)
+
+    def _prefill(self, tokens: list[int], stats: GenStats, *, cancel: threading.Event | None, deadline: float,
+                 keep_last: bool = True, batch: int = PREFILL_BATCH_TOKENS) -> bool:
+        """Bring the KV cache to exactly ``tokens``, reusing the longest common prefix; False if cancelled.
+
+        At least the last token is always evaluated (``keep_last``) so fresh logits exist for sampling.
+        """
+        llama = self._llama
+        t0 = time.monotonic()
+        cached = llama.n_tokens
+        common = 0
+        ids = llama.input_ids
+        limit = min(cached, len(tokens))
+        while common < limit and ids[common] == tokens[common]:
+            common += 1
+        if keep_last and common == len(tokens):
+            common -= 1
+        llama.n_tokens = common  # eval() drops the KV cells from here on
+        stats.n_cached = common
+        for i in range(common, len(tokens), batch):
+            if cancel is not None and cancel.is_set():
+                stats.t_prompt_s = time.monotonic() - t0
+                return False
+            if time.monotonic() > deadline:
+                stats.t_prompt_s = time.monotonic() - t0
+                raise LlmError(f"the LLM timed out evaluating the prompt ({len(tokens)} tokens)",
+                               fix="raise llm.timeout_s, use fewer threads elsewhere, or shorten the prompt")
+            llama.eval(tokens[i:i + batch])
+        stats.t_prompt_s = time.monotonic() - t0
+        return True
+
+    def _generate(self, tokens: list[int], grammar: Any, max_tokens: int, temp: float, stops: tuple[str, ...],
+                  stats: GenStats, cancel: threading.Event | None, deadline: float,
+                  timeout_s: float) -> Iterator[str]:
+        import llama_cpp
+
+        llama = self._llama
+        if not self._prefill(tokens, stats, cancel=cancel, deadline=deadline):
+            stats.stopped = "cancelled"
+            return
+        t_gen0 = time.monotonic()
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        vocab = llama._model.vocab
+        held = ""  # text that might be the start of a stop string: held back until it is not
+        gen = llama.generate(tokens, temp=temp, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0,
+                             grammar=grammar, reset=True)
+        try:
+            for tok in gen:
+                now = time.monotonic()
+                if stats.t_first_token is None:
+                    stats.t_first_token = now
+                if llama_cpp.llama_vocab_is_eog(vocab, tok):
+                    stats.stopped = "eos"
+                    break
+                stats.n_gen += 1
+                held += decoder.decode(llama.detokenize([tok], special=True))
+                hit = _find_stop(held, stops)
+                if hit is not None:
+                    cut, stats.stop_string = hit
+                    if held[:cut]:
+                        yield held[:cut]
+                    stats.stopped = "stop"
+                    break
+                keep = _partial_stop_len(held, stops)
+                if len(held) > keep:
+                    out, held = held[: len(held) - keep], held[len(held) - keep:]
+                    yield out
+                if stats.n_gen >= max_tokens:
+                    stats.stopped = "max_tokens"
+                    break
+                if cancel is not None and cancel.is_set():
+                    stats.stopped = "cancelled"
+                    break
+                if time.monotonic() > deadline:
+                    stats.stopped = "timeout"
+                    raise LlmError(f"the LLM did not finish within {timeout_s:g} s ({stats.n_gen} tokens generated)",
+                                   fix="raise llm.timeout_s or lower llm.max_tokens")
+            else:
+                stats.stopped = stats.stopped or "eos"
+            if stats.stopped in ("eos", "max_tokens"):
+                held += decoder.decode(b"", final=True)
+                if held:
+                    yield held
+        finally:
+            gen.close()
+            stats.t_gen_s = time.monotonic() - t_gen0
+
+
+__all__ = ["PREFILL_BATCH_TOKENS", "WARMUP_BATCH_TOKENS", "GenStats", "Llm"]
