@@ -9,8 +9,10 @@ Why it is shaped this way:
 * Audio stays at the voice's own rate (22,050 Hz for joe-medium); conversion to the device happens at the output
   edge. Closing the generator (an interruption) stops synthesis after the current sentence.
 * Fixed phrases ("Sorry, I didn't catch that.", confirmations) are synthesized once and replayed from memory
-  (``PhraseCache``): the answer to an error costs no synthesis time at all. The stored arrays are read-only.
-* Cues ("listening", "timeout", ...) are short numpy-made two-tone chimes, not speech: instant and unmistakable.
+  (``PhraseCache``, tts_phrases.py): the answer to an error costs no synthesis time at all. The stored arrays are
+  read-only.
+* Cues ("listening", "timeout", ...) are short numpy-made two-tone chimes (cues.py), not speech: instant and
+  unmistakable.
 * The constructor takes a resolved path and ``TtsSettings`` and loads nothing; ``load()`` does (several seconds
   cold on a Pi), ``from_settings`` resolves the voice through the model manifest.
 """
@@ -22,7 +24,6 @@ import logging
 import sys
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .audio import resample, write_wav
+from .cues import (  # noqa: F401 - re-exported: callers import the cues from here
+    CUE_FADE_S,
+    CUE_GAP_S,
+    CUE_PEAK,
+    CUE_TONE_S,
+    CUE_TONES,
+    cue_tone,
+)
 from .errors import AudioError, ModelError, TtsError
 from .text import speakable, split_sentences
+from .tts_phrases import DEFAULT_PHRASES, PHRASE_CACHE_MAX, PhraseCache  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     import argparse
@@ -42,35 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WARMUP_TEXT = "Hello."
-PHRASE_CACHE_MAX = 64  # entries; fixed phrases plus a few recently repeated replies
 NO_OUTPUT_FIX = 'write a WAV file instead: edge-agent say "TEXT" -o OUT.wav (or set audio.output_device to a ' \
                 "speaker listed by `edge-agent devices`)"
-
-# Phrases the assistant says without the LLM. Keys are stable names the engine uses; settings.tts.phrases may add
-# to or replace them.
-DEFAULT_PHRASES: dict[str, str] = {
-    "not_understood": "Sorry, I didn't catch that.",
-    "error": "Sorry, something went wrong.",
-    "llm_timeout": "Sorry, that took too long.",
-    "ok": "Okay.",
-    "done": "Done.",
-    "confirm": "Are you sure? Say yes to confirm.",
-    "cancelled": "Okay, cancelled.",
-    "not_allowed": "Sorry, I can't do that.",
-}
-
-# Cue chimes: (tone frequencies in Hz, played in order). Rising = "I'm listening", falling = "I stopped listening".
-CUE_TONES: dict[str, tuple[float, ...]] = {
-    "listening": (659.25, 880.0),  # E5 -> A5
-    "timeout": (880.0, 587.33),  # A5 -> D5
-    "done": (783.99, 1046.5),  # G5 -> C6
-    "error": (440.0, 349.23),  # A4 -> F4
-    "announce": (523.25, 659.25),  # C5 -> E5: an announcement follows
-}
-CUE_TONE_S = 0.09  # each tone
-CUE_GAP_S = 0.035  # silence between the two tones
-CUE_FADE_S = 0.015  # raised-cosine attack and release: no clicks
-CUE_PEAK = 0.3  # linear peak amplitude (about -10 dBFS): audible, not startling
 
 
 @dataclass(frozen=True)
@@ -85,29 +68,6 @@ class SynthStats:
     @property
     def rtf(self) -> float:
         return self.synth_s / self.audio_s if self.audio_s else 0.0
-
-
-def cue_tone(kind: str, rate: int, volume: float = 1.0) -> np.ndarray:
-    """A soft two-tone chime as int16 at ``rate``: 'listening' rises, 'timeout' falls; also 'done', 'error'."""
-    if kind not in CUE_TONES:
-        raise TtsError(f"unknown cue {kind!r}", fix=f"use one of: {', '.join(CUE_TONES)}")
-    n_tone = int(CUE_TONE_S * rate)
-    n_fade = int(CUE_FADE_S * rate)
-    t = np.arange(n_tone) / rate
-    env = np.ones(n_tone)
-    ramp = 0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, n_fade))
-    env[:n_fade] = ramp
-    env[-n_fade:] = ramp[::-1]
-    parts = []
-    for i, f in enumerate(CUE_TONES[kind]):
-        # a little second harmonic makes a sine sound like a soft bell rather than a test signal
-        tone = (np.sin(2 * np.pi * f * t) + 0.12 * np.sin(4 * np.pi * f * t)) / 1.12
-        if i:
-            parts.append(np.zeros(int(CUE_GAP_S * rate)))
-        parts.append(tone * env)
-    parts.append(np.zeros(int(0.02 * rate)))
-    x = np.concatenate(parts) * CUE_PEAK * volume
-    return (np.clip(x, -1.0, 1.0) * 32767).astype(np.int16)
 
 
 def _syn_config(voice: Any, settings: TtsSettings) -> Any:
@@ -259,60 +219,6 @@ class PiperTts:
             audio.setflags(write=False)
             self._cues[kind] = audio
         return self._cues[kind]
-
-
-class PhraseCache:
-    """Fixed phrases synthesized once and replayed from memory (bounded, least recently used dropped first).
-
-    ``phrases`` maps stable keys ("not_understood") to text; ``get`` accepts a key or any text. Counts of hits and
-    misses are kept for the logs. Safe to call from several threads (a rare double synthesis is harmless).
-    """
-
-    def __init__(self, tts: PiperTts, phrases: dict[str, str] | None = None,
-                 max_entries: int = PHRASE_CACHE_MAX) -> None:
-        self.tts = tts
-        self.phrases = dict(phrases if phrases is not None else DEFAULT_PHRASES)
-        self.max_entries = max_entries
-        self._audio: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def text_of(self, text_or_key: str) -> str:
-        return self.phrases.get(text_or_key, text_or_key)
-
-    def __contains__(self, text_or_key: str) -> bool:
-        return self.text_of(text_or_key) in self._audio
-
-    def __len__(self) -> int:
-        return len(self._audio)
-
-    def get(self, text_or_key: str) -> np.ndarray:
-        """The phrase's int16 audio at the voice's rate (read-only array)."""
-        text = self.text_of(text_or_key)
-        with self._lock:
-            audio = self._audio.get(text)
-            if audio is not None:
-                self._audio.move_to_end(text)
-                self.hits += 1
-                return audio
-            self.misses += 1
-        audio = self.tts.synthesize_all(text)
-        if len(audio) == 0:
-            raise TtsError(f"phrase {text_or_key!r} has nothing speakable", fix="give the phrase some words")
-        audio.setflags(write=False)
-        with self._lock:
-            self._audio[text] = audio
-            while len(self._audio) > self.max_entries:
-                self._audio.popitem(last=False)
-        return audio
-
-    def prewarm(self, texts: Iterable[str] | None = None) -> float:
-        """Synthesize the given keys/texts (default: every phrase) now; returns seconds spent."""
-        t0 = time.monotonic()
-        for t in (list(self.phrases) if texts is None else texts):
-            self.get(t)
-        return time.monotonic() - t0
 
 
 def from_settings(settings: Settings) -> PiperTts:
