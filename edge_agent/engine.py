@@ -31,13 +31,14 @@ from .audio_io import FileSource, Segment
 from .config import Settings
 from .controller import RESPONDING, State, TurnController
 from .errors import AudioError, EdgeAgentError
-from .listener import Listener
+from .listener import FollowUpDetector, Listener
 from .recorder import DebugRecorder
-from .responder import HUB_OFFLINE_NOTE, Responder
+from .responder import HUB_OFFLINE_NOTE, Responder, says_wake_phrase
 from .responder import current as current_responder
+from .timer_bridge import TimerBridge
 from .turn import Turn, TurnLog
-from .vad import VAD_FRAME_S, PreRoll, Segmenter, SegmentEvent
-from .wake_tail import mentions_wake, strip_wake_words, wake_phrase
+from .vad import PreRoll, Segmenter
+from .wake_tail import strip_wake_words, wake_phrase
 
 if TYPE_CHECKING:
     from .audio_io import Speaker
@@ -51,7 +52,6 @@ __all__ = ["HUB_OFFLINE_NOTE", "Engine", "State", "Turn", "TurnLog", "strip_wake
 log = logging.getLogger(__name__)
 
 FILE_TAIL_MAX_S = 60.0  # in file mode, how long to wait after the input ends for the last turn to finish
-MISSED_COMMAND_MAX_S = 120.0  # a timer's command that fell due longer ago (device off) is not run late
 HISTORY_KEEP = 500  # turn records kept in memory (the turn log on disk has them all)
 SELF_ECHO_TAIL_S = 0.6  # a detection this soon after a segment ended may still be its echo
 SHUTDOWN_S = 4.0  # ordered shutdown finishes within this (systemd's stop timeout is longer)
@@ -83,7 +83,7 @@ class Engine:
         self.wake_phrases = [wake_phrase(m.model) for m in settings.wake.models]
         self.listener: Listener | None = None
         self.listener_turn: str | None = None
-        self._follow_seg: Any = None  # detects speech start in the follow-up window
+        self.follow_up = FollowUpDetector(vad, segmenter_factory, settings.vad.threshold)
         self.responders: dict[str, Responder] = {}
         self._threads: dict[str, threading.Thread] = {}
         self.loop_cpu_s = 0.0  # the loop thread's CPU (wake word, VAD, listener) since the last finished turn
@@ -102,8 +102,9 @@ class Engine:
         self.timers = getattr(brain, "timers", None)  # the brain's TimerManager (None: a brain without timers)
         if brain is not None:
             brain.on_intent = self._on_intent
+        self.timer_bridge = TimerBridge(self)
         if self.timers is not None:
-            self.timers.on_finished = self._on_timer_finished
+            self.timers.on_finished = self.timer_bridge.on_finished
         # file mode's extras (the input's end and length) come from the FileSource; a microphone has neither
         self.file_source: FileSource | None = source if isinstance(source, FileSource) else None
 
@@ -142,25 +143,6 @@ class Engine:
     def set_sensitivity(self, value: float) -> None:
         # 0..1 sensitivity maps to threshold 1 - value on every wake model (a detector setting, not turn state)
         self.wake.threshold_override = max(0.05, min(0.95, 1.0 - float(value)))
-
-    def _on_timer_finished(self, timer: Any) -> None:
-        """A timer rang (timer thread): a cue, then it says which one, or its delayed command runs as a turn."""
-        command, missed = timer.command, timer.missed_s
-        if command and missed > MISSED_COMMAND_MAX_S:
-            # a delayed command that fell due while the device was off is not run late ("turn off the oven")
-            from .timers import duration_words
-
-            log.warning("timer command %r fell due %.0f s ago while the device was off; not run", command, missed)
-            self._play_cue("done")
-            self.announce(f"While I was off, it was time to {command.rstrip('.!?')}, "
-                          f"{duration_words(missed, adjective=False)} ago. I did not do it; please ask again.")
-            return
-        if command and self.brain is not None:
-            self.post(ev.RunCommand(time.monotonic(), command))
-            return
-        text = timer.finished_text()
-        self._play_cue("done")
-        self.announce(text)
 
     def announce_command(self, text: str) -> None:
         """Run a command ("turn off the light") as if it had been said now, as a turn of its own."""
@@ -232,9 +214,9 @@ class Engine:
             self._spawn(a.turn.turn_id, threading.Thread(target=r.speak_text, args=(a.text, a.preannounce),
                                                          name="announce", daemon=True))
         elif isinstance(a, ev.PlayCue):
-            self._play_cue(a.kind)
+            self.play_cue(a.kind)
         elif isinstance(a, ev.ResetDetectors):
-            self._follow_seg = None
+            self.follow_up.reset()
             self.vad.reset()
             self.wake.reset()
         elif isinstance(a, ev.TurnFinished):
@@ -258,7 +240,7 @@ class Engine:
             self.listener.close()
         if self.speaker.busy and not self.controller.responding and keep_preroll:
             self.speaker.flush()  # a cue still playing: the user speaks now
-        self._follow_seg = None
+        self.follow_up.reset()
         self.vad.reset()
         segmenter = self.segmenter_factory()
         if no_speech_s is not None:
@@ -311,7 +293,7 @@ class Engine:
             r = self._responder(turn, stream=stream, speculation=spec)
         self._spawn(turn.turn_id, threading.Thread(target=r.run, name="responder", daemon=True))
 
-    def _play_cue(self, kind: str) -> None:
+    def play_cue(self, kind: str) -> None:
         try:
             audio = self.tts.cue_tone(kind)
             self.speaker.play(Segment(audio=audio, rate=self.tts.sample_rate, text=""))
@@ -394,7 +376,8 @@ class Engine:
                                      if (speaking or echo_tail) and not self.s.audio.echo_cancel else 0.0)
         detections = [] if self.muted else self.wake.process(chunk.samples, chunk.t_end)
         if detections and (speaking or echo_tail) and not self.s.audio.echo_cancel \
-                and self._hearing_own_wake_phrase():
+                and says_wake_phrase(list(self.responders.values()), self.wake_phrases, time.monotonic(),
+                                     SELF_ECHO_TAIL_S):
             log.info("ignoring wake word %s (%.2f): the reply being played says it", detections[0].model,
                      detections[0].score)
             detections = []
@@ -419,8 +402,8 @@ class Engine:
                 return
         if self.state == State.LISTENING:
             self._feed_listener(chunk)
-        elif self.state == State.FOLLOW_UP:
-            self._follow_up(chunk)
+        elif self.state == State.FOLLOW_UP and self.follow_up.speech_started(chunk):
+            self.dispatch(ev.FollowUpSpeech(time.monotonic()))
         elif speaking and self.s.audio.echo_cancel and self.vad is not None and state in RESPONDING:
             # With an echo-cancelled source any speech may interrupt.
             probs = self.vad.process(chunk.samples)
@@ -439,29 +422,6 @@ class Engine:
             self.dispatch(ev.Endpointed(time.monotonic(), turn_id, heard.endpoint))
         elif heard.no_speech:
             self.dispatch(ev.NoSpeech(time.monotonic(), turn_id))
-
-    def _follow_up(self, chunk: AudioChunk) -> None:
-        """No wake word in the follow-up window: only real speech (min_speech_s voiced, across chunks) opens a turn."""
-        if self._follow_seg is None:
-            self._follow_seg = self.segmenter_factory()
-        for p in self.vad.process(chunk.samples):
-            if any(e.kind == SegmentEvent.SPEECH_START
-                   for e in self._follow_seg.feed(VAD_FRAME_S, p >= self.s.vad.threshold)):
-                self._follow_seg = None
-                self.vad.reset()
-                self.dispatch(ev.FollowUpSpeech(time.monotonic()))
-                return
-
-    def _hearing_own_wake_phrase(self) -> bool:
-        """Half-duplex guard: without echo cancellation the microphone hears the reply, so a wake word inside the
-        text being played (or played within the echo tail) is the assistant's own voice, not the user's."""
-        now = time.monotonic()
-        for r in list(self.responders.values()):
-            for seg in list(r.segments):
-                recent = seg.played > 0 and (not seg.done.is_set() or now - (seg.t_done or now) < SELF_ECHO_TAIL_S)
-                if recent and mentions_wake(seg.text, self.wake_phrases):
-                    return True
-        return False
 
     # ------------------------------------------------------------------ shutdown
     def shutdown(self, timeout: float = SHUTDOWN_S) -> None:

@@ -206,3 +206,25 @@ def wait_speculation(spec: Speculation | None, timeout: float) -> tuple[Any, boo
     if result is not None:
         log.debug("speculative transcript ready %.0f ms after the endpoint", (time.monotonic() - t0) * 1000)
     return result, result is not None
+
+
+class FollowUpDetector:
+    """The follow-up window has no wake word: only real speech (``vad.min_speech_s`` voiced, across chunks) opens a
+    turn. Loop thread only."""
+
+    def __init__(self, vad: Any, segmenter_factory: Callable[[], Any], threshold: float) -> None:
+        self.vad, self.segmenter_factory, self.threshold = vad, segmenter_factory, threshold
+        self.segmenter: Any = None
+
+    def reset(self) -> None:
+        self.segmenter = None
+
+    def speech_started(self, chunk: AudioChunk) -> bool:
+        if self.segmenter is None:
+            self.segmenter = self.segmenter_factory()
+        for p in self.vad.process(chunk.samples):
+            if any(e.kind == SegmentEvent.SPEECH_START for e in self.segmenter.feed(VAD_FRAME_S, p >= self.threshold)):
+                self.segmenter = None
+                self.vad.reset()
+                return True
+        return False

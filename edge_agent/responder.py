@@ -23,7 +23,7 @@ from .errors import EdgeAgentError
 from .listener import wait_speculation
 from .text import SentenceBuffer, split_sentences
 from .turn import Turn, playback_times, spoken_text
-from .wake_tail import strip_wake_words
+from .wake_tail import mentions_wake, strip_wake_words
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,17 @@ def llm_summary(calls: list[dict[str, Any]]) -> dict[str, Any]:
             "llm_prompt_s": round(sum(float(c.get("t_prompt_s", 0.0)) for c in calls), 4),
             "llm_gen_tokens": sum(int(c.get("n_gen", 0)) for c in calls),
             "llm_gen_s": round(sum(float(c.get("t_gen_s", 0.0)) for c in calls), 4)}
+
+
+def says_wake_phrase(responders: list[Responder], phrases: list[str], now: float, echo_tail_s: float) -> bool:
+    """Half-duplex guard: without echo cancellation the microphone hears the reply, so a wake word inside the text
+    being played (or played within the echo tail) is the assistant's own voice, not the user's."""
+    for r in responders:
+        for seg in list(r.segments):
+            recent = seg.played > 0 and (not seg.done.is_set() or now - (seg.t_done or now) < echo_tail_s)
+            if recent and mentions_wake(seg.text, phrases):
+                return True
+    return False
 
 
 def current() -> Responder | None:

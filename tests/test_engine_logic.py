@@ -194,18 +194,18 @@ def test_a_timer_command_missed_while_off_is_announced_not_run(tmp_path):
     from edge_agent.controller import Announce, RunCommand
 
     eng, brain, timer = _engine(tmp_path)
-    eng._on_timer_finished(timer("turn off the oven", 600.0))
+    eng.timer_bridge.on_finished(timer("turn off the oven", 600.0))
     posted = _posted(eng)
     assert [type(e) for e in posted] == [Announce]
     assert posted[0].text == ("While I was off, it was time to turn off the oven, 10 minutes ago. "
                               "I did not do it; please ask again.")
     # due just now (or missed only briefly): it runs, as a turn of its own queued through the controller
-    eng._on_timer_finished(timer("turn off the oven", 3.0))
+    eng.timer_bridge.on_finished(timer("turn off the oven", 3.0))
     posted = _posted(eng)
     assert [type(e) for e in posted] == [RunCommand] and posted[0].text == "turn off the oven"
     assert brain.asked == []  # nothing runs beside the loop's own turns
     # a plain timer says which one rang, and that it was missed
-    eng._on_timer_finished(timer(None, 600.0))
+    eng.timer_bridge.on_finished(timer(None, 600.0))
     texts = [e.text for e in _posted(eng) if isinstance(e, Announce)]
     assert "While I was off, your tea timer finished, 10 minutes ago." in texts
 
