@@ -84,7 +84,9 @@ if [ "$stamp_want" != "$stamp_have" ]; then
   mkdir -p "$WHEELS"
   if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
     say "compiling llama-cpp-python $LLAMA_VERSION once for $LLAMA_VARIANT (about 7 minutes on 2 cores; cached in $WHEELS)"
-    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" "${PIP[@]}" wheel --no-deps --no-binary llama-cpp-python -w "$WHEELS" \
+    # --no-cache-dir: pip keys its cache of built wheels by the source alone, not by CMAKE_ARGS, so it would hand back
+    # a wheel built earlier with other flags (a native one, say) instead of compiling this variant
+    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" "${PIP[@]}" wheel --no-cache-dir --no-deps --no-binary llama-cpp-python -w "$WHEELS" \
       "llama-cpp-python==$LLAMA_VERSION"
   fi
   say "installing pinned Python packages"
