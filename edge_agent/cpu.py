@@ -88,11 +88,17 @@ def smoke_test(model: str | Path, timeout: float = SMOKE_TIMEOUT_S) -> tuple[boo
         return False, f"the LLM smoke test did not finish within {timeout:.0f} s"
     if p.returncode == 0:
         return True, f"llama.cpp works on this CPU ({llama_variant()}): {p.stdout.strip()}"
-    if p.returncode == -signal.SIGILL:
+    if p.returncode < 0:
+        # SIGILL where the CPU or kernel refuses an instruction; a native build with AMX on an Intel Xeon died with
+        # SIGSEGV here (the tile state the kernel never granted): either way the build assumes another CPU
+        try:
+            sig = signal.Signals(-p.returncode).name
+        except ValueError:
+            sig = f"signal {-p.returncode}"
         flags = cpu_flags()
         have = " ".join(f for f in RISKY_X86 if f in flags) or "none of AVX2/AVX-512/AMX"
         return False, (
-            f"llama.cpp died with SIGILL (illegal instruction) on {cpu_model()}: the installed build uses an "
+            f"llama.cpp died with {sig} on its first call on {cpu_model()}: the installed build likely uses an "
             f"instruction this CPU or kernel does not allow (CPU advertises: {have}; "
             f"build: {llama_variant()}). Fix: rebuild portably: remove ~/.cache/edge-agent/wheels and .venv, then "
             f"run tools/setup.sh again (it builds with GGML_NATIVE=OFF); on an old CPU without AVX2 set "
