@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edge_agent.audio import SAMPLE_RATE
-from edge_agent.stt import word_error_rate
+from edge_agent.stt import normalize_text, word_error_rate
 
 from .broker import Broker
 from .conftest import require_model
@@ -90,9 +90,16 @@ def test_spoken_command_reaches_mqtt_and_the_speaker(rig, store):
     wav = compose(store, [("piper", "Hey Jarvis!"), ("silence", 0.5), ("piper", "Turn on the kitchen light."),
                           ("silence", 0.5)], rig["dir"] / "cmd.wav")
     time.sleep(2.5)  # parec loses its first seconds; let the recording settle
-    va.say(wav)
-    rec = wait_turns(daemon, 1)[0]
-    assert [i["name"] for i in rec["intents"]] == ["HassTurnOn"], (rec, daemon.tail(20))
+    # What this test checks is the path (sounddevice, MQTT, the speaker), not Whisper's accuracy: on a busy machine it
+    # once heard "Card on the kitchen light." A misheard request is said again (at most 3 times, all logged).
+    heard = []
+    for attempt in range(3):
+        va.say(wav)
+        rec = wait_turns(daemon, attempt + 1)[-1]
+        heard.append(rec["transcript"])
+        if normalize_text(rec["transcript"]) == "turn on the kitchen light":
+            break
+    assert [i["name"] for i in rec["intents"]] == ["HassTurnOn"], (heard, rec, daemon.tail(20))
     # the turn log file holds the same record the daemon logged
     logged = [json.loads(x) for x in rig["turn_log"].read_text().splitlines() if x.strip()]
     assert [r for r in logged if r["turn_id"] == rec["turn_id"]] == [rec], logged

@@ -935,7 +935,8 @@ def _run_with(args: argparse.Namespace, full: bool, skip: set[str], progress: An
         res["cli"] = run_cli(root, manifest, args.config, progress)
     res["load_end"] = loadavg()
     res["total_s"] = round(time.monotonic() - t0, 1)
-    res["rows"] = [{"file": r["request"]["file"], "kind": r["request"]["kind"], "voice": r["request"]["voice"],
+    res["rows"] = [{"file": r["request"]["file"], "kind": r["request"]["kind"], "text": r["request"]["text"],
+                    "voice": r["request"]["voice"],
                     "condition": r["request"]["condition"], "verdict": r["verdict"],
                     "lat_ms": {k: _ms(v) for k, v in r["lat"].items()}, "load": r["load"],
                     "turn": r["turn"], "llm_calls": r["llm_calls"]} for r in rows]
