@@ -232,6 +232,12 @@ class TtsSettings:
     phrases: dict[str, str] = opt(
         {}, "Fixed phrases (key: text) added to or replacing the built-in ones; synthesized once and cached."
     )
+    release_memory: bool = opt(
+        True,
+        "Give ONNX Runtime's buffers back after each sentence: memory stays flat over months (about 300 MB less "
+        "after long replies) for about 12 % more synthesis CPU; false keeps the arena (faster, grows with the longest "
+        "sentence).",
+    )
 
 
 @dataclass(frozen=True)
