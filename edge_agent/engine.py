@@ -232,7 +232,9 @@ class Engine:
                     fn(a.turn, record)
                 except Exception:  # noqa: BLE001
                     log.exception("turn subscriber failed")
-            memory.trim()  # a turn's buffers are freed: give the pages back (see memory.py)
+            # a turn's buffers are freed: give the pages back (see memory.py). malloc_trim walks the whole heap
+            # (milliseconds to tens of them on a Pi): off the loop thread, which must keep up with the microphone.
+            threading.Thread(target=memory.trim, name="malloc-trim", daemon=True).start()
 
     def _open_listener(self, turn: Turn, after_wake: bool, *, keep_preroll: bool = True,
                        no_speech_s: float | None = None) -> None:

@@ -166,6 +166,18 @@ class OpenAiBackend:
         return stats
 
     # ---- calls
+    def _down(self) -> RemoteFailure:
+        """What a call meets while the server is known to be down (no timeout paid: the probe retries it)."""
+        return RemoteFailure(self.health.reason or "down", "the server is down; retrying in the background")
+
+    def _fallback_for(self, failure: RemoteFailure, stats: CallStats) -> LlmBackend:
+        """The backend that answers instead, or the error that names the server and the fix when there is none."""
+        if self.fallback is None:
+            stats.fallback_reason = failure.reason
+            raise LlmError(f"the LLM server {self.endpoint.url} failed ({failure})",
+                           fix="check the server (edge-agent check), or set llm.fallback: local")
+        return self.fallback
+
     def stream(self, messages: Sequence[Message], *, mode: Mode = "free", stop: Sequence[str] = (),
                cancel: threading.Event | None = None, deadline: float | None = None,
                max_tokens: int | None = None, temperature: float | None = None) -> TextStream:
@@ -186,15 +198,12 @@ class OpenAiBackend:
                 self.health.mark_down(e)
                 failure = e
         else:
-            failure = RemoteFailure(self.health.reason or "down", "the server is down; retrying in the background")
+            failure = self._down()
         if cancel is not None and cancel.is_set():
             stats.stopped = "cancelled"
             return
         said = stats.text
-        if self.fallback is None:
-            stats.fallback_reason = failure.reason
-            raise LlmError(f"the LLM server {self.endpoint.url} failed ({failure})",
-                           fix="check the server (edge-agent check), or set llm.fallback: local")
+        fallback = self._fallback_for(failure, stats)
         log.warning("LLM server failed (%s): the local model %s", failure,
                     "continues the reply" if said else "answers")
         stats.backend, stats.fallback_reason = "local", failure.reason
@@ -202,7 +211,7 @@ class OpenAiBackend:
         # words broken off mid-reply: the continuation starts after a space (a local words-only grammar cannot
         # begin with one, so without it the next word would be glued to the last)
         gap = " " if said and not said[-1].isspace() else ""
-        with self.fallback.stream(_continued(messages, said + gap), mode=mode, stop=stop, cancel=cancel,
+        with fallback.stream(_continued(messages, said + gap), mode=mode, stop=stop, cancel=cancel,
                                   deadline=deadline, max_tokens=max_tokens, temperature=temperature) as fb:
             try:
                 for frag in fb:
@@ -242,15 +251,12 @@ class OpenAiBackend:
                 self.health.mark_down(e)
                 failure = e
         else:
-            failure = RemoteFailure(self.health.reason or "down", "the server is down; retrying in the background")
+            failure = self._down()
         if cancel is not None and cancel.is_set():
             raise LlmError("the request was cancelled before the JSON was complete")
-        if self.fallback is None:
-            stats.fallback_reason = failure.reason
-            raise LlmError(f"the LLM server {self.endpoint.url} failed ({failure})",
-                           fix="check the server (edge-agent check), or set llm.fallback: local")
+        fallback = self._fallback_for(failure, stats)
         log.warning("LLM server failed (%s): the local model writes the call", failure)
-        obj, fb = self.fallback.complete_json(messages, schema, tool_call=tool_call, max_tokens=max_tokens,
+        obj, fb = fallback.complete_json(messages, schema, tool_call=tool_call, max_tokens=max_tokens,
                                               cancel=cancel, deadline=deadline)
         fb.backend, fb.fallback_reason = "local", failure.reason
         return obj, fb
