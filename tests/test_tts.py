@@ -358,3 +358,19 @@ def test_missing_or_broken_voice_files_are_clear_errors(tmp_path, settings) -> N
     assert PiperTts.from_settings(settings).voice_path == from_settings(settings).voice_path
     with pytest.raises(ModelError, match="not a tts model"):
         from_settings(dataclasses.replace(settings, tts=dataclasses.replace(settings.tts, voice="whisper_tiny_en")))
+
+
+def test_release_memory_shrinks_the_arena_after_each_run_and_can_be_turned_off(tts, settings) -> None:
+    """tts.release_memory (default on) runs every Piper inference with ONNX Runtime's arena shrinkage; off, the
+    plain session keeps its arena. Both speak the same text at the same length."""
+    import onnxruntime as ort
+
+    assert settings.tts.release_memory is True
+    opts = tts.voice.session._run_options
+    assert opts.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+    keep = PiperTts(tts.voice_path, dataclasses.replace(settings.tts, release_memory=False))
+    keep.load()
+    assert isinstance(keep.voice.session, ort.InferenceSession)
+    text = "The front door is locked and the porch light is off."
+    lengths = [len(v.synthesize_all(text)) / v.sample_rate for v in (tts, keep)]
+    assert lengths[0] > 1.0 and abs(lengths[0] - lengths[1]) < 0.25 * lengths[1], lengths
