@@ -55,7 +55,7 @@ def build_engine(cls: type[Engine], settings: Settings, *, input_file: str | Non
     from .brain import Brain
     from .notify import SystemdNotifier
     from .stt import make_engine
-    from .tts import PiperTts
+    from .tts import make_tts
     from .vad import Segmenter, SileroVad
     from .wake import WakeDetector
 
@@ -67,7 +67,7 @@ def build_engine(cls: type[Engine], settings: Settings, *, input_file: str | Non
 
         find_device(settings.audio.input_device, "input")  # clear error now if there is no microphone
     t0 = time.monotonic()
-    tts = PiperTts.from_settings(settings)
+    tts = make_tts(settings)  # tts.engine, from the registry
     tts.load()
     if output_file:
         speaker: Speaker = Speaker(tts.sample_rate, file=output_file, realtime=realtime or not input_file)

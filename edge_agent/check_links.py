@@ -1,5 +1,5 @@
 """The doctor's checks of what the agent talks to: the audio devices, the OpenAI-compatible LLM server and the Wyoming
-STT server when configured, and the MQTT broker (a real connection: TCP, TLS, credentials)."""
+STT and TTS servers when configured, and the MQTT broker (a real connection: TCP, TLS, credentials)."""
 
 from __future__ import annotations
 
@@ -83,6 +83,38 @@ def check_stt_server(s: Settings) -> Check | None:
     names = [m.get("name") for a in info.get("asr") or [] for m in a.get("models") or []]
     return Check(what, OK, f"{engine.address} ({', '.join(map(str, names)) or 'no model listed'}) answered in "
                  f"{rtt * 1000:.0f} ms")
+
+
+def check_tts_server(s: Settings) -> Check | None:
+    """``tts.engine: wyoming``: the server answers Wyoming ``describe`` and speaks a short sentence; both times."""
+    if s.tts.engine != "wyoming":
+        return None
+    from .errors import TtsError
+    from .llm_http import RemoteFailure
+    from .tts_wyoming import WyomingTts
+
+    engine, what = WyomingTts(s.tts.wyoming, s.tts), "tts server"
+    fix = "check tts.wyoming.host and port; start the server (README: One server, several rooms)"
+    try:
+        info, rtt = engine.describe()
+        t0 = time.monotonic()
+        audio = engine._remote("Hello.")
+        speak_s = time.monotonic() - t0
+    except (TtsError, RemoteFailure) as e:
+        detail = e.message if isinstance(e, TtsError) else f"{engine.address} failed a sentence ({e})"
+        if s.tts.fallback != "none":  # turns are still spoken
+            return Check(what, WARN, f"{detail}; sentences fall back to the local voice", fix)
+        return Check(what, FAIL, detail, fix)
+    voices = [v.get("name") for p in info.get("tts") or [] for v in p.get("voices") or []]
+    voice = s.tts.wyoming.voice
+    if voice and voice not in voices:
+        return Check(what, FAIL, f"{engine.address} does not list the voice {voice!r} ({len(voices)} voices)",
+                     "set tts.wyoming.voice to a voice the server lists, or null for its default")
+    rate = engine.server_rate or 0
+    return Check(what, OK, f"{engine.address} ({'streaming, ' if engine.streaming else ''}{voice or 'default voice'}, "
+                 f"{rate} Hz) answered describe in {rtt * 1000:.0f} ms; first audio of 'Hello.' after "
+                 f"{(engine.last_first_audio_s or 0) * 1000:.0f} ms, {len(audio) / rate:.2f} s of speech in "
+                 f"{speak_s * 1000:.0f} ms")
 
 
 def check_broker(m: MqttSettings, site_id: str, timeout_s: float = BROKER_TIMEOUT_S) -> Check:

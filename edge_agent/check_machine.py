@@ -14,6 +14,7 @@ from pathlib import Path
 from .check_result import FAIL, OK, WARN, Check, _mb
 from .config import Settings
 from .stt import stt_spec
+from .tts import tts_spec
 
 DISK_FAIL_BYTES = 50_000_000  # outbox (4 MB cap), turn log and LLM prefix cache need far less: below this, FAIL
 DISK_WARN_BYTES = 500_000_000
@@ -152,8 +153,8 @@ def check_python(version: tuple[int, ...] = tuple(sys.version_info[:3])) -> Chec
 def check_packages(s: Settings) -> Check:
     from importlib import metadata
 
-    package = stt_spec(s.stt.engine).package
-    wanted = PACKAGES + ([package] if package else [])
+    packages = [stt_spec(s.stt.engine).package, tts_spec(s.tts.engine).package]
+    wanted = PACKAGES + [p for p in packages if p and p not in PACKAGES]
     have, missing = [], []
     for name in wanted:
         try:

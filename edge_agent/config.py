@@ -39,6 +39,7 @@ from .config_schema import (  # noqa: F401 - re-exported: callers import the set
     WakeSettings,
     WhisperSettings,
     WyomingSttSettings,
+    WyomingTtsSettings,
     opt,
 )
 from .errors import ConfigError
@@ -158,6 +159,11 @@ def _validate_semantics(s: Settings) -> None:
     if s.stt.engine not in stt_engines():
         raise ConfigError(f"stt.engine: got {s.stt.engine!r}; allowed: "
                           f"{', '.join(repr(n) for n in sorted(stt_engines()))}")
+    from .tts import tts_engines
+
+    if s.tts.engine not in tts_engines():
+        raise ConfigError(f"tts.engine: got {s.tts.engine!r}; allowed: "
+                          f"{', '.join(repr(n) for n in sorted(tts_engines()))}")
     if s.mqtt.username is None and any((s.mqtt.password, s.mqtt.password_env, s.mqtt.password_file)):
         raise ConfigError("mqtt.password: a password is set but mqtt.username is null; set mqtt.username")
     if sum(x is not None for x in (s.mqtt.password, s.mqtt.password_env, s.mqtt.password_file)) > 1:

@@ -220,8 +220,29 @@ class LlmSettings:
 
 
 @dataclass(frozen=True)
+class WyomingTtsSettings:
+    host: str = opt("127.0.0.1", "Host of a Wyoming text-to-speech server (wyoming-piper).")
+    port: int = opt(10200, "Its TCP port.", min=1, max=65535)
+    voice: str | None = opt(None, "A voice the server lists (e.g. en_US-joe-medium); null = the server's default.")
+    connect_timeout_s: float = opt(1.0, "Give up connecting after this many seconds.", min=0.1)
+    timeout_s: float = opt(
+        4.0, "Give up on a sentence whose audio has not all arrived this many seconds after it was sent: it is "
+        "spoken by tts.fallback instead.", min=0.2)
+    retry_max_s: float = opt(15.0, "A failed server is probed in the background with a back-off doubling from 0.5 s "
+                             "up to this; sentences go to tts.fallback until it answers again.", min=0.5)
+
+
+@dataclass(frozen=True)
 class TtsSettings:
+    engine: str = opt("piper", "Text-to-speech engine: a registered name (piper = the local voice tts.voice; "
+                      "wyoming = a Wyoming TTS server, tts.wyoming).")
     voice: str = opt("piper_joe_medium", "Manifest name (or path to .onnx) of a Piper voice.")
+    wyoming: WyomingTtsSettings = opt(WyomingTtsSettings(), "Wyoming TTS server settings (tts.engine: wyoming).")
+    fallback: Literal["piper", "none"] = opt(
+        "piper", "When the TTS server is unreachable, slower than tts.wyoming.timeout_s or sends garbage: piper = "
+        "that sentence and the rest of the turn are spoken by the local voice tts.voice (loaded at start; fixed "
+        "phrases always come from it); none = no local voice (its memory saved): fixed phrases cached from the "
+        "server at start, else a cue tone. Ignored for tts.engine: piper.")
     length_scale: float = opt(1.0, "Speaking rate: >1 slower, <1 faster.", min=0.3, max=3.0)
     volume: float = opt(1.0, "Output gain.", min=0.0, max=4.0)
     sentence_silence_s: float = opt(0.12, "Silence appended after each spoken sentence.", min=0.0, max=2.0)
@@ -362,6 +383,7 @@ __all__ = [
     "SttSettings",
     "OpenAiSettings",
     "LlmSettings",
+    "WyomingTtsSettings",
     "TtsSettings",
     "ConversationSettings",
     "MqttSettings",

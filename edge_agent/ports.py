@@ -1,8 +1,9 @@
 """The stages' ports: small typed interfaces the engine is written against.
 
-Each stage is chosen by name from a registry (STT: ``stt.stt_engines``; LLM: ``llm_backend``; wake words:
-``wake``), so the engine never names an implementation. Tests pass their own implementations of these protocols.
-Audio crosses every port in the one internal format: 16 kHz mono int16 numpy arrays (``audio.AudioChunk``).
+Each stage is chosen by name from a registry (STT: ``stt.stt_engines``; TTS: ``tts.tts_engines``; LLM:
+``llm_backend``; wake words: ``wake``), so the engine never names an implementation. Tests pass their own
+implementations of these protocols. Audio crosses every input port in the one internal format: 16 kHz mono int16
+numpy arrays (``audio.AudioChunk``); speech comes out of TTS at the voice's own rate, converted at the output edge.
 """
 
 from __future__ import annotations
@@ -88,14 +89,29 @@ class SpeechToText(Protocol):
 
 @runtime_checkable
 class TextToSpeech(Protocol):
+    """A voice: int16 arrays at ``sample_rate`` (the voice's own; the speaker converts at the output edge).
+
+    Chosen by ``tts.engine`` from the registry in ``tts.py``. ``for_turn()`` is what one turn speaks through: a
+    remote engine's view keeps the local fallback for the rest of a turn once it fell back, and ``turn_record()``
+    says which backend served (and why it fell back) for the turn log.
+    """
+
+    name: str
+
     @property
     def sample_rate(self) -> int: ...
+
+    def synthesize(self, text: str) -> Iterator[np.ndarray]: ...  # one array per sentence, each as it is ready
 
     def synthesize_all(self, text: str) -> np.ndarray: ...
 
     def cached(self, text_or_key: str) -> np.ndarray: ...  # fixed phrases by key ("not_understood") or text
 
     def cue_tone(self, kind: str) -> np.ndarray: ...
+
+    def for_turn(self) -> TextToSpeech: ...
+
+    def turn_record(self) -> dict[str, Any]: ...
 
 
 @runtime_checkable

@@ -19,6 +19,7 @@ from .check_links import (  # noqa: F401 - re-exported
     check_broker,
     check_llm_server,
     check_stt_server,
+    check_tts_server,
 )
 from .check_machine import (  # noqa: F401 - re-exported
     DISK_FAIL_BYTES,
@@ -40,6 +41,7 @@ from .config import Settings
 from .errors import ModelError
 from .models import ModelStore, resolve
 from .stt import stt_model_ref
+from .tts import tts_spec
 
 
 def model_refs(s: Settings) -> list[tuple[str, str, str]]:
@@ -51,7 +53,7 @@ def model_refs(s: Settings) -> list[tuple[str, str, str]]:
         ("vad.model", s.vad.model, "vad"),
         stt_model_ref(s),
         ("llm.model", s.llm.model, "llm"),
-        ("tts.voice", s.tts.voice, "tts"),
+        ("tts.voice", s.tts.voice if tts_spec(s.tts.engine).local_voice(s) else None, "tts"),  # piper or fallback
     ]
     return [(key, ref, kind) for key, ref, kind in refs if ref is not None and kind is not None]
 
@@ -140,7 +142,7 @@ def run_checks(s: Settings, config_path: str | os.PathLike[str] | None) -> list[
     checks += check_audio(s)
     checks += check_models(s, store)
     checks.append(check_broker(s.mqtt, s.site.site_id))
-    checks += [c for c in [check_llm_server(s), check_stt_server(s)] if c is not None]
+    checks += [c for c in [check_llm_server(s), check_stt_server(s), check_tts_server(s)] if c is not None]
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:

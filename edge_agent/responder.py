@@ -58,6 +58,12 @@ def says_wake_phrase(responders: list[Responder], phrases: list[str], now: float
     return False
 
 
+def _for_turn(tts: Any) -> Any:
+    """The voice a turn speaks through (``TextToSpeech.for_turn``); a test's plain fake is used as it is."""
+    for_turn = getattr(tts, "for_turn", None)
+    return for_turn() if for_turn is not None else tts
+
+
 def current() -> Responder | None:
     """The responder whose thread this is (None on other threads)."""
     return getattr(_current, "responder", None)
@@ -74,7 +80,8 @@ class Responder:
         self.cancel = turn.cancel
         self.after_wake = turn.t_wake is not None
         self.post = post
-        self.brain, self.tts, self.speaker = brain, tts, speaker
+        # the turn's view of the voice: a remote engine's keeps its local fallback for the rest of the turn
+        self.brain, self.tts, self.speaker = brain, _for_turn(tts), speaker
         self.first_clause_words = first_clause_words
         self.area = area
         self.wake_phrases = wake_phrases
@@ -126,6 +133,7 @@ class Responder:
         finally:
             _current.responder = None
             self._wait_playback()
+            self._record_tts()
             t_first, t_end = playback_times(self.segments)
             self.post(ev.ResponseDone(time.monotonic(), self.turn_id, reply_text=self.reply_text,
                                       reply_spoken=spoken_text(self.segments), used_llm=self.used_llm,
@@ -223,6 +231,7 @@ class Responder:
                 audio = self.tts.cached(sentence) if cacheable else self.tts.synthesize_all(sentence)
             except Exception as e:  # noqa: BLE001
                 log.error("TTS failed for %r: %s", sentence, e)
+                self._tts_failed()
                 continue
             if "tts_first_s" not in self.stages:
                 # the first sentence's synthesis is on the critical path; its CPU overlaps the LLM's generation
@@ -240,6 +249,26 @@ class Responder:
         if len(self.segments) == 1:
             self.post(ev.ReplyStarted(time.monotonic(), self.turn_id))
         self.speaker.play(seg)
+
+    def _tts_failed(self) -> None:
+        """A sentence the voice could not say (a TTS server away with no local voice): the turn's fixed apology
+        once, from the phrase cache, or the error cue if even that cannot be had: never silence."""
+        if self.stages.get("tts_apology") or self.cancel.is_set():
+            return
+        try:
+            phrases = getattr(self.tts, "phrases", None)
+            self.play(self.tts.cached("error"), phrases.text_of("error") if phrases is not None else "error")
+            self.stages["tts_apology"] = "phrase"
+        except Exception as e:  # noqa: BLE001
+            log.error("TTS: no apology phrase either (%s): the error cue", e)
+            self.play(self.tts.cue_tone("error"), "")
+            self.stages["tts_apology"] = "cue"
+
+    def _record_tts(self) -> None:
+        """Which backend served this turn's speech and why it fell back (``stages.tts``, as ``stages.stt``)."""
+        record = getattr(self.tts, "turn_record", None)
+        if record is not None:
+            self.stages["tts"] = record()
 
     def speak_fixed(self, key: str) -> None:
         """A fixed phrase by its key (``tts.phrases`` may replace its words), from the phrase cache."""
@@ -264,10 +293,12 @@ class Responder:
         finally:
             _current.responder = None
             self._wait_playback()
+            self._record_tts()
             t_first, t_end = playback_times(self.segments)
             self.post(ev.ResponseDone(time.monotonic(), self.turn_id, reply_text=text,
                                       reply_spoken=spoken_text(self.segments), outcome=self.outcome,
-                                      error=self.error, t_first_audio=t_first, t_playback_end=t_end))
+                                      error=self.error, t_first_audio=t_first, t_playback_end=t_end,
+                                      stages=self.stages))
 
     def _wait_playback(self) -> None:
         """Until every queued segment has played; once cancelled, only until the flush has reached them (the

@@ -1,6 +1,12 @@
-"""Text-to-speech with Piper: streamed per sentence, fixed phrases cached, synthetic cues, and ``edge-agent say``.
+"""Text-to-speech: the engines' registry (``tts.engine``), Piper (the local voice) streamed per sentence, fixed
+phrases cached, synthetic cues, and ``edge-agent say``.
 
-Why it is shaped this way:
+Engines register a ``TtsSpec`` (name, a constructor from the settings, whether it loads the local voice): adding one
+is one module that calls ``register_tts`` and one line in ``BUILTIN_TTS``. Built in: ``piper`` (here) and
+``wyoming`` (a Wyoming TTS server with the local voice as its fallback, tts_wyoming.py). Every engine offers the
+``ports.TextToSpeech`` port.
+
+Why Piper is shaped this way:
 
 * ``PiperTts.synthesize`` yields one int16 array per sentence as soon as that sentence is ready, so playback of the
   first sentence overlaps synthesis of the next (Piper's RTF is ~0.1-0.2 on two cores: the speaker never starves).
@@ -19,12 +25,13 @@ Why it is shaped this way:
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,6 +124,8 @@ def _syn_config(voice: Any, settings: TtsSettings) -> Any:
 class PiperTts:
     """A Piper voice: per-sentence streaming synthesis at the voice's rate, with the settings' rate and gain."""
 
+    name = "piper"
+
     def __init__(self, voice_path: Path, settings: TtsSettings) -> None:
         self.voice_path = Path(voice_path)
         self.settings = settings
@@ -187,6 +196,13 @@ class PiperTts:
         t0 = time.monotonic()
         self.synthesize_all(WARMUP_TEXT)
         return time.monotonic() - t0
+
+    def for_turn(self) -> PiperTts:
+        """One voice, nothing to choose per turn: the turn speaks through the voice itself."""
+        return self
+
+    def turn_record(self) -> dict[str, Any]:
+        return {"backend": self.name}
 
     def _require(self) -> None:
         if self.voice is None:
@@ -260,6 +276,55 @@ def from_settings(settings: Settings) -> PiperTts:
     from .preflight import resolve_model
 
     return PiperTts(resolve_model(settings, settings.tts.voice, "tts"), settings.tts)
+
+
+# =================================================================================================== registry
+
+# modules that register an engine when imported (piper registers itself below)
+BUILTIN_TTS = ("edge_agent.tts_wyoming",)
+
+
+@dataclass(frozen=True)
+class TtsSpec:
+    """How to make one TTS engine from the settings."""
+
+    name: str
+    create: Callable[[Settings], Any]  # the settings -> an engine offering ports.TextToSpeech, not loaded
+    local_voice: Callable[[Settings], bool]  # whether it loads tts.voice (the model check then wants it)
+    package: str | None = None  # the Python package it needs (the doctor checks it)
+
+
+_REGISTRY: dict[str, TtsSpec] = {}
+_builtins_loaded = False
+
+
+def register_tts(spec: TtsSpec) -> None:
+    _REGISTRY[spec.name] = spec
+
+
+def tts_engines() -> dict[str, TtsSpec]:
+    """Every registered engine by name (the built-in ones imported on first use)."""
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        for module in BUILTIN_TTS:
+            importlib.import_module(module)
+    return dict(_REGISTRY)
+
+
+def tts_spec(name: str) -> TtsSpec:
+    engines = tts_engines()
+    if name not in engines:
+        raise TtsError(f"unknown TTS engine {name!r}", fix=f"set tts.engine to one of: {', '.join(engines)}")
+    return engines[name]
+
+
+def make_tts(settings: Settings, engine: str | None = None) -> Any:
+    """The configured (or named) engine, its local voice resolved through the manifest; not loaded yet."""
+    return tts_spec(engine or settings.tts.engine).create(settings)
+
+
+register_tts(TtsSpec(name="piper", create=from_settings, local_voice=lambda _s: True, package="piper-tts"))
 
 
 # --------------------------------------------------------------------------------------------------- CLI
@@ -338,7 +403,7 @@ def cli_say(args: argparse.Namespace, settings: Settings) -> int:
                        fix='pass plain words: edge-agent say "Hello there."')
     device = None if args.output else _output_device(settings)  # fail before the slow model load
 
-    tts = from_settings(settings)
+    tts = make_tts(settings)
     tts.load()
     rate = tts.sample_rate
     t0 = time.monotonic()
@@ -359,6 +424,8 @@ def cli_say(args: argparse.Namespace, settings: Settings) -> int:
     assert st is not None
     result = {
         "output": output,
+        "engine": tts.name,
+        "tts": tts.turn_record(),  # which backend spoke (a server's fallback says why)
         "sample_rate": rate,
         "duration_s": round(st.audio_s, 3),
         "synth_s": round(st.synth_s, 3),

@@ -15,7 +15,7 @@ import numpy as np
 from .errors import TtsError
 
 if TYPE_CHECKING:
-    from .tts import PiperTts
+    from .ports import TextToSpeech
 
 PHRASE_CACHE_MAX = 64  # entries; fixed phrases plus a few recently repeated replies
 
@@ -40,7 +40,7 @@ class PhraseCache:
     misses are kept for the logs. Safe to call from several threads (a rare double synthesis is harmless).
     """
 
-    def __init__(self, tts: PiperTts, phrases: dict[str, str] | None = None,
+    def __init__(self, tts: TextToSpeech, phrases: dict[str, str] | None = None,
                  max_entries: int = PHRASE_CACHE_MAX) -> None:
         self.tts = tts
         self.phrases = dict(phrases if phrases is not None else DEFAULT_PHRASES)
@@ -61,6 +61,17 @@ class PhraseCache:
 
     def get(self, text_or_key: str) -> np.ndarray:
         """The phrase's int16 audio at the voice's rate (read-only array)."""
+        audio = self.lookup(text_or_key)
+        if audio is not None:
+            return audio
+        text = self.text_of(text_or_key)
+        audio = self.tts.synthesize_all(text)
+        if len(audio) == 0:
+            raise TtsError(f"phrase {text_or_key!r} has nothing speakable", fix="give the phrase some words")
+        return self.store(text, audio)
+
+    def lookup(self, text_or_key: str) -> np.ndarray | None:
+        """The cached audio of a key or text (a hit), or None (a miss); synthesizes nothing."""
         text = self.text_of(text_or_key)
         with self._lock:
             audio = self._audio.get(text)
@@ -69,15 +80,21 @@ class PhraseCache:
                 self.hits += 1
                 return audio
             self.misses += 1
-        audio = self.tts.synthesize_all(text)
-        if len(audio) == 0:
-            raise TtsError(f"phrase {text_or_key!r} has nothing speakable", fix="give the phrase some words")
+        return None
+
+    def store(self, text_or_key: str, audio: np.ndarray) -> np.ndarray:
+        """Keep ``audio`` as the phrase's (made read-only; the least recently used entry goes beyond the bound)."""
+        text = self.text_of(text_or_key)
         audio.setflags(write=False)
         with self._lock:
             self._audio[text] = audio
             while len(self._audio) > self.max_entries:
                 self._audio.popitem(last=False)
         return audio
+
+    def is_fixed(self, text_or_key: str) -> bool:
+        """A key of the phrase table or one of its texts (not a reply that merely repeats)."""
+        return text_or_key in self.phrases or text_or_key in self.phrases.values()
 
     def prewarm(self, texts: Iterable[str] | None = None) -> float:
         """Synthesize the given keys/texts (default: every phrase) now; returns seconds spent."""
