@@ -79,6 +79,9 @@ def check_stt_server(s: Settings) -> Check | None:
     try:
         info, rtt = engine.describe()
     except SttError as e:
+        if s.stt.fallback != "none":  # as the LLM server's check: turns still get an answer
+            return Check(what, WARN, f"{e.message}; turns fall back to the local {s.stt.fallback} engine",
+                         e.fix or "check stt.wyoming.host and port")
         return Check(what, FAIL, e.message, e.fix or "check stt.wyoming.host and port")
     names = [m.get("name") for a in info.get("asr") or [] for m in a.get("models") or []]
     return Check(what, OK, f"{engine.address} ({', '.join(map(str, names)) or 'no model listed'}) answered in "

@@ -141,6 +141,9 @@ class WyomingSttSettings:
     connect_timeout_s: float = opt(2.0, "Give up connecting after this many seconds.", min=0.1)
     timeout_s: float = opt(5.0, "Give up when the transcript has not arrived this long after the end of speech.",
                            min=0.5)
+    retry_max_s: float = opt(15.0, "With stt.fallback, a failed server is probed in the background with a back-off "
+                             "doubling from 0.5 s up to this; turns use the local engine until it answers again.",
+                             min=0.5)
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,11 @@ class SttSettings:
     whisper: WhisperSettings = opt(WhisperSettings(), "faster-whisper settings.")
     vosk: VoskSettings = opt(VoskSettings(), "Vosk settings.")
     wyoming: WyomingSttSettings = opt(WyomingSttSettings(), "Wyoming STT server settings (stt.engine: wyoming).")
+    fallback: Literal["none", "whisper", "vosk"] = opt(
+        "none", "When the STT server (stt.engine: wyoming) is unreachable, slower than stt.wyoming.timeout_s or "
+        "answers garbage: whisper or vosk = transcribe the utterance here with that engine's settings and model "
+        "(loaded at start: its memory is paid even while the server answers); none = the turn apologises. Ignored "
+        "for a local stt.engine.")
 
 
 @dataclass(frozen=True)

@@ -153,11 +153,13 @@ class Http:
 
 
 class Health:
-    """Whether the server is believed up; after a failure a background thread probes it with back-off."""
+    """Whether the server is believed up; after a failure a background thread probes it with back-off. ``what``
+    names the server in the log (the Wyoming STT fallback uses it too)."""
 
-    def __init__(self, probe: Any, retry_max_s: float) -> None:
+    def __init__(self, probe: Any, retry_max_s: float, what: str = "LLM server") -> None:
         self._probe = probe  # () -> None, raises RemoteFailure
         self.retry_max_s = retry_max_s
+        self.what = what
         self.up = True
         self.reason = ""
         self.since = 0.0
@@ -169,11 +171,12 @@ class Health:
     def mark_down(self, failure: RemoteFailure) -> None:
         with self._lock:
             if self.up:
-                log.warning("LLM server down (%s): %s; probing it in the background", failure.reason,
+                log.warning("%s down (%s): %s; probing it in the background", self.what, failure.reason,
                             failure.detail)
                 self.up, self.reason, self.since = False, failure.reason, time.monotonic()
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._retry, name="llm-remote-retry", daemon=True)
+                name = "llm-remote-retry" if self.what == "LLM server" else "remote-retry"
+                self._thread = threading.Thread(target=self._retry, name=name, daemon=True)
                 self._thread.start()
 
     def _retry(self) -> None:
@@ -182,11 +185,11 @@ class Health:
             try:
                 self._probe()
             except RemoteFailure as e:
-                log.debug("LLM server still down: %s", e)
+                log.debug("%s still down: %s", self.what, e)
                 delay = min(self.retry_max_s, delay * 2)
                 continue
             with self._lock:
-                log.info("LLM server back after %.1f s", time.monotonic() - self.since)
+                log.info("%s back after %.1f s", self.what, time.monotonic() - self.since)
                 self.up, self.reason = True, ""
                 self.recoveries += 1
             return

@@ -55,6 +55,8 @@ def model_refs(s: Settings) -> list[tuple[str, str, str]]:
         ("llm.model", s.llm.model, "llm"),
         ("tts.voice", s.tts.voice if tts_spec(s.tts.engine).local_voice(s) else None, "tts"),  # piper or fallback
     ]
+    if s.stt.fallback != "none" and stt_model_ref(s)[2] is None:  # a server's local fallback loads its model
+        refs.append(stt_model_ref(s, s.stt.fallback))
     return [(key, ref, kind) for key, ref, kind in refs if ref is not None and kind is not None]
 
 

@@ -158,6 +158,10 @@ class Responder:
         else:
             log.info("transcript: %r", text)
         self.stages["stt_wait_s"] = round(time.monotonic() - t0, 4)
+        # which engine served, and why the server did not (stt.fallback): the names the LLM's calls use
+        reason = getattr(result, "fallback_reason", "")
+        self.stages["stt"] = {"backend": getattr(result, "engine", ""),
+                              **({"fallback_reason": reason} if reason else {})}
         self.post(ev.Transcribed(time.monotonic(), self.turn_id, text, heard=heard, speculative=speculative,
                                  compute_s=getattr(result, "compute_s", None)))
         if text and self.on_transcript is not None:

@@ -53,10 +53,12 @@ class SttResult:
     partials: list[tuple[float, str]] = field(default_factory=list)
     audio_s: float = 0.0
     compute_s: float = 0.0
+    fallback_reason: str = ""  # why a local engine served instead of the server (stt.fallback), as the LLM's
 
     def to_json(self) -> dict[str, Any]:
         return {"text": self.text, "engine": self.engine, "audio_s": round(self.audio_s, 3),
                 "compute_s": round(self.compute_s, 4),
+                **({"fallback_reason": self.fallback_reason} if self.fallback_reason else {}),
                 "partials": [{"t": round(t, 3), "text": p} for t, p in self.partials]}
 
 
@@ -224,15 +226,23 @@ def make_engine(stt_settings: SttSettings, settings: Settings, engine: str | Non
                 model: str | None = None) -> SttEngine:
     """The configured (or overridden) engine with its model resolved and verified; not loaded yet.
 
-    If the configured engine's model is missing but another engine's configured model is installed, the error says
-    both ways out: fetch the model, or switch ``stt.engine``.
+    An engine without a local model (a server) is wrapped with ``stt.fallback``'s local engine when one is set
+    (``stt_fallback.FallbackSttEngine``). If the configured engine's model is missing but another engine's
+    configured model is installed, the error says both ways out: fetch the model, or switch ``stt.engine``.
     """
     name = engine or stt_settings.engine
     spec = stt_spec(name)
     own = spec.settings(settings)
     ref = model or spec.model(own)
     if ref is None or spec.model_kind is None:
-        return spec.create(own, None)
+        server = spec.create(own, None)
+        fallback = getattr(stt_settings, "fallback", "none")
+        if fallback == "none" or fallback == name:
+            return server
+        from .stt_fallback import FallbackSttEngine
+
+        return FallbackSttEngine(server, make_engine(stt_settings, settings, engine=fallback),
+                                 retry_max_s=float(getattr(own, "retry_max_s", 15.0)))
     store = ModelStore(settings.models_path)
     try:
         path = resolve(ref, store, spec.model_kind)

@@ -95,6 +95,7 @@ class WyomingStream(SttStream):
         self._done = threading.Event()
         self._text: str | None = None
         self._error: str | None = None
+        self.failure_reason = ""  # one word for the turn log when it failed (as the LLM's fallback_reason)
         self._dropped = 0
         self._sock: socket.socket | None = None
         self._thread = threading.Thread(target=self._run, name="stt-wyoming", daemon=True)
@@ -115,6 +116,7 @@ class WyomingStream(SttStream):
             self._error = self._error or "the sender is stuck (queue full)"
         if not self._done.wait(s.timeout_s):
             self._abort()
+            self.failure_reason = "timeout"
             raise SttError(f"no transcript from the Wyoming STT server {self.engine.address} within {s.timeout_s:g} "
                            "s of the end of speech", fix="check the server, or raise stt.wyoming.timeout_s")
         if self._error is not None:
@@ -123,6 +125,14 @@ class WyomingStream(SttStream):
         if self._dropped:
             log.warning("stt: %d audio chunks were dropped while the server was slow", self._dropped)
         return self._text or ""
+
+    @property
+    def failed(self) -> bool:
+        """The server already failed this utterance (before ``finish()``): a fallback need not wait for it."""
+        return self._done.is_set() and self._error is not None
+
+    def _fail(self, reason: str, error: str) -> None:
+        self.failure_reason, self._error = reason, error
 
     def _abort(self) -> None:
         sock = self._sock
@@ -139,7 +149,11 @@ class WyomingStream(SttStream):
 
         fmt = {"rate": SAMPLE_RATE, "width": 2, "channels": 1}
         try:
-            sock = self._sock = self.engine._connect()
+            try:
+                sock = self._sock = self.engine._connect()
+            except SttError as e:
+                self._fail("unreachable", e.message)
+                return
             with sock, sock.makefile("rwb") as f:
                 write_event(Transcribe(language=self.engine.settings.language or None).event(), f)
                 write_event(AudioStart(**fmt).event(), f)
@@ -150,28 +164,51 @@ class WyomingStream(SttStream):
                     write_event(AudioChunk(audio=item, **fmt).event(), f)
                 write_event(AudioStop().event(), f)
                 chunks: list[str] = []
+                tap = _LineTap(f)
                 while True:
-                    event = read_event(f)
-                    if event is None:
-                        raise SttError("the connection closed before the transcript")
+                    event = read_event(tap)  # type: ignore[arg-type]
+                    if event is None:  # read_event says None for the end of the stream and for garbage alike
+                        if tap.last.strip():
+                            self._fail("malformed", f"not a Wyoming event: {tap.last[:80]!r}")
+                        else:
+                            self._fail("connection", "the connection closed before the transcript")
+                        return
                     if event.type == "transcript":
                         text = event.data.get("text")
                         if not isinstance(text, str):
-                            raise SttError("the transcript has no text")
+                            self._fail("malformed", "the transcript has no text")
+                            return
                         self._text = text.strip() or " ".join(chunks).strip()
                         return
                     if event.type == "transcript-chunk":
                         chunks.append(str(event.data.get("text", "")))
                     elif event.type == "error":
-                        raise SttError(f"the server reported: {event.data.get('text', event.data)}")
+                        self._fail("error", f"the server reported: {event.data.get('text', event.data)}")
+                        return
         except queue.Empty:
-            self._error = "the stream was abandoned (not finished)"
-        except SttError as e:
-            self._error = e.message
-        except (OSError, ValueError, KeyError) as e:
-            self._error = f"{type(e).__name__}: {e}"
+            self._fail("abandoned", "the stream was abandoned (not finished)")
+        except TimeoutError as e:
+            self._fail("timeout", f"TimeoutError: {e}")
+        except OSError as e:
+            self._fail("connection", f"{type(e).__name__}: {e}")
+        except (ValueError, KeyError, AttributeError, TypeError) as e:  # not Wyoming events: garbage
+            self._fail("malformed", f"{type(e).__name__}: {e}")
         finally:
             self._done.set()
+
+
+class _LineTap:
+    """The reader handed to ``read_event``, keeping the last line it read (to tell garbage from a closed socket)."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.last = f, b""
+
+    def readline(self) -> bytes:
+        self.last = self.f.readline()
+        return self.last
+
+    def read(self, n: int) -> bytes:
+        return self.f.read(n)
 
 
 register_stt(SttSpec(

@@ -59,6 +59,99 @@ class LlamaServer:
         self.proc = None
 
 
+class WyomingWhisperServer:
+    """``python -m wyoming_faster_whisper`` on 127.0.0.1:port with the project's Whisper folder; ``kill()`` and
+    ``start()`` again on the same port. Ready when it answers Wyoming ``describe``."""
+
+    def __init__(self, model_dir: Path, workdir: Path, *, threads: int = 1, port: int | None = None) -> None:
+        self.model_dir = Path(model_dir)
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.dir / "wyoming.log"
+        self.threads = threads
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120.0) -> WyomingWhisperServer:
+        from edge_agent.config import WyomingSttSettings
+        from edge_agent.errors import SttError
+        from edge_agent.stt_wyoming import WyomingSttEngine
+
+        assert self.proc is None or self.proc.poll() is not None, "server already running"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wyoming_faster_whisper", "--uri", f"tcp://127.0.0.1:{self.port}", "--model",
+             str(self.model_dir), "--data-dir", str(self.dir), "--local-files-only", "--language", "en",
+             "--beam-size", "1", "--cpu-threads", str(self.threads), "--compute-type", "int8",
+             "--stt-library", "faster-whisper"], stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        probe = WyomingSttEngine(WyomingSttSettings(host="127.0.0.1", port=self.port))
+        end = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"wyoming-faster-whisper exited {self.proc.returncode}:\n"
+                                   f"{self.log_path.read_text()[-3000:]}")
+            try:
+                probe.describe()
+                return self
+            except SttError:
+                if time.monotonic() > end:
+                    self.kill()
+                    msg = f"wyoming-faster-whisper did not answer on {self.port} within {timeout} s"
+                    raise RuntimeError(msg) from None
+                time.sleep(0.2)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+
+class GarbageServer:
+    """Accepts TCP connections, reads what comes, and answers every connection with ``reply`` bytes, then closes
+    (a server that answers garbage); counts the connections."""
+
+    def __init__(self, reply: bytes = b"this is not a wyoming event\n") -> None:
+        self.reply = reply
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5.0)
+            try:
+                conn.recv(65536)  # the request's first bytes; then the garbage, at once
+                conn.sendall(self.reply)
+                conn.shutdown(socket.SHUT_WR)
+                while conn.recv(65536):  # drain what the client still sends until it closes
+                    pass
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        try:  # wakes the thread blocked in accept(): on Linux close() alone leaves the port listening until then
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
 class SilentServer:
     """Accepts TCP connections and never sends a byte (a hung server); counts the connections."""
 
@@ -85,6 +178,10 @@ class SilentServer:
             self.accepted.append(conn)  # kept open, never read or answered
 
     def close(self) -> None:
+        try:  # wakes the thread blocked in accept(): on Linux close() alone leaves the port listening until then
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
         for c in self.accepted:
             c.close()
