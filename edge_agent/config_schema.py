@@ -70,6 +70,9 @@ class WakeModelSettings:
         None, "Number of consecutive scores averaged before the cutoff; null = the model's own (sliding_window_size of "
         "a microWakeWord manifest, 1 for openWakeWord).", min=1, max=50
     )
+    verifier: str | None = opt(
+        None, "Household verifier file written by `edge-agent wake enroll` (JSON): asked only when this model fires, "
+        "it drops detections that do not sound like an enrolled member saying the wake phrase; null = none.")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ identical for every engine, so detections mean the same thing whichever engine m
 * a cutoff and a refractory time per model: one detection per utterance, on the rising edge;
 * ``threshold_boost`` while the assistant itself speaks (half-duplex guard) and ``threshold_override`` (a runtime
   sensitivity), each mapped by the engine onto its own score scale;
-* ``reset()``, which clears every engine's audio, feature and score history.
+* ``reset()``, which clears every engine's audio, feature and score history;
+* an optional household verifier per model (``wake.models[].verifier``, ``wake_verifier.py``), asked only when the
+  score crosses the cutoff: a detection it rejects is dropped and logged with both scores.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class WakeModelSpec:
     engine: str = "openwakeword"
     sliding_window: int = 1
     phrase: str = ""  # the spoken wake phrase when the model says it (microWakeWord manifests do)
+    verifier: Path | None = None  # a household verifier file (``edge-agent wake enroll``)
 
 
 class WakeEngine(Protocol):
@@ -84,6 +87,8 @@ class WakeEngine(Protocol):
     def score(self, frame: np.ndarray) -> dict[str, float]: ...
 
     def reset(self) -> None: ...
+
+    def verifier_features(self, name: str) -> np.ndarray: ...  # what a verifier sees at a detection, 1-D
 
     def threshold(self, base: float, boost: float, override: float | None) -> float: ...
 
@@ -104,6 +109,8 @@ class _ModelState:
     window: deque[float] = field(default_factory=deque)
     above: bool = False
     last_fire: float | None = None
+    verifier: Any = None  # wake_verifier.Verifier
+    vetoed: bool = False  # the verifier rejected this run above the cutoff (logged once per run)
 
 
 class WakeDetector:
@@ -126,13 +133,17 @@ class WakeDetector:
             eng = cls([m for m in models if m.engine == engine_name], **resources)
             self._engines.append((eng, Rechunker(eng.frame_samples)))
             for det_name, spec in eng.models.items():
-                self._states[det_name] = _ModelState(spec, deque(maxlen=spec.sliding_window))
+                self._states[det_name] = _ModelState(spec, deque(maxlen=spec.sliding_window),
+                                                     verifier=_load_verifier(eng, det_name, spec))
         self._pending = [0] * len(self._engines)
         self.threshold_boost = 0.0  # added to every threshold (self-trigger guard while the assistant speaks)
         self.threshold_override: float | None = None  # replaces every model's threshold (runtime sensitivity)
         self.max_scores: dict[str, float] = {}
         self.on_score: Any = None  # optional callable(name, t, score) for every (window-averaged) score: benchmarks
         self.frames = 0
+        # detections the household verifier rejected, newest last: (model, t, score, verifier probability)
+        self.rejected: deque[tuple[str, float, float, float]] = deque(maxlen=100)
+        self.rejected_count = 0
         self.cpu_s = 0.0  # process CPU time spent in the engines, for `wake` reports and benchmarks
         self.reset()
 
@@ -158,6 +169,28 @@ class WakeDetector:
     @property
     def specs(self) -> dict[str, WakeModelSpec]:
         return {name: st.spec for name, st in self._states.items()}
+
+    def verifier(self, name: str) -> Any:
+        """The household verifier of detection name ``name``, or None."""
+        return self._states[name].verifier
+
+    def set_verifier(self, name: str, verifier: Any) -> None:
+        """Attach (or with None remove) a household verifier for detection name ``name`` (enrollment, benchmarks)."""
+        self._states[name].verifier = verifier
+
+    def _engine(self, name: str) -> Any:
+        return next(e for e, _ in self._engines if name in e.models)
+
+    def verifier_features(self, name: str) -> np.ndarray:
+        """The features a verifier would see for ``name`` now (enrollment collects them through ``on_score``)."""
+        return self._engine(name).verifier_features(name)
+
+    def verifier_kind(self, name: str) -> str:
+        return str(self._engine(name).verifier_kind)
+
+    def frame_samples(self, name: str) -> int:
+        """The step of the engine that scores ``name`` (samples per score)."""
+        return int(self._engine(name).frame_samples)
 
     def threshold_for(self, name: str) -> float:
         """The cutoff in force for detection name ``name`` now (boost and override applied)."""
@@ -203,7 +236,22 @@ class WakeDetector:
         above = score >= cutoff
         rising = above and not st.above
         st.above = above
+        if not above:
+            st.vetoed = False
         if rising and (st.last_fire is None or t - st.last_fire >= st.spec.refractory_s):
+            if st.verifier is not None:
+                # The verifier looks at every frame of a run above the cutoff until it accepts one (as
+                # openWakeWord's custom verifier does); a rejected frame leaves the run open.
+                p = st.verifier.probability(eng.verifier_features(name))
+                if p < st.verifier.threshold:
+                    if not st.vetoed:
+                        log.info("wake model %s at %.2f s (score %.3f) rejected by the household verifier "
+                                 "(%.3f < %.2f)", name, t, score, p, st.verifier.threshold)
+                        self.rejected.append((name, round(t, 4), score, p))
+                        self.rejected_count += 1
+                    st.vetoed = True
+                    st.above = False
+                    return None
             st.last_fire = t
             log.debug("wake model %s fired at %.2f s (score %.3f, cutoff %.3f)", name, t, score, cutoff)
             return Detection(name, round(t, 4), score, st.spec.stop)
@@ -218,6 +266,7 @@ class WakeDetector:
         for st in self._states.values():
             st.window.clear()
             st.above = False
+            st.vetoed = False
             st.last_fire = None  # a fresh start: the buffers that could re-fire are gone
 
 
@@ -244,13 +293,31 @@ def resolve_spec(settings: Settings, m: WakeModelSettings, stop: bool = False,
                           f"does not run", fix=fix)
     defaults = cls.model_defaults(path)
     name = m.model if not _looks_like_path(m.model) else path.stem
+    if m.verifier:  # checked here too, to name the config key; the detector checks its size against the engine
+        from .wake_verifier import load
+
+        load(m.verifier, where=f"{where}.verifier", model=name, features=cls.verifier_kind)
     return WakeModelSpec(
         name=name, path=path,
         threshold=m.threshold if m.threshold is not None else defaults["threshold"],
         refractory_s=m.refractory_s, stop=stop, engine=m.engine,
         sliding_window=m.sliding_window if m.sliding_window is not None else defaults["sliding_window"],
         phrase=defaults.get("phrase", ""),
+        verifier=Path(m.verifier).expanduser() if m.verifier else None,
     )
+
+
+def _load_verifier(eng: Any, det_name: str, spec: WakeModelSpec) -> Any:
+    """The spec's verifier file, checked against what this engine gives for the model; None without one."""
+    if spec.verifier is None:
+        return None
+    from .wake_verifier import load
+
+    v = load(spec.verifier, where=f"wake model {spec.name!r} verifier", model=spec.name,
+             features=eng.verifier_kind, dim=int(eng.verifier_features(det_name).shape[0]))
+    log.info("wake model %s: household verifier %s (%s; threshold %.2f)", det_name, spec.verifier,
+             ", ".join(f"{k} {n} clips" for k, n in v.speakers.items()) or "no speaker list", v.threshold)
+    return v
 
 
 def engine_for_file(path: Path) -> str:

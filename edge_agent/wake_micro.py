@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,23 @@ FRAME_SAMPLES = 160  # the micro frontend's step: 10 ms
 DEFAULT_THRESHOLD = 0.97
 DEFAULT_WINDOW = 5
 SENSITIVITY_MID = 0.5  # a runtime sensitivity override of 0.5 (the middle) keeps the model's own cutoff
+VERIFY_ROWS = 120  # frontend rows (10 ms each) a household verifier looks at: 1.2 s, a wake phrase and a little more
+VERIFY_SEGMENTS = 4  # the window's rows are averaged in this many equal segments (the phrase's rough shape)
+N_FEATURES = 40  # log-mel channels of the micro frontend
+
+
+def pooled_features(rows: np.ndarray) -> np.ndarray:
+    """A window of frontend rows (n x 40) -> the verifier's numbers: the mean of each channel in each of
+    ``VERIFY_SEGMENTS`` equal segments, then each channel's standard deviation over the window (200 numbers).
+    A window shorter than ``VERIFY_ROWS`` (just after a reset) is padded at the front with its first row."""
+    rows = np.asarray(rows, dtype=np.float64).reshape(-1, N_FEATURES)
+    if len(rows) == 0:
+        rows = np.zeros((1, N_FEATURES))
+    if len(rows) < VERIFY_ROWS:
+        rows = np.vstack([np.repeat(rows[:1], VERIFY_ROWS - len(rows), axis=0), rows])
+    rows = rows[-VERIFY_ROWS:]
+    segs = [seg.mean(axis=0) for seg in np.array_split(rows, VERIFY_SEGMENTS)]
+    return np.concatenate([*segs, rows.std(axis=0)])
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -124,6 +142,14 @@ class MicroEngine:
         self._frontend = MicroFrontend()
         self._models = [_Model(m, lib) for m in models]
         self.models: dict[str, WakeModelSpec] = {m.name: m for m in models}
+        self._recent: deque[np.ndarray] = deque(maxlen=VERIFY_ROWS)  # the last frontend rows, for a verifier
+
+    verifier_kind = "micro_logmel_pooled"
+
+    def verifier_features(self, name: str) -> np.ndarray:
+        """What a household verifier looks at for a detection: the last 1.2 s of frontend rows, pooled
+        (``pooled_features``); the same for every model, as they share the frontend."""
+        return pooled_features(np.array(self._recent)) if self._recent else pooled_features(np.empty((0, 40)))
 
     def score(self, frame: np.ndarray) -> dict[str, float]:
         data = frame.tobytes()
@@ -134,6 +160,7 @@ class MicroEngine:
             if not res.features:
                 continue
             row = np.asarray(res.features, dtype=np.float32).reshape(1, 1, -1)
+            self._recent.append(row.reshape(-1))
             for m in self._models:
                 p = m.push(row)
                 if p is not None:
@@ -142,5 +169,6 @@ class MicroEngine:
 
     def reset(self) -> None:
         self._frontend.reset()
+        self._recent.clear()
         for m in self._models:
             m.reset()

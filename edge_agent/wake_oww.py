@@ -100,6 +100,14 @@ class OwwEngine:
         scores = self._oww.predict(frame)
         return {self._key_to_name[k]: float(v) for k, v in scores.items() if k in self._key_to_name}
 
+    verifier_kind = "oww_embeddings"
+
+    def verifier_features(self, name: str) -> np.ndarray:
+        """What a household verifier looks at for detection ``name``: the embeddings its wake model just saw
+        (its input window, 16 x 96 for ``hey_jarvis``), flattened, as openWakeWord's own custom verifier does."""
+        spec = self.models[name]
+        return self.embeddings(int(self._oww.model_inputs.get(spec.path.stem, 16))).reshape(-1)
+
     def embeddings(self, n: int = 16) -> np.ndarray:
         """The last ``n`` speech embeddings (96 numbers each, one per 80 ms): what a verifier looks at."""
         return np.asarray(self._oww.preprocessor.get_features(n), dtype=np.float32).reshape(n, -1)
