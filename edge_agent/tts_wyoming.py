@@ -136,8 +136,7 @@ class WyomingTts:
         self.settings = settings
         self.tts_settings = tts
         self.fallback = fallback
-        self.health = Health(self.probe, settings.retry_max_s)
-        self.health.what = "Wyoming TTS server"  # the name its log lines use
+        self.health = Health(self.probe, settings.retry_max_s, what="Wyoming TTS server")
         self.load_s = 0.0
         self.last_stats: SynthStats | None = None
         self.last_first_audio_s: float | None = None  # request sent -> first audio chunk, of the last remote sentence
