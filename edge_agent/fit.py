@@ -90,9 +90,9 @@ def measure(s: Settings) -> Speed:
     from .audio import SAMPLE_RATE, resample
     from .llm_backend import create_backend
     from .stt import make_engine
-    from .tts import PiperTts
+    from .tts import make_tts
 
-    tts = PiperTts.from_settings(s)
+    tts = make_tts(s)  # tts.engine: a server's time to a sentence when it is a Wyoming server
     tts.load()
     tts.warmup()
     t0 = time.perf_counter()
