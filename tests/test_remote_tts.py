@@ -6,6 +6,7 @@ turn is spoken (by the local voice when the server fails), within a bounded time
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
 import subprocess
 import sys
@@ -378,3 +379,43 @@ def test_a_closed_port_without_a_local_voice_plays_the_error_cue():
     assert [s.text for s in segments] == [""] and done.stages["tts_apology"] == "cue" and took < 5
     assert done.stages["tts"]["fallback_reason"] == "unreachable" and done.reply_spoken == ""
     engine.close()
+
+
+# ------------------------------------------------------------------------------------------ the daemon
+
+
+def test_the_daemon_speaks_through_the_server_and_then_without_it(piper_server, store, tmp_path):
+    """``edge-agent run`` in file mode through the real entry point with ``tts.engine: wyoming``: the reply is the
+    server's, and with the server gone the same request is still answered, by the local voice, as the turn log says."""
+    from .conftest import ROOT, run_cli
+    from .speech import compose
+
+    request = compose(store, [("silence", 0.5), ("piper", "Hey Jarvis!"), ("silence", 0.5),
+                              ("piper", "What time is it?"), ("silence", 1.0)], tmp_path / "req.wav")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"tts:\n  engine: wyoming\n  wyoming: {{port: {piper_server.port}, timeout_s: 10.0}}\n")
+    env = {"XDG_RUNTIME_DIR": str(tmp_path), "PULSE_SERVER": f"unix:{tmp_path}/nothing"}  # no sound card
+
+    def run(name: str) -> tuple[dict, np.ndarray]:
+        out, log = tmp_path / f"{name}.wav", tmp_path / f"{name}.jsonl"
+        proc = run_cli("-c", str(config), "run", "--input", str(request), "--output", str(out), "--turn-log",
+                       str(log), "--no-mqtt", "--home", str(ROOT / "tests" / "data" / "home.yaml"), env=env,
+                       timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        turns = [json.loads(x) for x in log.read_text().splitlines()]
+        assert len(turns) == 1 and turns[0]["reply_spoken"], turns
+        from edge_agent.audio import read_wav
+
+        return turns[0], read_wav(out)
+
+    turn, audio = run("with-server")
+    assert turn["stages"]["tts"]["backend"] == "wyoming" and turn["outcome"] == "answered", turn
+    assert np.abs(audio).max() > 3000
+    piper_server.kill()
+    try:
+        turn, audio = run("without-server")
+        tts = turn["stages"]["tts"]
+        assert tts["backend"] == "piper" and tts["fallback_reason"] == "unreachable", turn["stages"]
+        assert np.abs(audio).max() > 3000 and turn["outcome"] == "answered", turn
+    finally:
+        piper_server.start()
