@@ -254,7 +254,8 @@ class TtsSettings:
         "that sentence and the rest of the turn are spoken by the local voice tts.voice (loaded at start; fixed "
         "phrases always come from it); none = no local voice (its memory saved): fixed phrases cached from the "
         "server at start, else a cue tone. Ignored for tts.engine: piper.")
-    length_scale: float = opt(1.0, "Speaking rate: >1 slower, <1 faster.", min=0.3, max=3.0)
+    length_scale: float = opt(1.0, "Speaking rate of the local voice: >1 slower, <1 faster (a Wyoming server speaks at "
+                              "its own --length-scale: the protocol carries no rate).", min=0.3, max=3.0)
     volume: float = opt(1.0, "Output gain.", min=0.0, max=4.0)
     sentence_silence_s: float = opt(0.12, "Silence appended after each spoken sentence.", min=0.0, max=2.0)
     first_clause_words: int = opt(
