@@ -9,7 +9,9 @@ Three parts, each optional:
   Right = exactly one intent published for the item, judged like tools/paraphrase.py (intent, value slots, target
   entities). A request on a sensitive device (locks, the garage door) is followed by "Hey Jarvis, yes" (the spoken
   confirmation), and the intent of that pair is judged. A timer request that needs a running (or paused) timer gets
-  set-up turns first ("cancel all my timers", "set a timer for thirty minutes", "pause the timer"), not scored.
+  set-up turns first ("please cancel all my timers", "set a timer for thirty minutes", "pause the timer"), not
+  scored. Nothing published but a question back ("Did you mean the Garage Door?", "Are you sure ...?") that names
+  the right device is counted apart as ``asked back``: no wrong action, but not done either.
   The table splits the items by the tier that answered: ``exact`` template, ``tolerant`` tier, ``context``
   carry-over, ``llm`` tool call (read from the ``source`` of the published intent and the turn's ``used_llm``; a fast
   match's tier is found by running the same matcher on the heard transcript in-process, which is what the daemon
@@ -31,9 +33,11 @@ Three parts, each optional:
 Voices are chosen per item with ``--seed`` from ``VOICES`` (Piper joe at two speeds, espeak-ng with American,
 British, Scottish and female variants). The wake phrase is always Piper's: a missed wake word is not what this
 measures. Each session's utterances are placed with a gap after them long enough for the turn to finish (longer
-where the text would go to the LLM), so no request is said while the previous one is still answered; a turn that
-ran into the next request anyway shows as ``interrupted``. Audio, daemon logs and the broker live in ``--workdir``
-(default a new folder under /tmp).
+where the text would go to the LLM), so no request is said while the previous one is still answered. A turn that
+ran into the next request anyway (cut off with nothing said or published, e.g. a misheard request that went to a
+slow LLM), or left no turn, is said again once in a second session with the long gap after every utterance; how
+many were said again is reported. Audio, daemon logs and the broker live in ``--workdir`` (default a new folder
+under /tmp).
 
     .venv/bin/python tools/spoken_eval.py --paraphrases 30 --conversations 12 --injections [--seed 1]
         [--json OUT.json] [--workdir DIR]
@@ -299,14 +303,17 @@ def _sensitive_targets(item: PItem, home: Any) -> bool:
     return any(home.is_sensitive(e) for e in resolve_targets(home, IntentCall(item.intent, dict(item.slots))))
 
 
-def paraphrase_sessions(items: list[PItem], matcher: Any, home: Any) -> list[Session]:
-    """One session per area the items are said in; set-up turns before timer requests that need a timer."""
+def paraphrase_sessions(items: list[PItem], matcher: Any, home: Any, gap_s: float | None = None,
+                        prefix: str = "paraphrases") -> list[Session]:
+    """One session per area the items are said in; set-up turns before timer requests that need a timer. ``gap_s``
+    replaces every gap (the second pass)."""
     by_area: dict[str | None, list[Utt]] = {}
     for it in items:
         utts = by_area.setdefault(it.area, [])
         if it.intent in TIMER_NEEDS_ONE or it.intent == "HassUnpauseTimer":
             name = it.slots.get("name")
-            utts.append(Utt("setup", "cancel all my timers", "piper-joe"))
+            # "please" first: a bare "cancel ..." would be taken as the "no" to a question still pending
+            utts.append(Utt("setup", "please cancel all my timers", "piper-joe"))
             utts.append(Utt("setup", f"set a {name} timer for {TIMER_SETUP_MINUTES} minutes" if name
                             else f"set a timer for {TIMER_SETUP_MINUTES} minutes", "piper-joe"))
             if it.intent == "HassUnpauseTimer":
@@ -315,7 +322,17 @@ def paraphrase_sessions(items: list[PItem], matcher: Any, home: Any) -> list[Ses
         utts.append(Utt(it.id, it.text, it.voice, gap_s=LLM_GAP_S if llm else FAST_GAP_S))
         if _sensitive_targets(it, home):
             utts.append(Utt(f"{it.id}/yes", "yes", "piper-joe"))
-    return [Session(f"paraphrases-{(a or 'none').replace(' ', '_').lower()}", a, u) for a, u in by_area.items()]
+    if gap_s is not None:
+        for utts in by_area.values():
+            for u in utts:
+                u.gap_s = gap_s
+    return [Session(f"{prefix}-{(a or 'none').replace(' ', '_').lower()}", a, u) for a, u in by_area.items()]
+
+
+def cut_off(heard: list[Heard], key: str) -> bool:
+    """No turn for ``key``, or only turns cut off (by the next request) before they said or published anything."""
+    mine = [h for h in heard if h.key == key]
+    return not mine or all(h.outcome == "interrupted" and not h.published and not h.reply.strip() for h in mine)
 
 
 def _call(m: dict[str, Any]) -> Any:
@@ -375,8 +392,15 @@ def score_paraphrases(items: list[PItem], heard: list[Heard], home: Any, toleran
                 paraphrase.Item(it.text, it.intent, it.slots, it.area), before, home)[0]
         else:
             row["exact_alone_answers"] = row["exact_alone_right"] = False
+        last = next((h.reply.strip() for h in reversed(mine) if h.reply.strip()), "")
+        row["asked_back"] = bool(not ok and req is not None and not published and last.endswith("?"))
+        if row["asked_back"] and req is not None:
+            row["question"] = last
+            row["asked_back_right"] = _asked_right(it, req, last, home, tolerant)
         if not ok:
-            row["miss"] = "no turn" if req is None else ("misheard" if (row["wer"] or 0) > 0 else "misunderstood")
+            row["miss"] = "no turn" if req is None else (
+                "asked back" if row.get("asked_back_right") else
+                "misheard" if (row["wer"] or 0) > 0 else "misunderstood")
         rows.append(row)
     n = len(rows)
     tiers: dict[str, list[int]] = {}
@@ -399,9 +423,28 @@ def score_paraphrases(items: list[PItem], heard: list[Heard], home: Any, toleran
         "exact_alone_fast_path_pct": round(100 * sum(r["exact_alone_answers"] for r in rows) / max(1, n), 1),
         "exact_alone_right_pct": round(100 * sum(r["exact_alone_right"] for r in rows) / max(1, n), 1),
         "heard_exactly_pct": round(100 * sum(r["wer"] == 0 for r in rows) / max(1, n), 1),
-        "misses": {k: sum(r.get("miss") == k for r in rows) for k in ("misheard", "misunderstood", "no turn")},
+        "asked_back_right": sum(bool(r.get("asked_back_right")) for r in rows),
+        "misses": {k: sum(r.get("miss") == k for r in rows) for k in ("misheard", "misunderstood", "asked back",
+                                                                         "no turn")},
     }
     return rows, summary
+
+
+def _asked_right(it: PItem, req: Heard, question: str, home: Any, tolerant: Any) -> bool:
+    """The question back is about the right thing: the fast path's call on the heard words is right, or (an LLM
+    call, a confirmation) the question names every expected device."""
+    import paraphrase
+
+    from edge_agent.intent import IntentCall
+    from edge_agent.intents import DEVICE_INTENTS, resolve_targets
+
+    call = tolerant.match(req.transcript, it.area, ask_back=True)
+    if call is not None and paraphrase.judge(paraphrase.Item(it.text, it.intent, it.slots, it.area), call, home)[0]:
+        return True
+    if it.intent not in DEVICE_INTENTS:
+        return False
+    want = resolve_targets(home, IntentCall(it.intent, dict(it.slots)))
+    return bool(want) and all(e.name.lower() in question.lower() for e in want)
 
 
 # ------------------------------------------------------------------------------------------------------ conversations
@@ -422,8 +465,8 @@ def pick_conversations(n: int, seed: int) -> list[dict[str, Any]]:
     return out
 
 
-def conversation_sessions(convs: list[dict[str, Any]], seed: int, voices: Sequence[str] = tuple(VOICES)
-                          ) -> list[Session]:
+def conversation_sessions(convs: list[dict[str, Any]], seed: int, voices: Sequence[str] = tuple(VOICES),
+                          gap_s: float | None = None, suffix: str = "") -> list[Session]:
     """One session per conversation; one voice per conversation; the gap after a turn from a text dry run (fast
     path and context only, in-process): longer where that turn would need the LLM."""
     import conversations as conv_tool
@@ -431,19 +474,19 @@ def conversation_sessions(convs: list[dict[str, Any]], seed: int, voices: Sequen
     from edge_agent.brain import SORRY_NO_LLM
 
     runner = conv_tool.Runner(CONVERSATIONS, None, use_llm=False)
-    rng = random.Random(seed + 1)
     out = []
     for c in convs:
         brain = runner.brain()
-        voice = rng.choice(voices)
+        voice = random.Random(f"{seed}/{c['id']}").choice(voices)  # the same voice in the second pass
         utts = []
         for k, turn in enumerate(c["turns"]):
             resp = brain.respond(turn["say"], area=turn.get("area"))
             reply = resp.wait()
             brain.commit_turn(turn["say"], reply)
             llm = reply.strip() == SORRY_NO_LLM
-            utts.append(Utt(f"{c['id']}/{k}", turn["say"], voice, wake=k == 0, gap_s=LLM_GAP_S if llm else FAST_GAP_S))
-        out.append(Session(f"conv-{c['id']}", None, utts))
+            gap = gap_s if gap_s is not None else LLM_GAP_S if llm else FAST_GAP_S
+            utts.append(Utt(f"{c['id']}/{k}", turn["say"], voice, wake=k == 0, gap_s=gap))
+        out.append(Session(f"conv-{c['id']}{suffix}", None, utts))
     return out
 
 
@@ -530,16 +573,19 @@ def score_conversations(convs: list[dict[str, Any]], heard: list[Heard], home: A
 
 
 # ------------------------------------------------------------------------------------------------------ injections
-def injection_session(seed: int, matcher: Any, voices: Sequence[str] = tuple(VOICES)
-                      ) -> tuple[list[dict[str, Any]], Session]:
+def injection_session(seed: int, matcher: Any, voices: Sequence[str] = tuple(VOICES), only: set[str] | None = None,
+                      gap_s: float | None = None, name: str = "injections") -> tuple[list[dict[str, Any]], Session]:
+    """The injections with their seeded voices, as one session (``only``: just these ids, the second pass)."""
     items = yaml.safe_load(INJECTIONS.read_text(encoding="utf-8"))["injections"]
     rng = random.Random(seed + 2)
     utts = []
     for i, it in enumerate(items):
         it["id"], it["voice"] = f"i{i}", rng.choice(voices)
         llm = matcher.match(it["s"], None, ask_back=True) is None
-        utts.append(Utt(it["id"], it["s"], it["voice"], gap_s=LLM_GAP_S if llm else FAST_GAP_S))
-    return items, Session("injections", None, utts)
+        if only is None or it["id"] in only:
+            gap = gap_s if gap_s is not None else LLM_GAP_S if llm else FAST_GAP_S
+            utts.append(Utt(it["id"], it["s"], it["voice"], gap_s=gap))
+    return items, Session(name, None, utts)
 
 
 def score_injections(items: list[dict[str, Any]], heard: list[Heard], home: Any
@@ -587,11 +633,12 @@ def _print_paraphrases(rows: list[dict[str, Any]], s: dict[str, Any]) -> None:
     print("\n| voice | right | mean WER |\n|---|---|---|")
     for k, v in s["by_voice"].items():
         print(f"| {k} | {v['right']} | {v['mean_wer']} |")
-    print(f"\nmisses: {s['misses']}")
+    print(f"\nmisses: {s['misses']}; said again after a cut-off first pass: {s.get('resaid', 0)}")
     print("| said | voice | heard | kind | tier | why |\n|---|---|---|---|---|---|")
     for r in rows:
         if not r["ok"]:
-            print(f"| {r['said']} | {r['voice']} | {r['heard']} | {r['miss']} | {r['tier']} | {r['why']} |")
+            why = r["why"] + (f"; asked: {r['question']}" if r.get("question") else "")
+            print(f"| {r['said']} | {r['voice']} | {r['heard']} | {r['miss']} | {r['tier']} | {why} |")
 
 
 def _print_conversations(rows: list[dict[str, Any]], s: dict[str, Any]) -> None:
@@ -644,35 +691,53 @@ def main(argv: list[str] | None = None) -> int:
                               "loadavg_start": os.getloadavg(), "sessions": []}
     rig = Rig(work, args.follow_up)
     try:
-        if args.paraphrases:
-            items = sample_paraphrases(args.paraphrases, args.seed, args.voices)
-            heard: list[Heard] = []
-            for s in paraphrase_sessions(items, tolerant, home):
+        def run_all(sessions: list[Session]) -> list[Heard]:
+            out: list[Heard] = []
+            for s in sessions:
                 h, info = rig.run(s)
-                heard += h
+                out += h
                 report["sessions"].append(info)
                 print(f"  session {info}", flush=True)
+            return out
+
+        def second_pass(heard: list[Heard], again: set[str], sessions: list[Session]) -> list[Heard]:
+            """Drop the first pass's turns of the groups said again; add the second pass's."""
+            if not again:
+                return heard
+            print(f"  said again (cut off or no turn in the first pass): {sorted(again)}", flush=True)
+            return [h for h in heard if h.key.split("/")[0] not in again] + run_all(sessions)
+
+        if args.paraphrases:
+            items = sample_paraphrases(args.paraphrases, args.seed, args.voices)
+            heard = run_all(paraphrase_sessions(items, tolerant, home))
+            again = {it.id for it in items if cut_off(heard, it.id)}
+            heard = second_pass(heard, again, paraphrase_sessions(
+                [it for it in items if it.id in again], tolerant, home, gap_s=LLM_GAP_S, prefix="paraphrases-again"))
             rows, summ = score_paraphrases(items, heard, home, tolerant, exact)
+            for r in rows:
+                r["resaid"] = r["id"] in again
+            summ["resaid"] = len(again)
             report["paraphrases"] = {"summary": summ, "rows": rows, "turns": [asdict(x) for x in heard]}
             _print_paraphrases(rows, summ)
         if args.conversations:
             convs = pick_conversations(args.conversations, args.seed)
-            heard = []
-            for s in conversation_sessions(convs, args.seed, args.voices):
-                h, info = rig.run(s)
-                heard += h
-                report["sessions"].append(info)
-                print(f"  session {info}", flush=True)
+            heard = run_all(conversation_sessions(convs, args.seed, args.voices))
+            again = {c["id"] for c in convs if any(cut_off(heard, f"{c['id']}/{k}") for k in range(len(c["turns"])))}
+            heard = [h for h in heard if h.key.rsplit("/", 1)[0] not in again] + run_all(conversation_sessions(
+                [c for c in convs if c["id"] in again], args.seed, args.voices, gap_s=LLM_GAP_S, suffix="-again"))
             rows, summ = score_conversations(convs, heard, home)
-            report["conversations"] = {"summary": summ, "rows": rows}
+            summ["resaid_conversations"] = sorted(again)
+            report["conversations"] = {"summary": summ, "rows": rows, "turns": [asdict(x) for x in heard]}
             _print_conversations(rows, summ)
         if args.injections:
             inj, s = injection_session(args.seed, tolerant, args.voices)
-            h, info = rig.run(s)
-            report["sessions"].append(info)
-            print(f"  session {info}", flush=True)
-            rows, summ = score_injections(inj, h, home)
-            report["injections"] = {"summary": summ, "rows": rows}
+            heard = run_all([s])
+            again = {it["id"] for it in inj if cut_off(heard, it["id"])}
+            heard = second_pass(heard, again, [injection_session(args.seed, tolerant, args.voices, only=again,
+                                                                 gap_s=LLM_GAP_S, name="injections-again")[1]])
+            rows, summ = score_injections(inj, heard, home)
+            summ["resaid"] = len(again)
+            report["injections"] = {"summary": summ, "rows": rows, "turns": [asdict(x) for x in heard]}
             _print_injections(rows, summ)
     finally:
         rig.close()
