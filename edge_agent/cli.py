@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("devices", help="list audio input and output devices")
     d.add_argument("--json", action="store_true")
 
-    w = sub.add_parser("wake", help="run the wake word detector over a WAV file")
+    w = sub.add_parser("wake", help="run the wake word detector over a WAV file (`wake enroll --help`: train a "
+                                    "household verifier)")
     w.add_argument("file")
     w.add_argument("--model", action="append", help="wake model (manifest name or file); repeatable")
     w.add_argument("--threshold", type=float, help="override every model's threshold")
@@ -193,11 +194,17 @@ def log_handler() -> logging.Handler:
     return handler
 
 
-def _bench_cut(raw: list[str]) -> int | None:
-    """Index just past the command word when the command is `bench` (global options may come before it)."""
+def _command_at(raw: list[str]) -> int:
+    """Index of the command word (global options may come before it)."""
     i = 0
     while i < len(raw) and raw[i].startswith("-"):
         i += 2 if raw[i] in ("-c", "--config") else 1
+    return i
+
+
+def _bench_cut(raw: list[str]) -> int | None:
+    """Index just past the command word when the command is `bench`."""
+    i = _command_at(raw)
     return i + 1 if i < len(raw) and raw[i] == "bench" else None
 
 
@@ -221,7 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     # `bench` passes everything after it on untouched (argparse's REMAINDER would reject a leading --option)
     cut = _bench_cut(raw)
-    args = parser.parse_args(raw if cut is None else raw[:cut])
+    at = _command_at(raw)
+    if raw[at:at + 2] == ["wake", "enroll"]:  # its own parser: `wake FILE` takes a file where enroll takes options
+        from .wake_enroll import enroll_parser
+
+        args = enroll_parser().parse_args(raw[:at] + raw[at + 2:])
+        args.cmd = "wake-enroll"
+    else:
+        args = parser.parse_args(raw if cut is None else raw[:cut])
     if cut is not None and args.cmd == "bench":
         args.rest = raw[cut:]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[log_handler()])
@@ -238,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
             from .audio_io import cli_devices
 
             return cli_devices(args, settings)
+        if args.cmd == "wake-enroll":
+            from .wake_enroll import cli_enroll
+
+            return cli_enroll(args, settings)
         if args.cmd == "wake":
             from .wake import cli_wake
 

@@ -38,7 +38,7 @@ from .check_machine import (  # noqa: F401 - re-exported
 )
 from .check_result import FAIL, OK, WARN, Check, _mb
 from .config import Settings
-from .errors import ModelError
+from .errors import EdgeAgentError, ModelError
 from .models import ModelStore, resolve
 from .stt import stt_model_ref
 from .tts import tts_spec
@@ -69,6 +69,14 @@ def check_models_for(s: Settings, store: ModelStore | None = None) -> list[str]:
             resolve(ref, store, kind)
         except ModelError as e:
             problems.append(f"{key}: {e.message}" + (f"\n  fix: {e.fix}" if e.fix else ""))
+    from .wake_verifier import load as load_verifier
+
+    for i, m in enumerate(s.wake.models):
+        if m.verifier:
+            try:
+                load_verifier(m.verifier, where=f"wake.models[{i}].verifier")
+            except EdgeAgentError as e:
+                problems.append(e.message + (f"\n  fix: {e.fix}" if e.fix else ""))
     return problems
 
 
@@ -129,6 +137,34 @@ def check_models(s: Settings, store: ModelStore) -> list[Check]:
 
 
 
+def check_wake(s: Settings) -> list[Check]:
+    """Each wake model's cutoff and sliding window as `run` uses them, and whether its household verifier loads."""
+    from .wake import engine_class, resolve_spec
+    from .wake_verifier import load as load_verifier
+
+    out = []
+    for i, m in enumerate(s.wake.models):
+        key = f"wake.models[{i}]"
+        try:
+            spec = resolve_spec(s, dataclasses.replace(m, verifier=None), where=key)
+        except EdgeAgentError:
+            continue  # the model's own line says what is wrong
+        what = f"{spec.name} ({spec.engine}): cutoff {spec.threshold:.2f}, window {spec.sliding_window}"
+        if not m.verifier:
+            out.append(Check(f"wake {key}", OK, f"{what}; no household verifier (`edge-agent wake enroll` trains one)"))
+            continue
+        try:
+            v = load_verifier(m.verifier, where=f"{key}.verifier", model=spec.name,
+                              features=engine_class(spec.engine).verifier_kind)
+        except EdgeAgentError as e:
+            out.append(Check(f"wake {key}", FAIL, f"{what}; {e.message}", e.fix or ""))
+            continue
+        who = ", ".join(f"{k} {n}" for k, n in v.speakers.items())
+        out.append(Check(f"wake {key}", OK, f"{what}; household verifier loaded: {v.path} (threshold "
+                         f"{v.threshold:.2f}; wake clips per member: {who or 'not recorded'})"))
+    return out
+
+
 def estimate_ram(s: Settings, store: ModelStore) -> int:
     """Bytes the configured models need resident, roughly: their files plus the runtime (~1.2 GB for the defaults)."""
     return RUNTIME_OVERHEAD_BYTES + int(MODEL_RAM_FACTOR * sum(_ref_size(r, store) for _, r, _ in model_refs(s)))
@@ -143,6 +179,7 @@ def run_checks(s: Settings, config_path: str | os.PathLike[str] | None) -> list[
     checks = [check_config(config_path)]
     checks += check_audio(s)
     checks += check_models(s, store)
+    checks += check_wake(s)
     checks.append(check_broker(s.mqtt, s.site.site_id))
     checks += [c for c in [check_llm_server(s), check_stt_server(s), check_tts_server(s)] if c is not None]
     try:

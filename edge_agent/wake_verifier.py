@@ -88,10 +88,12 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = DEFAULT_L2, balanced: bool = True,
-                 iters: int = 400, tol: float = 1e-7) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+                 weight: np.ndarray | None = None, iters: int = 400, tol: float = 1e-7
+                 ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
     """Fit ``(weights, bias, mean, scale)`` of a logistic regression on standardized ``x`` (n x d) for labels ``y``
-    (0/1), minimizing the (class-balanced) mean log loss + ``l2/2 |w|^2`` by Nesterov-accelerated gradient descent
-    with a step from the largest eigenvalue of the data (power iteration): deterministic, numpy only."""
+    (0/1), minimizing the weighted mean log loss + ``l2/2 |w|^2`` by Nesterov-accelerated gradient descent with a
+    step from the largest eigenvalue of the data (power iteration): deterministic, numpy only. Sample weights:
+    ``weight`` (normalized to sum 1), else each class weighs half (``balanced``), else uniform."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64).reshape(-1)
     if x.ndim != 2 or x.shape[0] != y.shape[0]:
@@ -103,7 +105,12 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = DEFAULT_L2, balanc
     scale[scale < 1e-6] = 1.0  # a constant feature: leave it unscaled (its weight goes to 0)
     z = (x - mean) / scale
     n, d = z.shape
-    if balanced:
+    if weight is not None:
+        sw = np.asarray(weight, dtype=np.float64).reshape(-1)
+        if sw.shape != (n,) or np.any(sw < 0) or sw.sum() <= 0:
+            raise ValueError("sample weights must be n non-negative numbers, not all zero")
+        sw = sw / sw.sum()
+    elif balanced:
         n_pos = float(y.sum())
         sw = np.where(y == 1, 0.5 / n_pos, 0.5 / (n - n_pos))
     else:
@@ -133,16 +140,23 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = DEFAULT_L2, balanc
     return theta[:-1].copy(), float(theta[-1]), mean, scale
 
 
-def train(pos: np.ndarray, neg: np.ndarray, *, l2: float = DEFAULT_L2, threshold: float = DEFAULT_THRESHOLD,
-          **meta: Any) -> Verifier:
-    """A verifier from positive feature rows (the household saying the wake phrase) and negative rows."""
+def train(pos: np.ndarray, neg: np.ndarray, *, hard: np.ndarray | None = None, l2: float = DEFAULT_L2,
+          threshold: float = DEFAULT_THRESHOLD, **meta: Any) -> Verifier:
+    """A verifier from positive feature rows (the household saying the wake phrase) and negative rows. ``hard``
+    negatives are those on which the wake model fired: the only kind the verifier is asked about at run time, so
+    they weigh as much as all the other negatives together (positives weigh half of everything)."""
     pos = np.asarray(pos, dtype=np.float64)
     neg = np.asarray(neg, dtype=np.float64)
-    if pos.ndim != 2 or neg.ndim != 2 or pos.shape[1] != neg.shape[1]:
+    hard = np.empty((0, pos.shape[-1])) if hard is None or len(hard) == 0 else np.asarray(hard, dtype=np.float64)
+    if pos.ndim != 2 or neg.ndim != 2 or pos.shape[1] != neg.shape[1] or hard.shape[1] != pos.shape[1]:
         raise ValueError(f"positive {pos.shape} and negative {neg.shape} feature rows differ in shape")
-    x = np.vstack([pos, neg])
-    y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
-    w, b, mean, scale = fit_logistic(x, y, l2=l2)
+    x = np.vstack([pos, neg, hard])
+    y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg) + len(hard))])
+    share = 0.25 if len(hard) and len(neg) else 0.5  # of the total weight, for each kind of negative present
+    weight = np.concatenate([np.full(len(pos), 0.5 / max(1, len(pos))),
+                             np.full(len(neg), share / max(1, len(neg))),
+                             np.full(len(hard), share / max(1, len(hard)))])
+    w, b, mean, scale = fit_logistic(x, y, l2=l2, weight=weight)
     return Verifier(weights=w, bias=b, mean=mean, scale=scale, threshold=threshold, **meta)
 
 
