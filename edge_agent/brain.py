@@ -127,6 +127,9 @@ class Brain(LlmTurn):
         # the entity/area/timer of recent turns, from what the handler executed (never from what the LLM said)
         self.context = ConversationContext(home, clock=lambda: self.clock())
         self._turn_lock = threading.Lock()
+        self._turn_context: tuple[str, str] = ("", "")  # (words, context line) of the last LLM prompt
+        self._idle_cancel: threading.Event | None = None  # set by the next turn: the idle prefill stops
+        self.idle_prefill_stats: CallStats | None = None
         self.warmup_stats: CallStats | None = None
         if tools is None:
             from .intents import tool_specs
@@ -165,9 +168,38 @@ class Brain(LlmTurn):
 
     # ------------------------------------------------------------------ conversation
     def commit_turn(self, user_text: str, spoken_text: str, interrupted: bool = False) -> None:
-        """Store what was actually spoken (after playback); an interrupted reply is kept as far as it was heard."""
-        if user_text.strip():
-            self.conversation.add(user_text, spoken_text, interrupted)
+        """Store what was actually spoken (after playback); an interrupted reply is kept as far as it was heard.
+
+        Then, while the user has not spoken yet, the LLM evaluates the prefix and the history as the next prompt
+        will begin (``_idle_prefill``): the next LLM turn evaluates only its own words."""
+        if not user_text.strip():
+            return
+        words, context = self._turn_context
+        context = context if words == user_text.strip() else ""
+        self._turn_context = ("", "")
+        self.conversation.add(user_text, spoken_text, interrupted, context=context)
+        self._idle_prefill()
+
+    def _idle_prefill(self) -> None:
+        prefill = getattr(self.llm, "prefill", None)  # optional: backends with a local KV cache
+        if prefill is None or self.llm is None or not self.llm.loaded:
+            return
+        cancel = threading.Event()
+        self._idle_cancel = cancel
+
+        def run() -> None:
+            if not self._turn_lock.acquire(blocking=False):
+                return  # a turn already runs: it evaluates its own prompt
+            try:
+                if not cancel.is_set():
+                    self.idle_prefill_stats = prefill([{"role": "system", "content": self.prefix},
+                                                       *self.conversation.messages()], cancel=cancel)
+            except Exception as e:  # noqa: BLE001 - an optimisation: the next turn evaluates it instead
+                log.warning("idle prefill of the history failed: %s", e)
+            finally:
+                self._turn_lock.release()
+
+        threading.Thread(target=run, name="llm-idle-prefill", daemon=True).start()
 
     def reset(self) -> None:
         self.conversation.clear()
@@ -185,6 +217,8 @@ class Brain(LlmTurn):
         if not text:
             return
         t0 = time.monotonic()
+        if self._idle_cancel is not None:
+            self._idle_cancel.set()  # the idle prefill gives way (within one small batch)
         while not self._turn_lock.acquire(timeout=0.05):
             if cancel is not None and cancel.is_set():  # cancelled while waiting for the other turn: say nothing
                 return

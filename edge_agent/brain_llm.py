@@ -111,6 +111,9 @@ class LlmTurn:
             "devices, areas or MQTT topics; if something does not exist here, say so."
         )
         parts.append(_device_list(self.home))
+        here = self._area_sentence(self.settings.site.area)
+        if here:  # the device's own room never changes: it belongs to the cached prefix, not to every turn
+            parts.append(here)
         fmt = getattr(self.llm, "format_tool_call", None) or _plain_tool_call
         examples = _examples(self.home, {t["name"] for t in self.tools}, fmt)
         if examples:
@@ -120,20 +123,28 @@ class LlmTurn:
         parts.append(tools_prompt(tools))
         return "\n\n".join(parts)
 
+    def _area_sentence(self, area: str | None) -> str:
+        if not area:
+            return ""
+        a = self.home.area_by_name(area) if hasattr(self.home, "area_by_name") else None
+        return f"The user is in the {a.name if a else area}."
+
     def _context(self, area: str | None) -> str:
-        """The per-request context line (the user's area), or ''. No clock time: the HassGetCurrentTime tool
+        """The per-request context line, or '': the device and timer of recent turns, and the user's area when it
+        is not the device's own (that one is in the fixed prefix). No clock time: the HassGetCurrentTime tool
         answers that, and a minute-by-minute changing prompt would make replies differ from run to run."""
         recent = self.context.describe()
-        if not area:
+        if not area or area.casefold() == (self.settings.site.area or "").casefold():
             return recent
-        a = self.home.area_by_name(area) if hasattr(self.home, "area_by_name") else None
-        return " ".join(x for x in (f"The user is in the {a.name if a else area}.", recent) if x)
+        return " ".join(x for x in (self._area_sentence(area), recent) if x)
 
     def _messages(self, text: str, area: str | None) -> list[Message]:
-        """Fixed prefix, then the spoken history, then the context (area), then the user's words.
+        """Fixed prefix, then the spoken history, then the context line, then the user's words.
 
         The order is what a local backend's prefix cache needs: the prefix never changes, and the history only
-        grows at its end, so a follow-up turn evaluates just the previous exchange, the context line and the words.
+        grows at its end. Each history turn is rendered with the context line it was answered with, so the cache
+        still holds it; and between turns the brain evaluates the prefix and history in the idle time
+        (``Brain.commit_turn``), so a turn evaluates just its own context line and words.
         """
         messages: list[Message] = [{"role": "system", "content": self.prefix}]
         messages += self.conversation.messages()
@@ -141,6 +152,7 @@ class LlmTurn:
         if context:
             messages.append({"role": "system", "content": context})
         messages.append({"role": "user", "content": text})
+        self._turn_context = (text, context)  # kept with the turn in the history (commit_turn): the cache matches
         return messages
 
     _prompt = _messages  # the benchmark's name for it (it evicts the cache with a throw-away request)

@@ -23,6 +23,7 @@ class HistoryTurn:
     assistant: str
     interrupted: bool
     t: float
+    context: str = ""  # the context line the LLM saw before these words (rendered again: the cached prompt matches)
 
 
 class Conversation:
@@ -46,15 +47,15 @@ class Conversation:
         self.turns: deque[HistoryTurn] = deque()
         self._lock = threading.Lock()  # a timer's command may run on another thread than the voice loop
 
-    def add(self, user: str, assistant: str, interrupted: bool = False) -> None:
+    def add(self, user: str, assistant: str, interrupted: bool = False, context: str = "") -> None:
         with self._lock:
-            self._add(user, assistant, interrupted)
+            self._add(user, assistant, interrupted, context)
 
-    def _add(self, user: str, assistant: str, interrupted: bool) -> None:
+    def _add(self, user: str, assistant: str, interrupted: bool, context: str) -> None:
         self._expire()
         if self.settings.max_turns == 0:
             return
-        self.turns.append(HistoryTurn(user.strip(), assistant.strip(), interrupted, self.clock()))
+        self.turns.append(HistoryTurn(user.strip(), assistant.strip(), interrupted, self.clock(), context.strip()))
         max_turns, max_tokens = self.settings.max_turns, self.settings.max_history_tokens
         if len(self.turns) > max_turns:
             while len(self.turns) > max(1, math.ceil(max_turns * HISTORY_TRIM_TO)):
@@ -70,6 +71,8 @@ class Conversation:
             turns = list(self.turns)
         out: list[Message] = []
         for t in turns:
+            if t.context:
+                out.append({"role": "system", "content": t.context})
             out.append({"role": "user", "content": t.user})
             out.append({"role": "assistant", "content": _assistant_text(t)})
         return out
@@ -79,7 +82,8 @@ class Conversation:
             self.turns.clear()
 
     def _tokens(self) -> int:
-        return sum(self.count_tokens(t.user) + self.count_tokens(_assistant_text(t)) + 8 for t in self.turns)
+        return sum(self.count_tokens(t.user) + self.count_tokens(_assistant_text(t)) + 8
+                   + (self.count_tokens(t.context) + 4 if t.context else 0) for t in self.turns)
 
     def _expire(self) -> None:
         if self.turns and self.settings.expire_s > 0 and self.clock() - self.turns[-1].t > self.settings.expire_s:

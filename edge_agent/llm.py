@@ -77,6 +77,10 @@ class LocalLlamaBackend:
     def warmup(self, prefix: Sequence[Message]) -> CallStats:
         return self.llm.warmup(render_chatml(prefix, add_generation_prompt=False))
 
+    def prefill(self, messages: Sequence[Message], cancel: threading.Event | None = None) -> CallStats:
+        """Evaluate the start of the next prompt (prefix + history) between turns (see ``Llm.prefill``)."""
+        return self.llm.prefill(render_chatml(messages, add_generation_prompt=False), cancel=cancel)
+
     # ---- how tools look to this model (Qwen2.5 was trained on this syntax)
     @staticmethod
     def format_tool_call(name: str, arguments: dict[str, Any]) -> str:

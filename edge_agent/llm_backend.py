@@ -106,6 +106,9 @@ class LlmBackend(Protocol):
         """Prepare the fixed prefix (the messages every call starts with); ``n_evaluated`` 0 = restored."""
         ...
 
+    # Optional: ``prefill(messages, cancel=None) -> CallStats`` evaluates the start of the next prompt (the prefix
+    # and the spoken history) between turns, cancellable; a backend without a local cache does not have it.
+
     def stream(self, messages: Sequence[Message], *, mode: Mode = "free", stop: Sequence[str] = (),
                cancel: threading.Event | None = None, deadline: float | None = None,
                max_tokens: int | None = None, temperature: float | None = None) -> TextStream:

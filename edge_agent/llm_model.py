@@ -47,6 +47,7 @@ log = logging.getLogger("edge_agent.llm")  # the model's log name, as before the
 # batches are much slower on CPU (measured on 2 busy cores: 256 -> 22 tok/s, 64 -> 13, 32 -> 9).
 PREFILL_BATCH_TOKENS = 128
 WARMUP_BATCH_TOKENS = 256  # = n_batch: warm-up is not cancellable, so it uses the fastest batch
+IDLE_BATCH_TOKENS = 16  # idle prefill between turns: a new turn cancels it after at most this many tokens
 
 
 GenStats = CallStats  # the per-call figures (one object per call: ``stats=`` or ``last_stats``)
@@ -143,6 +144,19 @@ class Llm:
         self.last_stats = stats
         log.info("LLM warm-up: %d prefix tokens, %d evaluated in %.2f s", stats.n_prompt, stats.n_evaluated,
                  stats.t_prompt_s)
+        return stats
+
+    def prefill(self, text: str, cancel: threading.Event | None = None) -> GenStats:
+        """Bring the KV cache to ``text`` (a prompt's start) while nothing else runs: between turns, the spoken
+        history is evaluated here instead of on the next turn's critical path. Small batches, so a new request
+        (``cancel``) waits at most one of them; what was evaluated stays in the cache and is reused."""
+        self.load()
+        tokens = self.tokenize(text)
+        stats = GenStats(n_prompt=len(tokens), t_start=time.monotonic())
+        with self._lock:
+            if not self._prefill(tokens, stats, cancel=cancel, deadline=time.monotonic() + 300.0, keep_last=False,
+                                 batch=IDLE_BATCH_TOKENS):
+                stats.stopped = "cancelled"
         return stats
 
     def _state_file(self, prefix_text: str) -> Path | None:
@@ -375,4 +389,4 @@ class Llm:
             stats.t_gen_s = time.monotonic() - t_gen0
 
 
-__all__ = ["PREFILL_BATCH_TOKENS", "WARMUP_BATCH_TOKENS", "GenStats", "Llm"]
+__all__ = ["IDLE_BATCH_TOKENS", "PREFILL_BATCH_TOKENS", "WARMUP_BATCH_TOKENS", "GenStats", "Llm"]

@@ -853,3 +853,80 @@ def test_what_the_llm_only_said_is_never_carried_over(scripted):
     brain, backend = scripted(streams=[("words", "Turned on the kitchen light.")])
     brain.respond("and what about now").wait()  # the guard rewrites it; nothing ran
     assert brain.context.last() is None and brain.context.describe() == ""
+
+
+def test_the_devices_own_area_is_in_the_cached_prefix_and_another_area_per_turn(scripted, monkeypatch, home_file):
+    backend = ScriptedBackend(streams=[("words", "Hello."), ("words", "Hi.")])
+    monkeypatch.setitem(LLM_BACKENDS, "scripted", lambda settings: backend)
+    s = Settings()
+    s = dataclasses.replace(s, llm=dataclasses.replace(s.llm, backend="scripted"),
+                            site=dataclasses.replace(s.site, area="kitchen"))
+    brain = Brain.from_settings(s, home_file=str(home_file))
+    brain.fast_path = False
+    assert "The user is in the Kitchen." in brain.prefix  # constant for this device: evaluated once, cached
+    brain.respond("hello there", area="kitchen").wait()
+    brain.respond("hello again", area="Living Room").wait()  # asked for another room (an automation's ask)
+    first, second = backend.seen[0][1], backend.seen[1][1]
+    assert [m for m in first if m["role"] == "system"] == [{"role": "system", "content": brain.prefix}]
+    assert {"role": "system", "content": "The user is in the Living Room."} in second
+
+
+def test_a_turn_is_kept_with_its_context_line_so_the_next_prompt_starts_with_the_cached_one(scripted):
+    brain, backend = scripted(streams=[("words", "Done."), ("words", "It is on.")], fast_path=True)
+    brain.respond("turn on the kitchen light").wait()  # fast path: the context now names the kitchen light
+    brain.commit_turn("turn on the kitchen light", "Turned on the kitchen light.")
+    brain.fast_path = False
+    resp = brain.respond("is that the brightest it goes?")
+    reply = resp.wait()
+    asked = backend.seen[0][1]
+    context = asked[-2]
+    assert context["role"] == "system" and "Kitchen Light" in context["content"]
+    brain.commit_turn("is that the brightest it goes?", reply)
+    brain.respond("thanks").wait()
+    again = backend.seen[1][1]
+    # the earlier prompt (prefix, history, context line, words) is the start of the next one, byte for byte
+    assert again[:len(asked)] == asked
+    assert again[len(asked)] == {"role": "assistant", "content": reply}
+
+
+class PrefillBackend(ScriptedBackend):
+    """A scripted backend with the optional ``prefill``: records what it was asked to evaluate; while ``hold`` is
+    set it waits (deadline 10 s) for the next turn's cancel, as a long history evaluation would."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.prefilled: list[list[dict]] = []
+        self.hold = False
+        self.prefill_started = threading.Event()
+        self.prefill_cancelled = threading.Event()
+
+    def prefill(self, messages, cancel=None):
+        self.prefilled.append([dict(m) for m in messages])
+        self.prefill_started.set()
+        if self.hold and cancel is not None and cancel.wait(10.0):
+            self.prefill_cancelled.set()
+        return CallStats(n_prompt=200, n_cached=150)
+
+
+def test_between_turns_the_history_is_evaluated_and_the_next_turn_cancels_it(monkeypatch, home_file):
+    backend = PrefillBackend(streams=[("words", "Paris."), ("words", "Berlin.")])
+    monkeypatch.setitem(LLM_BACKENDS, "scripted", lambda settings: backend)
+    s = Settings()
+    s = dataclasses.replace(s, llm=dataclasses.replace(s.llm, backend="scripted"))
+    brain = Brain.from_settings(s, home_file=str(home_file))
+    brain.fast_path = False
+    brain.warmup()
+    reply = brain.respond("what is the capital of France?").wait()
+    brain.commit_turn("what is the capital of France?", reply)
+    assert backend.prefill_started.wait(10.0), "no idle prefill after the turn was committed"
+    assert backend.prefilled[0] == [{"role": "system", "content": brain.prefix},
+                                    {"role": "user", "content": "what is the capital of France?"},
+                                    {"role": "assistant", "content": "Paris."}]
+    backend.hold = True
+    backend.prefill_started.clear()
+    brain.commit_turn("and of Germany?", "")  # a turn without a reply (nothing heard back) is still history
+    assert backend.prefill_started.wait(10.0)
+    resp = brain.respond("and the capital of Germany?")
+    assert resp.wait() == "Berlin."  # it did not wait out the prefill's 10 s: the turn cancelled it
+    assert backend.prefill_cancelled.is_set()
+    assert backend.max_active == 1

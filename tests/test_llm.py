@@ -237,3 +237,19 @@ def test_warmup_saves_and_restores_the_prefix(store, tmp_path):
     assert st.n_cached >= first.n_prompt - 4
     assert "4" in text
     b.close()
+
+
+def test_idle_prefill_of_the_history_leaves_only_the_new_words_to_evaluate(backend):
+    history = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Name a colour."},
+               {"role": "assistant", "content": "Blue."}, {"role": "user", "content": "Name another one."},
+               {"role": "assistant", "content": "Green."}]
+    _complete(backend, _msgs("Name a fruit."), max_tokens=2)  # the cache now ends in another conversation
+    cancelled = threading.Event()
+    cancelled.set()
+    stopped = backend.prefill(history, cancel=cancelled)  # a turn already waiting: nothing is evaluated
+    assert stopped.stopped == "cancelled"
+    idle = backend.prefill(history)
+    assert idle.n_evaluated > 10 and idle.n_cached > 300  # the system prefix was cached, the history was not
+    _, stats = _complete(backend, [*history, {"role": "user", "content": "And a third?"}], max_tokens=2)
+    assert stats.n_cached >= idle.n_prompt - 1, (idle.to_json(), stats.to_json())
+    assert stats.n_evaluated <= 15, stats.to_json()
