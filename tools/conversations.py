@@ -47,6 +47,7 @@ class TurnScore:
     used_llm: bool = False
     truth_violations: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    uncached_tokens: int | None = None  # prompt tokens the LLM evaluated this turn (not restored from its cache)
 
 
 def _norm(v: Any) -> Any:
@@ -90,7 +91,9 @@ def truth_violations(reply: str, results: list[Any], home: Any) -> list[str]:
 
 
 class Runner:
-    def __init__(self, set_path: Path, config: Path | None, use_llm: bool) -> None:
+    def __init__(self, set_path: Path, config: Path | None, use_llm: bool, area: str | None = None) -> None:
+        import dataclasses
+
         from edge_agent.config import Settings, load_settings
         from edge_agent.home import Home
         from edge_agent.intents import IntentMatcher
@@ -100,6 +103,8 @@ class Runner:
         self.conversations: list[dict[str, Any]] = data["conversations"]
         self.home_file = set_path.parent / data["home"]
         self.settings = load_settings(config) if config and config.exists() else Settings()
+        if area:
+            self.settings = dataclasses.replace(self.settings, site=dataclasses.replace(self.settings.site, area=area))
         self.home = Home.load(self.settings.home, file=self.home_file)
         self.matcher = IntentMatcher(self.home)
         self.llm = create_backend(self.settings) if use_llm else None
@@ -119,12 +124,14 @@ class Runner:
         for turn in conv["turns"]:
             t0 = time.monotonic()
             assert isinstance(turn["say"], str), f"{conv['id']}: quote {turn['say']!r} (YAML reads yes/no as booleans)"
-            resp = brain.respond(turn["say"], area=turn.get("area"))
+            resp = brain.respond(turn["say"], area=turn.get("area") or self.settings.site.area or None)
             reply = resp.wait()
             ok, why = judge_turn(turn, resp.intents, resp.pending)
             bad = truth_violations(reply, resp.results, self.home)
+            calls = resp.timings.get("llm_calls") or []
+            uncached = sum(int(c.get("n_prompt", 0)) - int(c.get("n_cached", 0)) for c in calls) if calls else None
             out.append(TurnScore(conv["id"], conv.get("kind", "?"), turn["say"], reply, ok, why, resp.used_llm, bad,
-                                 round(time.monotonic() - t0, 3)))
+                                 round(time.monotonic() - t0, 3), uncached))
             brain.commit_turn(turn["say"], reply)
         return out
 
@@ -146,7 +153,17 @@ def summarize(scores: list[TurnScore]) -> dict[str, Any]:
         "truth_violations": sum(len(s.truth_violations) for s in scores),
         "turn_s_median": statistics.median([s.seconds for s in scores]) if scores else 0.0,
         "llm_turn_s_median": statistics.median([s.seconds for s in llm]) if llm else None,
+        **_uncached(scores),
     }
+
+
+def _uncached(scores: list[TurnScore]) -> dict[str, Any]:
+    """Uncached prompt tokens per LLM turn (median, p90, max): what the lean per-turn prompt keeps small."""
+    n = sorted(s.uncached_tokens for s in scores if s.uncached_tokens is not None)
+    if not n:
+        return {}
+    return {"llm_uncached_tokens_median": statistics.median(n), "llm_uncached_tokens_p90": n[int(0.9 * (len(n) - 1))],
+            "llm_uncached_tokens_max": n[-1]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,9 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", help="conversation ids to run")
     ap.add_argument("--json", type=Path, help="write every turn and the summary here")
     ap.add_argument("--quiet", action="store_true", help="only the summary")
+    ap.add_argument("--area", help="site.area of the device (a turn's own 'area' still wins)")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
-    runner = Runner(args.set, args.config, use_llm=not args.no_llm)
+    runner = Runner(args.set, args.config, use_llm=not args.no_llm, area=args.area)
     if runner.llm is not None:
         runner.llm.load()
     scores: list[TurnScore] = []
