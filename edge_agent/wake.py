@@ -376,11 +376,16 @@ def cli_wake(args: argparse.Namespace, settings: Settings) -> int:
             "duration": round(duration, 4),
             "max_scores": {k: round(v, 6) for k, v in det.max_scores.items()},
             "cutoffs": {n: round(s.threshold, 4) for n, s in det.specs.items()},
+            "verifiers": {n: str(s.verifier) for n, s in det.specs.items() if s.verifier},
+            "rejected": [{"model": m, "t": t, "score": round(sc, 6), "verifier": round(p, 6)}
+                         for m, t, sc, p in det.rejected],
             "cpu_s": round(det.cpu_s, 4),
         }))
         return 0
     for d in detections:
         print(f"{d.t:8.2f} s  {d.model}  score {d.score:.3f}")
+    for m, t, sc, p in det.rejected:
+        print(f"{t:8.2f} s  {m}  score {sc:.3f}  rejected by the household verifier ({p:.3f})")
     if not detections:
         peaks = ", ".join(f"{k} {v:.3f} (cutoff {det.specs[k].threshold:.2f})" for k, v in det.max_scores.items())
         print(f"no wake word detected in {duration:.2f} s of audio (highest scores: {peaks})")
