@@ -80,6 +80,9 @@ def enroll_parser() -> argparse.ArgumentParser:
                    help="a member's name, then their recordings of the wake phrase (at least 3); repeatable")
     p.add_argument("--other-speech", dest="other", nargs="+", action=_Ordered, metavar="WAV",
                    help="the member named before it saying other things (~10 s in all)")
+    p.add_argument("--impostors", nargs="+", type=Path, default=[], metavar="WAV",
+                   help="people outside the household (guests, the TV) saying the wake phrase: taught as negatives, "
+                        "so that only the members' voices wake it")
     p.add_argument("--negatives", type=Path, help="negative set folder (tools/make_negative_set.py; default "
                    f"{default_negatives()} when it exists) or WAV files' folder")
     p.add_argument("--negative-minutes", type=float, default=10.0, help="minutes of it to learn from (default 10)")
@@ -230,9 +233,10 @@ def _split_other(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def enroll(ext: Extractor, speakers: list[Speaker], negatives: list[tuple[str, np.ndarray]], *,
-           threshold: float = DEFAULT_THRESHOLD, l2: float = DEFAULT_L2,
+           impostors: list[Path] | None = None, threshold: float = DEFAULT_THRESHOLD, l2: float = DEFAULT_L2,
            log: Callable[[str], None] = print) -> tuple[Verifier, dict[str, Any]]:
-    """Train the household verifier for ``ext``'s model; returns it (fit on everything) and the report."""
+    """Train the household verifier for ``ext``'s model; returns it (fit on everything) and the report.
+    ``impostors``: people outside the household saying the wake phrase (hard negatives, every 4th held back)."""
     engine = ext.spec.engine
     kind = ext.det.verifier_kind(ext.name)
     pos_train: list[np.ndarray] = []
@@ -292,18 +296,35 @@ def enroll(ext: Extractor, speakers: list[Speaker], negatives: list[tuple[str, n
     report["negative_set_s"] = len(negatives) * CHUNK_S
     log(f"negative set: {len(negatives)} x {CHUNK_S} s ({len(held_neg)} held back), {n_neg_rows} frames, "
         f"{n_hard} of them where the model fired")
+    held_imp: list[tuple[str, np.ndarray]] = []
+    n_imp = 0
+    for k, path in enumerate(impostors or []):
+        audio = pad(read_wav(path))
+        rows = ext.run(audio, lambda i, t, s: s >= ext.cutoff)[1]  # where the model fires on someone else
+        n_imp += len(rows)
+        if k % HOLD_EVERY == HOLD_EVERY - 1:
+            hard_held += rows
+            held_imp.append((path.name, audio))
+        else:
+            hard_train += rows
+    if impostors:
+        report["impostor_clips"] = len(impostors)
+        log(f"impostors (not the household, saying the wake phrase): {len(impostors)} clips ({len(held_imp)} held "
+            f"back), {n_imp} frames where the model fired")
     if not pos_train or not neg_train:
         raise ConfigError("not enough material to train: no " + ("wake frames" if not pos_train else "negatives"),
                           fix="give --other-speech for each member and/or --negatives DIR")
     meta = {"model": ext.name, "engine": engine, "features": kind}
     trial = train(np.vstack(pos_train), np.vstack(neg_train), hard=_stack(hard_train), l2=l2, threshold=threshold,
                   **meta)
-    report["held_back"] = evaluate(ext, trial, pos_held, held_other, held_neg)
+    report["held_back"] = evaluate(ext, trial, pos_held, held_other, held_neg, held_imp)
     hb = report["held_back"]
     log(f"held back, verifier trained without them: wake clips accepted {hb['wake_accepted']}/{hb['wake_detected']} "
         f"detected by the model ({hb['wake_clips']} clips); other speech: {hb['other_rejected']}/"
         f"{hb['other_detections']} detections rejected; negative set ({len(held_neg) * CHUNK_S} s): "
-        f"{hb['negative_rejected']}/{hb['negative_detections']} detections rejected")
+        f"{hb['negative_rejected']}/{hb['negative_detections']} detections rejected"
+        + (f"; impostors: {hb['impostor_rejected']}/{hb['impostor_detections']} detections rejected"
+           if held_imp else ""))
     if hb["wake_probabilities"]:
         log("  held-back wake clips' best verifier probability: "
             + ", ".join(f"{k} {v:.3f}" for k, v in hb["wake_probabilities"].items()))
@@ -326,11 +347,12 @@ def _stack(rows: list[np.ndarray]) -> np.ndarray | None:
 
 
 def evaluate(ext: Extractor, v: Verifier, wake: list[tuple[str, np.ndarray]],
-             other: list[tuple[str, np.ndarray]], neg: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
+             other: list[tuple[str, np.ndarray]], neg: list[tuple[str, np.ndarray]],
+             impostors: list[tuple[str, np.ndarray]] = ()) -> dict[str, Any]:
     """Score a verifier on held-back audio with the detector's own rules (it is asked only when the model fires)."""
     out: dict[str, Any] = {"wake_clips": len(wake), "wake_detected": 0, "wake_accepted": 0, "wake_probabilities": {},
                            "other_detections": 0, "other_rejected": 0, "negative_detections": 0,
-                           "negative_rejected": 0}
+                           "negative_rejected": 0, "impostor_detections": 0, "impostor_rejected": 0}
     for name, audio in wake:
         padded = pad(audio)
         before = ext.detections(padded, None)
@@ -340,7 +362,7 @@ def evaluate(ext: Extractor, v: Verifier, wake: list[tuple[str, np.ndarray]],
         _, feats = ext.run(padded, lambda i, t, s: s >= ext.cutoff)
         if feats:
             out["wake_probabilities"][name] = float(v.probabilities(np.vstack(feats)).max())
-    for key, items in (("other", other), ("negative", neg)):
+    for key, items in (("other", other), ("negative", neg), ("impostor", impostors)):
         for _, audio in items:
             before = ext.detections(audio, None)
             after = ext.detections(audio, v)
@@ -388,7 +410,10 @@ def cli_enroll(args: argparse.Namespace, settings: Settings) -> int:
     if folder is None:
         say("no negative set (tools/make_negative_set.py): the verifier learns only from the members' other speech")
     ext = extractor_for(settings, args.model)
-    verifier, report = enroll(ext, speakers, negative_chunks(folder, args.negative_minutes),
+    for p in args.impostors:
+        if not p.is_file():
+            raise ConfigError(f"--impostors: {p} does not exist", fix="check the path of the recording")
+    verifier, report = enroll(ext, speakers, negative_chunks(folder, args.negative_minutes), impostors=args.impostors,
                               threshold=args.threshold, log=say)
     out = args.out or _default_out(args, ext.name)
     verifier.save(out)

@@ -178,3 +178,14 @@ def test_the_doctor_shows_each_cutoff_and_whether_a_verifier_loads(tmp_path: Pat
     bad.write_text("[]")
     (failed,) = check_wake(with_verifier(str(bad)))
     assert failed.status == "fail" and str(bad) in failed.detail and "wake enroll" in failed.fix
+
+
+def test_enroll_command_line_keeps_members_other_speech_and_impostors_apart() -> None:
+    from edge_agent.wake_enroll import enroll_parser
+
+    args = enroll_parser().parse_args(["--speaker", "anna", "a1.wav", "a2.wav", "a3.wav", "--other-speech", "t.wav",
+                                       "--impostors", "guest.wav", "tv.wav", "--speaker", "ben", "b1.wav", "b2.wav",
+                                       "b3.wav", "--negative-minutes", "5"])
+    anna, ben = speakers_from(args.items)
+    assert [p.name for p in anna.other] == ["t.wav"] and ben.other == [] and len(ben.wake) == 3
+    assert [p.name for p in args.impostors] == ["guest.wav", "tv.wav"] and args.negative_minutes == 5

@@ -15,6 +15,9 @@ from the first files of the negative set). Then, for each wake model (openWakeWo
   false accepts for a household verifier;
 * false accepts per hour on the last ``--test-files`` files of the negative set (never used in enrollment).
 
+With ``--impostors``, enrollment also gets 3 takes of the wake phrase by each of 6 other espeak-ng voices (none of
+the members', none of the non-members tested) as negatives (``edge-agent wake enroll --impostors``).
+
 Audio is cached in OUT (default /tmp/wake-enroll); results go to OUT/result.json and stdout (markdown).
 """
 
@@ -63,6 +66,8 @@ RUTH_VOICE = "en-us+f3"
 RUTH_ENROLL = [(165, 50), (150, 45), (180, 55), (160, 60), (170, 40)]
 RUTH_TEST = [(155, 52), (175, 48)]
 OTHERS = ["en-gb-scotland", "en-029", "en+m7", "en-gb-x-rp", "en-us-nyc", "en+f4"]
+# --impostors: other voices (none of the members', none of OTHERS) saying the wake phrase, taught as negatives
+IMPOSTORS = ["en-us", "en-gb", "en-us+m3", "en-us+f2", "en-gb-x-gbclan", "en-gb-x-gbcwmd"]
 
 
 def espeak(text: str, voice: str, speed: int, pitch: int, cache: Path) -> np.ndarray:
@@ -129,7 +134,13 @@ def make_audio(out: Path, models_dir: Path) -> dict:
         for j in range(4):
             req = REQUESTS[(v + 2 * j) % len(REQUESTS)]
             tests["others"].append((f"{voice}:{j}", pad(espeak(f"Hey Jarvis, {req}", voice, 160, 50, cache))))
-    return {"members": members, "tests": tests}
+    impostors = []
+    for voice in IMPOSTORS:
+        for i, text in enumerate(ENROLL_TEXTS[:3]):
+            p = out / "enroll" / f"impostor-{voice}-{i + 1}.wav"
+            write_wav(p, espeak(text, voice, 150 + 10 * i, 50, cache))
+            impostors.append(p)
+    return {"members": members, "tests": tests, "impostors": impostors}
 
 
 def accepted(ext, clips: list[tuple[str, np.ndarray]], verifier) -> int:
@@ -154,7 +165,7 @@ def run(args: argparse.Namespace) -> dict:
     for model in MODELS:
         ext = extractor_for(settings, model)
         t1 = time.monotonic()
-        verifier, report = enroll(ext, members, enroll_chunks,
+        verifier, report = enroll(ext, members, enroll_chunks, impostors=data["impostors"] if args.impostors else None,
                                   log=lambda m, model=model: print(f"  [{model}] {m}", flush=True))
         verifier.save(args.out / f"{model}.verifier.json")
         row: dict = {"enroll": report, "enroll_s": round(time.monotonic() - t1, 1), "cutoff": ext.cutoff}
@@ -212,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--negative-minutes", type=float, default=10.0,
                     help="enrollment's slice, spread over the files before the test files")
     ap.add_argument("--test-files", type=int, default=12, help="the last N 5-minute files are the test slice")
+    ap.add_argument("--impostors", action="store_true",
+                    help=f"also enroll with {len(IMPOSTORS)} other espeak-ng voices saying the wake phrase")
     ap.add_argument("--out", type=Path, default=Path("/tmp/wake-enroll"))
     args = ap.parse_args(argv)
     res = run(args)
