@@ -20,11 +20,14 @@ from .broker import free_port
 class LlamaServer:
     """``python -m llama_cpp.server`` on 127.0.0.1:port; ``kill()`` and ``start()`` again on the same port."""
 
-    def __init__(self, model: Path, log_path: Path, *, threads: int = 1, port: int | None = None) -> None:
+    def __init__(self, model: Path, log_path: Path, *, threads: int = 1, port: int | None = None,
+                 interrupt_requests: bool = True) -> None:
         self.model = Path(model)
         self.log_path = Path(log_path)
         self.threads = threads
         self.port = port or free_port()
+        # the server's default (True) cuts a streaming reply short as soon as another request arrives
+        self.interrupt_requests = interrupt_requests
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -37,7 +40,8 @@ class LlamaServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model), "--host", "127.0.0.1",
              "--port", str(self.port), "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
-             "--n_ctx", "2048", "--verbose", "False"], stdout=log, stderr=log, start_new_session=True)
+             "--n_ctx", "2048", "--verbose", "False", "--interrupt_requests", str(self.interrupt_requests)],
+            stdout=log, stderr=log, start_new_session=True)
         log.close()
         end = time.monotonic() + timeout
         while time.monotonic() < end:
