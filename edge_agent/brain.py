@@ -102,6 +102,16 @@ class Pending:
         return CONFIRM_TTL_S if self.kind == "confirm" else CLARIFY_TTL_S
 
 
+class _Either:
+    """Set when either event is (the prefill only asks ``is_set``)."""
+
+    def __init__(self, a: threading.Event, b: threading.Event | None) -> None:
+        self.a, self.b = a, b
+
+    def is_set(self) -> bool:
+        return self.a.is_set() or (self.b is not None and self.b.is_set())
+
+
 # --------------------------------------------------------------------------------------------------- brain
 
 
@@ -130,6 +140,7 @@ class Brain(LlmTurn):
         self._turn_context: tuple[str, str] = ("", "")  # (words, context line) of the last LLM prompt
         self._idle_cancel: threading.Event | None = None  # set by the next turn: the idle prefill stops
         self.idle_prefill_stats: CallStats | None = None
+        self.preempt_stats: CallStats | None = None
         self.warmup_stats: CallStats | None = None
         if tools is None:
             from .intents import tool_specs
@@ -180,9 +191,33 @@ class Brain(LlmTurn):
         self.conversation.add(user_text, spoken_text, interrupted, context=context)
         self._idle_prefill()
 
+    def preempt(self, text: str, *, area: str | None = None, cancel: threading.Event | None = None) -> bool:
+        """Preemptive work on a speculative transcript (the first pause, before the endpoint): when ``text`` would
+        go to the LLM, evaluate its prompt now, so a final transcript with the same words finds it in the cache.
+        Nothing is generated or spoken. Stops when ``cancel`` is set (the user went on) or a turn starts; False
+        when nothing was evaluated (a fast-path command, a pending question, no local cache, the brain busy)."""
+        prefill = getattr(self.llm, "prefill", None) if self.settings.llm.preempt else None
+        text = text.strip()
+        if prefill is None or not text or self.llm is None or not self.llm.loaded:
+            return False
+        if (cancel is not None and cancel.is_set()) or not self._turn_lock.acquire(blocking=False):
+            return False
+        try:
+            if self._pending is not None or (self.fast_path and self.matcher is not None and (
+                    self.context.resolve(text) is not None
+                    or self.matcher.match(text, area, ask_back=True) is not None)):
+                return False  # the turn will not ask the LLM (or its first words are not these)
+            stop = threading.Event()
+            self._idle_cancel = stop
+            stats = prefill(self._messages(text, area, record=False), cancel=_Either(stop, cancel))
+            self.preempt_stats = stats
+            return stats.stopped != "cancelled"
+        finally:
+            self._turn_lock.release()
+
     def _idle_prefill(self) -> None:
         prefill = getattr(self.llm, "prefill", None)  # optional: backends with a local KV cache
-        if prefill is None or self.llm is None or not self.llm.loaded:
+        if not self.settings.llm.preempt or prefill is None or self.llm is None or not self.llm.loaded:
             return
         cancel = threading.Event()
         self._idle_cancel = cancel

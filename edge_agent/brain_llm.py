@@ -138,7 +138,7 @@ class LlmTurn:
             return recent
         return " ".join(x for x in (self._area_sentence(area), recent) if x)
 
-    def _messages(self, text: str, area: str | None) -> list[Message]:
+    def _messages(self, text: str, area: str | None, *, record: bool = True) -> list[Message]:
         """Fixed prefix, then the spoken history, then the context line, then the user's words.
 
         The order is what a local backend's prefix cache needs: the prefix never changes, and the history only
@@ -152,7 +152,8 @@ class LlmTurn:
         if context:
             messages.append({"role": "system", "content": context})
         messages.append({"role": "user", "content": text})
-        self._turn_context = (text, context)  # kept with the turn in the history (commit_turn): the cache matches
+        if record:  # kept with the turn in the history (commit_turn): the next prompt starts with the cached bytes
+            self._turn_context = (text, context)
         return messages
 
     _prompt = _messages  # the benchmark's name for it (it evicts the cache with a throw-away request)

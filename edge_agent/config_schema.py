@@ -205,6 +205,11 @@ class LlmSettings:
     max_tokens: int = opt(96, "Maximum tokens of one reply.", min=8, max=4096)
     temperature: float = opt(0.2, "Sampling temperature.", min=0.0, max=2.0)
     timeout_s: float = opt(20.0, "Give up on one generation after this many seconds.", min=1.0)
+    preempt: bool = opt(
+        True,
+        "Evaluate the prompt of a speculative transcript at the first pause and the history between turns (local "
+        "model), so a turn evaluates only its own words; nothing is generated or spoken early.",
+    )
     system_prompt: str = opt(
         "You are a concise, friendly voice assistant in a home. Answer in one or two short spoken sentences, "
         "no lists or markdown.",

@@ -251,7 +251,8 @@ class Engine:
             self.preroll.clear()  # it holds the assistant's own question, not the user's reply
         self.listener = Listener(vad=self.vad, segmenter=segmenter, stt_stream=self.stt.open_stream(),
                                  transcribe=self.stt.transcribe, threshold=self.s.vad.threshold,
-                                 keep_audio=bool(self.s.log.debug_audio_dir))
+                                 keep_audio=bool(self.s.log.debug_audio_dir),
+                                 on_speculation=self._preempt_for(after_wake))
         self.listener_turn = turn.turn_id
         t_pre = self.preroll.t_start
         audio = self.preroll.drain()
@@ -260,6 +261,20 @@ class Engine:
             self.listener.start_after_wake(audio)
         elif len(audio):
             self._feed_listener(AudioChunk(audio, t_pre if t_pre is not None else time.monotonic()))
+
+    def _preempt_for(self, after_wake: bool) -> Any:
+        """Preemptive generation's first step: the speculative transcript at the first pause, as the responder would
+        hand it to the brain, has the LLM evaluate its prompt (not a fast-path command; nothing is generated or
+        spoken). The speculation's cancel token (the user went on) and the next turn stop it."""
+        preempt = getattr(self.brain, "preempt", None)
+        if preempt is None:
+            return None
+
+        def run(result: Any, cancel: threading.Event) -> None:
+            text = strip_wake_words(result.text, self.wake_phrases, fuzzy=after_wake)
+            preempt(text, area=self.s.site.area or None, cancel=cancel)
+
+        return run
 
     def _keep_audio(self, turn_id: str, listener: Listener) -> None:
         if self.recorder is not None:

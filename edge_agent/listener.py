@@ -34,8 +34,10 @@ class Speculation:
     midway, which is why the listener starts no new speculation while a cancelled one still runs: on 2 or 4 cores
     stale decodes never queue up in front of the final one."""
 
-    def __init__(self, transcribe: Callable[[np.ndarray], Any], audio: np.ndarray) -> None:
+    def __init__(self, transcribe: Callable[[np.ndarray], Any], audio: np.ndarray,
+                 then: Callable[[Any, threading.Event], None] | None = None) -> None:
         self.result: Any = None
+        self.then = then  # called on this thread with the transcript and the cancel token (preemptive work)
         self.error: BaseException | None = None
         self.samples = len(audio)
         self.cpu_s = 0.0  # process CPU while it ran (the decode's own threads included)
@@ -55,6 +57,11 @@ class Speculation:
         finally:
             self.cpu_s = time.process_time() - c0
             self.done.set()
+        if self.then is not None and self.result is not None and not self.cancel.is_set():
+            try:  # after done: the endpoint never waits for this
+                self.then(self.result, self.cancel)
+            except Exception:  # noqa: BLE001 - preemptive work only; the turn does it again
+                log.exception("work on the speculative transcript failed")
 
     @property
     def running(self) -> bool:
@@ -82,8 +89,10 @@ class Listener:
     """One turn's listening: see the module docstring. ``feed`` returns what the endpointer decided."""
 
     def __init__(self, *, vad: Any, segmenter: Any, stt_stream: Any, transcribe: Callable[[np.ndarray], Any],
-                 threshold: float, keep_audio: bool = False, speculate: bool = True) -> None:
+                 threshold: float, keep_audio: bool = False, speculate: bool = True,
+                 on_speculation: Callable[[Any, threading.Event], None] | None = None) -> None:
         self.vad = vad
+        self.on_speculation = on_speculation  # preemptive work on a speculative transcript (Speculation.then)
         self.segmenter = segmenter
         self.stream = stt_stream
         self.transcribe = transcribe
@@ -169,7 +178,7 @@ class Listener:
         audio = snapshot() if snapshot else None
         if audio is None or not len(audio):
             return
-        self.speculation = Speculation(self.transcribe, audio)
+        self.speculation = Speculation(self.transcribe, audio, then=self.on_speculation)
         self.speculations += 1
 
     def _supersede(self) -> None:

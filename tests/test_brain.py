@@ -930,3 +930,25 @@ def test_between_turns_the_history_is_evaluated_and_the_next_turn_cancels_it(mon
     assert resp.wait() == "Berlin."  # it did not wait out the prefill's 10 s: the turn cancelled it
     assert backend.prefill_cancelled.is_set()
     assert backend.max_active == 1
+
+
+def test_preempt_evaluates_a_questions_prompt_at_the_first_pause_but_never_a_commands(monkeypatch, home_file):
+    backend = PrefillBackend(streams=[("words", "Paris.")])
+    monkeypatch.setitem(LLM_BACKENDS, "scripted", lambda settings: backend)
+    s = Settings()
+    s = dataclasses.replace(s, llm=dataclasses.replace(s.llm, backend="scripted"))
+    brain = Brain.from_settings(s, home_file=str(home_file))
+    brain.warmup()
+    assert brain.preempt("turn on the kitchen light") is False  # the fast path answers it: no LLM work
+    assert backend.prefilled == []
+    gone = threading.Event()
+    gone.set()
+    assert brain.preempt("what is the capital of France?", cancel=gone) is False  # the user went on
+    assert brain.preempt("what is the capital of France?") is True
+    prefilled = backend.prefilled[-1]
+    assert prefilled[-1] == {"role": "user", "content": "what is the capital of France?"}
+    assert brain.respond("what is the capital of France?").wait() == "Paris."
+    asked = backend.seen[0][1]
+    assert asked[:len(prefilled)] == prefilled  # the turn's prompt starts with what was evaluated at the pause
+    assert brain.respond("turn on the kitchen light").wait()  # a fast-path turn after it is unaffected
+    assert len(backend.seen) == 1

@@ -107,6 +107,33 @@ def test_the_endpoint_takes_the_current_speculation():
     assert lis.speculations == 1 and lis.cancelled == 0
 
 
+def test_preemptive_work_gets_the_speculative_transcript_and_its_cancel_token_unless_superseded():
+    stt = GatedStt()
+    got: list[tuple[str, threading.Event]] = []
+    called = threading.Event()
+
+    def then(result, cancel):
+        got.append((result.text, cancel))
+        called.set()
+
+    seg = Segmenter(VadSettings(min_speech_s=0.06, trailing_silence_s=0.6))
+    lis = Listener(vad=MarkerVad(), segmenter=seg, stt_stream=Stream(), transcribe=stt.transcribe, threshold=0.5,
+                   on_speculation=then)
+    lis.feed(frames(*[True] * 8))
+    lis.feed(frames(False, False, False, False))  # first pause: speculation
+    first = lis.speculation
+    lis.feed(frames(True))  # the user goes on before the decode ended: no preemptive work on stale words
+    stt.release.set()
+    assert first.done.wait(5)
+    first.thread.join(5)
+    assert got == []
+    lis.feed(frames(False, False, False, False))  # the next pause: a current speculation
+    second = lis.speculation
+    assert second is not None and called.wait(5)
+    assert got[0][0] == second.result.text and got[0][1] is second.cancel
+    assert second.wait(1) is second.result  # the endpoint does not wait for the preemptive work
+
+
 class FakeTts:
     sample_rate = 16000
 
