@@ -231,6 +231,9 @@ class FollowUpDetector:
     def speech_started(self, chunk: AudioChunk) -> bool:
         if self.segmenter is None:
             self.segmenter = self.segmenter_factory()
+            # The window's length is the controller's (conversation.follow_up_s); the segmenter's no-speech timeout
+            # (vad.no_speech_timeout_s, 5 s) would otherwise end the watch early and close a longer window in effect.
+            self.segmenter.no_speech_timeout_s = float("inf")
         for p in self.vad.process(chunk.samples):
             if any(e.kind == SegmentEvent.SPEECH_START for e in self.segmenter.feed(VAD_FRAME_S, p >= self.threshold)):
                 self.segmenter = None

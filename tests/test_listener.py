@@ -15,7 +15,7 @@ import numpy as np
 from edge_agent import controller as ev
 from edge_agent.audio import AudioChunk
 from edge_agent.config import VadSettings
-from edge_agent.listener import Listener
+from edge_agent.listener import FollowUpDetector, Listener
 from edge_agent.responder import Responder
 from edge_agent.turn import Turn
 from edge_agent.vad import VAD_FRAME_SAMPLES, Segmenter
@@ -167,3 +167,13 @@ def test_fixed_phrases_come_from_the_phrase_table_by_key():
     done = [e for e in events if isinstance(e, ev.ResponseDone)]
     assert tts.cached_keys == ["not_understood"]
     assert done and done[0].outcome == "empty" and done[0].reply_text == "Pardon? Say that once more."
+
+
+def test_follow_up_speech_is_heard_after_the_vad_no_speech_timeout() -> None:
+    """A follow-up window longer than vad.no_speech_timeout_s (5 s): speech 8 s into it still opens a turn (the
+    spoken conversations of tools/spoken_eval.py with a 20 s window found every later follow-up ignored)."""
+    settings = VadSettings()
+    det = FollowUpDetector(MarkerVad(), lambda: Segmenter(settings), 0.5)
+    silent_frames = int(8.0 * 16000 / FRAME)
+    assert not any(det.speech_started(frames(False)) for _ in range(silent_frames))
+    assert any(det.speech_started(frames(True)) for _ in range(int(settings.min_speech_s * 16000 / FRAME) + 2))
