@@ -397,10 +397,13 @@ def score_paraphrases(items: list[PItem], heard: list[Heard], home: Any, toleran
         if row["asked_back"] and req is not None:
             row["question"] = last
             row["asked_back_right"] = _asked_right(it, req, last, home, tolerant)
-        if not ok:
+        text_call = tolerant.match(it.text, it.area)  # the words as said, through the fast path (text)
+        row["text_fast_path_right"] = text_call is not None and paraphrase.judge(
+            paraphrase.Item(it.text, it.intent, it.slots, it.area), text_call, home)[0]
+        if not ok:  # misheard: the transcript differs AND the words as said would have been understood
             row["miss"] = "no turn" if req is None else (
                 "asked back" if row.get("asked_back_right") else
-                "misheard" if (row["wer"] or 0) > 0 else "misunderstood")
+                "misheard" if (row["wer"] or 0) > 0 and row["text_fast_path_right"] else "misunderstood")
         rows.append(row)
     n = len(rows)
     tiers: dict[str, list[int]] = {}
@@ -635,6 +638,7 @@ def _print_paraphrases(rows: list[dict[str, Any]], s: dict[str, Any]) -> None:
         print(f"| {k} | {v['right']} | {v['mean_wer']} |")
     print(f"\nmisses: {s['misses']}; said again after a cut-off first pass: {s.get('resaid', 0)}")
     print("| said | voice | heard | kind | tier | why |\n|---|---|---|---|---|---|")
+    rows = sorted(rows, key=lambda r: str(r.get("miss")))
     for r in rows:
         if not r["ok"]:
             why = r["why"] + (f"; asked: {r['question']}" if r.get("question") else "")
@@ -662,6 +666,45 @@ def _print_injections(rows: list[dict[str, Any]], s: dict[str, Any]) -> None:
               f"reply {r['reply'][:90]!r} {r['bad'] or ''}")
 
 
+def rescore(path: Path, out: Path | None) -> int:
+    """The tables again from a saved report's turns (after a change to the scoring)."""
+    from edge_agent.config import HomeSettings
+    from edge_agent.home import Home
+    from edge_agent.intents import IntentMatcher
+
+    report = json.loads(path.read_text(encoding="utf-8"))
+    home = Home.load(HomeSettings(), HOME)
+    tolerant, exact = IntentMatcher(home), IntentMatcher(home, tolerant=False)
+    seed, voices = report["seed"], report["voices"]
+    if "paraphrases" in report:
+        p = report["paraphrases"]
+        items = sample_paraphrases(len(p["rows"]), seed, voices)
+        rows, summ = score_paraphrases(items, [Heard(**h) for h in p["turns"]], home, tolerant, exact)
+        again = {r["id"] for r in p["rows"] if r.get("resaid")}
+        for r in rows:
+            r["resaid"] = r["id"] in again
+        summ["resaid"] = len(again)
+        p.update(summary=summ, rows=rows)
+        _print_paraphrases(rows, summ)
+    if "conversations" in report:
+        c = report["conversations"]
+        convs = pick_conversations(c["summary"]["conversations"], seed)
+        rows, summ = score_conversations(convs, [Heard(**h) for h in c["turns"]], home)
+        summ["resaid_conversations"] = c["summary"].get("resaid_conversations", [])
+        c.update(summary=summ, rows=rows)
+        _print_conversations(rows, summ)
+    if "injections" in report:
+        i = report["injections"]
+        inj, _ = injection_session(seed, tolerant, voices)
+        rows, summ = score_injections(inj, [Heard(**h) for h in i["turns"]], home)
+        summ["resaid"] = i["summary"].get("resaid", 0)
+        i.update(summary=summ, rows=rows)
+        _print_injections(rows, summ)
+    if out:
+        out.write_text(json.dumps(report, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--paraphrases", type=int, default=0, help="how many held-out paraphrases to say")
@@ -672,7 +715,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--follow-up", type=float, default=20.0, help="conversation.follow_up_s for the daemon")
     ap.add_argument("--workdir", type=Path, help="audio, logs and the broker (default: a new folder in /tmp)")
     ap.add_argument("--json", type=Path, help="write every row and summary here")
+    ap.add_argument("--rescore", type=Path, help="score the turns saved in this JSON again (no audio, no daemon)")
     args = ap.parse_args(argv)
+    if args.rescore:
+        return rescore(args.rescore, args.json)
     if not (args.paraphrases or args.conversations or args.injections):
         ap.error("nothing to do: give --paraphrases N, --conversations N and/or --injections")
     t_start = time.monotonic()
