@@ -102,14 +102,16 @@ class Pending:
         return CONFIRM_TTL_S if self.kind == "confirm" else CLARIFY_TTL_S
 
 
-class _Either:
-    """Set when either event is (the prefill only asks ``is_set``)."""
+class _Stop:
+    """The cancel token of a prefill the brain runs on its own: set once a turn has begun since ``seq`` (no race
+    with the turn's start: the count rises before the turn waits for the lock), or when ``cancel`` is (the user
+    went on). The prefill only asks ``is_set``."""
 
-    def __init__(self, a: threading.Event, b: threading.Event | None) -> None:
-        self.a, self.b = a, b
+    def __init__(self, brain: Any, seq: int, cancel: threading.Event | None) -> None:
+        self.brain, self.seq, self.cancel = brain, seq, cancel
 
     def is_set(self) -> bool:
-        return self.a.is_set() or (self.b is not None and self.b.is_set())
+        return self.brain._turns_begun != self.seq or (self.cancel is not None and self.cancel.is_set())
 
 
 # --------------------------------------------------------------------------------------------------- brain
@@ -138,7 +140,7 @@ class Brain(LlmTurn):
         self.context = ConversationContext(home, clock=lambda: self.clock())
         self._turn_lock = threading.Lock()
         self._turn_context: tuple[str, str] = ("", "")  # (words, context line) of the last LLM prompt
-        self._idle_cancel: threading.Event | None = None  # set by the next turn: the idle prefill stops
+        self._turns_begun = 0  # counted before a turn waits for the lock: idle and preemptive prefills stop on it
         self.idle_prefill_stats: CallStats | None = None
         self.preempt_stats: CallStats | None = None
         self.warmup_stats: CallStats | None = None
@@ -200,6 +202,7 @@ class Brain(LlmTurn):
         text = text.strip()
         if prefill is None or not text or self.llm is None or not self.llm.loaded:
             return False
+        seq = self._turns_begun
         if (cancel is not None and cancel.is_set()) or not self._turn_lock.acquire(blocking=False):
             return False
         try:
@@ -207,20 +210,20 @@ class Brain(LlmTurn):
                     self.context.resolve(text) is not None
                     or self.matcher.match(text, area, ask_back=True) is not None)):
                 return False  # the turn will not ask the LLM (or its first words are not these)
-            stop = threading.Event()
-            self._idle_cancel = stop
-            stats = prefill(self._messages(text, area, record=False), cancel=_Either(stop, cancel))
+            t0 = time.monotonic()
+            stats = prefill(self._messages(text, area, record=False), cancel=_Stop(self, seq, cancel))
             self.preempt_stats = stats
+            log.info("preempt: %d of %d prompt tokens evaluated in %.3f s%s", stats.n_evaluated, stats.n_prompt,
+                     time.monotonic() - t0, " (stopped: a turn began)" if stats.stopped == "cancelled" else "")
             return stats.stopped != "cancelled"
         finally:
             self._turn_lock.release()
 
     def _idle_prefill(self) -> None:
         prefill = getattr(self.llm, "prefill", None)  # optional: backends with a local KV cache
-        if not self.settings.llm.preempt or prefill is None or self.llm is None or not self.llm.loaded:
+        if prefill is None or self.llm is None or not self.llm.loaded:
             return
-        cancel = threading.Event()
-        self._idle_cancel = cancel
+        cancel = _Stop(self, self._turns_begun, None)
 
         def run() -> None:
             if not self._turn_lock.acquire(blocking=False):
@@ -252,8 +255,7 @@ class Brain(LlmTurn):
         if not text:
             return
         t0 = time.monotonic()
-        if self._idle_cancel is not None:
-            self._idle_cancel.set()  # the idle prefill gives way (within one small batch)
+        self._turns_begun += 1  # an idle or preemptive prefill gives way (within one small batch)
         while not self._turn_lock.acquire(timeout=0.05):
             if cancel is not None and cancel.is_set():  # cancelled while waiting for the other turn: say nothing
                 return

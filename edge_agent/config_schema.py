@@ -206,9 +206,10 @@ class LlmSettings:
     temperature: float = opt(0.2, "Sampling temperature.", min=0.0, max=2.0)
     timeout_s: float = opt(20.0, "Give up on one generation after this many seconds.", min=1.0)
     preempt: bool = opt(
-        True,
-        "Evaluate the prompt of a speculative transcript at the first pause and the history between turns (local "
-        "model), so a turn evaluates only its own words; nothing is generated or spoken early.",
+        False,
+        "Evaluate the prompt of the speculative transcript at the first pause (local model; nothing is generated or "
+        "spoken early). Off by default: measured here it starts about when the endpoint does and the turn then "
+        "waits for its batch (docs/benchmarks.md); worth it with a longer vad.trailing_silence_s.",
     )
     system_prompt: str = opt(
         "You are a concise, friendly voice assistant in a home. Answer in one or two short spoken sentences, "

@@ -575,6 +575,8 @@ def test_a_turn_cancelled_while_waiting_says_nothing(scripted):
     gate.set()
     a.join(5.0)
     assert len(backend.seen) == 1
+    brain.settings = dataclasses.replace(s, llm=dataclasses.replace(s.llm, preempt=False))
+    assert brain.preempt("what is the capital of Spain?") is False  # llm.preempt: false (the default)
 
 
 # ----------------------------------------------------------------------------------------------- real LLM
@@ -903,8 +905,12 @@ class PrefillBackend(ScriptedBackend):
     def prefill(self, messages, cancel=None):
         self.prefilled.append([dict(m) for m in messages])
         self.prefill_started.set()
-        if self.hold and cancel is not None and cancel.wait(10.0):
-            self.prefill_cancelled.set()
+        end = time.monotonic() + 10.0
+        while self.hold and cancel is not None and time.monotonic() < end:
+            if cancel.is_set():
+                self.prefill_cancelled.set()
+                break
+            time.sleep(0.005)
         return CallStats(n_prompt=200, n_cached=150)
 
 
@@ -936,7 +942,7 @@ def test_preempt_evaluates_a_questions_prompt_at_the_first_pause_but_never_a_com
     backend = PrefillBackend(streams=[("words", "Paris.")])
     monkeypatch.setitem(LLM_BACKENDS, "scripted", lambda settings: backend)
     s = Settings()
-    s = dataclasses.replace(s, llm=dataclasses.replace(s.llm, backend="scripted"))
+    s = dataclasses.replace(s, llm=dataclasses.replace(s.llm, backend="scripted", preempt=True))
     brain = Brain.from_settings(s, home_file=str(home_file))
     brain.warmup()
     assert brain.preempt("turn on the kitchen light") is False  # the fast path answers it: no LLM work
@@ -952,3 +958,5 @@ def test_preempt_evaluates_a_questions_prompt_at_the_first_pause_but_never_a_com
     assert asked[:len(prefilled)] == prefilled  # the turn's prompt starts with what was evaluated at the pause
     assert brain.respond("turn on the kitchen light").wait()  # a fast-path turn after it is unaffected
     assert len(backend.seen) == 1
+    brain.settings = dataclasses.replace(s, llm=dataclasses.replace(s.llm, preempt=False))
+    assert brain.preempt("what is the capital of Spain?") is False  # llm.preempt: false (the default)
