@@ -205,37 +205,36 @@ class Brain(LlmTurn):
         seq = self._turns_begun
         if (cancel is not None and cancel.is_set()) or not self._turn_lock.acquire(blocking=False):
             return False
-        try:
+        try:  # the decision reads the turn state: under the lock; the evaluation only needs the model's own lock
             if self._pending is not None or (self.fast_path and self.matcher is not None and (
                     self.context.resolve(text) is not None
                     or self.matcher.match(text, area, ask_back=True) is not None)):
                 return False  # the turn will not ask the LLM (or its first words are not these)
-            t0 = time.monotonic()
-            stats = prefill(self._messages(text, area, record=False), cancel=_Stop(self, seq, cancel))
-            self.preempt_stats = stats
-            log.info("preempt: %d of %d prompt tokens evaluated in %.3f s%s", stats.n_evaluated, stats.n_prompt,
-                     time.monotonic() - t0, " (stopped: a turn began)" if stats.stopped == "cancelled" else "")
-            return stats.stopped != "cancelled"
+            messages = self._messages(text, area, record=False)
         finally:
             self._turn_lock.release()
+        t0 = time.monotonic()
+        stats = prefill(messages, cancel=_Stop(self, seq, cancel))
+        self.preempt_stats = stats
+        log.info("preempt: %d of %d prompt tokens evaluated in %.3f s%s", stats.n_evaluated, stats.n_prompt,
+                 time.monotonic() - t0, " (stopped: a turn began)" if stats.stopped == "cancelled" else "")
+        return stats.stopped != "cancelled"
 
     def _idle_prefill(self) -> None:
+        """Between turns, the LLM evaluates the prefix and the history as the next prompt will begin. It holds only
+        the model's own lock (a fast-path turn never waits for it); a turn's start stops it within one batch."""
         prefill = getattr(self.llm, "prefill", None)  # optional: backends with a local KV cache
         if prefill is None or self.llm is None or not self.llm.loaded:
             return
         cancel = _Stop(self, self._turns_begun, None)
 
         def run() -> None:
-            if not self._turn_lock.acquire(blocking=False):
-                return  # a turn already runs: it evaluates its own prompt
             try:
                 if not cancel.is_set():
                     self.idle_prefill_stats = prefill([{"role": "system", "content": self.prefix},
                                                        *self.conversation.messages()], cancel=cancel)
             except Exception as e:  # noqa: BLE001 - an optimisation: the next turn evaluates it instead
                 log.warning("idle prefill of the history failed: %s", e)
-            finally:
-                self._turn_lock.release()
 
         threading.Thread(target=run, name="llm-idle-prefill", daemon=True).start()
 

@@ -575,8 +575,6 @@ def test_a_turn_cancelled_while_waiting_says_nothing(scripted):
     gate.set()
     a.join(5.0)
     assert len(backend.seen) == 1
-    brain.settings = dataclasses.replace(s, llm=dataclasses.replace(s.llm, preempt=False))
-    assert brain.preempt("what is the capital of Spain?") is False  # llm.preempt: false (the default)
 
 
 # ----------------------------------------------------------------------------------------------- real LLM
@@ -934,7 +932,7 @@ def test_between_turns_the_history_is_evaluated_and_the_next_turn_cancels_it(mon
     assert backend.prefill_started.wait(10.0)
     resp = brain.respond("and the capital of Germany?")
     assert resp.wait() == "Berlin."  # it did not wait out the prefill's 10 s: the turn cancelled it
-    assert backend.prefill_cancelled.is_set()
+    assert backend.prefill_cancelled.wait(5.0)  # a fast-path or LLM turn never waits for it: it stops on its own
     assert backend.max_active == 1
 
 
