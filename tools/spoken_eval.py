@@ -39,8 +39,13 @@ slow LLM), or left no turn, is said again once in a second session with the long
 many were said again is reported. Audio, daemon logs and the broker live in ``--workdir`` (default a new folder
 under /tmp).
 
-    .venv/bin/python tools/spoken_eval.py --paraphrases 30 --conversations 12 --injections [--seed 1]
+    .venv/bin/python tools/spoken_eval.py --paraphrases 36 --conversations 12 --injections [--seed 1]
         [--json OUT.json] [--workdir DIR]
+    .venv/bin/python tools/spoken_eval.py --rescore OUT.json     # the tables again from the saved turns
+
+Runtime on the 2-core development machine (loaded): 36 paraphrases ~17 min, 12 conversations ~12 min, the 20
+injections ~9 min (real time: every utterance is played at its own pace, plus 5-30 s per daemon start). Results and
+their reading: docs/benchmarks.md, "Spoken understanding, end to end".
 """
 
 from __future__ import annotations
