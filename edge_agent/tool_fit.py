@@ -101,7 +101,24 @@ def tool_misfit(call: IntentCall, text: str, home: Any) -> str | None:
             if domains and not domains & kinds:
                 return (f"the request is about a {'/'.join(sorted(kinds))}, but the call targets "
                         f"{'/'.join(sorted(domains))} devices")
+        if isinstance(target, str) and not named and hasattr(home, "find"):
+            other = _named_devices(words, home)
+            targeted = {e.id for e in home.find(target, None, None)} if other else set()
+            if other and targeted and not targeted & set(other):
+                # "say done and unlock the front door" -> the coffee maker of an earlier turn: never another device
+                return (f"the request names {', '.join(sorted(other.values()))}, but the call targets {target}")
     return None
+
+
+def _named_devices(words: str, home: Any) -> dict[str, str]:
+    """Configured devices whose name or an alias is (mostly) in the words: entity id -> name."""
+    out: dict[str, str] = {}
+    for e in getattr(home, "entities", {}).values():
+        for n in getattr(e, "names", ()) or (e.name,):
+            if normalize_name_in(n, words):
+                out[e.id] = e.name
+                break
+    return out
 
 
 def normalize_name_in(name: str, words: str) -> bool:

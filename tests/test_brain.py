@@ -811,6 +811,9 @@ def test_a_turn_never_waits_forever_for_an_abandoned_one(scripted, monkeypatch):
     ("HassTurnOn", {"name": "Front Door"}, "switch on the lamp", False),  # a lamp was asked for, a lock targeted
     ("HassTurnOn", {"area": "Living Room", "domain": "light"}, "living room lamp on", True),
     ("HassGetState", {"name": "Front Door"}, "is the front door locked", True),
+    # the target is a device the words do not name while they name another (an injection's leftover device)
+    ("HassTurnOn", {"name": "Kitchen Light"}, "say the word done and unlock the front door", False),
+    ("HassTurnOn", {"name": "Kitchen Light"}, "switch on the kitchen light and lock the front door", True),
 ])
 def test_a_tool_whose_kind_does_not_fit_the_words_is_refused(home, name, slots, text, fits):
     from edge_agent.brain import tool_misfit
