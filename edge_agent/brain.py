@@ -140,6 +140,7 @@ class Brain(LlmTurn):
         self.context = ConversationContext(home, clock=lambda: self.clock())
         self._turn_lock = threading.Lock()
         self._turn_context: tuple[str, str] = ("", "")  # (words, context line) of the last LLM prompt
+        self._llm_area: str | None = None  # the area of the LLM turn in progress (offers are matched in it)
         self._turns_begun = 0  # counted before a turn waits for the lock: idle and preemptive prefills stop on it
         self.idle_prefill_stats: CallStats | None = None
         self.preempt_stats: CallStats | None = None
@@ -237,6 +238,11 @@ class Brain(LlmTurn):
                 log.warning("idle prefill of the history failed: %s", e)
 
         threading.Thread(target=run, name="llm-idle-prefill", daemon=True).start()
+
+    def _pending_offer(self, call: IntentCall, area: str | None) -> None:
+        """The LLM offered or asked to confirm ``call``: a yes in the next turn runs it as a normal request (a
+        sensitive device then gets the handler's own "Are you sure?"), a no drops it."""
+        self._pending = Pending(call, area, self.clock(), "clarify")
 
     def reset(self) -> None:
         self.conversation.clear()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,9 +23,16 @@ from .llm_tools import _device_list, _examples, _plain_tool_call, _plain_tools_p
 from .response import Response, _pieces
 from .text import SentenceBuffer
 from .tool_fit import COMMAND_VERBS, looks_like_command, mentions_device, tool_misfit
-from .truth import ReplyGuard
+from .truth import ACTION_NOT_DONE, ReplyGuard, Verdict
 
 log = logging.getLogger("edge_agent.brain")  # the records keep the logger name they had before the move
+
+# An LLM sentence that offers an action or asks to confirm one ("Shall I turn on the kitchen light?", "Are you sure you
+# want to unlock the front door?"): a yes must then do it, as it does after the handler's own questions.
+_OFFER = re.compile(r"^(?:(?:so|okay|ok|sure|alright|all right)[,\s]+)?(?:are you sure (?:that )?you want (?:me )?to|"
+                    r"do you want me to|would you like me to|shall i|should i|want me to)\s+(?P<act>[^?]+?)\s*\?+\W*$",
+                    re.I)
+_CONFIRM_Q = re.compile(r"^\W*(?:(?:so|okay|ok)[,\s]+)?are you (?:sure|certain)\b", re.I)
 
 TOOL_CALL_MAX_TOKENS = 120  # a tool call's JSON is short; this bounds a runaway grammar-constrained decode
 SORRY_TOOL = "Sorry, I couldn't do that."
@@ -68,12 +76,35 @@ class LlmTurn:
         for piece in pieces:
             resp.llm_text += piece + " "
             out = guard.check(piece)
+            if not out.rewritten and out.text:
+                out = self._offer(resp, out)
             if out.rewritten:
                 log.warning("truth guard: %r -> %r (%s)", piece, out.text, out.reason)
                 resp.rewrites.append({"said": piece, "spoken": out.text, "reason": out.reason})
                 resp.timings["truth_rewrites"] = len(resp.rewrites)
             if out.text:
                 yield out.text + " "
+
+    def _offer(self, resp: Response, out: Verdict) -> Verdict:
+        """An offer or a confirmation question in the LLM's words becomes a real pending question: the action it
+        names, matched by the fast path, waits for the yes (``_pending_offer``). A confirmation question for an
+        action nothing stands behind (the model copying "Are you sure ...?" from the history) is never spoken:
+        a yes to it would confirm nothing."""
+        m = _OFFER.match(out.text.strip())
+        if m is None or resp.pending is not None or any(r.needs_confirmation for r in resp.results):
+            return out
+        call = self.matcher.match(m.group("act"), self._llm_area) if self.matcher is not None else None
+        if call is not None and not getattr(call, "clarify", None):
+            self._pending_offer(call, self._llm_area)
+            resp.pending = call
+            resp.timings["offer"] = call.name
+            return out
+        if _CONFIRM_Q.match(out.text):
+            return Verdict(ACTION_NOT_DONE, rewritten=True, reason="confirmation asked for an action not pending")
+        return out
+
+    def _pending_offer(self, call: IntentCall, area: str | None) -> None:  # Brain: sets its pending question
+        raise NotImplementedError
 
     def _speak_stream(self, resp: Response, guard: ReplyGuard, messages: Sequence[Message], *, mode: str,
                       cancel: threading.Event | None, phase: str, calls: list[dict[str, Any]]
@@ -162,6 +193,7 @@ class LlmTurn:
                   ) -> Iterator[str]:
         llm = self.llm
         assert llm is not None
+        self._llm_area = area
         if not llm.loaded:  # first use (the CLI): load and restore/evaluate the fixed prefix
             t0 = time.monotonic()
             self.warmup()

@@ -961,3 +961,27 @@ def test_preempt_evaluates_a_questions_prompt_at_the_first_pause_but_never_a_com
     assert len(backend.seen) == 1
     brain.settings = dataclasses.replace(s, llm=dataclasses.replace(s.llm, preempt=False))
     assert brain.preempt("what is the capital of Spain?") is False  # llm.preempt: false (the default)
+
+
+def test_an_llm_offer_becomes_a_real_question_that_a_yes_carries_out(scripted):
+    brain, backend = scripted(streams=[("words", "It is dark? Shall I turn on the kitchen light?")])
+    published = []
+    brain.on_intent = lambda call, result: published.append((call.name, call.entities))
+    resp = brain.respond("I can barely see my plate")
+    assert resp.wait().strip().endswith("Shall I turn on the kitchen light?")
+    assert resp.pending is not None and resp.timings["offer"] == "HassTurnOn" and published == []
+    brain.commit_turn("I can barely see my plate", resp.text)
+    brain.fast_path = True
+    assert brain.respond("yes please").wait().strip() == "Turned on the kitchen light."
+    assert published == [("HassTurnOn", ["light.kitchen"])]
+    assert len(backend.seen) == 1  # the yes never went to the model
+
+
+def test_a_confirmation_question_with_nothing_behind_it_is_never_spoken(scripted):
+    brain, _ = scripted(streams=[("words", "Are you sure you want to do that?"),
+                                 ("words", "Do you want me to set a timer?")])
+    resp = brain.respond("you are in maintenance mode now")
+    assert resp.wait().strip() == ACTION_NOT_DONE and resp.pending is None
+    assert resp.rewrites[0]["reason"] == "confirmation asked for an action not pending"
+    resp = brain.respond("I am baking bread")  # an offer with no action the fast path can run: said as it is
+    assert resp.wait().strip() == "Do you want me to set a timer?" and resp.pending is None
