@@ -11,7 +11,6 @@ test). Built in: ``whisper`` (faster-whisper, stt_whisper.py) and ``vosk`` (Kald
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import sys
@@ -28,6 +27,7 @@ from .audio import SAMPLE_RATE, read_wav
 from .config import Settings, SttSettings
 from .errors import ModelError, SttError
 from .models import ModelStore, resolve
+from .registry import Registry
 from .stt_text import edit_distance, normalize_text, number_to_words, word_error_rate
 
 __all__ = ["SttEngine", "SttResult", "SttSpec", "SttStream", "edit_distance", "make_engine", "normalize_text",
@@ -190,29 +190,17 @@ class SttSpec:
     threads: Callable[[Any], int] = field(default=lambda _s: 1)  # CPU threads it uses while decoding
 
 
-_REGISTRY: dict[str, SttSpec] = {}
-_builtins_loaded = False
-
-
-def register_stt(spec: SttSpec) -> None:
-    _REGISTRY[spec.name] = spec
+_ENGINES: Registry[SttSpec] = Registry("stt", BUILTIN_STT, SttError)
+register_stt = _ENGINES.register
 
 
 def stt_engines() -> dict[str, SttSpec]:
     """Every registered engine by name (the built-in ones imported on first use)."""
-    global _builtins_loaded
-    if not _builtins_loaded:
-        _builtins_loaded = True
-        for module in BUILTIN_STT:
-            importlib.import_module(module)
-    return dict(_REGISTRY)
+    return _ENGINES.all()
 
 
 def stt_spec(name: str) -> SttSpec:
-    engines = stt_engines()
-    if name not in engines:
-        raise SttError(f"unknown STT engine {name!r}", fix=f"set stt.engine to one of: {', '.join(engines)}")
-    return engines[name]
+    return _ENGINES.get(name)
 
 
 def stt_model_ref(settings: Settings, name: str | None = None) -> tuple[str, str | None, str | None]:

@@ -25,7 +25,6 @@ Why Piper is shaped this way:
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import sys
@@ -48,6 +47,7 @@ from .cues import (  # noqa: F401 - re-exported: callers import the cues from he
     cue_tone,
 )
 from .errors import AudioError, ModelError, TtsError
+from .registry import Registry
 from .text import speakable, split_sentences
 from .tts_phrases import DEFAULT_PHRASES, PHRASE_CACHE_MAX, PhraseCache  # noqa: F401 - re-exported
 
@@ -294,29 +294,17 @@ class TtsSpec:
     package: str | None = None  # the Python package it needs (the doctor checks it)
 
 
-_REGISTRY: dict[str, TtsSpec] = {}
-_builtins_loaded = False
-
-
-def register_tts(spec: TtsSpec) -> None:
-    _REGISTRY[spec.name] = spec
+_ENGINES: Registry[TtsSpec] = Registry("tts", BUILTIN_TTS, TtsError)
+register_tts = _ENGINES.register
 
 
 def tts_engines() -> dict[str, TtsSpec]:
     """Every registered engine by name (the built-in ones imported on first use)."""
-    global _builtins_loaded
-    if not _builtins_loaded:
-        _builtins_loaded = True
-        for module in BUILTIN_TTS:
-            importlib.import_module(module)
-    return dict(_REGISTRY)
+    return _ENGINES.all()
 
 
 def tts_spec(name: str) -> TtsSpec:
-    engines = tts_engines()
-    if name not in engines:
-        raise TtsError(f"unknown TTS engine {name!r}", fix=f"set tts.engine to one of: {', '.join(engines)}")
-    return engines[name]
+    return _ENGINES.get(name)
 
 
 def make_tts(settings: Settings, engine: str | None = None) -> Any:

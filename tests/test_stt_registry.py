@@ -49,7 +49,7 @@ def scripted():
     yield
     from edge_agent import stt
 
-    stt._REGISTRY.pop("scripted", None)
+    stt._ENGINES.unregister("scripted")
 
 
 def test_a_registered_engine_is_built_by_the_factory_and_transcribes():

@@ -75,7 +75,7 @@ def scripted():
     yield
     from edge_agent import tts
 
-    tts._REGISTRY.pop("scripted", None)
+    tts._ENGINES.unregister("scripted")
 
 
 def test_a_registered_engine_is_built_by_the_factory_and_speaks():
