@@ -77,6 +77,28 @@ class SynthStats:
         return self.synth_s / self.audio_s if self.audio_s else 0.0
 
 
+def synthesize_timed(engine: Any, sentences: Iterable[str], one: Callable[[str], np.ndarray]
+                     ) -> Iterator[np.ndarray]:
+    """Each sentence's audio from ``one`` as soon as it is ready (an empty array is skipped), keeping
+    ``engine.last_stats`` (first audio, busy time, audio seconds at ``engine.sample_rate``, sentences) current."""
+    t0 = time.monotonic()
+    busy = first = 0.0
+    samples = count = 0
+    for sentence in sentences:
+        ts = time.monotonic()
+        audio = one(sentence)
+        busy += time.monotonic() - ts
+        if not len(audio):
+            continue
+        if count == 0:
+            first = time.monotonic() - t0
+        count += 1
+        samples += len(audio)
+        engine.last_stats = SynthStats(first, busy, samples / engine.sample_rate, count)
+        yield audio
+    engine.last_stats = SynthStats(first, busy, samples / engine.sample_rate, count)
+
+
 class _ReleasingSession:
     """An ONNX Runtime session whose every ``run`` gives the CPU arena's free chunks back at its end.
 
@@ -216,30 +238,18 @@ class PiperTts:
         yields nothing. ``last_stats`` holds the timings once the generator is exhausted.
         """
         self._require()
-        sentences = split_sentences(text)
         silence = np.zeros(int(self.settings.sentence_silence_s * self.sample_rate), dtype=np.int16)
-        t0 = time.monotonic()
-        busy = 0.0
-        first = 0.0
-        samples = 0
-        count = 0
-        for sentence in sentences:
-            ts = time.monotonic()
+
+        def one(sentence: str) -> np.ndarray:
             try:
                 parts = [c.audio_int16_array for c in self.voice.synthesize(sentence, self._syn_config)]
             except Exception as e:
                 raise TtsError(f"Piper failed on {sentence!r}: {type(e).__name__}: {e}") from None
-            busy += time.monotonic() - ts
             if not parts:
-                continue
-            audio = np.concatenate([*parts, silence]) if len(silence) else np.concatenate(parts)
-            if count == 0:
-                first = time.monotonic() - t0
-            count += 1
-            samples += len(audio)
-            self.last_stats = SynthStats(first, busy, samples / self.sample_rate, count)
-            yield audio
-        self.last_stats = SynthStats(first, busy, samples / self.sample_rate, count)
+                return np.zeros(0, dtype=np.int16)
+            return np.concatenate([*parts, silence]) if len(silence) else np.concatenate(parts)
+
+        yield from synthesize_timed(self, split_sentences(text), one)
 
     def synthesize_all(self, text: str) -> np.ndarray:
         """The whole text as one int16 array at ``sample_rate`` (empty if nothing is speakable)."""

@@ -42,7 +42,7 @@ from .cues import cue_tone
 from .errors import TtsError
 from .llm_http import Health, RemoteFailure
 from .text import split_sentences
-from .tts import SynthStats, TtsSpec, register_tts
+from .tts import SynthStats, TtsSpec, register_tts, synthesize_timed
 from .tts_phrases import DEFAULT_PHRASES, PhraseCache
 
 if TYPE_CHECKING:
@@ -224,23 +224,13 @@ class WyomingTts:
     def synthesize(self, text: str) -> Iterator[np.ndarray]:
         """One int16 array per sentence at ``sample_rate``, each as soon as it is ready (through a turn's view)."""
         turn = self.for_turn()
-        t0 = time.monotonic()
-        busy = first = 0.0
-        samples = count = 0
-        for sentence in split_sentences(text):
-            ts = time.monotonic()
+
+        def one(sentence: str) -> np.ndarray:
             audio = turn.synthesize_all(sentence)
-            busy += time.monotonic() - ts
             self._last_record = turn.turn_record()
-            if not len(audio):
-                continue
-            if count == 0:
-                first = time.monotonic() - t0
-            count += 1
-            samples += len(audio)
-            self.last_stats = SynthStats(first, busy, samples / self.sample_rate, count)
-            yield audio
-        self.last_stats = SynthStats(first, busy, samples / self.sample_rate, count)
+            return audio
+
+        yield from synthesize_timed(self, split_sentences(text), one)
 
     def synthesize_all(self, text: str) -> np.ndarray:
         chunks = list(self.synthesize(text))
