@@ -1,5 +1,6 @@
 """Real servers on loopback for the remote-stage tests: llama-cpp-python's OpenAI-compatible server with the
-project's GGUF, a listener that accepts connections and never answers, and a plain HTTP server that answers with
+project's GGUF, wyoming-faster-whisper and wyoming-piper with the project's models (one ``ServerProcess`` each), a
+listener that accepts connections and never answers, and a plain HTTP server that answers with
 whatever bytes a test gives it (malformed data)."""
 
 from __future__ import annotations
@@ -17,99 +18,151 @@ from pathlib import Path
 from .broker import free_port
 
 
-class LlamaServer:
+class ServerProcess:
+    """A real server in its own process on 127.0.0.1:port, logging to ``log_path``. ``start()`` spawns ``_argv()``
+    and waits until ``_ready()`` is true (deadline ``timeout``; a process that exits or never answers is a
+    RuntimeError with its log); ``kill()`` and ``start()`` again reuse the same port."""
+
+    name = "server"
+
+    def __init__(self, log_path: Path, port: int | None = None) -> None:
+        self.log_path = Path(log_path)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def _argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        """True once the server answers its protocol's first request (a failed attempt is False)."""
+        raise NotImplementedError
+
+    def start(self, timeout: float = 120.0):  # noqa: ANN201 - returns the subclass
+        assert self.proc is None or self.proc.poll() is not None, "server already running"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
+        self.proc = subprocess.Popen(self._argv(), stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        end = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n"
+                                   f"{self.log_path.read_text()[-3000:]}")
+            if self._ready():
+                return self
+            if time.monotonic() > end:
+                self.kill()
+                raise RuntimeError(f"{self.name} did not answer on {self.port} within {timeout} s")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+
+class LlamaServer(ServerProcess):
     """``python -m llama_cpp.server`` on 127.0.0.1:port; ``kill()`` and ``start()`` again on the same port."""
+
+    name = "llama_cpp.server"
 
     def __init__(self, model: Path, log_path: Path, *, threads: int = 1, port: int | None = None,
                  interrupt_requests: bool = True) -> None:
+        super().__init__(log_path, port)
         self.model = Path(model)
-        self.log_path = Path(log_path)
         self.threads = threads
-        self.port = port or free_port()
         # the server's default (True) cuts a streaming reply short as soon as another request arrives
         self.interrupt_requests = interrupt_requests
-        self.proc: subprocess.Popen | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self, timeout: float = 120.0) -> LlamaServer:
-        assert self.proc is None or self.proc.poll() is not None, "server already running"
-        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model), "--host", "127.0.0.1",
-             "--port", str(self.port), "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
-             "--n_ctx", "2048", "--verbose", "False", "--interrupt_requests", str(self.interrupt_requests)],
-            stdout=log, stderr=log, start_new_session=True)
-        log.close()
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited {self.proc.returncode}:\n{self.log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as r:  # noqa: S310 - loopback
-                    json.loads(r.read())
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"llama_cpp.server did not answer on {self.port} within {timeout} s")
+    def _argv(self) -> list[str]:
+        return [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model), "--host", "127.0.0.1",
+                "--port", str(self.port), "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
+                "--n_ctx", "2048", "--verbose", "False", "--interrupt_requests", str(self.interrupt_requests)]
 
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.proc = None
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as r:  # noqa: S310 - loopback
+                json.loads(r.read())
+                return True
+        except OSError:
+            return False
 
 
-class WyomingWhisperServer:
-    """``python -m wyoming_faster_whisper`` on 127.0.0.1:port with the project's Whisper folder; ``kill()`` and
-    ``start()`` again on the same port. Ready when it answers Wyoming ``describe``."""
+class WyomingWhisperServer(ServerProcess):
+    """``python -m wyoming_faster_whisper`` on 127.0.0.1:port with the project's Whisper folder. Ready when it
+    answers Wyoming ``describe`` (``info`` holds the answer)."""
+
+    name = "wyoming-faster-whisper"
 
     def __init__(self, model_dir: Path, workdir: Path, *, threads: int = 1, port: int | None = None) -> None:
-        self.model_dir = Path(model_dir)
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.dir / "wyoming.log"
+        super().__init__(self.dir / "wyoming.log", port)
+        self.model_dir = Path(model_dir)
         self.threads = threads
-        self.port = port or free_port()
-        self.proc: subprocess.Popen | None = None
+        self.info = None
 
-    def start(self, timeout: float = 120.0) -> WyomingWhisperServer:
+    def _argv(self) -> list[str]:
+        return [sys.executable, "-m", "wyoming_faster_whisper", "--uri", f"tcp://127.0.0.1:{self.port}", "--model",
+                str(self.model_dir), "--data-dir", str(self.dir), "--local-files-only", "--language", "en",
+                "--beam-size", "1", "--cpu-threads", str(self.threads), "--compute-type", "int8",
+                "--stt-library", "faster-whisper"]
+
+    def _ready(self) -> bool:
         from edge_agent.config import WyomingSttSettings
         from edge_agent.errors import SttError
         from edge_agent.stt_wyoming import WyomingSttEngine
 
-        assert self.proc is None or self.proc.poll() is not None, "server already running"
-        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wyoming_faster_whisper", "--uri", f"tcp://127.0.0.1:{self.port}", "--model",
-             str(self.model_dir), "--data-dir", str(self.dir), "--local-files-only", "--language", "en",
-             "--beam-size", "1", "--cpu-threads", str(self.threads), "--compute-type", "int8",
-             "--stt-library", "faster-whisper"], stdout=log, stderr=log, start_new_session=True)
-        log.close()
-        probe = WyomingSttEngine(WyomingSttSettings(host="127.0.0.1", port=self.port))
-        end = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"wyoming-faster-whisper exited {self.proc.returncode}:\n"
-                                   f"{self.log_path.read_text()[-3000:]}")
-            try:
-                probe.describe()
-                return self
-            except SttError:
-                if time.monotonic() > end:
-                    self.kill()
-                    msg = f"wyoming-faster-whisper did not answer on {self.port} within {timeout} s"
-                    raise RuntimeError(msg) from None
-                time.sleep(0.2)
+        try:
+            self.info, _ = WyomingSttEngine(WyomingSttSettings(host="127.0.0.1", port=self.port)).describe()
+            return True
+        except SttError:
+            return False
 
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.proc = None
+
+class WyomingPiperServer(ServerProcess):
+    """``python -m wyoming_piper`` on 127.0.0.1:port with the project's voice folder (nothing is downloaded: the voice
+    is found in --data-dir). Ready when it has answered describe and spoken a first sentence."""
+
+    name = "wyoming-piper"
+    voice = "en_US-joe-medium"
+
+    def __init__(self, voice_dir: Path, workdir: Path, *, streaming: bool = True, port: int | None = None) -> None:
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        super().__init__(self.dir / "wyoming-piper.log", port)
+        self.voice_dir = Path(voice_dir)
+        self.streaming = streaming
+
+    def _argv(self) -> list[str]:
+        return [sys.executable, "-m", "wyoming_piper", "--uri", f"tcp://127.0.0.1:{self.port}", "--voice", self.voice,
+                "--data-dir", str(self.voice_dir), "--download-dir", str(self.dir),
+                *([] if self.streaming else ["--no-streaming"])]
+
+    def _ready(self) -> bool:
+        from edge_agent.config import Settings, WyomingTtsSettings
+        from edge_agent.errors import TtsError
+        from edge_agent.tts_wyoming import WyomingTts
+
+        try:
+            WyomingTts(WyomingTtsSettings(host="127.0.0.1", port=self.port), Settings().tts).describe()
+            return True
+        except TtsError:
+            return False
+
+    def start(self, timeout: float = 120.0) -> WyomingPiperServer:
+        from edge_agent.config import Settings, WyomingTtsSettings
+        from edge_agent.tts_wyoming import WyomingTts
+
+        super().start(timeout)
+        # it loads the voice on the first request (seconds, more on a busy machine): ready once it has spoken
+        WyomingTts(WyomingTtsSettings(host="127.0.0.1", port=self.port, timeout_s=timeout), Settings().tts)._remote(
+            "Ready.")
+        return self
 
 
 class GarbageServer:

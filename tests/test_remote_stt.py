@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -18,9 +16,8 @@ from edge_agent.preflight import FAIL, OK, check_stt_server
 from edge_agent.stt import make_engine, normalize_text, word_error_rate
 from edge_agent.stt_wyoming import WyomingSttEngine
 
-from .broker import free_port
 from .conftest import piper_wav, require_model
-from .remote_servers import SilentServer
+from .remote_servers import SilentServer, WyomingWhisperServer
 
 CHUNK_S = 0.1  # fed like the live microphone's blocks
 
@@ -35,28 +32,9 @@ def wyoming_settings(port: int, **kw: object) -> Settings:
 def whisper_server(store, tmp_path_factory):
     model = require_model(store, "whisper_tiny_en")
     model_dir = model if model.is_dir() else model.parent
-    work = tmp_path_factory.mktemp("wyoming")
-    port = free_port()
-    log = open(work / "server.log", "wb")  # noqa: SIM115 - kept open for the process's life
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wyoming_faster_whisper", "--uri", f"tcp://127.0.0.1:{port}", "--model",
-         str(model_dir), "--data-dir", str(work), "--local-files-only", "--language", "en", "--beam-size", "1",
-         "--cpu-threads", "1", "--compute-type", "int8", "--stt-library", "faster-whisper"],
-        stdout=log, stderr=log, start_new_session=True)
-    log.close()
-    engine = WyomingSttEngine(wyoming_settings(port).stt.wyoming)
-    end = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None, (work / "server.log").read_text()
-        try:
-            info, _ = engine.describe()
-            break
-        except SttError:
-            assert time.monotonic() < end, "wyoming-faster-whisper did not answer describe within 120 s"
-            time.sleep(0.2)
-    yield port, info
-    proc.kill()
-    proc.wait(10)
+    server = WyomingWhisperServer(model_dir, tmp_path_factory.mktemp("wyoming")).start()
+    yield server.port, server.info
+    server.kill()
 
 
 def _feed(engine, samples):

@@ -8,8 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,8 +18,7 @@ import pytest
 from edge_agent import controller as ev
 from edge_agent.audio import SAMPLE_RATE, resample
 from edge_agent.check_result import FAIL, OK, WARN
-from edge_agent.config import Settings, WyomingTtsSettings
-from edge_agent.errors import TtsError
+from edge_agent.config import Settings
 from edge_agent.preflight import check_tts_server
 from edge_agent.responder import Responder
 from edge_agent.stt import make_engine, word_error_rate
@@ -29,59 +26,10 @@ from edge_agent.tts import make_tts
 from edge_agent.tts_wyoming import WyomingTts
 from edge_agent.turn import Turn
 
-from .broker import free_port
 from .conftest import require_model
-from .remote_servers import SilentServer, wait_for
+from .remote_servers import SilentServer, WyomingPiperServer, wait_for
 
-VOICE = "en_US-joe-medium"  # models/piper_joe_medium holds this voice's .onnx and .onnx.json
 SENTENCE = "Turn on the kitchen light."
-
-
-class WyomingPiperServer:
-    """``python -m wyoming_piper`` on 127.0.0.1:port with the project's voice folder (nothing is downloaded: the voice
-    is found in --data-dir); ``kill()`` and ``start()`` again on the same port. Ready when it has answered describe
-    and spoken a first sentence."""
-
-    def __init__(self, voice_dir: Path, workdir: Path, *, streaming: bool = True, port: int | None = None) -> None:
-        self.voice_dir = Path(voice_dir)
-        self.dir = Path(workdir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.dir / "wyoming-piper.log"
-        self.streaming = streaming
-        self.port = port or free_port()
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 120.0) -> WyomingPiperServer:
-        assert self.proc is None or self.proc.poll() is not None, "server already running"
-        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wyoming_piper", "--uri", f"tcp://127.0.0.1:{self.port}", "--voice", VOICE,
-             "--data-dir", str(self.voice_dir), "--download-dir", str(self.dir),
-             *([] if self.streaming else ["--no-streaming"])], stdout=log, stderr=log, start_new_session=True)
-        log.close()
-        probe = WyomingTts(WyomingTtsSettings(host="127.0.0.1", port=self.port), Settings().tts)
-        end = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"wyoming-piper exited {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                probe.describe()
-                break
-            except TtsError:
-                if time.monotonic() > end:
-                    self.kill()
-                    raise RuntimeError(f"wyoming-piper did not answer on {self.port} within {timeout} s") from None
-                time.sleep(0.1)
-        # it loads the voice on the first request (seconds, more on a busy machine): ready once it has spoken
-        WyomingTts(WyomingTtsSettings(host="127.0.0.1", port=self.port, timeout_s=timeout), Settings().tts)._remote(
-            "Ready.")
-        return self
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.proc = None
 
 
 class LineServer:
