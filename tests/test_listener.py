@@ -20,6 +20,8 @@ from edge_agent.responder import Responder
 from edge_agent.turn import Turn
 from edge_agent.vad import VAD_FRAME_SAMPLES, Segmenter
 
+from .doubles import NullSpeaker
+
 FRAME = VAD_FRAME_SAMPLES
 
 
@@ -144,12 +146,6 @@ class FakeTts:
     def cached(self, key: str) -> np.ndarray:
         self.cached_keys.append(key)
         return np.zeros(0, dtype=np.int16)  # nothing to play: the speaker is never needed
-
-
-class NullSpeaker:
-    def play(self, seg) -> None:
-        seg.played = len(seg.audio)
-        seg.done.set()
 
 
 def test_fixed_phrases_come_from_the_phrase_table_by_key():

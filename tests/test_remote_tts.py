@@ -27,6 +27,7 @@ from edge_agent.tts_wyoming import WyomingTts
 from edge_agent.turn import Turn
 
 from .conftest import require_model
+from .doubles import NullSpeaker
 from .remote_servers import SilentServer, WyomingPiperServer, wait_for
 
 SENTENCE = "Turn on the kitchen light."
@@ -173,16 +174,6 @@ def test_a_server_without_streaming_gets_one_synthesize_per_sentence(voice_dir, 
 
 
 # ------------------------------------------------------------------------------------------ turns and faults
-
-
-class NullSpeaker:
-    def __init__(self) -> None:
-        self.segments = []
-
-    def play(self, seg) -> None:
-        self.segments.append(seg)
-        seg.played = len(seg.audio)
-        seg.done.set()
 
 
 class Reply:

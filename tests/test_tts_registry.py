@@ -19,6 +19,8 @@ from edge_agent.text import split_sentences
 from edge_agent.tts import TtsSpec, make_tts, register_tts, tts_engines
 from edge_agent.turn import Turn
 
+from .doubles import NullSpeaker
+
 RATE = 16000
 
 
@@ -108,16 +110,6 @@ def test_an_unknown_engine_or_fallback_names_the_allowed_ones():
         load_settings(data={"tts": {"engine": "wyoming", "fallback": "local"}})
     with pytest.raises(ConfigError, match="tts.wyoming.timeout_s"):
         load_settings(data={"tts": {"wyoming": {"timeout_s": 0}}})
-
-
-class NullSpeaker:
-    def __init__(self) -> None:
-        self.segments = []
-
-    def play(self, seg) -> None:
-        self.segments.append(seg)
-        seg.played = len(seg.audio)
-        seg.done.set()
 
 
 class Reply:
