@@ -143,7 +143,6 @@ class Brain(LlmTurn):
         self._llm_area: str | None = None  # the area of the LLM turn in progress (offers are matched in it)
         self._turns_begun = 0  # counted before a turn waits for the lock: idle and preemptive prefills stop on it
         self.idle_prefill_stats: CallStats | None = None
-        self.preempt_stats: CallStats | None = None
         self.warmup_stats: CallStats | None = None
         if tools is None:
             from .intents import tool_specs
@@ -216,7 +215,6 @@ class Brain(LlmTurn):
             self._turn_lock.release()
         t0 = time.monotonic()
         stats = prefill(messages, cancel=_Stop(self, seq, cancel))
-        self.preempt_stats = stats
         log.info("preempt: %d of %d prompt tokens evaluated in %.3f s%s", stats.n_evaluated, stats.n_prompt,
                  time.monotonic() - t0, " (stopped: a turn began)" if stats.stopped == "cancelled" else "")
         return stats.stopped != "cancelled"

@@ -267,7 +267,7 @@ class Engine:
         hand it to the brain, has the LLM evaluate its prompt (not a fast-path command; nothing is generated or
         spoken). The speculation's cancel token (the user went on) and the next turn stop it."""
         preempt = getattr(self.brain, "preempt", None)
-        if preempt is None:
+        if preempt is None or not self.s.llm.preempt:  # off (the default): no work on the speculation thread
             return None
 
         def run(result: Any, cancel: threading.Event) -> None:

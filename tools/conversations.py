@@ -119,6 +119,8 @@ class Runner:
         return Brain(self.settings, self.home, handler, self.matcher, self.llm, timers=timers)
 
     def run(self, conv: dict[str, Any]) -> list[TurnScore]:
+        from edge_agent.responder import llm_summary
+
         brain = self.brain()
         out = []
         for turn in conv["turns"]:
@@ -129,7 +131,7 @@ class Runner:
             ok, why = judge_turn(turn, resp.intents, resp.pending)
             bad = truth_violations(reply, resp.results, self.home)
             calls = resp.timings.get("llm_calls") or []
-            uncached = sum(int(c.get("n_prompt", 0)) - int(c.get("n_cached", 0)) for c in calls) if calls else None
+            uncached = llm_summary(calls)["llm_uncached_tokens"] if calls else None
             out.append(TurnScore(conv["id"], conv.get("kind", "?"), turn["say"], reply, ok, why, resp.used_llm, bad,
                                  round(time.monotonic() - t0, 3), uncached))
             brain.commit_turn(turn["say"], reply)

@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from edge_agent.brain import Brain
     from edge_agent.config import load_settings
+    from edge_agent.responder import llm_summary
 
     s = load_settings(args.config)
     s = dataclasses.replace(s, site=dataclasses.replace(s.site, area=args.area))
@@ -84,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         calls = resp.timings.get("llm_calls") or []
         if not calls:
             continue
-        n_prompt = sum(int(c.get("n_prompt", 0)) for c in calls)
-        uncached = n_prompt - sum(int(c.get("n_cached", 0)) for c in calls)
+        summary = llm_summary(calls)
+        n_prompt, uncached = summary["llm_prompt_tokens"], summary["llm_uncached_tokens"]
         first = (resp.t_first_token - t0) if resp.t_first_token else None
         rows.append({"text": text, "uncached": uncached, "prompt": n_prompt, "calls": len(calls),
                      "first_token_s": round(first, 3) if first is not None else None, "reply": reply})
