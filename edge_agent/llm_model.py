@@ -25,12 +25,14 @@ Only the backend knows the template; the brain sees messages, text and one ``Cal
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import json
 import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +50,7 @@ log = logging.getLogger("edge_agent.llm")  # the model's log name, as before the
 PREFILL_BATCH_TOKENS = 128
 WARMUP_BATCH_TOKENS = 256  # = n_batch: warm-up is not cancellable, so it uses the fastest batch
 IDLE_BATCH_TOKENS = 16  # idle prefill between turns: a new turn cancels it after at most this many tokens
+CLOSE_WAIT_S = 10.0  # close() waits this long for a call inside llama.cpp to reach its next batch or token
 
 
 GenStats = CallStats  # the per-call figures (one object per call: ``stats=`` or ``last_stats``)
@@ -67,6 +70,7 @@ class Llm:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._llama: Any = None
         self._lock = threading.Lock()
+        self._closing = threading.Event()  # set by close(): a running evaluation stops at its next batch
         self._grammars = _GrammarCache()
         self.last_stats = GenStats()
         self.load_s: float | None = None
@@ -87,6 +91,9 @@ class Llm:
         """Load the GGUF (idempotent). Raises ModelError for a missing/unreadable file or a missing package."""
         if self._llama is not None:
             return self
+        if self._closing.is_set():
+            raise ModelError(f"the LLM {self.model_path.name} was closed (shutting down)",
+                             fix="nothing to do: the daemon is stopping; start it again to use the LLM")
         if not self.model_path.is_file():
             raise ModelError(f"LLM model file {self.model_path} does not exist",
                              fix="edge-agent models fetch qwen2_5_coder_0_5b, or set llm.model to a GGUF file")
@@ -112,12 +119,26 @@ class Llm:
                              fix="check the file is a GGUF model (edge-agent models verify)") from None
         self.load_s = time.monotonic() - t0
         log.info("LLM %s loaded in %.2f s", self.model_path.name, self.load_s)
+        # At interpreter exit a daemon thread (the idle prefill, a turn cut short) may still be inside llama.cpp:
+        # freeing the model under it crashes the process (SIGSEGV). Close first, which waits for that batch.
+        atexit.register(_close_at_exit, weakref.ref(self))
         return self
 
-    def close(self) -> None:
-        if self._llama is not None:
-            self._llama.close()
-            self._llama = None
+    def close(self, timeout_s: float = CLOSE_WAIT_S) -> None:
+        """Free the model once no call is inside llama.cpp: a running evaluation or generation stops at its next
+        batch or token. Later calls raise ModelError. If a call holds on past ``timeout_s`` the model is left
+        allocated (a leak at exit, not a crash)."""
+        self._closing.set()
+        if not self._lock.acquire(timeout=timeout_s):
+            log.warning("LLM close: a call is still inside llama.cpp after %.0f s; the model is left allocated",
+                        timeout_s)
+            return
+        try:
+            if self._llama is not None:
+                self._llama.close()
+                self._llama = None
+        finally:
+            self._lock.release()
 
     def warmup(self, prefix: str | Sequence[Message] | None = None) -> GenStats:
         """Evaluate the fixed prompt prefix once, so the first real request only evaluates its own tokens.
@@ -321,7 +342,7 @@ class Llm:
         llama.n_tokens = common  # eval() drops the KV cells from here on
         stats.n_cached = common
         for i in range(common, len(tokens), batch):
-            if cancel is not None and cancel.is_set():
+            if (cancel is not None and cancel.is_set()) or self._closing.is_set():
                 stats.t_prompt_s = time.monotonic() - t0
                 return False
             if time.monotonic() > deadline:
@@ -371,7 +392,7 @@ class Llm:
                 if stats.n_gen >= max_tokens:
                     stats.stopped = "max_tokens"
                     break
-                if cancel is not None and cancel.is_set():
+                if (cancel is not None and cancel.is_set()) or self._closing.is_set():
                     stats.stopped = "cancelled"
                     break
                 if time.monotonic() > deadline:
@@ -387,6 +408,12 @@ class Llm:
         finally:
             gen.close()
             stats.t_gen_s = time.monotonic() - t_gen0
+
+
+def _close_at_exit(ref: weakref.ReferenceType[Llm]) -> None:
+    model = ref()
+    if model is not None:
+        model.close()
 
 
 __all__ = ["IDLE_BATCH_TOKENS", "PREFILL_BATCH_TOKENS", "WARMUP_BATCH_TOKENS", "GenStats", "Llm"]

@@ -7,6 +7,8 @@ validated (bad output is an ``LlmError`` naming the problem).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -25,7 +27,7 @@ from edge_agent.llm import (
 )
 from edge_agent.llm_backend import LLM_BACKENDS, CallStats, LlmBackend, create_backend
 
-from .conftest import require_model
+from .conftest import ROOT, require_model
 
 # ----------------------------------------------------------------------------------------------- pure helpers
 
@@ -253,3 +255,44 @@ def test_idle_prefill_of_the_history_leaves_only_the_new_words_to_evaluate(backe
     _, stats = _complete(backend, [*history, {"role": "user", "content": "And a third?"}], max_tokens=2)
     assert stats.n_cached >= idle.n_prompt - 1, (idle.to_json(), stats.to_json())
     assert stats.n_evaluated <= 15, stats.to_json()
+
+
+# A daemon thread inside llama.cpp while the interpreter exits (the idle prefill after the last turn, a SIGTERM
+# mid-turn): freeing the model under it crashed the process with SIGSEGV (two CI runs, exit -11). The exit waits for
+# the batch in flight instead; the delays put the exit at different points of the evaluation.
+EXIT_DURING_PREFILL = """
+import sys, threading, time
+from edge_agent.config import LlmSettings
+from edge_agent.llm import Llm
+m = Llm(sys.argv[1], LlmSettings(threads=1, max_tokens=8))
+m.load()
+text = "<|im_start|>system\\n" + " ".join(f"word{i}" for i in range(1500)) + "<|im_end|>\\n"
+started = threading.Event()
+def run():
+    started.set()
+    m.prefill(text)
+threading.Thread(target=run, daemon=True).start()
+started.wait(10)
+time.sleep(float(sys.argv[2]))
+print("exiting", flush=True)
+"""
+
+
+def test_exit_while_a_thread_is_inside_llama_cpp_does_not_crash(store, tmp_path):
+    path = require_model(store, "qwen2_5_coder_0_5b")
+    script = tmp_path / "exit_during_prefill.py"
+    script.write_text(EXIT_DURING_PREFILL)
+    for delay in ("0.2", "0.5", "0.8", "1.2"):
+        proc = subprocess.run([sys.executable, str(script), str(path), delay], capture_output=True, text=True,
+                              timeout=120, cwd=ROOT)
+        assert proc.returncode == 0, f"exit after {delay} s: code {proc.returncode}\n{proc.stderr[-2000:]}"
+        assert "exiting" in proc.stdout
+
+
+def test_a_closed_model_refuses_calls_with_a_clear_error(store):
+    m = Llm(require_model(store, "qwen2_5_coder_0_5b"), LlmSettings(threads=1, max_tokens=4))
+    m.load()
+    m.close()
+    assert not m.loaded
+    with pytest.raises(ModelError, match="closed"):
+        m.prefill("<|im_start|>system\nhello<|im_end|>\n")
