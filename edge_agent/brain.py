@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from . import ending
 from .ask_cli import cli_ask
 from .brain_llm import REPLY_REQUEST, SORRY_TOOL, TOOL_CALL_MAX_TOKENS, LlmTurn  # noqa: F401 - re-exported
 from .config import Settings
@@ -218,6 +219,23 @@ class Brain(LlmTurn):
         log.info("preempt: %d of %d prompt tokens evaluated in %.3f s%s", stats.n_evaluated, stats.n_prompt,
                  time.monotonic() - t0, " (stopped: a turn began)" if stats.stopped == "cancelled" else "")
         return stats.stopped != "cancelled"
+
+    def ending_verdict(self, text: str, area: str | None = None) -> str:
+        """How long a silence ends a turn that has said ``text`` so far (``ending.verdict``), asked at the first pause
+        on the speculation's thread. Only the matcher is read; a turn in progress or a pending question means
+        ``open`` (the normal silence), so an answer ("yes") is never judged as a command."""
+        text = text.strip()
+        by_words = ending.words_verdict(text)
+        if by_words is not None:
+            return by_words
+        if not (self.fast_path and self.matcher is not None) or not self._turn_lock.acquire(blocking=False):
+            return ending.OPEN
+        try:
+            if self._pending is not None or self.context.resolve(text) is not None:
+                return ending.OPEN
+            return ending.verdict(text, lambda t, a: self.matcher.match(t, a), area)
+        finally:
+            self._turn_lock.release()
 
     def _idle_prefill(self) -> None:
         """Between turns, the LLM evaluates the prefix and the history as the next prompt will begin. It holds only

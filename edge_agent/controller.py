@@ -74,6 +74,18 @@ class SpeechStarted(Event):
 class Endpointed(Event):
     turn_id: str
     t_speech_end: float
+    verdict: str | None = None  # the words' ending verdict (edge_agent/ending.py)
+    early: bool = False  # before the normal silence: a complete command
+    hold_s: float = 0.0  # the reply's first audio waits this long (the normal silence not yet over, no echo cancel)
+
+
+@dataclass(frozen=True)
+class Continued(Event):
+    """Speech resumed soon after an early end: the request goes on. The reply stops; a new turn hears the whole
+    utterance (``audio``: what was said so far, and the pause)."""
+
+    turn_id: str
+    audio: Any = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +192,7 @@ class OpenListener(Action):
     after_wake: bool  # the pre-roll ends with the wake phrase (else: speech that opened a turn by itself)
     keep_preroll: bool = True  # False after the assistant spoke a question: the pre-roll holds its own voice
     no_speech_s: float | None = None  # how long to wait for the reply to start (None: vad.no_speech_timeout_s)
+    resume_audio: Any = None  # a continued request: the utterance so far, heard again before the live audio
 
 
 @dataclass(frozen=True)
@@ -329,6 +342,14 @@ class TurnController:
             if self.state in RESPONDING:
                 self._interrupt("interrupted", out)
                 self._open_listening(t, out)
+        elif isinstance(ev, Continued):
+            old = self._current(ev.turn_id)
+            if old is not None and self.state in RESPONDING and old.early_end:
+                self._interrupt("continued", out)
+                turn = self._new_turn(t, t_wake=old.t_wake, model=old.wake_model)
+                turn.t_speech_start, turn.continues = old.t_speech_start, old.turn_id
+                self._set(State.LISTENING, t, out)
+                out.append(OpenListener(turn, after_wake=False, keep_preroll=False, resume_audio=ev.audio))
         elif isinstance(ev, FollowUpSpeech):
             if self.state == State.FOLLOW_UP and not self.muted:
                 self._open_listening(t, out)
@@ -341,6 +362,8 @@ class TurnController:
             if turn is not None and self.state == State.LISTENING:
                 turn.t_speech_end = ev.t_speech_end
                 turn.t_endpoint = t
+                turn.ending, turn.early_end = ev.verdict, ev.early
+                turn.hold_until = t + ev.hold_s if ev.hold_s > 0 else None
                 self.open[turn.turn_id] = turn
                 self._set(State.THINKING, t, out)
                 out.append(StartResponse(turn))

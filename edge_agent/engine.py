@@ -25,13 +25,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import controller as ev
-from . import memory
+from . import ending, memory
 from .audio import SAMPLE_RATE, AudioChunk
 from .audio_io import FileSource, Segment
 from .config import Settings
 from .controller import RESPONDING, State, TurnController
 from .errors import AudioError, EdgeAgentError
-from .listener import FollowUpDetector, Listener
+from .listener import ContinuationWatch, FollowUpDetector, Listener
 from .recorder import DebugRecorder
 from .responder import HUB_OFFLINE_NOTE, Responder, says_wake_phrase
 from .responder import current as current_responder
@@ -83,6 +83,7 @@ class Engine:
         self.wake_phrases = [wake_phrase(m.model) for m in settings.wake.models]
         self.listener: Listener | None = None
         self.listener_turn: str | None = None
+        self.watch: ContinuationWatch | None = None  # after an early end: does the user go on? (loop thread)
         self.follow_up = FollowUpDetector(vad, segmenter_factory, settings.vad.threshold)
         self.responders: dict[str, Responder] = {}
         self._threads: dict[str, threading.Thread] = {}
@@ -162,7 +163,8 @@ class Engine:
         log.info("state: %s -> %s", previous.value, state.value)
 
     def _record_turn(self, turn: Turn, record: dict[str, Any]) -> None:
-        if turn.outcome not in ("no_speech", "deferred") and self.brain is not None and turn.transcript:
+        # a "continued" turn's words are in the turn that continued it: the history holds the request once
+        if turn.outcome not in ("no_speech", "deferred", "continued") and self.brain is not None and turn.transcript:
             try:
                 self.brain.commit_turn(turn.transcript, turn.reply_spoken, turn.interrupted)
             except Exception as e:  # noqa: BLE001
@@ -198,7 +200,8 @@ class Engine:
             for fn in self.state_listeners:
                 fn(a.state, a.previous)
         elif isinstance(a, ev.OpenListener):
-            self._open_listener(a.turn, a.after_wake, keep_preroll=a.keep_preroll, no_speech_s=a.no_speech_s)
+            self._open_listener(a.turn, a.after_wake, keep_preroll=a.keep_preroll, no_speech_s=a.no_speech_s,
+                                resume_audio=a.resume_audio)
         elif isinstance(a, ev.CloseListener):
             if self.listener is not None and self.listener_turn == a.turn_id:
                 self._keep_audio(a.turn_id, self.listener)
@@ -237,7 +240,7 @@ class Engine:
             threading.Thread(target=memory.trim, name="malloc-trim", daemon=True).start()
 
     def _open_listener(self, turn: Turn, after_wake: bool, *, keep_preroll: bool = True,
-                       no_speech_s: float | None = None) -> None:
+                       no_speech_s: float | None = None, resume_audio: Any = None) -> None:
         if self.listener is not None:
             self.listener.close()
         if self.speaker.busy and not self.controller.responding and keep_preroll:
@@ -252,12 +255,15 @@ class Engine:
         self.listener = Listener(vad=self.vad, segmenter=segmenter, stt_stream=self.stt.open_stream(),
                                  transcribe=self.stt.transcribe, threshold=self.s.vad.threshold,
                                  keep_audio=bool(self.s.log.debug_audio_dir),
-                                 on_speculation=self._preempt_for(after_wake))
+                                 on_speculation=self._preempt_for(after_wake),
+                                 judge=self._judge_for(after_wake or resume_audio is not None))
         self.listener_turn = turn.turn_id
         t_pre = self.preroll.t_start
         audio = self.preroll.drain()
         self.preroll.clear()
-        if after_wake:
+        if resume_audio is not None:  # a continued request: its start was heard by the turn it continues
+            self.listener.resume(resume_audio)
+        elif after_wake:
             self.listener.start_after_wake(audio)
         elif len(audio):
             self._feed_listener(AudioChunk(audio, t_pre if t_pre is not None else time.monotonic()))
@@ -273,6 +279,19 @@ class Engine:
         def run(result: Any, cancel: threading.Event) -> None:
             text = strip_wake_words(result.text, self.wake_phrases, fuzzy=after_wake)
             preempt(text, area=self.s.site.area or None, cancel=cancel)
+
+        return run
+
+    def _judge_for(self, after_wake: bool) -> Any:
+        """The ending verdict of a speculative transcript (edge_agent/ending.py): how long a silence ends the turn.
+        Off with ``vad.early_end: false`` or a brain without a fast path."""
+        judge = getattr(self.brain, "ending_verdict", None)
+        if judge is None or not self.s.vad.early_end:
+            return None
+
+        def run(result: Any) -> str:
+            return judge(strip_wake_words(result.text, self.wake_phrases, fuzzy=after_wake),
+                         area=self.s.site.area or None)
 
         return run
 
@@ -417,16 +436,38 @@ class Engine:
                 if self.bridge is not None and self.turn is not None:
                     self.bridge.arbitrate(det.model, det.score, self.turn.turn_id)
                 return
+        watching = self._watch_continuation(chunk)
+        if watching is None:
+            return  # the request goes on: a new listening turn has the chunk
         if self.state == State.LISTENING:
             self._feed_listener(chunk)
         elif self.state == State.FOLLOW_UP and self.follow_up.speech_started(chunk):
             self.dispatch(ev.FollowUpSpeech(time.monotonic()))
-        elif speaking and self.s.audio.echo_cancel and self.vad is not None and state in RESPONDING:
+        elif speaking and self.s.audio.echo_cancel and self.vad is not None and state in RESPONDING \
+                and not watching:
             # With an echo-cancelled source any speech may interrupt.
             probs = self.vad.process(chunk.samples)
             if probs and max(probs) > max(0.8, self.s.vad.threshold):
                 log.info("speech during reply (echo-cancelled source): interrupting")
                 self.dispatch(ev.BargeIn(time.monotonic()))
+
+    def _watch_continuation(self, chunk: AudioChunk) -> bool | None:
+        """After an early end: feed the watch; None when the user went on (a ``Continued`` event was dispatched),
+        else whether the watch still runs. Without echo cancellation it ends when the reply becomes audible."""
+        w = self.watch
+        if w is None:
+            return False
+        turn = self.controller.turn
+        audible = not self.s.audio.echo_cancel and self.speaker.busy
+        if turn is None or turn.turn_id != w.turn_id or self.state not in RESPONDING or w.expired or audible:
+            self.watch = None
+            return False
+        if not w.feed(chunk.samples):
+            return True
+        self.watch = None
+        log.info("speech resumed %.2f s after the early end: the request goes on", w.silence_s)
+        self.dispatch(ev.Continued(time.monotonic(), w.turn_id, audio=w.utterance()))
+        return None
 
     def _feed_listener(self, chunk: AudioChunk) -> None:
         listener, turn_id = self.listener, self.listener_turn
@@ -436,7 +477,20 @@ class Engine:
         if heard.speech_start is not None:
             self.dispatch(ev.SpeechStarted(time.monotonic(), turn_id, heard.speech_start))
         if heard.endpoint is not None:
-            self.dispatch(ev.Endpointed(time.monotonic(), turn_id, heard.endpoint))
+            prior = None
+            hold_s = 0.0
+            if heard.early:
+                snapshot = getattr(listener.stream, "snapshot", None)
+                prior = snapshot() if snapshot is not None else None
+                if not self.s.audio.echo_cancel:  # the reply could not be told from the user going on
+                    hold_s = max(0.0, listener.normal_silence_s - heard.silence_s)
+            self.dispatch(ev.Endpointed(time.monotonic(), turn_id, heard.endpoint, verdict=heard.verdict,
+                                        early=heard.early, hold_s=hold_s))
+            if prior is not None and self.state in RESPONDING:
+                vad = self.s.vad
+                self.watch = ContinuationWatch(turn_id, prior, vad=self.vad, threshold=vad.threshold,
+                                               min_speech_s=vad.min_speech_s, silence_s=heard.silence_s,
+                                               window_s=ending.CONTINUE_WINDOW_S)
         elif heard.no_speech:
             self.dispatch(ev.NoSpeech(time.monotonic(), turn_id))
 

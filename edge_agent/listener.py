@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from . import ending
 from .audio import SAMPLE_RATE, AudioChunk
 from .vad import VAD_FRAME_S, SegmentEvent
 from .wake_tail import WakeTailGate, wake_tail_cut
@@ -35,9 +36,12 @@ class Speculation:
     stale decodes never queue up in front of the final one."""
 
     def __init__(self, transcribe: Callable[[np.ndarray], Any], audio: np.ndarray,
-                 then: Callable[[Any, threading.Event], None] | None = None) -> None:
+                 then: Callable[[Any, threading.Event], None] | None = None,
+                 judge: Callable[[Any], str] | None = None) -> None:
         self.result: Any = None
         self.then = then  # called on this thread with the transcript and the cancel token (preemptive work)
+        self.judge = judge  # the transcript's ending verdict (edge_agent/ending.py), set before ``done``
+        self.verdict: str | None = None
         self.error: BaseException | None = None
         self.samples = len(audio)
         self.cpu_s = 0.0  # process CPU while it ran (the decode's own threads included)
@@ -52,6 +56,8 @@ class Speculation:
         try:
             if not self.cancel.is_set():
                 self.result = transcribe(audio)
+            if self.judge is not None and self.result is not None and not self.cancel.is_set():
+                self.verdict = self.judge(self.result)
         except BaseException as e:  # noqa: BLE001 - reported through .error; the normal path takes over
             self.error = e
         finally:
@@ -83,6 +89,9 @@ class Heard:
     speech_start: float | None = None  # audio time
     endpoint: float | None = None  # audio time of the last voiced frame
     no_speech: bool = False
+    early: bool = False  # the endpoint came before the normal silence: the words were a complete command
+    silence_s: float = 0.0  # the silence the endpoint waited for
+    verdict: str | None = None  # the speculation's ending verdict, if it had one
 
 
 class Listener:
@@ -90,10 +99,15 @@ class Listener:
 
     def __init__(self, *, vad: Any, segmenter: Any, stt_stream: Any, transcribe: Callable[[np.ndarray], Any],
                  threshold: float, keep_audio: bool = False, speculate: bool = True,
-                 on_speculation: Callable[[Any, threading.Event], None] | None = None) -> None:
+                 on_speculation: Callable[[Any, threading.Event], None] | None = None,
+                 judge: Callable[[Any], str] | None = None) -> None:
         self.vad = vad
         self.on_speculation = on_speculation  # preemptive work on a speculative transcript (Speculation.then)
+        self.judge = judge  # the ending verdict of a speculative transcript; None: the segmenter's fixed silence
         self.segmenter = segmenter
+        self.normal_silence_s = segmenter.trailing_silence_s
+        if judge is not None and speculate:
+            segmenter.trailing_silence_s = float("inf")  # the listener ends the turn (``_ending``)
         self.stream = stt_stream
         self.transcribe = transcribe
         self.threshold = threshold
@@ -123,6 +137,12 @@ class Listener:
             self.gate = WakeTailGate(preroll, trailing, VAD_FRAME_S)
             return
         self._feed_stt(preroll[cut * frame:] if cut < len(probs) else preroll[:0])
+
+    def resume(self, audio: np.ndarray) -> None:
+        """A continued request: what was said before the pause (and the pause) is heard again by STT; the
+        endpointer starts in speech, so only silence after the live words ends the turn."""
+        self.segmenter.resume()
+        self._feed_stt(audio)
 
     # ---------------------------------------------------------------- per chunk
     def _feed_stt(self, audio: np.ndarray) -> None:
@@ -154,6 +174,11 @@ class Listener:
                 self.silence_s += VAD_FRAME_S
                 if self.silence_s >= SPECULATE_AFTER_S:
                     self._speculate()
+                if self.judge is not None and self.speculate and self._ending(heard):
+                    last = self.segmenter.last_voiced if self.segmenter.last_voiced is not None else self.segmenter.t
+                    heard.endpoint = chunk.t_end - max(0.0, self.segmenter.t + VAD_FRAME_S - last)
+                    self.segmenter.done = True
+                    return heard
             for ev in self.segmenter.feed(VAD_FRAME_S, voiced):
                 # Event time on the chunk clock: how far back from this chunk's end the event lies in audio time.
                 t_ev = chunk.t_end - max(0.0, self.segmenter.t - ev.t)
@@ -167,6 +192,21 @@ class Listener:
                     return heard
         return heard
 
+    def _ending(self, heard: Heard) -> bool:
+        """Has the silence so far ended the turn? How long it must be depends on the words (``ending.silence_for``)
+        once the speculation has judged them; while it still runs the endpoint waits for it a little past the
+        normal silence (the final transcript would wait for the same decode anyway)."""
+        spec = self.speculation
+        verdict = spec.verdict if spec is not None and spec.done.is_set() and not spec.cancel.is_set() else None
+        need = ending.silence_for(verdict, self.normal_silence_s)
+        if verdict is None and spec is not None and spec.running:
+            need = self.normal_silence_s + ending.SPECULATION_WAIT_MAX_S
+        if self.silence_s < need - 1e-6:
+            return False
+        heard.early = self.silence_s < self.normal_silence_s - 1e-6
+        heard.silence_s, heard.verdict = round(self.silence_s, 3), verdict
+        return True
+
     # ---------------------------------------------------------------- speculation
     def _speculate(self) -> None:
         if not self.speculate or self.speculation is not None or self.stream is None:
@@ -178,7 +218,7 @@ class Listener:
         audio = snapshot() if snapshot else None
         if audio is None or not len(audio):
             return
-        self.speculation = Speculation(self.transcribe, audio, then=self.on_speculation)
+        self.speculation = Speculation(self.transcribe, audio, then=self.on_speculation, judge=self.judge)
         self.speculations += 1
 
     def _supersede(self) -> None:
@@ -204,6 +244,41 @@ class Listener:
         """The turn was dropped (no speech, another room won, a wake word restarted it): cancel what runs."""
         self._supersede()
         self.stream, self.closed = None, True
+
+
+class ContinuationWatch:
+    """After an early end: does the user go on? Fed the microphone's chunks on the loop thread while the turn is
+    answered; speech (``min_speech_s`` voiced in a row) within ``window_s`` of silence means the request continues.
+    It keeps the audio from the start of the utterance, so the continued turn hears all of it."""
+
+    def __init__(self, turn_id: str, prior: np.ndarray, *, vad: Any, threshold: float, min_speech_s: float,
+                 silence_s: float, window_s: float) -> None:
+        self.turn_id = turn_id
+        self.vad, self.threshold, self.min_speech_s = vad, threshold, min_speech_s
+        self.audio = [prior]
+        self.silence_s = silence_s  # silence since the last voiced frame
+        self.window_s = window_s
+        self.voiced_s = 0.0
+
+    @property
+    def expired(self) -> bool:
+        return self.voiced_s == 0.0 and self.silence_s >= self.window_s
+
+    def feed(self, samples: np.ndarray) -> bool:
+        """True when speech resumed (the watch is then over)."""
+        self.audio.append(samples.copy())
+        for p in self.vad.process(samples):
+            if p >= self.threshold:
+                self.voiced_s += VAD_FRAME_S
+                if self.voiced_s >= self.min_speech_s - 1e-6:
+                    return True
+            else:
+                self.silence_s += VAD_FRAME_S + self.voiced_s  # a blip too short for speech counts as silence
+                self.voiced_s = 0.0
+        return False
+
+    def utterance(self) -> np.ndarray:
+        return np.concatenate(self.audio)
 
 
 def wait_speculation(spec: Speculation | None, timeout: float) -> tuple[Any, bool]:

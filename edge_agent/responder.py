@@ -78,6 +78,7 @@ class Responder:
                  on_transcript: Callable[[str], None] | None = None, ask: Any = None) -> None:
         self.turn_id = turn.turn_id
         self.cancel = turn.cancel
+        self.hold_until = turn.hold_until  # an early end on a source without echo cancel: see ``play``
         self.after_wake = turn.t_wake is not None
         self.post = post
         # the turn's view of the voice: a remote engine's keeps its local fallback for the rest of the turn
@@ -248,6 +249,11 @@ class Responder:
     def play(self, audio: np.ndarray, text: str) -> None:
         if self.cancel.is_set():
             return
+        if not self.segments and self.hold_until is not None:
+            # The turn ended early, but the microphone cannot tell the user going on from this reply: the first
+            # audio waits until the normal silence is over, while the engine still listens for a continuation.
+            if self.cancel.wait(max(0.0, self.hold_until - time.monotonic())):
+                return
         seg = Segment(audio=audio, rate=self.tts.sample_rate, text=text)
         self.segments.append(seg)
         if len(self.segments) == 1:

@@ -79,6 +79,10 @@ class Turn:
     hub_offline: bool = False  # an intent was queued while MQTT was down: the reply says it will be sent later
     stt_compute_s: float | None = None
     speculative: bool = False  # the transcript came from the transcription started at the first pause
+    ending: str | None = None  # the words' ending verdict at the endpoint (edge_agent/ending.py)
+    early_end: bool = False  # ended before the normal silence: a complete command
+    hold_until: float | None = None  # the reply's first audio waits until then (an early end without echo cancel)
+    continues: str | None = None  # the turn this one continues (speech resumed after its early end)
     stages: dict[str, Any] = field(default_factory=dict)  # per-stage figures reported by the workers
     then: str | None = None  # an announcement that asks: "ask" or "conversation" (listen for the reply after it)
     ask: Any = None  # the ask.AskRequest this turn speaks, or answers
@@ -111,7 +115,11 @@ class Turn:
             "t_playback_end": r(self.t_playback_end),
             "stt_compute_s": r(self.stt_compute_s),
             "stt_speculative": self.speculative,
+            "ending": self.ending,
+            "early_end": self.early_end,
         }
+        if self.continues is not None:
+            rec["continues"] = self.continues
         if self.stages:
             rec["stages"] = self.stages
         if self.ask is not None:

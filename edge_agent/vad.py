@@ -177,6 +177,12 @@ class Segmenter:
 
     feed = process  # the name the engine uses
 
+    def resume(self) -> None:
+        """Start in speech: a continued request whose first part was heard by an earlier turn."""
+        self.reset()
+        self.in_speech = True
+        self.speech_start = self.last_voiced = 0.0
+
 
 # --------------------------------------------------------------------------------------------------- pre-roll
 

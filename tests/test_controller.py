@@ -191,3 +191,39 @@ def test_responder_outcome_applies_unless_the_turn_was_cut():
     (t,) = finished(c.handle(ev.ResponseDone(2.0, tid, outcome="error", error="llm: timed out")))
     assert (t.outcome, t.error) == ("error", "llm: timed out") and c.state == State.IDLE
     assert c.handle(ev.ResponseDone(2.1, tid)) == []  # a second report of the same turn is ignored
+
+
+def test_an_early_end_holds_the_reply_and_speech_resuming_continues_the_request():
+    c = _ctl()
+    wake(c, 10.0)
+    tid = c.turn.turn_id
+    c.handle(ev.SpeechStarted(10.3, tid, 10.3))
+    a = c.handle(ev.Endpointed(11.5, tid, 11.3, verdict="complete", early=True, hold_s=0.2))
+    assert isinstance(a[-1], ev.StartResponse)
+    assert c.turn.early_end and c.turn.ending == "complete" and c.turn.hold_until == 11.7
+    c.handle(ev.Transcribed(11.55, tid, "turn on the kitchen light"))
+    c.handle(ev.ReplyStarted(11.7, tid))
+    utterance = object()
+    a = c.handle(ev.Continued(11.9, tid, audio=utterance))
+    assert kinds(a) == ["Interrupt", "SetState", "OpenListener"] and states(a) == ["listening"]
+    opened = a[-1]
+    assert opened.resume_audio is utterance and not opened.after_wake and not opened.keep_preroll
+    new = c.turn
+    assert new.turn_id != tid and new.continues == tid and new.t_wake == 9.99 and new.t_speech_start == 10.3
+    # the interrupted turn finishes later, logged as continued; the new one keeps listening
+    (old,) = finished(c.handle(ev.ResponseDone(12.0, tid, reply_spoken="Turned on—")))
+    assert old.outcome == "continued" and old.interrupted and c.state == State.LISTENING
+    rec = new.to_json()
+    assert rec["continues"] == tid and rec["early_end"] is False
+
+
+def test_continued_is_ignored_after_a_normal_endpoint_or_another_turn():
+    c = _ctl()
+    tid = answer(c, 10.0)  # a normal endpoint: nothing to continue
+    assert c.handle(ev.Continued(12.0, tid)) == [] and c.turn.turn_id == tid
+    c2 = _ctl()
+    wake(c2, 10.0)
+    t1 = c2.turn.turn_id
+    c2.handle(ev.Endpointed(11.0, t1, 10.8, verdict="complete", early=True))
+    wake(c2, 11.5)  # a new wake word started another turn meanwhile
+    assert c2.handle(ev.Continued(11.6, t1)) == []

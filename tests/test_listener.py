@@ -11,11 +11,12 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from edge_agent import controller as ev
 from edge_agent.audio import AudioChunk
 from edge_agent.config import VadSettings
-from edge_agent.listener import FollowUpDetector, Listener
+from edge_agent.listener import ContinuationWatch, FollowUpDetector, Listener
 from edge_agent.responder import Responder
 from edge_agent.turn import Turn
 from edge_agent.vad import VAD_FRAME_SAMPLES, Segmenter
@@ -173,3 +174,88 @@ def test_follow_up_speech_is_heard_after_the_vad_no_speech_timeout() -> None:
     silent_frames = int(8.0 * 16000 / FRAME)
     assert not any(det.speech_started(frames(False)) for _ in range(silent_frames))
     assert any(det.speech_started(frames(True)) for _ in range(int(settings.min_speech_s * 16000 / FRAME) + 2))
+
+
+# ---------------------------------------------------------------------------------------------- early end
+
+
+class InstantStt:
+    def transcribe(self, audio: np.ndarray):
+        return type("R", (), {"text": "words", "compute_s": 0.0})()
+
+
+def _judged(verdict: str, stt=None, normal_s: float = 0.4) -> Listener:
+    seg = Segmenter(VadSettings(min_speech_s=0.06, trailing_silence_s=normal_s))
+    return Listener(vad=MarkerVad(), segmenter=seg, stt_stream=Stream(), transcribe=(stt or InstantStt()).transcribe,
+                    threshold=0.5, judge=lambda result: verdict)
+
+
+def _silence_until_endpoint(lst: Listener, max_frames: int = 80):
+    """Silent frames one at a time, the speculation awaited after each: (silence at the endpoint, heard)."""
+    for _ in range(max_frames):
+        heard = lst.feed(frames(False))
+        if lst.speculation is not None:
+            lst.speculation.done.wait(5)
+        if heard.endpoint is not None:
+            return lst.silence_s, heard
+    return None, None
+
+
+@pytest.mark.parametrize("verdict, waits", [("complete", 0.15), ("open", 0.4), ("extendable", 0.7),
+                                            ("incomplete", 1.2)])
+def test_the_verdict_sets_the_silence_that_ends_the_turn(verdict, waits):
+    lst = _judged(verdict)
+    lst.feed(frames(*[True] * 10))
+    silence, heard = _silence_until_endpoint(lst)
+    assert silence is not None and waits <= silence < waits + 0.033, (verdict, silence)
+    assert heard.verdict == verdict and heard.early == (verdict == "complete")
+    assert lst.speculations == 1  # the verdict came from the speculation at the first pause
+
+
+def test_a_running_speculation_holds_the_endpoint_a_little_past_the_normal_silence():
+    stt = GatedStt()
+    lst = _judged("complete", stt=stt)
+    lst.feed(frames(*[True] * 10))
+    ended_at = None
+    for _ in range(60):  # never released: the decode is still running
+        if lst.feed(frames(False)).endpoint is not None:
+            ended_at = lst.silence_s
+            break
+    stt.release.set()
+    assert ended_at is not None and 0.4 + 0.8 <= ended_at < 0.4 + 0.8 + 0.033
+
+
+def test_speech_resuming_before_the_early_end_cancels_the_verdict():
+    lst = _judged("complete")
+    lst.feed(frames(*[True] * 10))
+    for _ in range(4):  # 0.128 s: the speculation starts
+        lst.feed(frames(False))
+    lst.speculation.done.wait(5)
+    assert lst.feed(frames(True)).endpoint is None and lst.cancelled == 1  # the user went on: no early end
+    lst.feed(frames(*[True] * 5))
+    silence, heard = _silence_until_endpoint(lst)
+    assert heard.early and 0.15 <= silence < 0.19 and lst.speculations == 2
+
+
+def test_without_a_judge_the_segmenter_alone_ends_the_turn():
+    seg = Segmenter(VadSettings(min_speech_s=0.06, trailing_silence_s=0.4))
+    lst = Listener(vad=MarkerVad(), segmenter=seg, stt_stream=Stream(), transcribe=InstantStt().transcribe,
+                   threshold=0.5)
+    lst.feed(frames(*[True] * 10))
+    silence, heard = _silence_until_endpoint(lst)
+    assert heard is not None and not heard.early and heard.verdict is None and 0.4 <= silence < 0.44
+
+
+def test_the_continuation_watch_hears_speech_resuming_within_its_window_and_keeps_the_whole_utterance():
+    prior = np.full(1600, 7, dtype=np.int16)
+    w = ContinuationWatch("t1", prior, vad=MarkerVad(), threshold=0.5, min_speech_s=0.09, silence_s=0.2,
+                          window_s=1.0)
+    assert not w.feed(frames(False, False, True, False).samples)  # one voiced frame is a blip, not speech
+    assert not w.expired and abs(w.silence_s - (0.2 + 4 * 0.032)) < 1e-6
+    assert w.feed(frames(True, True, True).samples)
+    audio = w.utterance()
+    assert len(audio) == 1600 + 7 * FRAME and (audio[:1600] == 7).all()
+    quiet = ContinuationWatch("t2", prior, vad=MarkerVad(), threshold=0.5, min_speech_s=0.09, silence_s=0.9,
+                              window_s=1.0)
+    quiet.feed(frames(False, False, False, False).samples)
+    assert quiet.expired

@@ -1,0 +1,93 @@
+"""When a turn may end: the words at the first pause decide how long a silence ends it (pure logic, no threads).
+
+At the first pause the listener transcribes the utterance so far (a speculation). Its words get one of four
+verdicts, and the verdict sets the silence that ends the turn:
+
+- ``complete``: a fast-path device command whose target is in the words (a device's name or an area): the turn
+  ends after ``EARLY_END_S`` of silence (the early end).
+- ``extendable``: a command that could still be narrowed: its target comes only from where the device stands ("turn
+  off the light" ... "in the bedroom"), or a command verb the fast path cannot parse yet: ``EXTENDABLE_S``.
+- ``incomplete``: ends on a word that cannot end a request ("turn on the" ..., "set a timer for" ...):
+  ``INCOMPLETE_S``.
+- ``open``: anything else (a question, a timer, a follow-up), or no verdict yet: ``vad.trailing_silence_s``.
+
+A ``complete`` command is acted on at once (the early end). If speech resumes soon after, the engine hears the whole
+utterance again as one turn (a continuation), so a refinement ("... to thirty percent") corrects the action right
+after it was sent instead of being lost. Timers are never ended early: "ten minutes ... and thirty seconds" would
+leave a wrong timer running.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from .context_rules import TIMER_INTENTS
+from .fuzzy import ACT
+
+COMPLETE = "complete"
+EXTENDABLE = "extendable"
+INCOMPLETE = "incomplete"
+OPEN = "open"
+
+EARLY_END_S = 0.15  # silence after a complete command that ends the turn (the speculation's own latency comes on top)
+EXTENDABLE_S = 0.7  # a command that may still be narrowed down by a place
+INCOMPLETE_S = 1.2  # words that cannot end a request: the user is looking for the next one
+SPECULATION_WAIT_MAX_S = 0.8  # past the normal silence, the endpoint waits this long for a running speculation
+CONTINUE_WINDOW_S = 1.0  # after an early end, speech starting within this much silence continues the same request
+
+# Words a request does not end on: articles, prepositions, conjunctions, possessives, hesitation sounds.
+CONTINUATION_WORDS = frozenset({
+    "the", "a", "an", "my", "our", "your", "this", "that", "these", "those", "to", "for", "of", "at", "in", "into",
+    "onto", "with", "from", "by", "and", "or", "but", "so", "um", "uh", "er", "erm", "uhm", "hmm", "like", "some",
+    "turn", "switch", "set", "make", "put", "dim", "open", "close", "lock", "unlock", "start",
+})
+# A verb at the end ("turn") is the start of a request.
+COMMAND_START = re.compile(
+    r"^\s*(?:please\s+|can you\s+|could you\s+|would you\s+)?(turn|switch|set|dim|brighten|open|close|shut|lock|"
+    r"unlock|raise|lower|increase|decrease|make|put)\b", re.IGNORECASE)
+_WORD = re.compile(r"[a-z']+")
+
+
+def silence_for(verdict: str | None, normal_s: float) -> float:
+    """The silence (seconds) after which the turn ends, for a verdict (None: no verdict yet)."""
+    if verdict == COMPLETE:
+        return min(EARLY_END_S, normal_s)
+    if verdict == EXTENDABLE:
+        return max(EXTENDABLE_S, normal_s)
+    if verdict == INCOMPLETE:
+        return max(INCOMPLETE_S, normal_s)
+    return normal_s
+
+
+def words_verdict(text: str) -> str | None:
+    """What the words alone say: ``incomplete`` when they end on a continuation word, else None (ask the matcher)."""
+    words = _WORD.findall(text.lower())
+    if not words:
+        return OPEN
+    if words[-1] in CONTINUATION_WORDS:
+        return INCOMPLETE
+    return None
+
+
+def verdict(text: str, match: Callable[[str, str | None], Any], area: str | None) -> str:
+    """The verdict for ``text`` (see the module docstring). ``match(text, area)`` is the fast path's matcher (a call
+    with ``name``, ``slots``, ``entities``, ``tier``, ``confidence``, or None); ``area`` is where the device stands."""
+    by_words = words_verdict(text)
+    if by_words is not None:
+        return by_words
+    call = match(text, area)
+    if call is None:
+        return EXTENDABLE if COMMAND_START.search(text) else OPEN  # "set the kitchen light" ... "to 30 percent"
+    if call.name in TIMER_INTENTS or not call.entities:
+        return OPEN
+    if call.tier != "exact" and call.confidence < ACT:  # a "did you mean" is never acted on early
+        return OPEN
+    spoken = call if area is None else match(text, None)  # without the device's own area: is the target in the words?
+    if spoken is None or not spoken.entities or not ({"name", "area"} & set(spoken.slots)):
+        return EXTENDABLE
+    return COMPLETE
+
+__all__ = ["COMPLETE", "CONTINUE_WINDOW_S", "EARLY_END_S", "EXTENDABLE", "EXTENDABLE_S", "INCOMPLETE",
+           "INCOMPLETE_S", "OPEN", "SPECULATION_WAIT_MAX_S", "silence_for", "verdict", "words_verdict"]

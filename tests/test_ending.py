@@ -1,0 +1,64 @@
+"""When a turn may end (edge_agent/ending.py): the words at the first pause and the silence after them.
+
+Pure logic with the real fast-path matcher over the paraphrase home (no models). What decides: a device command whose
+target is in the words ends after 0.15 s of silence; one that could still be narrowed by a place, or a command verb
+the matcher cannot parse yet, waits 0.7 s; words a request cannot end on wait 1.2 s; anything else the normal 0.4 s.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_agent import ending
+from edge_agent.brain import Brain
+from edge_agent.config import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def brain():
+    s = load_settings(str(ROOT / "config.yaml"))
+    return Brain.from_settings(s, home_file=str(ROOT / "tests/data/paraphrase_home.yaml"), use_llm=False)
+
+
+@pytest.mark.parametrize("text, area, expected", [
+    ("turn on the kitchen light", "living room", "complete"),  # a device's name
+    ("Turn on the kitchen light.", None, "complete"),
+    ("turn off the lights in the kitchen", "living room", "complete"),  # an area named
+    ("lock the front door", None, "complete"),
+    ("turn on the desk fan please", None, "complete"),
+    ("turn off the light", "living room", "extendable"),  # the target is where the device stands: "... in the bedroom"
+    ("close the blinds", "living room", "extendable"),
+    ("set the kitchen light", None, "extendable"),  # a command verb the matcher cannot parse yet
+    ("turn on the", None, "incomplete"),
+    ("set a timer for", None, "incomplete"),
+    ("Turn on the, um,", "living room", "incomplete"),
+    ("set a timer for ten minutes", None, "open"),  # "... and thirty seconds" would leave a wrong timer running
+    ("what time is it", None, "open"),
+    ("who wrote hamlet", None, "open"),
+    ("", None, "open"),
+])
+def test_the_words_at_the_first_pause_decide_how_long_the_silence_must_be(brain, text, area, expected):
+    assert brain.ending_verdict(text, area=area) == expected
+
+
+def test_the_silence_each_verdict_waits_for():
+    normal = 0.4
+    assert ending.silence_for("complete", normal) == 0.15
+    assert ending.silence_for("extendable", normal) == 0.7
+    assert ending.silence_for("incomplete", normal) == 1.2
+    assert ending.silence_for("open", normal) == normal == ending.silence_for(None, normal)
+    # a longer configured silence is never shortened by "may go on", and "complete" never waits longer than it
+    assert ending.silence_for("extendable", 1.0) == 1.0 and ending.silence_for("complete", 0.1) == 0.1
+
+
+def test_a_pending_question_or_a_busy_brain_keeps_the_normal_silence(brain):
+    assert brain._turn_lock.acquire(blocking=False)
+    try:
+        assert brain.ending_verdict("turn on the kitchen light") == "open"
+    finally:
+        brain._turn_lock.release()
+    assert brain.ending_verdict("turn on the kitchen light") == "complete"
