@@ -1,4 +1,5 @@
-"""tools/wake_bench.py: the sweep counts events with the detector's own rule, and the PNG writer writes a PNG."""
+"""tools/wake_bench.py: the sweep counts events with the detector's own rule, and the PNG writer it shares
+(tools/pngplot.py) writes a PNG."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
+import pngplot  # noqa: E402
 import wake_bench as wb  # noqa: E402
 
 
@@ -31,7 +33,7 @@ def test_png_writer_round_trip(tmp_path):
     img = np.zeros((7, 5, 3), np.uint8)
     img[3, 2] = (10, 200, 30)
     path = tmp_path / "x.png"
-    wb.write_png(path, img)
+    pngplot.write_png(path, img)
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     w, h = struct.unpack(">II", data[16:24])

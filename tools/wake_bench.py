@@ -12,7 +12,8 @@ cutoff, refractory time) without running the models again.
   after 0.5 s of silence, clean and with white and pink noise at 20 and 10 dB SNR (relative to the speech's RMS);
   a request is accepted when its model fires anywhere in it.
 
-Writes ``OUT/wake-bench.json`` and a PNG of FA/h against FR (written with a small zlib PNG writer: no matplotlib).
+Writes ``OUT/wake-bench.json`` and a PNG of FA/h against FR (``tools/pngplot.py``: a small zlib PNG writer, no
+matplotlib).
 """
 
 from __future__ import annotations
@@ -20,10 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import struct
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
+
+import pngplot  # noqa: E402
 
 from edge_agent.audio import SAMPLE_RATE, read_wav  # noqa: E402
 from edge_agent.config import WakeModelSettings, load_settings  # noqa: E402
@@ -185,42 +186,6 @@ def _ncpu() -> int:
 
 # ------------------------------------------------------------------------------------------------ PNG
 
-# 3x5 glyphs for axis labels
-GLYPHS = {"0": "111101101101111", "1": "010110010010111", "2": "111001111100111", "3": "111001111001111",
-          "4": "101101111001001", "5": "111100111001111", "6": "111100111101111", "7": "111001001001001",
-          "8": "111101111101111", "9": "111101111001111", ".": "000000000000010", "%": "101001010100101",
-          "/": "001001010100100", "F": "111100110100100", "A": "010101111101101", "R": "110101110101101",
-          "h": "100100111101101", " ": "000000000000000"}
-
-
-def _text(img: np.ndarray, x: int, y: int, s: str, color, scale: int = 2) -> None:
-    for k, ch in enumerate(s):
-        g = GLYPHS.get(ch, GLYPHS[" "])
-        for i in range(5):
-            for j in range(3):
-                if g[i * 3 + j] == "1":
-                    yy, xx = y + i * scale, x + (k * 4 + j) * scale
-                    img[yy:yy + scale, xx:xx + scale] = color
-
-
-def _line(img: np.ndarray, x0: float, y0: float, x1: float, y1: float, color, width: int = 2) -> None:
-    n = int(max(abs(x1 - x0), abs(y1 - y0))) + 1
-    for t in np.linspace(0, 1, n):
-        x, y = int(round(x0 + (x1 - x0) * t)), int(round(y0 + (y1 - y0) * t))
-        img[max(0, y - width // 2):y + width - width // 2, max(0, x - width // 2):x + width - width // 2] = color
-
-
-def write_png(path: Path, img: np.ndarray) -> None:
-    h, w, _ = img.shape
-    raw = b"".join(b"\x00" + img[y].astype(np.uint8).tobytes() for y in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-
-
 COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)]
 
 
@@ -239,27 +204,27 @@ def plot(results: dict, path: Path, fr_key: str = "fr_clean") -> None:
     grey = (220, 220, 220)
     for fr in range(0, 101, 10):
         x, _ = xy(fr, 1)
-        _line(img, x, T, x, T + ph, grey, 1)
-        _text(img, int(x) - 6, T + ph + 8, str(fr), (0, 0, 0))
+        pngplot.line(img, x, T, x, T + ph, grey, 1)
+        pngplot.text(img, int(x) - pngplot.text_width(str(fr), 2) // 2, T + ph + 8, str(fr), scale=2)
     for e in (-1, 0, 1, 2):
         _, y = xy(0, 10.0 ** e)
-        _line(img, L, y, L + pw, y, grey, 1)
-        _text(img, 8, int(y) - 5, {-1: "0.1", 0: "1", 1: "10", 2: "100"}[e], (0, 0, 0))
-    _line(img, L, T, L, T + ph, (0, 0, 0), 2)
-    _line(img, L, T + ph, L + pw, T + ph, (0, 0, 0), 2)
-    _text(img, L + pw // 2 - 20, H - 18, "FR %", (0, 0, 0))
-    _text(img, 8, T - 14 if T > 14 else 2, "FA/h", (0, 0, 0))
+        pngplot.line(img, L, y, L + pw, y, grey, 1)
+        pngplot.text(img, 8, int(y) - 7, {-1: "0.1", 0: "1", 1: "10", 2: "100"}[e], scale=2)
+    pngplot.line(img, L, T, L, T + ph, pngplot.BLACK, 2)
+    pngplot.line(img, L, T + ph, L + pw, T + ph, pngplot.BLACK, 2)
+    pngplot.text(img, L + pw // 2 - 20, H - 18, "FR %", scale=2)
+    pngplot.text(img, L + 8, 2, "FA/h", scale=2)
     for k, m in enumerate(results["models"].values()):
         color = COLORS[k % len(COLORS)]
         for key, width in ((fr_key, 3), ("fr_white 10 dB", 1)):
             pts = [(r[key], r["fa_per_h"]) for r in sorted(m["sweep"], key=lambda r: r["cutoff"])]
             for (a, b), (c, d) in zip(pts, pts[1:], strict=False):
-                _line(img, *xy(a, b), *xy(c, d), color, width)
+                pngplot.line(img, *xy(a, b), *xy(c, d), color, width)
         x, y = xy(m["at_cutoff"][fr_key], m["at_cutoff"]["fa_per_h"])
         img[int(y) - 5:int(y) + 5, int(x) - 5:int(x) + 5] = color  # the model's own cutoff
         img[T + 10 + 16 * k:T + 20 + 16 * k, W - 140:W - 120] = color  # legend swatch (names are in the docs)
-        _text(img, W - 112, T + 10 + 16 * k, str(k + 1), (0, 0, 0))
-    write_png(path, img)
+        pngplot.text(img, W - 112, T + 8 + 16 * k, str(k + 1), scale=2)
+    pngplot.write_png(path, img)
 
 
 def markdown(results: dict) -> str:
