@@ -1,5 +1,6 @@
 """Smoke test of `edge-agent bench`: the real entry point, real models, three generated requests end to end (two
-fast-path commands and one LLM question, plus the naive pipeline on that question), and the table it prints.
+fast-path commands and one LLM question, plus both sequential baselines, the naive pipeline and the Home
+Assistant-style chain, on one command and on the question), and the table it prints.
 
 The numbers themselves are not asserted against targets here (the machine is shared and loaded); the test checks
 that every stage was measured, in order, and that the requests did what they asked.
@@ -80,7 +81,8 @@ def test_bench_prints_the_latency_table(bench_run):
     assert COLUMNS in stdout
     for row in ROWS:
         assert row in stdout, stdout
-    assert "naive" in stdout and "speed-up" in stdout
+    assert "naive" in stdout and "speed-up" in stdout and "Home Assistant-style chain" in stdout
+    assert "speed-up over the HA-style chain" in stdout
     assert "### Targets" in stdout
 
 
@@ -99,9 +101,20 @@ def test_bench_measured_every_stage_in_order(bench_run):
     fast, llm = res["e2e"]["fast"]["stages"], res["e2e"]["llm"]["stages"]
     assert fast["first_audio"]["n"] == 2 and llm["first_audio"]["n"] == 1
     assert llm["intent_or_token"]["median_ms"] <= llm["first_audio"]["median_ms"]
-    # the naive pipeline waits for the whole answer: never earlier than the streaming engine's first audio by much
-    b = res["baseline"][0]
-    assert b["reply"] and b["llm_s"] > 0 and b["naive_first_audio_s"] > b["stt_s"] + b["llm_s"]
+    # both baselines ran on a command and on the question (--baseline 1: one of each kind), right after the engine
+    for name, endpoint in (("baseline", res["endpoint_wait_s"]), ("ha_chain", 0.7)):
+        assert sorted(b["kind"] for b in res[name]) == ["command", "question"], res[name]
+        for b in res[name]:
+            # a sequential chain waits for the whole answer and the whole synthesis after its endpoint wait
+            assert b["reply"] and b["endpoint_s"] == endpoint and b["answer_s"] > 0 and b["tts_s"] > 0
+            assert b["first_audio_s"] == pytest.approx(endpoint + b["stt_s"] + b["answer_s"] + b["tts_s"])
+    ha = {b["kind"]: b for b in res["ha_chain"]}
+    assert ha["question"]["route"] == "llm" and ha["question"]["used_llm"]
+    assert ha["command"]["route"] in ("templates", "llm")
+    for kind in ("fast", "llm"):
+        s = res["baseline_summary"]["ha_chain"][kind]
+        assert s["n"] == 1 and s["ratio_of_medians"] == pytest.approx(
+            s["chain"]["median_ms"] / s["engine"]["median_ms"], abs=0.01)
     assert res["idle"]["cpu_pct_of_one_core"] > 0 and res["idle"]["false_turns"] == 0
     assert res["negatives"]["hours"] > 0.005
     assert res["wer"]["files"] == 5 and res["wer"]["wer"] < 0.5
