@@ -222,8 +222,8 @@ class Brain(LlmTurn):
 
     def ending_verdict(self, text: str, area: str | None = None) -> str:
         """How long a silence ends a turn that has said ``text`` so far (``ending.verdict``), asked at the first pause
-        on the speculation's thread. Only the matcher is read; a turn in progress or a pending question means
-        ``open`` (the normal silence), so an answer ("yes") is never judged as a command."""
+        on the speculation's thread. Only the matcher and the context are read; a turn in progress or a pending
+        question means ``open`` (the normal silence), so an answer ("yes") is never judged as a command."""
         text = text.strip()
         by_words = ending.words_verdict(text)
         if by_words is not None:
@@ -231,8 +231,10 @@ class Brain(LlmTurn):
         if not (self.fast_path and self.matcher is not None) or not self._turn_lock.acquire(blocking=False):
             return ending.OPEN
         try:
-            if self._pending is not None or self.context.resolve(text) is not None:
+            if self._pending is not None:
                 return ending.OPEN
+            if self.context.resolve(text) is not None:  # "turn it off": or Whisper's "turn off it" for "turn off the"
+                return ending.EXTENDABLE
             return ending.verdict(text, lambda t, a: self.matcher.match(t, a), area)
         finally:
             self._turn_lock.release()

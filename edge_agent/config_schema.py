@@ -102,7 +102,7 @@ class VadSettings:
     trailing_silence_s: float = opt(0.4, "Silence after speech that ends the turn.", min=0.1, max=3.0)
     early_end: bool = opt(
         True, "The words at the first pause set the silence that ends the turn: a complete device command ends "
-        "after 0.15 s (and speech resuming soon after continues it), a command that may go on waits 0.7-1.2 s "
+        "after 0.15 s (and speech resuming soon after continues it), a command that may go on waits 0.8-1.2 s "
         "(edge_agent/ending.py).")
     max_utterance_s: float = opt(12.0, "Hard cap on one utterance.", min=1.0, max=120.0)
     no_speech_timeout_s: float = opt(

@@ -81,8 +81,9 @@ class Endpointed(Event):
 
 @dataclass(frozen=True)
 class Continued(Event):
-    """Speech resumed soon after an early end: the request goes on. The reply stops; a new turn hears the whole
-    utterance (``audio``: what was said so far, and the pause)."""
+    """Speech resumed soon after the endpoint (before the reply was heard, or on an echo-cancelled source within
+    ``ending.CONTINUE_WINDOW_S``): the request goes on. The reply stops; a new turn hears the whole utterance
+    (``audio``: what was said so far, and the pause)."""
 
     turn_id: str
     audio: Any = None
@@ -344,7 +345,7 @@ class TurnController:
                 self._open_listening(t, out)
         elif isinstance(ev, Continued):
             old = self._current(ev.turn_id)
-            if old is not None and self.state in RESPONDING and old.early_end:
+            if old is not None and self.state in RESPONDING and old.kind == "voice" and old.ask is None:
                 self._interrupt("continued", out)
                 turn = self._new_turn(t, t_wake=old.t_wake, model=old.wake_model)
                 turn.t_speech_start, turn.continues = old.t_speech_start, old.turn_id

@@ -4,17 +4,20 @@ At the first pause the listener transcribes the utterance so far (a speculation)
 verdicts, and the verdict sets the silence that ends the turn:
 
 - ``complete``: a fast-path device command whose target is in the words (a device's name or an area): the turn
-  ends after ``EARLY_END_S`` of silence (the early end).
+  ends after ``EARLY_END_S`` (0.15 s) of silence (the early end).
 - ``extendable``: a command that could still be narrowed: its target comes only from where the device stands ("turn
-  off the light" ... "in the bedroom"), or a command verb the fast path cannot parse yet: ``EXTENDABLE_S``.
+  off the light" ... "in the bedroom"), a device command that found no device where it stands, a timer ("ten
+  minutes" ... "and thirty seconds"), a follow-up on "it" (Whisper hears "turn off the" ... as "turn off it"), a
+  number the next word could change ("to twenty" ... "two degrees"), or a
+  command verb the fast path cannot parse yet: ``EXTENDABLE_S`` (0.8 s).
 - ``incomplete``: ends on a word that cannot end a request ("turn on the" ..., "set a timer for" ...):
-  ``INCOMPLETE_S``.
-- ``open``: anything else (a question, a timer, a follow-up), or no verdict yet: ``vad.trailing_silence_s``.
+  ``INCOMPLETE_S`` (1.2 s).
+- ``open``: anything else (a question, a follow-up), or no verdict yet: ``vad.trailing_silence_s``.
 
-A ``complete`` command is acted on at once (the early end). If speech resumes soon after, the engine hears the whole
-utterance again as one turn (a continuation), so a refinement ("... to thirty percent") corrects the action right
-after it was sent instead of being lost. Timers are never ended early: "ten minutes ... and thirty seconds" would
-leave a wrong timer running.
+A ``complete`` command is acted on at once (the early end). If speech resumes soon after any endpoint (before the
+reply is heard, or within ``CONTINUE_WINDOW_S`` on an echo-cancelled source), the engine hears the whole utterance
+again as one turn (a continuation), so a refinement ("... to thirty percent") corrects the action right after it was
+sent instead of being lost or heard as a request of its own.
 """
 
 from __future__ import annotations
@@ -32,10 +35,10 @@ INCOMPLETE = "incomplete"
 OPEN = "open"
 
 EARLY_END_S = 0.15  # silence after a complete command that ends the turn (the speculation's own latency comes on top)
-EXTENDABLE_S = 0.7  # a command that may still be narrowed down by a place
+EXTENDABLE_S = 0.8  # a command that may still be narrowed down by a place
 INCOMPLETE_S = 1.2  # words that cannot end a request: the user is looking for the next one
 SPECULATION_WAIT_MAX_S = 0.8  # past the normal silence, the endpoint waits this long for a running speculation
-CONTINUE_WINDOW_S = 1.0  # after an early end, speech starting within this much silence continues the same request
+CONTINUE_WINDOW_S = 1.0  # after the endpoint, speech starting within this much silence continues the same request
 
 # Words a request does not end on: articles, prepositions, conjunctions, possessives, hesitation sounds.
 CONTINUATION_WORDS = frozenset({
@@ -47,7 +50,10 @@ CONTINUATION_WORDS = frozenset({
 COMMAND_START = re.compile(
     r"^\s*(?:please\s+|can you\s+|could you\s+|would you\s+)?(turn|switch|set|dim|brighten|open|close|shut|lock|"
     r"unlock|raise|lower|increase|decrease|make|put)\b", re.IGNORECASE)
-_WORD = re.compile(r"[a-z']+")
+_WORD = re.compile(r"[a-z0-9'%]+")
+# A number at the very end with no unit after it, which the next word could still change ("twenty" ... "two").
+_OPEN_NUMBER = re.compile(r"\b(twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|\d+)[\s.,!?]*$",
+                          re.IGNORECASE)
 
 
 def silence_for(verdict: str | None, normal_s: float) -> float:
@@ -77,11 +83,15 @@ def verdict(text: str, match: Callable[[str, str | None], Any], area: str | None
     by_words = words_verdict(text)
     if by_words is not None:
         return by_words
+    if _OPEN_NUMBER.search(text):  # "set the thermostat to twenty" ... "two degrees"
+        return EXTENDABLE
     call = match(text, area)
     if call is None:
         return EXTENDABLE if COMMAND_START.search(text) else OPEN  # "set the kitchen light" ... "to 30 percent"
-    if call.name in TIMER_INTENTS or not call.entities:
-        return OPEN
+    if call.name in TIMER_INTENTS:
+        return EXTENDABLE  # "ten minutes" ... "and thirty seconds": never a wrong timer left running
+    if not call.entities:  # a device command that found nothing here ("turn on the fan" ... "in the bedroom")
+        return EXTENDABLE if COMMAND_START.search(text) else OPEN
     if call.tier != "exact" and call.confidence < ACT:  # a "did you mean" is never acted on early
         return OPEN
     spoken = call if area is None else match(text, None)  # without the device's own area: is the target in the words?

@@ -83,7 +83,7 @@ class Engine:
         self.wake_phrases = [wake_phrase(m.model) for m in settings.wake.models]
         self.listener: Listener | None = None
         self.listener_turn: str | None = None
-        self.watch: ContinuationWatch | None = None  # after an early end: does the user go on? (loop thread)
+        self.watch: ContinuationWatch | None = None  # after the endpoint: does the user go on? (loop thread)
         self.follow_up = FollowUpDetector(vad, segmenter_factory, settings.vad.threshold)
         self.responders: dict[str, Responder] = {}
         self._threads: dict[str, threading.Thread] = {}
@@ -452,8 +452,9 @@ class Engine:
                 self.dispatch(ev.BargeIn(time.monotonic()))
 
     def _watch_continuation(self, chunk: AudioChunk) -> bool | None:
-        """After an early end: feed the watch; None when the user went on (a ``Continued`` event was dispatched),
-        else whether the watch still runs. Without echo cancellation it ends when the reply becomes audible."""
+        """After the endpoint, while the turn is answered: feed the watch; None when the user went on (a
+        ``Continued`` event was dispatched), else whether the watch still runs. Without echo cancellation it ends
+        when the reply becomes audible (the microphone would hear it), with it after ``CONTINUE_WINDOW_S``."""
         w = self.watch
         if w is None:
             return False
@@ -465,7 +466,7 @@ class Engine:
         if not w.feed(chunk.samples):
             return True
         self.watch = None
-        log.info("speech resumed %.2f s after the early end: the request goes on", w.silence_s)
+        log.info("speech resumed %.2f s after the endpoint: the request goes on", w.silence_s)
         self.dispatch(ev.Continued(time.monotonic(), w.turn_id, audio=w.utterance()))
         return None
 
@@ -477,13 +478,12 @@ class Engine:
         if heard.speech_start is not None:
             self.dispatch(ev.SpeechStarted(time.monotonic(), turn_id, heard.speech_start))
         if heard.endpoint is not None:
-            prior = None
+            # what was said so far, for a continuation (speech resuming soon after the endpoint)
+            snapshot = getattr(listener.stream, "snapshot", None) if listener.judge is not None else None
+            prior = snapshot() if snapshot is not None else None
             hold_s = 0.0
-            if heard.early:
-                snapshot = getattr(listener.stream, "snapshot", None)
-                prior = snapshot() if snapshot is not None else None
-                if not self.s.audio.echo_cancel:  # the reply could not be told from the user going on
-                    hold_s = max(0.0, listener.normal_silence_s - heard.silence_s)
+            if heard.early and not self.s.audio.echo_cancel:  # the reply could not be told from the user going on
+                hold_s = max(0.0, listener.normal_silence_s - heard.silence_s)
             self.dispatch(ev.Endpointed(time.monotonic(), turn_id, heard.endpoint, verdict=heard.verdict,
                                         early=heard.early, hold_s=hold_s))
             if prior is not None and self.state in RESPONDING:

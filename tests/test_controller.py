@@ -217,13 +217,21 @@ def test_an_early_end_holds_the_reply_and_speech_resuming_continues_the_request(
     assert rec["continues"] == tid and rec["early_end"] is False
 
 
-def test_continued_is_ignored_after_a_normal_endpoint_or_another_turn():
+def test_continued_after_a_normal_endpoint_too_but_never_for_another_turn_or_an_answer():
     c = _ctl()
-    tid = answer(c, 10.0)  # a normal endpoint: nothing to continue
-    assert c.handle(ev.Continued(12.0, tid)) == [] and c.turn.turn_id == tid
+    tid = answer(c, 10.0)  # a normal endpoint, the reply not heard yet
+    a = c.handle(ev.Continued(12.0, tid, audio="so far"))
+    assert kinds(a) == ["Interrupt", "SetState", "OpenListener"] and c.turn.continues == tid
     c2 = _ctl()
     wake(c2, 10.0)
     t1 = c2.turn.turn_id
     c2.handle(ev.Endpointed(11.0, t1, 10.8, verdict="complete", early=True))
     wake(c2, 11.5)  # a new wake word started another turn meanwhile
     assert c2.handle(ev.Continued(11.6, t1)) == []
+    c3 = _ctl()
+    c3.handle(ev.Announce(1.0, "Which room?", then="ask", ask=object()))
+    (spoken,) = list(c3.open.values())
+    c3.handle(ev.ResponseDone(2.0, spoken.turn_id))  # listening for the automation's answer
+    t3 = c3.turn.turn_id
+    c3.handle(ev.Endpointed(3.0, t3, 2.8))
+    assert c3.handle(ev.Continued(3.2, t3)) == []  # an answer to an automation's question is never continued

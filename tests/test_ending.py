@@ -1,8 +1,8 @@
 """When a turn may end (edge_agent/ending.py): the words at the first pause and the silence after them.
 
 Pure logic with the real fast-path matcher over the paraphrase home (no models). What decides: a device command whose
-target is in the words ends after 0.15 s of silence; one that could still be narrowed by a place, or a command verb
-the matcher cannot parse yet, waits 0.7 s; words a request cannot end on wait 1.2 s; anything else the normal 0.4 s.
+target is in the words ends after 0.15 s of silence; one that could still be narrowed (by a place, a unit, a second
+number word) waits 0.8 s; words a request cannot end on wait 1.2 s; anything else (a question) the normal 0.4 s.
 """
 
 from __future__ import annotations
@@ -36,7 +36,11 @@ def brain():
     ("turn on the", None, "incomplete"),
     ("set a timer for", None, "incomplete"),
     ("Turn on the, um,", "living room", "incomplete"),
-    ("set a timer for ten minutes", None, "open"),  # "... and thirty seconds" would leave a wrong timer running
+    ("set a timer for ten minutes", None, "extendable"),  # "... and thirty seconds": never a wrong timer running
+    ("turn on the fan", "living room", "extendable"),  # no fan here: "... in the bedroom"
+    ("set the thermostat to twenty", None, "extendable"),  # "... two degrees"
+    ("set the thermostat to twenty two degrees", None, "complete"),
+    ("Set the desk lamp to 60%.", None, "complete"),
     ("what time is it", None, "open"),
     ("who wrote hamlet", None, "open"),
     ("", None, "open"),
@@ -48,11 +52,20 @@ def test_the_words_at_the_first_pause_decide_how_long_the_silence_must_be(brain,
 def test_the_silence_each_verdict_waits_for():
     normal = 0.4
     assert ending.silence_for("complete", normal) == 0.15
-    assert ending.silence_for("extendable", normal) == 0.7
+    assert ending.silence_for("extendable", normal) == 0.8
     assert ending.silence_for("incomplete", normal) == 1.2
     assert ending.silence_for("open", normal) == normal == ending.silence_for(None, normal)
     # a longer configured silence is never shortened by "may go on", and "complete" never waits longer than it
     assert ending.silence_for("extendable", 1.0) == 1.0 and ending.silence_for("complete", 0.1) == 0.1
+
+
+def test_a_command_on_it_waits_for_more_words(brain):
+    # Whisper heard "Turn off the ..." (a pause) as "Turn off it.": acting on the last device at once would be wrong
+    brain.respond("turn on the kitchen light").wait()
+    try:
+        assert brain.ending_verdict("Turn off it.") == "extendable"
+    finally:
+        brain.reset()
 
 
 def test_a_pending_question_or_a_busy_brain_keeps_the_normal_silence(brain):

@@ -201,7 +201,7 @@ def _silence_until_endpoint(lst: Listener, max_frames: int = 80):
     return None, None
 
 
-@pytest.mark.parametrize("verdict, waits", [("complete", 0.15), ("open", 0.4), ("extendable", 0.7),
+@pytest.mark.parametrize("verdict, waits", [("complete", 0.15), ("open", 0.4), ("extendable", 0.8),
                                             ("incomplete", 1.2)])
 def test_the_verdict_sets_the_silence_that_ends_the_turn(verdict, waits):
     lst = _judged(verdict)

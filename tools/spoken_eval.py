@@ -158,6 +158,8 @@ class Utt:
     voice: str
     wake: bool = True
     gap_s: float = FAST_GAP_S  # silence after it
+    then: str = ""  # said after a pause of ``pause_s`` inside the same request (tools/hesitation_eval.py)
+    pause_s: float = 0.0
 
 
 @dataclass
@@ -181,6 +183,7 @@ class Heard:
     published: list[dict[str, Any]]
     t_file_s: float  # where in the input file the speech started
     truth_rewrites: int = 0
+    record: dict[str, Any] | None = None  # the whole turn record (kept with ``Rig(keep_records=True)``)
 
 
 def render(session: Session, voices: Voices, path: Path) -> list[tuple[str, float, float]]:
@@ -193,7 +196,10 @@ def render(session: Session, voices: Voices, path: Path) -> list[tuple[str, floa
         parts = []
         if u.wake:
             parts += [voices.say("piper-joe", WAKE), np.zeros(int(WAKE_PAUSE_S * SAMPLE_RATE), dtype=np.int16)]
-        parts += [voices.say(u.voice, u.text), np.zeros(int(u.gap_s * SAMPLE_RATE), dtype=np.int16)]
+        parts.append(voices.say(u.voice, u.text))
+        if u.then:
+            parts += [np.zeros(int(u.pause_s * SAMPLE_RATE), dtype=np.int16), voices.say(u.voice, u.then)]
+        parts.append(np.zeros(int(u.gap_s * SAMPLE_RATE), dtype=np.int16))
         for p in parts:
             pieces.append(p)
             pos += len(p) / SAMPLE_RATE
@@ -204,7 +210,8 @@ def render(session: Session, voices: Voices, path: Path) -> list[tuple[str, floa
 class Rig:
     """A real Mosquitto, an MQTT watcher of every intent message, and the daemon run once per session."""
 
-    def __init__(self, work: Path, follow_up_s: float, home: Path = HOME) -> None:
+    def __init__(self, work: Path, follow_up_s: float, home: Path = HOME, extra_config: str = "",
+                 keep_records: bool = False) -> None:
         import paho.mqtt.client as mqtt
 
         from tests.broker import Broker
@@ -212,6 +219,8 @@ class Rig:
         self.work = work
         self.home = home
         self.follow_up_s = follow_up_s
+        self.extra_config = extra_config  # more YAML lines for every session's config
+        self.keep_records = keep_records
         self.voices = Voices(work / "speech")
         self.broker = Broker(work / "broker").start()
         self.intents: list[dict[str, Any]] = []
@@ -246,7 +255,7 @@ class Rig:
         config.write_text(
             f"site: {{site_id: eval, area: {json.dumps(session.area or '')}}}\n"
             f"mqtt: {{host: 127.0.0.1, port: {self.broker.port}, outbox_dir: {outbox}}}\n"
-            f"conversation: {{follow_up_s: {self.follow_up_s}, timers_file: {timers}}}\n")
+            f"conversation: {{follow_up_s: {self.follow_up_s}, timers_file: {timers}}}\n" + self.extra_config)
         env = {**os.environ, "XDG_RUNTIME_DIR": str(self.work), "PULSE_SERVER": f"unix:{self.work}/no-sound"}
         t_launch = time.monotonic()
         d = Daemon(config, env=env, home=self.home, log_path=self.work / f"{session.name}.log",
@@ -273,7 +282,8 @@ class Rig:
             key = next((k for k, s, e in windows if s - 0.5 <= pos < e - 0.5), windows[0][0] if windows else "?")
             out.append(Heard(key, rec.get("transcript") or "", rec.get("reply_full") or "", bool(rec.get("used_llm")),
                              str(rec.get("outcome")), by_turn.get(str(rec.get("turn_id")), []), round(pos, 2),
-                             len((rec.get("stages") or {}).get("truth_rewrites") or [])))
+                             len((rec.get("stages") or {}).get("truth_rewrites") or []),
+                             rec if self.keep_records else None))
         return out, info
 
 
