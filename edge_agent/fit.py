@@ -3,9 +3,10 @@ prompt evaluation and generation, and a first synthesis on the machine it runs o
 (a command on the fast path, a question answered by the LLM) from the end of speech to the first reply audio, and
 says what to set where they do not fit, with the config lines.
 
-The projection follows the loop: the endpoint comes ``vad.trailing_silence_s`` after the last word; a speculative
-transcription started at the first pause (``listener.SPECULATE_AFTER_S``) hides up to the rest of that silence; then
-the fast path (tens of ms) or the LLM's uncached prompt and first clause; then the first synthesis. ``judge`` is pure
+The projection follows the loop: a speculative transcription starts at the first pause (``listener.SPECULATE_AFTER_S``)
+and runs in the silence; the endpoint comes ``vad.trailing_silence_s`` after the last word, or for a complete
+command as soon as the speculation has judged it (the early end, ``edge_agent/ending.py``); then the fast path (tens
+of ms) or the LLM's uncached prompt and first clause; then the first synthesis. ``judge`` is pure
 and tested with numbers (this machine's, and the published Pi 4 / Pi 5 figures).
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from . import ending
 from .config import Settings
 from .listener import SPECULATE_AFTER_S
 from .llm_backend import LlmBackend
@@ -45,14 +47,24 @@ class Verdict:
     fix: str | None = None
 
 
+def transcript_ready_s(sp: Speed, s: Settings, *, early: bool) -> float:
+    """From the end of speech to the transcript: the speculation starts at the first pause and runs in the silence;
+    the turn ends after the normal silence, or for a complete command (``early``, ``vad.early_end``) as soon as the
+    speculation has judged it, but not before ``ending.EARLY_END_S``."""
+    wait = s.vad.trailing_silence_s
+    if early and s.vad.early_end and s.stt.engine == "whisper":  # the early end needs the speculation's verdict
+        wait = min(wait, ending.EARLY_END_S)
+    return max(wait, SPECULATE_AFTER_S + sp.stt_decode_s)
+
+
 def projected_command_s(sp: Speed, s: Settings) -> float:
-    hidden = max(0.0, s.vad.trailing_silence_s - SPECULATE_AFTER_S)  # the speculation runs in the silence
-    return s.vad.trailing_silence_s + max(0.0, sp.stt_decode_s - hidden) + FAST_PATH_S + sp.tts_first_s
+    """A complete device command: ended early, answered by the fast path."""
+    return transcript_ready_s(sp, s, early=True) + FAST_PATH_S + sp.tts_first_s
 
 
 def projected_answer_s(sp: Speed, s: Settings) -> float:
     llm = TURN_PROMPT_TOKENS / max(sp.llm_prompt_tps, 1e-6) + FIRST_CLAUSE_TOKENS / max(sp.llm_gen_tps, 1e-6)
-    return projected_command_s(sp, s) - FAST_PATH_S + llm
+    return transcript_ready_s(sp, s, early=False) + llm + sp.tts_first_s
 
 
 def judge(sp: Speed, s: Settings) -> list[Verdict]:

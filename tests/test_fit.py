@@ -20,8 +20,13 @@ PI4 = Speed(stt_decode_s=3.4, utterance_s=3.5, llm_prompt_tps=20, llm_gen_tps=8,
 
 def test_projection_hides_the_decode_in_the_trailing_silence():
     # 0.4 s silence, of which 0.28 s after the speculation starts: a 0.30 s decode costs only 0.02 s more
-    assert projected_command_s(THIS_MACHINE, S) == pytest.approx(0.4 + 0.02 + 0.03 + 0.30)
     assert projected_answer_s(THIS_MACHINE, S) == pytest.approx(0.4 + 0.02 + 0.30 + 40 / 83 + 8 / 25)
+    # a complete command ends as soon as the speculation (0.12 s + its 0.30 s decode) has judged it
+    assert projected_command_s(THIS_MACHINE, S) == pytest.approx(0.12 + 0.30 + 0.03 + 0.30)
+    fast = Speed(stt_decode_s=0.01, utterance_s=3.5, llm_prompt_tps=83, llm_gen_tps=25, tts_first_s=0.30)
+    assert projected_command_s(fast, S) == pytest.approx(0.15 + 0.03 + 0.30)  # never before 0.15 s of silence
+    off = load_settings(data={"mqtt": {"enabled": False}, "vad": {"early_end": False}})
+    assert projected_command_s(THIS_MACHINE, off) == pytest.approx(0.4 + 0.02 + 0.03 + 0.30)
 
 
 def test_this_machine_fits_both_budgets():
