@@ -12,7 +12,10 @@ verdicts, and the verdict sets the silence that ends the turn:
   command verb the fast path cannot parse yet: ``EXTENDABLE_S`` (0.8 s).
 - ``incomplete``: ends on a word that cannot end a request ("turn on the" ..., "set a timer for" ...):
   ``INCOMPLETE_S`` (1.2 s).
-- ``open``: anything else (a question, a follow-up), or no verdict yet: ``vad.trailing_silence_s``.
+- ``question``: a question Whisper closed with "?" ("who wrote Hamlet?"), answered in words: ``QUESTION_END_S``
+  (0.2 s). Nothing acts on it, and the LLM takes longer than a pause before it speaks, so a question that goes on
+  ("what's the weather ..." "in Paris?") is simply heard again whole (the continuation).
+- ``open``: anything else (a statement, a follow-up), or no verdict yet: ``vad.trailing_silence_s``.
 
 A ``complete`` command is acted on at once (the early end). If speech resumes soon after any endpoint (before the
 reply is heard, or within ``CONTINUE_WINDOW_S`` on an echo-cancelled source), the engine hears the whole utterance
@@ -30,11 +33,13 @@ from .context_rules import TIMER_INTENTS
 from .fuzzy import ACT
 
 COMPLETE = "complete"
+QUESTION = "question"
 EXTENDABLE = "extendable"
 INCOMPLETE = "incomplete"
 OPEN = "open"
 
 EARLY_END_S = 0.15  # silence after a complete command that ends the turn (the speculation's own latency comes on top)
+QUESTION_END_S = 0.2  # after a question Whisper closed with "?": the LLM's answer takes longer than a pause anyway
 EXTENDABLE_S = 0.8  # a command that may still be narrowed down by a place
 INCOMPLETE_S = 1.2  # words that cannot end a request: the user is looking for the next one
 SPECULATION_WAIT_MAX_S = 0.8  # past the normal silence, the endpoint waits this long for a running speculation
@@ -60,6 +65,8 @@ def silence_for(verdict: str | None, normal_s: float) -> float:
     """The silence (seconds) after which the turn ends, for a verdict (None: no verdict yet)."""
     if verdict == COMPLETE:
         return min(EARLY_END_S, normal_s)
+    if verdict == QUESTION:
+        return min(QUESTION_END_S, normal_s)
     if verdict == EXTENDABLE:
         return max(EXTENDABLE_S, normal_s)
     if verdict == INCOMPLETE:
@@ -86,12 +93,15 @@ def verdict(text: str, match: Callable[[str, str | None], Any], area: str | None
     if _OPEN_NUMBER.search(text):  # "set the thermostat to twenty" ... "two degrees"
         return EXTENDABLE
     call = match(text, area)
+    asked = text.rstrip().endswith("?") and not COMMAND_START.search(text)
     if call is None:
+        if asked:
+            return QUESTION
         return EXTENDABLE if COMMAND_START.search(text) else OPEN  # "set the kitchen light" ... "to 30 percent"
     if call.name in TIMER_INTENTS:
         return EXTENDABLE  # "ten minutes" ... "and thirty seconds": never a wrong timer left running
     if not call.entities:  # a device command that found nothing here ("turn on the fan" ... "in the bedroom")
-        return EXTENDABLE if COMMAND_START.search(text) else OPEN
+        return EXTENDABLE if COMMAND_START.search(text) else (QUESTION if asked else OPEN)
     if call.tier != "exact" and call.confidence < ACT:  # a "did you mean" is never acted on early
         return OPEN
     spoken = call if area is None else match(text, None)  # without the device's own area: is the target in the words?
@@ -99,5 +109,5 @@ def verdict(text: str, match: Callable[[str, str | None], Any], area: str | None
         return EXTENDABLE
     return COMPLETE
 
-__all__ = ["COMPLETE", "CONTINUE_WINDOW_S", "EARLY_END_S", "EXTENDABLE", "EXTENDABLE_S", "INCOMPLETE",
-           "INCOMPLETE_S", "OPEN", "SPECULATION_WAIT_MAX_S", "silence_for", "verdict", "words_verdict"]
+__all__ = ["COMPLETE", "CONTINUE_WINDOW_S", "EARLY_END_S", "EXTENDABLE", "EXTENDABLE_S", "INCOMPLETE", "INCOMPLETE_S",
+           "OPEN", "QUESTION", "QUESTION_END_S", "SPECULATION_WAIT_MAX_S", "silence_for", "verdict", "words_verdict"]

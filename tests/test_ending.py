@@ -43,6 +43,10 @@ def brain():
     ("Set the desk lamp to 60%.", None, "complete"),
     ("what time is it", None, "open"),
     ("who wrote hamlet", None, "open"),
+    ("Who wrote Hamlet?", None, "question"),  # Whisper closed it: answered in words, nothing acts on it
+    ("What time is it?", "living room", "question"),
+    ("Is the kitchen light on?", None, "complete"),  # a fact of a named device: nothing to narrow
+    ("Could you turn on the fan?", "living room", "extendable"),  # a command, whatever its punctuation
     ("", None, "open"),
 ])
 def test_the_words_at_the_first_pause_decide_how_long_the_silence_must_be(brain, text, area, expected):
@@ -52,6 +56,7 @@ def test_the_words_at_the_first_pause_decide_how_long_the_silence_must_be(brain,
 def test_the_silence_each_verdict_waits_for():
     normal = 0.4
     assert ending.silence_for("complete", normal) == 0.15
+    assert ending.silence_for("question", normal) == 0.2
     assert ending.silence_for("extendable", normal) == 0.8
     assert ending.silence_for("incomplete", normal) == 1.2
     assert ending.silence_for("open", normal) == normal == ending.silence_for(None, normal)
