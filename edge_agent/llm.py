@@ -36,6 +36,7 @@ from .llm_prompt import (  # noqa: F401 - re-exported
     render_chatml,
     render_messages,
 )
+from .tool_choice import CALL_START, ToolPlan, tool_plan, write_tool_call
 
 
 class LocalLlamaBackend:
@@ -44,8 +45,13 @@ class LocalLlamaBackend:
 
     name = "local"
 
+    # a tool call as a few choices (tool_choice); False: token by token under the schema's grammar (as before)
+    choice_tool_calls = True
+
     def __init__(self, llm: Llm) -> None:
         self.llm = llm
+        self._plan: ToolPlan | None = None
+        self._plan_schema: dict[str, Any] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalLlamaBackend:
@@ -139,10 +145,24 @@ class LocalLlamaBackend:
     def complete_json(self, messages: Sequence[Message], schema: dict[str, Any], *, tool_call: bool = False,
                       max_tokens: int = 160, cancel: threading.Event | None = None,
                       deadline: float | None = None) -> tuple[dict[str, Any], CallStats]:
+        """A tool call (``tool_call``) is written as a few choices (``tool_choice``: the tool, then each argument
+        among the configured values, a model step only where the model has a real choice) when the schema allows;
+        anything else token by token under the schema's grammar. Either way the result is validated against
+        ``schema``."""
         stats = CallStats()
         prompt = render_messages(messages) + (f"{TOOL_OPEN}\n" if tool_call else "")
         timeout_s = None if deadline is None else max(0.0, deadline - time.monotonic())
+        plan = self._tool_plan(schema) if tool_call and self.choice_tool_calls else None
+        if plan is not None:
+            text = self.llm.choose(prompt + CALL_START, lambda dec: write_tool_call(dec, plan), max_tokens=max_tokens,
+                                   cancel=cancel, timeout_s=timeout_s, stats=stats)
+            return parse_json_output(text, schema), stats
         obj = self.llm.complete_json(prompt, schema, max_tokens=max_tokens, cancel=cancel, timeout_s=timeout_s,
                                      stats=stats)
         stats.text = stats.text.strip()
         return obj, stats
+
+    def _tool_plan(self, schema: dict[str, Any]) -> ToolPlan | None:
+        if schema is not self._plan_schema:  # the brain passes the same schema object every call: read it once
+            self._plan, self._plan_schema = tool_plan(schema), schema
+        return self._plan

@@ -12,7 +12,8 @@ Why it looks like this:
   stops the model within one batch/token, and a timeout raises ``LlmError`` instead of hanging the voice loop.
 * **Constrained output.** ``complete_json`` turns a JSON schema into a GBNF grammar (cached per schema), decodes
   greedily under it, then parses and validates the result with ``jsonschema``: bad output becomes an ``LlmError``
-  naming what was wrong, never a crash further on.
+  naming what was wrong, never a crash further on. ``choose`` writes text as a few choices instead (``llm_choice``:
+  a model step only where the model has a real choice, forced text batched with it): the local backend's tool calls.
 
 The chat template is Qwen's ChatML (``<|im_start|>role ... <|im_end|>``), built in ``llm_prompt.py`` rather than
 through ``create_chat_completion`` so the exact token prefix is under our control.
@@ -33,7 +34,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from typing import Any
 from .config import LlmSettings
 from .errors import LlmError, ModelError
 from .llm_backend import CallStats, Message
+from .llm_choice import ChoiceDecoder
 from .llm_prompt import STOP_STRINGS, _find_stop, _partial_stop_len, parse_json_output, render_chatml
 
 log = logging.getLogger("edge_agent.llm")  # the model's log name, as before the split
@@ -59,6 +61,7 @@ GenStats = CallStats  # the per-call figures (one object per call: ``stats=`` or
 @dataclass
 class _GrammarCache:
     by_schema: dict[str, Any] = field(default_factory=dict)
+    token_of: dict[bytes, int | None] = field(default_factory=dict)  # text -> the one token that is it (choices)
 
 
 class Llm:
@@ -300,6 +303,58 @@ class Llm:
             raise LlmError("the request was cancelled before the JSON was complete")
         return parse_json_output(text, schema)
 
+    def choose(
+        self,
+        prompt: str,
+        write: Callable[[ChoiceDecoder], str],
+        *,
+        max_tokens: int = 160,
+        cancel: threading.Event | None = None,
+        timeout_s: float | None = None,
+        stats: GenStats | None = None,
+    ) -> str:
+        """Text written as choices after ``prompt`` (``llm_choice``): ``write`` gets a ``ChoiceDecoder`` on this
+        model, whose logits are those after the prompt, and returns the text. A model step only where the model has
+        a real choice; forced text goes with it in one batch. ``LlmError`` when cancelled or past the timeout (both
+        checked before every step)."""
+        self.load()
+        tokens = self.tokenize(prompt)
+        timeout_s = self.settings.timeout_s if timeout_s is None else timeout_s
+        if len(tokens) + max_tokens > self.settings.n_ctx:
+            raise LlmError(f"prompt of {len(tokens)} tokens + {max_tokens} reply tokens exceeds the context window "
+                           f"of {self.settings.n_ctx}", fix="raise llm.n_ctx or lower conversation.max_history_tokens")
+        stats = stats if stats is not None else GenStats()
+        stats.n_prompt, stats.t_start = len(tokens), time.monotonic()
+        self.last_stats = stats
+        deadline = stats.t_start + timeout_s
+
+        def check() -> None:
+            if (cancel is not None and cancel.is_set()) or self._closing.is_set():
+                stats.stopped = "cancelled"
+                raise LlmError("the request was cancelled before the JSON was complete")
+            if time.monotonic() > deadline:
+                stats.stopped = "timeout"
+                raise LlmError(f"the LLM did not finish within {timeout_s:g} s", fix="raise llm.timeout_s")
+
+        with self._lock:
+            if not self._prefill(tokens, stats, cancel=cancel, deadline=deadline):
+                stats.stopped = "cancelled"
+                raise LlmError("the request was cancelled before the JSON was complete")
+            t0 = time.monotonic()
+            model = _ChoiceModel(self)
+            dec = ChoiceDecoder(model, model.logits(), check=check, clock=time.monotonic)
+            try:
+                text = write(dec)
+            finally:
+                stats.n_gen = dec.stats.decisions
+                stats.t_gen_s = time.monotonic() - t0
+                stats.t_first_token = dec.stats.t_first_decision or time.monotonic()
+        stats.stopped = "eos"
+        stats.text = text
+        log.debug("LLM choices: %d decisions, %d forced tokens in %.3f s: %s", dec.stats.decisions,
+                  dec.stats.forced, stats.t_gen_s, text)
+        return text
+
     def json_grammar(self, schema: dict[str, Any]) -> Any:
         """The GBNF grammar of a JSON schema (cached: converting a schema with many enums takes milliseconds)."""
         key = json.dumps(schema, sort_keys=True)
@@ -408,6 +463,47 @@ class Llm:
         finally:
             gen.close()
             stats.t_gen_s = time.monotonic() - t_gen0
+
+
+class _ChoiceModel:
+    """``llm_choice.ChoiceModel`` on the loaded llama.cpp model (called under the model's lock)."""
+
+    TOKEN_OF_MAX = 50_000  # texts remembered (the same names and syntax come back every call)
+
+    def __init__(self, llm: Llm) -> None:
+        self._llama = llm._llama
+        self._token_of = llm._grammars.token_of
+        self._pieces: dict[int, bytes] = {}
+
+    def logits(self) -> Any:
+        import llama_cpp
+        import numpy as np
+
+        ptr = llama_cpp.llama_get_logits_ith(self._llama._ctx.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self._llama.n_vocab(),))
+
+    def advance(self, tokens: Sequence[int]) -> Any:
+        self._llama.eval(list(tokens))
+        return self.logits()
+
+    def tokenize(self, data: bytes) -> list[int]:
+        return list(self._llama.tokenize(data, add_bos=False, special=False))
+
+    def piece(self, token: int) -> bytes:
+        p = self._pieces.get(token)
+        if p is None:
+            p = self._pieces[token] = bytes(self._llama.detokenize([token], special=False))
+        return p
+
+    def token_of(self, data: bytes) -> int | None:
+        if data in self._token_of:
+            return self._token_of[data]
+        toks = self.tokenize(data)
+        tok = toks[0] if len(toks) == 1 and self.piece(toks[0]) == data else None
+        if len(self._token_of) >= self.TOKEN_OF_MAX:
+            self._token_of.clear()
+        self._token_of[data] = tok
+        return tok
 
 
 def _close_at_exit(ref: weakref.ReferenceType[Llm]) -> None:

@@ -1,0 +1,136 @@
+"""A tool call written as a few choices (``llm_choice.ChoiceDecoder``) instead of token by token under a grammar:
+first the tool (an enum of the offered tools' names: one or two model steps), then its arguments one entry at a
+time, each entry a choice among whole ``"key": value`` strings of the configured values (a device by its
+configured name, an area, a domain: the model picks by the first letters, the rest is forced) or a key whose value is
+a number in its range, and after each entry the choice to add another or close. Same JSON as before, in the same
+form (``{"name": "HassTurnOff", "arguments": {"name": "Living Room Blinds"}}``), so the prompt's worked examples and
+a retry's repeated call still match what the model writes.
+
+``tool_plan`` reads the plan from the tool-call schema (``llm_tools.tool_call_schema``: one branch per tool, the
+arguments a plain object or an ``anyOf`` of shapes, e.g. a device by ``name`` or by ``area``/``domain``); it returns
+None for a schema it cannot write as choices (then the grammar writes the call). Optional free-text arguments
+(a timer's name, the state asked about) are never written, nor a shape that needs one (a timer by its name: the one
+by area remains); the handler needs neither. A tool whose arguments have alternative shapes gets at least one
+argument: ``{}`` fits every shape and names no target.
+Pure: the output is validated against the whole schema by the caller (``parse_json_output``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .llm_choice import ChoiceDecoder
+
+CALL_START = '{"name": "'  # the call's first characters: part of the prompt, so the first choice is the tool
+NUMBER_MAX = 999  # a number without a maximum in the schema (a temperature): the handler checks the real range
+ARGS_OPEN = b', "arguments": {'
+CLOSE = b"}}"  # the arguments and the call end together
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One allowed form of a tool's arguments: the keys it may have (in order) and those it must."""
+
+    props: dict[str, dict[str, Any]]
+    required: frozenset[str]
+
+
+@dataclass(frozen=True)
+class ToolPlan:
+    tools: dict[str, tuple[Shape, ...]]  # tool name -> the shapes of its arguments
+
+
+def tool_plan(schema: dict[str, Any]) -> ToolPlan | None:
+    """The tools and their argument shapes from a tool-call schema, or None if some part cannot be a choice."""
+    branches = schema.get("anyOf")
+    if not isinstance(branches, list) or not branches:
+        return None
+    tools: dict[str, tuple[Shape, ...]] = {}
+    for b in branches:
+        props = b.get("properties") or {}
+        name = (props.get("name") or {}).get("const")
+        args = props.get("arguments")
+        if not isinstance(name, str) or not isinstance(args, dict):
+            return None
+        shapes = []
+        for a in args.get("anyOf") or [args]:
+            if a.get("type") != "object":
+                return None
+            required = frozenset(a.get("required") or ())
+            keep = {k: v for k, v in (a.get("properties") or {}).items() if _kind(v) is not None}
+            if required <= set(keep):  # else a required argument is free text (a timer's name): not offered
+                shapes.append(Shape(keep, required))
+        if shapes:
+            tools[name] = tuple(shapes)
+    return ToolPlan(tools) if tools else None
+
+
+def _kind(spec: dict[str, Any]) -> str | None:
+    if "enum" in spec or "const" in spec:
+        return "enum"
+    if spec.get("type") in ("integer", "number"):
+        return spec["type"]
+    return None
+
+
+def _values(spec: dict[str, Any]) -> list[Any]:
+    return list(spec["enum"]) if "enum" in spec else [spec["const"]]
+
+
+def _dump(v: Any) -> bytes:
+    return json.dumps(v, ensure_ascii=False).encode()
+
+
+def write_tool_call(dec: ChoiceDecoder, plan: ToolPlan) -> str:
+    """The call's JSON text (it starts with ``CALL_START``, already in the prompt): the tool, then entry by entry."""
+    names = {_dump(t)[1:]: t for t in plan.tools}  # 'HassTurnOff"': the name as it follows CALL_START
+    tool = names[dec.choose(list(names))]
+    dec.force(ARGS_OPEN)
+    shapes = plan.tools[tool]
+    out: list[bytes] = []
+    used: list[str] = []
+    sep = b""
+    while True:
+        fits = [s for s in shapes if set(used) <= set(s.props)]
+        keys = list(dict.fromkeys(k for s in fits for k in s.props if k not in used))
+        can_close = any(s.required <= set(used) for s in fits) and (bool(used) or len(shapes) == 1)
+        entries: dict[bytes, tuple[str, Any]] = {}
+        for k in keys:
+            spec = next(s.props[k] for s in fits if k in s.props)
+            head = sep + _dump(k) + b": "
+            if _kind(spec) == "enum":
+                for v in _values(spec):
+                    entries[head + _dump(v)] = (k, v)
+            else:
+                entries[head] = (k, None)
+        if can_close:
+            entries[CLOSE] = ("", None)
+        picked = dec.choose(list(entries))
+        if picked == CLOSE:
+            break
+        key, _ = entries[picked]
+        out.append(picked)
+        used.append(key)
+        sep = b", "
+        spec = next(s.props[key] for s in fits if key in s.props)
+        if _kind(spec) == "enum":
+            continue
+        # a number, then its end: close, or a comma before the next entry
+        fits_after = [s for s in shapes if set(used) <= set(s.props)]
+        more = any(k not in used for s in fits_after for k in s.props)
+        close_after = any(s.required <= set(used) for s in fits_after)
+        ends = ([CLOSE] if close_after else []) + ([b","] if more else [])
+        lo = int(spec.get("minimum", 0))
+        hi = int(spec.get("maximum", NUMBER_MAX))
+        digits, end = dec.number(max(0, lo), hi, decimal=spec.get("type") == "number", ends=ends)
+        out.append(digits.encode())
+        if end == CLOSE:
+            break
+        out.append(b",")
+        sep = b" "
+    return (CALL_START.encode() + _dump(tool)[1:] + ARGS_OPEN + b"".join(out) + CLOSE).decode()
+
+
+__all__ = ["CALL_START", "Shape", "ToolPlan", "tool_plan", "write_tool_call"]
