@@ -250,12 +250,22 @@ class Brain(LlmTurn):
         def run() -> None:
             try:
                 if not cancel.is_set():
-                    self.idle_prefill_stats = prefill([{"role": "system", "content": self.prefix},
-                                                       *self.conversation.messages()], cancel=cancel)
+                    self.idle_prefill_stats = prefill(self._next_prompt_start(), cancel=cancel)
             except Exception as e:  # noqa: BLE001 - an optimisation: the next turn evaluates it instead
                 log.warning("idle prefill of the history failed: %s", e)
 
         threading.Thread(target=run, name="llm-idle-prefill", daemon=True).start()
+
+    def _next_prompt_start(self) -> list[dict[str, str]]:
+        """What the next LLM prompt begins with, as far as it is known between turns: the prefix, the history and
+        the context line of a request in the device's own area (the device and timer of recent turns, ~30 tokens
+        a turn would otherwise evaluate after the user spoke). A turn elsewhere, or after the context changed,
+        shares the cache up to the history, as before."""
+        messages = [{"role": "system", "content": self.prefix}, *self.conversation.messages()]
+        context = self._context(self.settings.site.area or None)
+        if context:
+            messages.append({"role": "system", "content": context})
+        return messages
 
     def _pending_offer(self, call: IntentCall, area: str | None) -> None:
         """The LLM offered or asked to confirm ``call``: a yes in the next turn runs it as a normal request (a
