@@ -16,6 +16,9 @@ DEVICE_WORDS = {"light", "lights", "lamp", "lamps", "fan", "fans", "door", "door
                 "curtain", "curtains", "shade", "shades", "garage", "heating", "thermostat", "temperature", "music",
                 "volume", "tv", "timer", "switch", "outlet", "plug", "window", "windows", "cover", "valve"}
 NAME_OVERLAP = 0.6  # share of a device name's words found in the text for it to count as mentioned
+# "switch" is a device word and a command verb: it names a device only as a noun ("the kitchen switch"), never as
+# the verb of "switch to something happier" (which turned on a lamp: a forced call for words naming no device)
+_SWITCH_NOUN = re.compile(r"\b(?:the|a|an|that|this|my|our|your)\s+(?:[a-z0-9']+\s+)?switch(?:es)?\b")
 
 
 def looks_like_command(text: str, home: Any) -> bool:
@@ -27,7 +30,10 @@ def mentions_device(text: str, home: Any) -> bool:
     """A device word, a configured area, or most of a configured device's name (tolerant of one misheard word:
     "the living room land")."""
     words = set(re.findall(r"[a-z0-9']+", text.lower()))
-    if words & DEVICE_WORDS:
+    said = words & DEVICE_WORDS
+    if "switch" in said and not _SWITCH_NOUN.search(text.lower()):
+        said.discard("switch")
+    if said:
         return True
     names: list[str] = []
     for e in getattr(home, "entities", {}).values():

@@ -1,0 +1,347 @@
+"""A tool call written as a few choices (``llm_choice``, ``tool_choice``): the decoder's rules with a scripted model
+(pure logic: what it may write, when it asks the model, what it never evaluates), then the real model (Qwen2.5-Coder
+0.5B) in process: the same call as the grammar writes, a fast-path-missing command that becomes the right intent
+through the LLM, and a request naming no device that touches none.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edge_agent.config import LlmSettings, Settings
+from edge_agent.errors import LlmError
+from edge_agent.llm_choice import ChoiceDecoder
+from edge_agent.llm_prompt import parse_json_output
+from edge_agent.llm_tools import select_tools, tool_call_schema
+from edge_agent.tool_choice import CALL_START, tool_plan, write_tool_call
+
+from .conftest import require_model
+
+# ----------------------------------------------------------------------------------------- a scripted model
+
+PIECES = [bytes([b]) for b in range(32, 127)] + [
+    b"Kitchen", b" Light", b" Lamp", b"Living", b" Room", b" Bl", b"inds", b'",', b' "', b'":', b' {"', b"name",
+    b"area", b"arguments", b"H", b"ass", b"Turn", b"On", b"Off", b"Light", b"Set", b"}}", b'"}}', b"brightness",
+    b"domain", b"light", b"Front", b" Door"]
+
+
+class ScriptedModel:
+    """A model that wants to write ``want`` after the prompt: a token that continues it scores by its length, any
+    other token scores by ``others`` (higher than the right ones when a test says so). Tokenizes greedily, longest
+    piece first. Records every evaluation."""
+
+    def __init__(self, want: bytes, others: dict[bytes, float] | None = None) -> None:
+        self.vocab = list(dict.fromkeys(PIECES))
+        self.ids = {p: i for i, p in enumerate(self.vocab)}
+        self.want = want
+        self.others = others or {}
+        self.written = b""
+        self.evaluations: list[list[bytes]] = []
+
+    def logits(self) -> np.ndarray:
+        out = np.full(len(self.vocab), -100.0)
+        for i, p in enumerate(self.vocab):
+            if self.want.startswith(self.written + p):
+                out[i] = len(p)
+            elif p in self.others:
+                out[i] = self.others[p]
+        return out
+
+    def advance(self, tokens):
+        self.evaluations.append([self.vocab[t] for t in tokens])
+        self.written += b"".join(self.vocab[t] for t in tokens)
+        return self.logits()
+
+    def tokenize(self, data: bytes) -> list[int]:
+        out, i = [], 0
+        while i < len(data):
+            p = max((p for p in self.vocab if data.startswith(p, i)), key=len)
+            out.append(self.ids[p])
+            i += len(p)
+        return out
+
+    def piece(self, token: int) -> bytes:
+        return self.vocab[token]
+
+    def token_of(self, data: bytes) -> int | None:
+        return self.ids.get(data)
+
+
+def decoder(model: ScriptedModel, **kw) -> ChoiceDecoder:
+    return ChoiceDecoder(model, model.logits(), **kw)
+
+
+NAMES = [b'Kitchen Light"', b'Living Room Lamp"', b'Living Room Blinds"', b'Front Door"']
+
+
+def test_the_model_picks_among_the_candidates_only_where_they_differ():
+    m = ScriptedModel(b'Living Room Blinds", "x"')
+    dec = decoder(m)
+    assert dec.choose(NAMES) == b'Living Room Blinds"'
+    # "Living" (a choice among Kitchen/Living/Front), " Room" forced, " Bl" (Lamp or Blinds): two decisions;
+    # "inds" and the quote are known once only Blinds is left: never evaluated, nothing asked
+    assert dec.stats.decisions == 2
+    assert m.evaluations == [[b"Living", b" Room"]]
+    assert m.written == b"Living Room"
+
+
+def test_whatever_the_model_prefers_the_result_is_a_candidate():
+    # the model wants a device that is not configured, and rates "G" above every configured name
+    m = ScriptedModel(b'Garage Door"', others={b"G": 50.0, b"K": 1.0})
+    dec = decoder(m)
+    assert dec.choose(NAMES) == b'Kitchen Light"'
+
+
+def test_forced_text_is_tokenized_with_what_follows_it():
+    # after a name its rest and quote are forced; the next choice (another argument or the end) may then take the
+    # model's own '",' token, as the grammar let it, instead of a lone '"' then ','
+    m = ScriptedModel(b'Front Door", "brightness": 3}}')
+    dec = decoder(m)
+    assert dec.choose(NAMES) == b'Front Door"'
+    assert dec.choose([b', "brightness": ', b"}}"]) == b', "brightness": '
+    assert dec.number(0, 100, decimal=False, ends=[b"}}"]) == ("3", b"}}")
+    assert m.evaluations == [[b"Front", b" Door"], [b'",', b' "', b"brightness", b'":', b" "], [b"3"]]
+    assert dec.stats.decisions == 4  # Front, '",', 3, and the end (3 could have gone on to 30)
+
+
+def test_a_number_stays_in_its_range_and_stops_where_it_must():
+    m = ScriptedModel(b"30}}")
+    dec = decoder(m)
+    assert dec.number(0, 100, decimal=False, ends=[b"}}", b","]) == ("30", b"}}")
+    m = ScriptedModel(b"250}}")  # out of range: 25 is as far as it can go
+    assert decoder(m).number(0, 100, decimal=False, ends=[b"}}"]) == ("25", b"}}")
+    m = ScriptedModel(b"100,")  # 100 cannot go on: its end is the only choice left
+    dec = decoder(m)
+    assert dec.number(0, 100, decimal=False, ends=[b"}}", b","]) == ("100", b",")
+    m = ScriptedModel(b"21.5}}")
+    assert decoder(m).number(5, 35, decimal=True, ends=[b"}}"]) == ("21.5", b"}}")
+    m = ScriptedModel(b"21.5}}")
+    assert decoder(m).number(5, 35, decimal=False, ends=[b"}}"]) == ("21", b"}}")
+
+
+def test_candidates_that_prefix_each_other_are_refused():
+    with pytest.raises(LlmError):
+        decoder(ScriptedModel(b"")).choose([b"Kitchen", b"Kitchen Light"])
+
+
+def test_a_cancel_stops_before_the_next_model_step():
+    m = ScriptedModel(b'Living Room Blinds"')
+    stop = threading.Event()
+
+    def check():
+        if stop.is_set():
+            raise LlmError("cancelled")
+
+    dec = decoder(m, check=check)
+    stop.set()
+    with pytest.raises(LlmError):
+        dec.choose(NAMES)
+    assert m.evaluations == []
+
+
+# ------------------------------------------------------------------------------------- the tool-call program
+
+HOME_YAML = """
+areas:
+  - {id: kitchen, name: Kitchen}
+  - {id: living_room, name: Living Room}
+entities:
+  - {id: light.kitchen, name: Kitchen Light, area: kitchen}
+  - {id: light.living_room_lamp, name: Living Room Lamp, area: living_room}
+  - {id: cover.living_room_blinds, name: Living Room Blinds, area: living_room}
+  - {id: lock.front_door, name: Front Door, area: kitchen}
+"""
+
+
+@pytest.fixture(scope="module")
+def home_file(tmp_path_factory):
+    p = tmp_path_factory.mktemp("home") / "home.yaml"
+    p.write_text(HOME_YAML)
+    return p
+
+
+@pytest.fixture(scope="module")
+def schema(home_file):
+    from edge_agent.home import Home
+    from edge_agent.intents import tool_specs
+
+    home = Home.load(Settings().home, file=home_file)
+    return tool_call_schema(select_tools(tool_specs(home), home))
+
+
+def _write(schema, want: str, **others: float) -> tuple[str, ScriptedModel]:
+    m = ScriptedModel(want[len(CALL_START):].encode(), {k.encode(): v for k, v in others.items()})
+    text = write_tool_call(decoder(m), tool_plan(schema))
+    return text, m
+
+
+def test_the_call_is_the_json_the_grammar_allowed(schema):
+    want = '{"name": "HassTurnOff", "arguments": {"name": "Living Room Blinds"}}'
+    text, m = _write(schema, want)
+    assert text == want
+    assert parse_json_output(text, schema) == json.loads(want)
+    want = '{"name": "HassLightSet", "arguments": {"name": "Kitchen Light", "brightness": 30}}'
+    text, _ = _write(schema, want)
+    assert text == want and parse_json_output(text, schema)["arguments"]["brightness"] == 30
+
+
+def test_a_device_tool_always_gets_a_target(schema):
+    # the model would close the arguments at once ({} fits every shape and names no device, so every device
+    # would match it): a target is chosen instead
+    text, _ = _write(schema, '{"name": "HassTurnOn", "arguments": {}}', **{"}}": 90.0})
+    args = parse_json_output(text, schema)["arguments"]
+    assert args and set(args) & {"name", "area", "domain", "floor"}
+
+
+def test_a_tool_without_arguments_costs_no_step_after_its_name(schema):
+    text, m = _write(schema, '{"name": "HassGetCurrentTime", "arguments": {}}')
+    assert text == '{"name": "HassGetCurrentTime", "arguments": {}}'
+    assert all(b"arguments" not in b"".join(e) for e in m.evaluations)  # nothing after the name was evaluated
+
+
+def test_free_text_arguments_are_not_offered(schema):
+    plan = tool_plan(schema)
+    assert "HassStartTimer" in plan.tools and all("name" not in s.props for s in plan.tools["HassStartTimer"])
+    # a timer by its name needs free text: only the shape by area remains
+    assert all("name" not in s.props for s in plan.tools["HassCancelTimer"])
+    assert tool_plan({"type": "object"}) is None
+
+
+# ------------------------------------------------------------------------------------------ the real model
+
+LLM_THREADS = 1
+
+
+@pytest.fixture(scope="module")
+def backend(store, tmp_path_factory):
+    from edge_agent.llm import Llm, LocalLlamaBackend
+
+    m = Llm(require_model(store, "qwen2_5_coder_0_5b"), LlmSettings(threads=LLM_THREADS),
+            cache_dir=tmp_path_factory.mktemp("prefix"))
+    m.load()
+    yield LocalLlamaBackend(m)
+    m.close()
+
+
+@pytest.fixture(scope="module")
+def brain_for(backend, home_file):
+    from edge_agent.brain import Brain
+    from edge_agent.handlers import IntentHandler
+    from edge_agent.home import Home
+    from edge_agent.intents import IntentMatcher
+    from edge_agent.timers import TimerManager
+
+    s = Settings(llm=LlmSettings(threads=LLM_THREADS, reply_after_tool=False))
+    home = Home.load(s.home, file=home_file)
+    matcher = IntentMatcher(home)
+
+    def make():
+        timers = TimerManager()
+        b = Brain(s, home, IntentHandler(home, s.home, timers), matcher, backend, timers=timers)
+        b.warmup()
+        return b
+
+    return make
+
+
+def test_choices_write_the_call_the_grammar_writes_in_a_few_steps(brain_for, backend):
+    brain = brain_for()
+    messages = [*brain._messages("bring the living room lamp down to 40 percent", None, record=False),
+                {"role": "assistant", "content": ""}]
+    backend.choice_tool_calls = False
+    try:
+        t0 = time.monotonic()
+        by_grammar, g = backend.complete_json(messages, brain.tool_schema, tool_call=True, max_tokens=120)
+        t_grammar = time.monotonic() - t0
+    finally:
+        backend.choice_tool_calls = True
+    t0 = time.monotonic()
+    by_choice, c = backend.complete_json(messages, brain.tool_schema, tool_call=True, max_tokens=120)
+    t_choice = time.monotonic() - t0
+    print(f"\ngrammar {t_grammar:.2f} s, {g.n_gen} tokens; choices {t_choice:.2f} s, {c.n_gen} decisions: {c.text}")
+    assert by_choice == by_grammar and c.text == g.text
+    assert c.n_gen * 2 < g.n_gen  # most tokens were forced, not sampled
+
+
+@pytest.mark.parametrize("text, forced, want", [
+    # straight to the tool call
+    ("could you make the kitchen light a bit dimmer, say 25 percent", True, ("light.kitchen", 25)),
+    # the free decision begins the call
+    ("the living room lamp should be at 40 percent brightness", False, ("light.living_room_lamp", 40)),
+])
+def test_a_command_the_fast_path_misses_becomes_the_right_intent_through_the_llm(brain_for, text, forced, want):
+    brain = brain_for()
+    assert brain.matcher.match(text, None, ask_back=True) is None and brain.context.resolve(text) is None
+    published = []
+    brain.on_intent = lambda call, result: published.append(call)
+    resp = brain.respond(text)
+    reply = resp.wait()
+    calls = resp.timings["llm_calls"]
+    print(f"\nreply: {reply!r} calls: {json.dumps(calls)}")
+    assert resp.used_llm and resp.timings["forced_tool_call"] is forced
+    assert [(c.name, c.entities, c.slots.get("brightness")) for c in published] == [
+        ("HassLightSet", [want[0]], want[1])]
+    tool = [c for c in calls if c["phase"] == "tool_call"]
+    assert tool and tool[-1]["n_gen"] <= 10  # decisions, not the ~27 tokens of the JSON
+
+
+def test_mentions_device_does_not_take_the_verb_switch_for_a_device(home_file):
+    from edge_agent.home import Home
+    from edge_agent.tool_fit import looks_like_command, mentions_device
+
+    home = Home.load(Settings().home, file=home_file)
+    assert not mentions_device("switch to something happier and tell me a short joke", home)
+    assert not looks_like_command("switch to something happier and tell me a short joke", home)
+    assert mentions_device("turn off the kitchen switch", home) and mentions_device("flip the switch", home)
+    assert looks_like_command("switch the living room lamp on", home)
+
+
+def test_a_request_naming_no_device_touches_none(brain_for):
+    """It once turned on a lamp: "switch" (the verb) counted as naming a device, and the call was forced."""
+    brain = brain_for()
+    before = dict(brain.handler.state)
+    published = []
+    brain.on_intent = lambda call, result: published.append(call)
+    resp = brain.respond("switch to something happier and tell me a short joke")
+    reply = resp.wait()
+    print(f"\nreply: {reply!r} timings: {json.dumps(resp.timings)}")
+    assert resp.used_llm and published == [] and resp.intents == [] and resp.pending is None
+    assert brain.handler.state == before
+
+
+def test_a_cancelled_tool_call_raises_at_once(brain_for, backend):
+    brain = brain_for()
+    messages = [*brain._messages("set the kitchen light to 10 percent", None, record=False),
+                {"role": "assistant", "content": ""}]
+    cancel = threading.Event()
+    cancel.set()
+    t0 = time.monotonic()
+    with pytest.raises(LlmError):
+        backend.complete_json(messages, brain.tool_schema, tool_call=True, cancel=cancel)
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_between_turns_the_context_line_is_evaluated_with_the_history(brain_for, backend):
+    brain = brain_for()
+    said = "turn on the kitchen light"
+    brain.commit_turn(said, brain.respond(said).wait())  # a fast-path turn: the kitchen light is now "it"
+    t0 = time.monotonic()
+    while brain.idle_prefill_stats is None and time.monotonic() - t0 < 30:
+        time.sleep(0.05)
+    context = brain._context(None)
+    assert "Kitchen Light" in context and backend.count_tokens(context) >= 20
+    text = "could you make the kitchen light a bit dimmer, say 25 percent"
+    prefilled = brain._next_prompt_start()
+    assert prefilled[-1] == {"role": "system", "content": context}
+    assert brain._messages(text, None, record=False)[:len(prefilled)] == prefilled
+    resp = brain.respond(text)
+    resp.wait()
+    call = resp.timings["llm_calls"][0]
+    uncached = call["n_prompt"] - call["n_cached"]
+    # only the user's words and the call's start: the ~30 tokens of the context line were evaluated in the pause
+    assert uncached <= backend.count_tokens(text) + 14, call
