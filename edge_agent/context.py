@@ -28,6 +28,7 @@ from .context_rules import (
     _AGAIN,
     _ALSO,
     _CORRECTION,
+    _DUMMY_IT,
     _HAS_VERB,
     _OTHER,
     _PRONOUN_RX,
@@ -169,7 +170,7 @@ class ConversationContext:
         if last is None:
             return None
         t = normalize(text)
-        if not t:
+        if not t or _DUMMY_IT.match(t):
             return None
         for rule in (self._correction, self._timer, self._value, self._other, self._also, self._pronoun):
             out = rule(t)

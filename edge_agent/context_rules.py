@@ -35,7 +35,11 @@ _TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "sev
 _ONE_UNITS = frozenset({"hour", "minute", "second", "percent", "%", "degree", "hundred"})
 _LEAD = r"(?:(?:actually|oh|um|uh|hmm|well|okay|ok|sorry|and|please|hey|wait)[, ]+)*"
 _PRONOUN = r"(?:it|that one|this one|that|this|them|those|these)"
-_AGAIN = re.compile(r"\b(?:too|as well|also|again)\b")
+# "too" means "as well" only where nothing it could qualify follows: "the kitchen one too", not "too dark"
+_AGAIN = re.compile(r"\b(?:too(?! (?!please\b)\w)|as well|also|again)\b")
+# A sentence about the room or the weather with "it" as its empty subject ("it is too dark in here", "it's cold"):
+# not a reference to the device of the last turn.
+_DUMMY_IT = re.compile(r"^(?:it(?:'s| is| s| was| feels| seems| looks| gets| got)|its)\b")
 
 # "no, the bedroom one" / "not that one, the desk lamp" / "i meant the office" / "wrong one, the bedroom lamp"
 _CORRECTION = re.compile(

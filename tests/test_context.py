@@ -301,3 +301,14 @@ def test_conversations_with_the_real_llm(tmp_path):
     assert summary["turns"] == 11 and summary["llm_turns"] >= 3
     assert summary["truth_violations"] == 0, [t for t in turns if t["truth_violations"]]
     assert summary["right"] >= 10, [(t["say"], t["reply"], t["why"]) for t in turns if not t["ok"]]
+
+
+def test_it_as_an_empty_subject_and_too_before_a_word_are_not_references_to_the_last_device(home):
+    # "It is too dark in the kitchen" had been read as "the Desk Lamp is dark in the kitchen" (issue 11's review)
+    c, _ = ctx_after(home, done("HassTurnOn", {"name": "Desk Lamp"}, ["light.desk_lamp"]))
+    for words in ("It is too dark in the kitchen", "it's too dark in the kitchen", "It is cold in here",
+                  "it seems too bright"):
+        assert c.resolve(words) is None, words
+    also = c.resolve("the ceiling fan too please")
+    assert also is not None and also.kind == "also" and calls(also) == [("HassTurnOn", {"name": "Ceiling Fan"})]
+    assert c.resolve("turn it off").text == "turn the Desk Lamp off"
