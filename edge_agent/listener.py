@@ -42,6 +42,7 @@ class Speculation:
         self.then = then  # called on this thread with the transcript and the cancel token (preemptive work)
         self.judge = judge  # the transcript's ending verdict (edge_agent/ending.py), set before ``done``
         self.verdict: str | None = None
+        self.t_done: float | None = None  # when the transcript (and its verdict) was ready
         self.error: BaseException | None = None
         self.samples = len(audio)
         self.cpu_s = 0.0  # process CPU while it ran (the decode's own threads included)
@@ -62,6 +63,7 @@ class Speculation:
             self.error = e
         finally:
             self.cpu_s = time.process_time() - c0
+            self.t_done = time.monotonic()
             self.done.set()
         if self.then is not None and self.result is not None and not self.cancel.is_set():
             try:  # after done: the endpoint never waits for this

@@ -148,6 +148,9 @@ class Responder:
             result = self.stream.finish()
         elif self.speculation is not None:
             self.stages["stt_speculation_cpu_s"] = round(self.speculation.cpu_s, 4)
+            t_done = getattr(self.speculation, "t_done", None)
+            if t_done is not None:  # the transcript waited this long for the turn to end: what preemption could win
+                self.stages["stt_ready_before_turn_s"] = round(t0 - t_done, 4)
         # process CPU while the final transcript was awaited: the decode (its own threads included) plus the loop's
         # wake/VAD share (about 0.05 CPU per second of audio)
         self.stages["stt_final_cpu_s"] = round(time.process_time() - c0, 4)
