@@ -71,9 +71,9 @@ _UNITS = {w: i for i, w in enumerate(
     "seventeen eighteen nineteen".split())}
 _TENS = {w: 10 * i for i, w in enumerate("_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()) if i > 1}
 _NUMBER_WORDS = re.compile(
-    r"\b(?:(?:a|one)\s+hundred(?:\s+and)?(?:\s+(?:%s)(?:\s+(?:%s))?|\s+(?:%s))?|(?:%s)(?:\s+(?:%s))?|(?:%s))\b"
-    % ("|".join(_TENS), "|".join(list(_UNITS)[1:10]), "|".join(_UNITS), "|".join(_TENS),
-       "|".join(list(_UNITS)[1:10]), "|".join(_UNITS)))
+    r"\b(?:(?:a|one)\s+hundred(?:\s+and)?(?:\s+(?:{})(?:\s+(?:{}))?|\s+(?:{}))?|(?:{})(?:\s+(?:{}))?|(?:{}))\b".format(
+        "|".join(_TENS), "|".join(list(_UNITS)[1:10]), "|".join(_UNITS), "|".join(_TENS),
+        "|".join(list(_UNITS)[1:10]), "|".join(_UNITS)))
 
 
 def words_to_digits(text: str) -> str:
@@ -91,6 +91,15 @@ def words_to_digits(text: str) -> str:
         return str(total)
 
     return re.sub(r"\b(\d+) point (\d+)\b", r"\1.\2", _NUMBER_WORDS.sub(value, text))
+
+
+_SPLIT_NUMBER = re.compile(r"\b([2-9]0)[.,]\s+([1-9])\b")
+
+
+def join_split_number(text: str) -> str:
+    """A number said with a pause inside it, as Whisper writes it: "set the thermostat to 20. 2 degrees" (twenty ...
+    two) is 22, "to 50. 5%" is 55%. Only tens followed by the pause's punctuation and one digit."""
+    return _SPLIT_NUMBER.sub(lambda m: str(int(m.group(1)) + int(m.group(2))), text)
 
 
 def strip_fillers(text: str) -> str:

@@ -155,6 +155,10 @@ class IntentMatcher:
         text = text.strip()
         if not text:
             return None
+        if self.tolerant:
+            from .fuzzy import join_split_number
+
+            text = join_split_number(text)  # "to 20. 2 degrees": a number with a pause inside it
         result = self.recognize(text, area)
         if result is not None and self.tolerant and any(
                 e.is_wildcard and fuzzy_trails(str(e.text)) for e in result.entities_list):

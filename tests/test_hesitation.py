@@ -81,3 +81,15 @@ def test_spoken_hesitations_end_early_only_when_complete_and_leave_no_wrong_comm
     assert all(r["right"] for r in early), early
     # without echo cancel the reply of an early end waits out the normal 0.4 s of silence
     assert all(r["first_audio_s"] is not None and r["first_audio_s"] >= 0.35 for r in early), early
+
+
+def test_a_timers_delayed_command_is_scored_with_the_item_that_set_it():
+    it = {"key": "h31", "kind": "hard", "a": "Set a timer for five minutes", "b": "and twenty seconds.",
+          "pause_s": 0.4, "expect": [{"intent": "HassStartTimer", "slots": {"minutes": 5, "seconds": 20}}]}
+    heard = [_heard("h0", "Set a timer for 5 minutes", [_msg("HassStartTimer", [], minutes=5)], kind="command"),
+             _heard("h31", "Set a timer for 5 minutes in 20 seconds.",
+                    [_msg("HassStartTimer", [], seconds=20, conversation_command="Set a timer for 5 minutes")])]
+    he.attribute_delayed(heard)
+    assert heard[0].key == "h31"  # not the first item's window, where its missing speech time put it
+    row = he.score_item(it, heard)
+    assert not row["right"] and len(row["wrong"]) == 2  # misheard "and" as "in": a delayed 5-minute timer

@@ -248,3 +248,12 @@ def test_judge_compares_values_and_targets(para_home: Home) -> None:
     assert not paraphrase.judge(it, bad, para_home)[0]
     wrong = IntentCall("HassLightSet", {"name": "Desk Lamp", "brightness": 40}, ["light.desk_lamp"])
     assert paraphrase.judge(it, wrong, para_home)[1].startswith("targets")
+
+
+def test_a_number_with_a_pause_inside_it_is_one_number(small: IntentMatcher) -> None:
+    # Whisper writes "twenty ... two" as "20. 2" (the hesitation set, tools/hesitation_eval.py)
+    call = small.match("Set the desk lamp to 30. 5%.")
+    assert call is not None and call.name == "HassLightSet" and call.slots["brightness"] == 35
+    assert small.match("Set a timer for 20 minutes. 5 people are coming") is None  # not tens + one digit: untouched
+    exact = IntentMatcher(small.home, tolerant=False)
+    assert exact.match("Set the desk lamp to 30. 5%.") is None  # the exact tier takes the words as they are

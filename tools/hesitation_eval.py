@@ -64,7 +64,11 @@ def load_set(path: Path = SET) -> tuple[list[dict[str, Any]], list[dict[str, Any
 
 
 def _words(text: str) -> list[str]:
-    return [w for w in _WORD.findall(text.lower().replace("-", " ")) if w not in STOP]
+    """Content words, numbers as digits ("forty percent" and "40%" are the same words)."""
+    from edge_agent.context import normalize, words_to_number
+
+    text = re.sub(r"\s*(?:percent|%)", " percent", words_to_number(normalize(text.replace("-", " "))))
+    return [w for w in _WORD.findall(text) if w not in STOP]
 
 
 def covers(transcript: str, part: str) -> bool:
@@ -88,6 +92,21 @@ def session(items: list[dict[str, Any]], matcher: Any) -> se.Session:
 
 def _value_slots(slots: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in slots.items() if k not in ("name", "area", "domain", "device_class", "floor")}
+
+
+def attribute_delayed(heard: list[se.Heard]) -> list[se.Heard]:
+    """A timer's delayed command ("in 20 seconds, set a timer ...") runs as a turn of its own with no speech, which
+    the session would put in the first window: it belongs to the item whose timer carried it."""
+    for h in heard:
+        if (h.record or {}).get("kind") != "command":
+            continue
+        h.key = "?"
+        for other in heard:
+            for m in other.published:
+                said = str((m.get("slots") or {}).get("conversation_command") or "")
+                if said and said.strip().lower() == h.transcript.strip().lower():
+                    h.key = other.key
+    return heard
 
 
 def score_item(it: dict[str, Any], heard: list[se.Heard]) -> dict[str, Any]:
@@ -152,7 +171,7 @@ def run_mode(mode: str, items: list[dict[str, Any]], work: Path, matcher: Any) -
         heard, info = rig.run(session(items, matcher))
     finally:
         rig.close()
-    rows = [score_item(it, heard) for it in items]
+    rows = [score_item(it, attribute_delayed(heard)) for it in items]
     return {"mode": mode, "info": info, "summary": summarize(rows), "rows": rows}
 
 
