@@ -62,13 +62,17 @@ class ChoiceStats:
 
 class ChoiceDecoder:
     """Writes after a prompt whose last logits are ``logits``: forced text (``force``), choices (``choose``,
-    ``number``), in order. ``check`` runs before every model step and raises to stop (cancel, deadline)."""
+    ``number``), in order. ``pending``: the prompt's last tokens, not evaluated yet (``logits`` is then None): they
+    go in one batch with the first choice (and the text forced before it, e.g. the "Hass" every tool name begins
+    with). ``check`` runs before every model step and raises to stop (cancel, deadline)."""
 
-    def __init__(self, model: ChoiceModel, logits: Any, *, check: Callable[[], None] = lambda: None,
-                 clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, model: ChoiceModel, logits: Any, *, pending: Sequence[int] = (),
+                 check: Callable[[], None] = lambda: None, clock: Callable[[], float] | None = None) -> None:
+        if logits is None and not pending:
+            raise ValueError("no logits and nothing to evaluate")
         self.model = model
         self._logits = logits
-        self._todo: list[int] = []  # tokens written, not evaluated yet
+        self._todo: list[int] = list(pending)  # tokens written, not evaluated yet
         self._tail = b""  # forced text not tokenized yet (joined with what follows it)
         self._check = check
         self._clock = clock

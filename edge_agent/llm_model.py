@@ -337,12 +337,15 @@ class Llm:
                 raise LlmError(f"the LLM did not finish within {timeout_s:g} s", fix="raise llm.timeout_s")
 
         with self._lock:
-            if not self._prefill(tokens, stats, cancel=cancel, deadline=deadline):
+            # the prompt's last batch is left to the first choice: evaluated with the text forced before it (one
+            # model step fewer than evaluating the prompt, then that text)
+            cached = self._cached_prefix(tokens)
+            head = max(min(cached, len(tokens) - 1), len(tokens) - PREFILL_BATCH_TOKENS)
+            if not self._prefill(tokens[:head], stats, cancel=cancel, deadline=deadline, keep_last=False):
                 stats.stopped = "cancelled"
                 raise LlmError("the request was cancelled before the JSON was complete")
             t0 = time.monotonic()
-            model = _ChoiceModel(self)
-            dec = ChoiceDecoder(model, model.logits(), check=check, clock=time.monotonic)
+            dec = ChoiceDecoder(_ChoiceModel(self), None, pending=tokens[head:], check=check, clock=time.monotonic)
             try:
                 text = write(dec)
             finally:
@@ -377,6 +380,16 @@ class Llm:
         from llama_cpp import LlamaGrammar
 
         return LlamaGrammar.from_string(grammar, verbose=False)
+
+    def _cached_prefix(self, tokens: list[int]) -> int:
+        """How many of ``tokens`` the KV cache holds already (its longest common prefix with them)."""
+        llama = self._llama
+        ids = llama.input_ids
+        limit = min(llama.n_tokens, len(tokens))
+        n = 0
+        while n < limit and ids[n] == tokens[n]:
+            n += 1
+        return n
 
     def _prefill(self, tokens: list[int], stats: GenStats, *, cancel: threading.Event | None, deadline: float,
                  keep_last: bool = True, batch: int = PREFILL_BATCH_TOKENS) -> bool:

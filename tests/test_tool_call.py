@@ -90,6 +90,16 @@ def test_the_model_picks_among_the_candidates_only_where_they_differ():
     assert m.written == b"Living Room"
 
 
+def test_the_prompts_last_tokens_go_with_the_first_choice():
+    # "Hass" begins every tool name: it is evaluated in one batch with the end of the prompt, not in a step of its own
+    m = ScriptedModel(b'{"name": "HassTurnOff"')
+    prompt_tail = m.tokenize(b'{"name": "')
+    dec = ChoiceDecoder(m, None, pending=prompt_tail)
+    assert dec.choose([b'HassTurnOn"', b'HassTurnOff"', b'HassLightSet"']) == b'HassTurnOff"'
+    assert m.evaluations == [[m.piece(t) for t in prompt_tail] + [b"H", b"ass"], [b"Turn"]]
+    assert dec.stats.decisions == 2
+
+
 def test_whatever_the_model_prefers_the_result_is_a_candidate():
     # the model wants a device that is not configured, and rates "G" above every configured name
     m = ScriptedModel(b'Garage Door"', others={b"G": 50.0, b"K": 1.0})
