@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 FILE_TAIL_MAX_S = 60.0  # in file mode, how long to wait after the input ends for the last turn to finish
 HISTORY_KEEP = 500  # turn records kept in memory (the turn log on disk has them all)
 SELF_ECHO_TAIL_S = 0.6  # a detection this soon after a segment ended may still be its echo
+CONTINUE_HOLD_S = 0.2  # voice after the endpoint holds the reply's first audio this long while it may be speech
 SHUTDOWN_S = 4.0  # ordered shutdown finishes within this (systemd's stop timeout is longer)
 
 
@@ -464,6 +465,10 @@ class Engine:
             self.watch = None
             return False
         if not w.feed(chunk.samples):
+            responder = self.responders.get(w.turn_id)
+            if w.voiced_s > 0 and not self.s.audio.echo_cancel and responder is not None:
+                # voice, not yet long enough to count as speech: the reply must not start over it
+                responder.hold(time.monotonic() + CONTINUE_HOLD_S)
             return True
         self.watch = None
         log.info("speech resumed %.2f s after the endpoint: the request goes on", w.silence_s)

@@ -252,16 +252,25 @@ class Responder:
     def play(self, audio: np.ndarray, text: str) -> None:
         if self.cancel.is_set():
             return
-        if not self.segments and self.hold_until is not None:
-            # The turn ended early, but the microphone cannot tell the user going on from this reply: the first
-            # audio waits until the normal silence is over, while the engine still listens for a continuation.
-            if self.cancel.wait(max(0.0, self.hold_until - time.monotonic())):
+        # The microphone cannot tell the user going on from this reply (no echo cancel): the first audio of an
+        # early-ended turn waits until the normal silence is over, and any turn's while the engine hears speech
+        # that may be the request going on (``hold``, from the loop thread); the engine listens meanwhile.
+        while not self.segments and self.hold_until is not None and self.hold_until > time.monotonic():
+            if self.cancel.wait(self.hold_until - time.monotonic()):
                 return
         seg = Segment(audio=audio, rate=self.tts.sample_rate, text=text)
         self.segments.append(seg)
         if len(self.segments) == 1:
             self.post(ev.ReplyStarted(time.monotonic(), self.turn_id))
         self.speaker.play(seg)
+
+    def hold(self, until: float) -> bool:
+        """Keep the first audio back until ``until`` (monotonic), unless it already plays; False when it does.
+        Called from the loop thread: voice heard after the endpoint may be the request going on."""
+        if self.segments:
+            return False
+        self.hold_until = max(self.hold_until or 0.0, until)
+        return True
 
     def _tts_failed(self) -> None:
         """A sentence the voice could not say (a TTS server away with no local voice): the turn's fixed apology

@@ -259,3 +259,25 @@ def test_the_continuation_watch_hears_speech_resuming_within_its_window_and_keep
                               window_s=1.0)
     quiet.feed(frames(False, False, False, False).samples)
     assert quiet.expired
+
+
+def test_the_first_audio_waits_while_the_engine_holds_it_and_a_playing_reply_cannot_be_held():
+    turn = Turn("t1", t_wake=1.0)
+    turn.hold_until = time.monotonic() + 0.2  # an early end on a source without echo cancel
+    r = Responder(turn, post=lambda e: None, brain=None, tts=FakeTts({}), speaker=NullSpeaker(), first_clause_words=4,
+                  area=None, wake_phrases=["hey jarvis"])
+    t0 = time.monotonic()
+    played = threading.Thread(target=r.play, args=(np.zeros(160, dtype=np.int16), "Turned on the light."))
+    played.start()
+    time.sleep(0.05)
+    assert r.hold(time.monotonic() + 0.4)  # voice heard meanwhile: the engine keeps it back longer
+    played.join(5)
+    assert len(r.segments) == 1 and time.monotonic() - t0 >= 0.44
+    assert not r.hold(time.monotonic() + 1.0)  # it plays: too late to hold
+    cut = Turn("t2", t_wake=1.0)
+    cut.hold_until = time.monotonic() + 5.0
+    r2 = Responder(cut, post=lambda e: None, brain=None, tts=FakeTts({}), speaker=NullSpeaker(), first_clause_words=4,
+                   area=None, wake_phrases=["hey jarvis"])
+    threading.Timer(0.1, cut.cancel.set).start()  # the request went on: the held reply is never played
+    r2.play(np.zeros(160, dtype=np.int16), "Turned on the light.")
+    assert r2.segments == []
