@@ -19,10 +19,10 @@ from .history import Conversation
 from .intent import IntentCall, IntentResult
 from .intents import DEVICE_INTENTS
 from .llm_backend import CallStats, LlmBackend, Message
-from .llm_tools import _device_list, _examples, _plain_tool_call, _plain_tools_prompt, _signature
+from .llm_tools import _device_list, _examples, _plain_tool_call, _plain_tools_prompt, _signature, narrowed_call_schema
 from .response import Response, _pieces
 from .text import SentenceBuffer
-from .tool_fit import COMMAND_VERBS, looks_like_command, mentions_device, tool_misfit
+from .tool_fit import COMMAND_VERBS, looks_like_command, mentions_device, named_targets, tool_misfit
 from .truth import ACTION_NOT_DONE, ReplyGuard, Verdict
 
 log = logging.getLogger("edge_agent.brain")  # the records keep the logger name they had before the move
@@ -213,6 +213,8 @@ class LlmTurn:
         refers = self.context.refers(text)  # "turn it off": the device is the one of the previous turns
         force_tool = looks_like_command(text, self.home) or (refers and bool(COMMAND_VERBS.search(text)))
         resp.timings["forced_tool_call"] = force_tool
+        # the call may target only what the words name (when they name something): a device, an area, its devices
+        schema = narrowed_call_schema(self.tool_schema, named_targets(text, self.home))
         for attempt in range(2):
             # ---- decide: free text (streamed) or a tool call
             t0 = time.monotonic()
@@ -230,7 +232,7 @@ class LlmTurn:
             call_messages = [*messages, {"role": "assistant", "content": before}]
             cstats: CallStats | None = None
             try:
-                obj, cstats = llm.complete_json(call_messages, self.tool_schema, tool_call=True,
+                obj, cstats = llm.complete_json(call_messages, schema, tool_call=True,
                                                 max_tokens=TOOL_CALL_MAX_TOKENS, cancel=cancel)
             except LlmError:
                 if cancel is not None and cancel.is_set():

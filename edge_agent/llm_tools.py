@@ -69,6 +69,42 @@ def tool_call_schema(tools: Sequence[dict[str, Any]], *, unique_names: bool = Tr
     return {"anyOf": branches}
 
 
+def narrowed_call_schema(schema: dict[str, Any], keep: dict[str, set[str]]) -> dict[str, Any]:
+    """The tool-call schema with its target enums (device ``name``, ``area``, ``floor``) cut to ``keep``, what the
+    words name (``tool_fit.named_targets``): the constrained call can then only target those, where before a
+    call on another device was refused after the fact (``tool_misfit``) and the model asked again. An argument left
+    without values is dropped, and a shape that requires it; a tool left without any shape keeps its own. ``keep``
+    empty (the words name nothing): the schema itself."""
+    if not keep:
+        return schema
+    branches = []
+    for b in schema["anyOf"]:
+        args = b["properties"]["arguments"]
+        shapes = []
+        for sh in args.get("anyOf") or [args]:
+            props = dict(sh.get("properties") or {})
+            required = set(sh.get("required") or ())
+            fits = True
+            for key, values in keep.items():
+                spec = props.get(key)
+                if not isinstance(spec, dict) or "enum" not in spec:
+                    continue
+                vals = [v for v in spec["enum"] if v in values]
+                if vals:
+                    props[key] = {**spec, "enum": vals}
+                else:
+                    del props[key]
+                    fits = fits and key not in required
+            if fits:
+                shapes.append({**sh, "properties": props})
+        if not shapes:
+            branches.append(b)
+            continue
+        new_args = shapes[0] if "anyOf" not in args else {**args, "anyOf": shapes}
+        branches.append({**b, "properties": {**b["properties"], "arguments": new_args}})
+    return {**schema, "anyOf": branches}
+
+
 def _signature(tool: dict[str, Any]) -> str:
     """One line per tool, ``Name(arg, arg*): description``: a tenth of the tokens of the JSON specs (the prompt
     prefix is evaluated at ~80 tokens/s on a Pi); the types and allowed values are enforced by the grammar."""

@@ -116,6 +116,27 @@ def tool_misfit(call: IntentCall, text: str, home: Any) -> str | None:
     return None
 
 
+def named_targets(text: str, home: Any) -> dict[str, set[str]]:
+    """What the words name, as the values a tool call may target: ``{"name": ..., "area": ..., "floor": ...}`` (the
+    configured names and aliases). A device counts when most of its name or an alias is in the words, an area or a
+    floor likewise; the devices of a named area (or floor) count too ("the lamp in the office"). Empty when the words
+    name nothing (a reference to the last device, a misheard name): then nothing narrows the call."""
+    words = text.casefold()
+    floors = [f for f in getattr(home, "floors", {}).values() if any(normalize_name_in(n, words)
+                                                                     for n in (f.name, *f.aliases))]
+    floor_ids = {f.id for f in floors}
+    areas = [a for a in getattr(home, "areas", {}).values()
+             if any(normalize_name_in(n, words) for n in (a.name, *a.aliases))
+             or getattr(a, "floor", None) in floor_ids]
+    area_ids = {a.id for a in areas}
+    named = _named_devices(words, home)
+    ents = [e for e in getattr(home, "entities", {}).values() if e.id in named or getattr(e, "area", None) in area_ids]
+    if not (ents or areas or floors):
+        return {}
+    return {"name": {n for e in ents for n in e.names}, "area": {n for a in areas for n in (a.name, *a.aliases)},
+            "floor": {n for f in floors for n in (f.name, *f.aliases)}}
+
+
 def _named_devices(words: str, home: Any) -> dict[str, str]:
     """Configured devices whose name or an alias is (mostly) in the words: entity id -> name."""
     out: dict[str, str] = {}

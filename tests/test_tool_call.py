@@ -6,6 +6,7 @@ through the LLM, and a request naming no device that touches none.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -220,6 +221,65 @@ def test_free_text_arguments_are_not_offered(schema):
     # a timer by its name needs free text: only the shape by area remains
     assert all("name" not in s.props for s in plan.tools["HassCancelTimer"])
     assert tool_plan({"type": "object"}) is None
+
+
+def test_the_words_narrow_the_targets_the_call_may_name(home_file, schema):
+    from edge_agent.home import Home
+    from edge_agent.llm_tools import narrowed_call_schema
+    from edge_agent.tool_fit import named_targets
+
+    home = Home.load(Settings().home, file=home_file)
+    # an area names its devices too; a device named by most of its name; nothing named: nothing narrowed
+    assert named_targets("it's too dark in the kitchen", home) == {
+        "name": {"Kitchen Light", "Front Door"}, "area": {"Kitchen"}, "floor": set()}
+    assert named_targets("shut the living room blinds", home)["name"] == {"Living Room Lamp", "Living Room Blinds"}
+    assert named_targets("turn it off", home) == {}
+    narrow = narrowed_call_schema(schema, named_targets("close the blinds in the living room", home))
+    assert narrowed_call_schema(schema, {}) is schema
+    off = next(b for b in narrow["anyOf"] if b["properties"]["name"]["const"] == "HassTurnOff")
+    by_name, by_target = off["properties"]["arguments"]["anyOf"]
+    assert by_name["properties"]["name"]["enum"] == ["Living Room Blinds", "Living Room Lamp"]
+    assert by_target["properties"]["area"]["enum"] == ["Living Room"]
+    # a call on a device the words do not name no longer fits, one on a named device still does
+    with pytest.raises(LlmError):
+        parse_json_output('{"name": "HassTurnOff", "arguments": {"name": "Kitchen Light"}}', narrow)
+    assert parse_json_output('{"name": "HassTurnOff", "arguments": {"name": "Living Room Blinds"}}', narrow)
+    # the words name only an area: the shape by name is gone, the one by area remains
+    office = narrowed_call_schema(schema, {"name": set(), "area": {"Kitchen"}, "floor": set()})
+    on = next(b for b in office["anyOf"] if b["properties"]["name"]["const"] == "HassTurnOn")
+    shapes = on["properties"]["arguments"]["anyOf"]
+    assert len(shapes) == 1 and shapes[0]["properties"]["area"]["enum"] == ["Kitchen"]
+    assert tool_plan(office) is not None
+
+
+def test_the_brain_offers_the_call_only_what_the_words_name(monkeypatch, home_file):
+    from edge_agent.brain import Brain
+    from edge_agent.llm_backend import LLM_BACKENDS
+
+    from .test_brain import ScriptedBackend
+
+    class Recording(ScriptedBackend):
+        def complete_json(self, messages, schema, **kw):
+            self.schemas.append(schema)
+            return super().complete_json(messages, schema, **kw)
+
+    backend = Recording([], [{"name": "HassTurnOff", "arguments": {"name": "Living Room Blinds"}},
+                             {"name": "HassTurnOff", "arguments": {"name": "Kitchen Light"}}])
+    backend.schemas = []
+    monkeypatch.setitem(LLM_BACKENDS, "scripted", lambda settings: backend)
+    s = Settings()
+    s = dataclasses.replace(s, llm=dataclasses.replace(s.llm, backend="scripted"))
+    brain = Brain.from_settings(s, home_file=str(home_file))
+    brain.fast_path = False
+    resp = brain.respond("close the blinds in the living room")
+    resp.wait()
+    assert [c.entities for c in resp.intents] == [["cover.living_room_blinds"]]
+    names = {n for b in backend.schemas[0]["anyOf"] for sh in b["properties"]["arguments"].get("anyOf", [])
+             for n in sh["properties"].get("name", {}).get("enum", [])}
+    assert names == {"Living Room Blinds", "Living Room Lamp"}  # the kitchen light could not have been named
+    resp = brain.respond("turn it off")  # a reference names nothing: the whole home is offered (the context says)
+    resp.wait()
+    assert backend.schemas[1] is brain.tool_schema
 
 
 # ------------------------------------------------------------------------------------------ the real model
