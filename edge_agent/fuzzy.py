@@ -184,6 +184,7 @@ DEVICE_RULES: list[tuple[str, str]] = [
      rf"turn down)\s+{_OBJ}\s+(?:up\s+|down\s+)?(?:at|on|to)\s+(?P<v>\d+(?:\.\d+)?(?:%|\s*degrees?)?)$",
      r"set \g<obj> to \g<v>"),
     (rf"^turn\s+{_OBJ}\s+(?:up|down)\s+to\s+(?P<v>\d+(?:\.\d+)?(?:%|\s*degrees?)?)$", r"set \g<obj> to \g<v>"),
+    (rf"^(?:turn|switch|put)\s+on\s+{_OBJ}\s+(?:to|at)\s+(?P<v>\d+%)$", r"set \g<obj> to \g<v>"),  # "on ... to 30%"
     # covers
     (rf"^(?:pull up|raise|roll up|lift|draw up|open up)\s+{_OBJ}$", r"open \g<obj>"),
     (rf"^(?:pull down|lower|roll down|draw down)\s+{_OBJ}$", r"close \g<obj>"),

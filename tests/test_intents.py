@@ -148,6 +148,7 @@ def test_fillers_numbers_and_rewrites_are_pure_text() -> None:
     assert fuzzy.rewrite("set the lamp to full")[0] == "set the lamp to 100%"
     assert fuzzy.rewrite("put the lamp at half")[0] == "set the lamp to 50%"
     assert fuzzy.rewrite("a bit cooler 19 degrees")[0] == "set the temperature to 19 degrees"
+    assert fuzzy.rewrite("turn on the kitchen light to 30%")[0] == "set the kitchen light to 30%"
     assert fuzzy.rewrite("what is the capital of france") == ("what is the capital of france", [])
 
 
