@@ -100,6 +100,22 @@ class ArbitrationLost(Event):
 
 
 @dataclass(frozen=True)
+class WakeChecked(Event):
+    """The second look at a doubtful wake detection (the engine's wake-check thread, ``wake_verify.py``): did
+    speech-to-text of the audio up to the detection say the wake phrase? The turn it opened was listening meanwhile;
+    a rejected one is dropped if it still is (outcome ``wake_rejected``, no cue)."""
+
+    turn_id: str
+    accepted: bool
+    transcript: str = ""
+    model: str = ""
+    score: float = 0.0
+    cutoff: float = 0.0
+    band: float = 0.0
+    compute_s: float | None = None
+
+
+@dataclass(frozen=True)
 class Transcribed(Event):
     turn_id: str
     text: str
@@ -323,6 +339,32 @@ class TurnController:
         out.append(OpenListener(turn, after_wake=False, keep_preroll=False,
                                 no_speech_s=getattr(spoken.ask, "timeout_s", None)))
 
+    def _wake_checked(self, ev: WakeChecked, out: list[Action]) -> None:
+        """A rejected second look drops its turn while it only listens (like ``ArbitrationLost``); a turn already
+        past its endpoint is interrupted only while nothing was executed or spoken; later it is only logged."""
+        turn = self._known(ev.turn_id)
+        decision = "accepted" if ev.accepted else "too_late"
+        if turn is not None and not ev.accepted:
+            if self.turn is turn and self.state == State.LISTENING:
+                decision = "dropped"
+                turn.outcome = "wake_rejected"
+                out.append(CloseListener(turn.turn_id))
+                self._set(State.IDLE, ev.t, out)
+                out.append(TurnFinished(turn))
+            elif self.turn is turn and self.state == State.THINKING and not turn.intents:
+                decision = "interrupted"
+                self._interrupt("wake_rejected", out)
+                self._set(State.IDLE, ev.t, out)
+        log.info("second look at wake word %s (score %.3f, cutoff %.3f, band %.3f): heard %r -> %s (%s)", ev.model,
+                 ev.score, ev.cutoff, ev.band, ev.transcript, "accepted" if ev.accepted else "rejected", decision)
+        if turn is not None:
+            turn.stages["wake_check"] = {"model": ev.model, "score": round(ev.score, 4), "cutoff": round(ev.cutoff, 4),
+                                         "band": ev.band, "transcript": ev.transcript, "accepted": ev.accepted,
+                                         "decision": decision, "t": round(ev.t, 4),
+                                         "compute_s": None if ev.compute_s is None else round(ev.compute_s, 4)}
+        if decision == "dropped":
+            self._start_pending(ev.t, out)
+
     # ---------------------------------------------------------------- the transition function
     def handle(self, ev: Event) -> list[Action]:
         out: list[Action] = []
@@ -378,6 +420,8 @@ class TurnController:
                     out.append(PlayCue("timeout"))
                 out.append(TurnFinished(turn))
                 self._start_pending(t, out)
+        elif isinstance(ev, WakeChecked):
+            self._wake_checked(ev, out)
         elif isinstance(ev, Transcribed):
             turn = self._known(ev.turn_id)
             if turn is not None:

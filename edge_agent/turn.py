@@ -18,7 +18,8 @@ from .audio_io import Segment
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("answered", "no_speech", "empty", "error", "interrupted", "shutdown", "deferred", "announcement")
+OUTCOMES = ("answered", "no_speech", "empty", "error", "interrupted", "shutdown", "deferred", "announcement",
+            "wake_rejected")
 
 
 def spoken_text(segments: Sequence[Segment]) -> str:

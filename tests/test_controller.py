@@ -235,3 +235,72 @@ def test_continued_after_a_normal_endpoint_too_but_never_for_another_turn_or_an_
     t3 = c3.turn.turn_id
     c3.handle(ev.Endpointed(3.0, t3, 2.8))
     assert c3.handle(ev.Continued(3.2, t3)) == []  # an answer to an automation's question is never continued
+
+
+def checked(c: TurnController, t: float, tid: str, accepted: bool, text: str = "") -> list[ev.Action]:
+    return c.handle(ev.WakeChecked(t, tid, accepted, text, "hey_jarvis", 0.62, 0.5, 0.3, compute_s=0.18))
+
+
+def test_a_rejected_second_look_drops_the_turn_still_listening_without_a_cue():
+    c = _ctl()
+    a = wake(c, 10.0)  # a doubtful detection opens listening exactly as a clear one: no wait
+    assert kinds(a) == ["SetState", "OpenListener"] and c.state == State.LISTENING
+    tid = c.turn.turn_id
+    c.handle(ev.SpeechStarted(10.1, tid, 10.05))
+    a = checked(c, 10.2, tid, False, "Hey Jack, pass me the salt.")
+    assert kinds(a) == ["CloseListener", "SetState", "TurnFinished"] and states(a) == ["idle"]
+    assert a[0].turn_id == tid and "PlayCue" not in kinds(a)
+    rec = finished(a)[0].to_json()
+    assert rec["outcome"] == "wake_rejected" and rec["interrupted"] is False
+    look = rec["stages"]["wake_check"]
+    assert look == {"model": "hey_jarvis", "score": 0.62, "cutoff": 0.5, "band": 0.3,
+                    "transcript": "Hey Jack, pass me the salt.", "accepted": False, "decision": "dropped", "t": 10.2,
+                    "compute_s": 0.18}
+    # the listener's own late events for that turn change nothing; the next wake word works as usual
+    assert c.handle(ev.Endpointed(10.9, tid, 10.6)) == [] and c.state == State.IDLE
+    assert states(wake(c, 12.0)) == ["listening"] and c.turn.turn_id != tid
+
+
+def test_an_accepted_second_look_only_records_itself():
+    c = _ctl()
+    tid = answer(c, 0.0)  # even after the endpoint (the check lost the race): nothing changes
+    a = checked(c, 1.7, tid, True, "Hey Jarvis, what time is it?")
+    assert a == [] and c.state == State.THINKING
+    c.handle(ev.ReplyStarted(2.0, tid))
+    (turn,) = finished(c.handle(ev.ResponseDone(3.0, tid, t_first_audio=2.0, t_playback_end=2.9)))
+    assert turn.outcome == "answered"
+    assert turn.to_json()["stages"]["wake_check"]["decision"] == "accepted"
+
+
+def test_a_late_rejection_interrupts_only_before_anything_was_done_or_said():
+    # past the endpoint, nothing executed, nothing spoken: the answer is stopped before it is heard
+    c = _ctl()
+    tid = answer(c, 0.0)
+    a = checked(c, 1.7, tid, False, "Hey Travis")
+    assert kinds(a) == ["Interrupt", "SetState"] and states(a) == ["idle"] and a[0].turn.turn_id == tid
+    (turn,) = finished(c.handle(ev.ResponseDone(1.8, tid, outcome="empty")))
+    assert turn.outcome == "wake_rejected" and turn.interrupted and c.state == State.IDLE
+    assert turn.stages["wake_check"]["decision"] == "interrupted"
+    # an intent already executed: it is only logged, the turn goes on
+    c = _ctl()
+    tid = answer(c, 0.0, "turn on the light")
+    c.handle(ev.IntentExecuted(1.65, tid, {"name": "HassTurnOn"}))
+    assert checked(c, 1.7, tid, False, "Hey Travis") == [] and c.state == State.THINKING
+    assert c.turn.stages["wake_check"]["decision"] == "too_late"
+    # already speaking: only logged
+    c = _ctl()
+    tid = answer(c, 0.0)
+    c.handle(ev.ReplyStarted(1.65, tid))
+    assert checked(c, 1.7, tid, False) == [] and c.state == State.SPEAKING
+    # an unknown or finished turn: nothing
+    assert checked(c, 1.8, "t99", False) == [] and c.state == State.SPEAKING
+
+
+def test_a_rejected_second_look_never_touches_a_newer_turn():
+    c = _ctl()
+    wake(c, 0.0)
+    t1 = c.turn.turn_id
+    c.handle(ev.NoSpeech(3.0, t1))  # that turn ended by itself
+    wake(c, 5.0)
+    t2 = c.turn.turn_id
+    assert checked(c, 5.2, t1, False) == [] and c.state == State.LISTENING and c.turn.turn_id == t2
