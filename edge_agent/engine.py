@@ -39,6 +39,7 @@ from .timer_bridge import TimerBridge
 from .turn import Turn, TurnLog
 from .vad import PreRoll, Segmenter
 from .wake_tail import strip_wake_words, wake_phrase
+from .wake_verify import WAKE_AUDIO_S, confirms_wake, needs_second_look
 
 if TYPE_CHECKING:
     from .audio_io import Speaker
@@ -56,6 +57,7 @@ HISTORY_KEEP = 500  # turn records kept in memory (the turn log on disk has them
 SELF_ECHO_TAIL_S = 0.6  # a detection this soon after a segment ended may still be its echo
 CONTINUE_HOLD_S = 0.2  # voice after the endpoint holds the reply's first audio this long while it may be speech
 SHUTDOWN_S = 4.0  # ordered shutdown finishes within this (systemd's stop timeout is longer)
+WAKE_RING_S = WAKE_AUDIO_S + 0.5  # the recent audio kept for a second look (a chunk may end after the detection)
 
 
 class Engine:
@@ -91,6 +93,10 @@ class Engine:
         self.loop_cpu_s = 0.0  # the loop thread's CPU (wake word, VAD, listener) since the last finished turn
         self.loop_audio_s = 0.0  # seconds of audio it processed in that time
         self.preroll = PreRoll(settings.vad.pre_roll_s)
+        # the last seconds heard, for the second look at a doubtful wake detection (only if a model has a band)
+        self.wake_audio = (PreRoll(WAKE_RING_S) if any(m.second_look_band > 0 for m in settings.wake.models)
+                           else None)
+        self.wake_checks: dict[str, threading.Thread] = {}  # turn id -> its running second look
         self.recorder = (DebugRecorder(settings.path(str(settings.log.debug_audio_dir)))
                          if settings.log.debug_audio_dir else None)  # what the wake word and STT heard, as WAVs
         self.state_listeners: list[Callable[[State, State], None]] = [self._log_state]
@@ -165,7 +171,8 @@ class Engine:
 
     def _record_turn(self, turn: Turn, record: dict[str, Any]) -> None:
         # a "continued" turn's words are in the turn that continued it: the history holds the request once
-        if turn.outcome not in ("no_speech", "deferred", "continued") and self.brain is not None and turn.transcript:
+        dropped = ("no_speech", "deferred", "continued", "wake_rejected")
+        if turn.outcome not in dropped and self.brain is not None and turn.transcript:
             try:
                 self.brain.commit_turn(turn.transcript, turn.reply_spoken, turn.interrupted)
             except Exception as e:  # noqa: BLE001
@@ -402,6 +409,8 @@ class Engine:
 
     def _process(self, chunk: AudioChunk) -> None:
         self.preroll.push(chunk)
+        if self.wake_audio is not None:
+            self.wake_audio.push(chunk)
         if self.recorder is not None:
             self.recorder.push(chunk)
         state = self.state
@@ -432,6 +441,9 @@ class Engine:
             before = self.turn
             self.dispatch(ev.WakeDetected(time.monotonic(), det.model, det.score, det.t))
             if self.turn is not before and self.state == State.LISTENING:
+                if self.turn is not None and needs_second_look(det.score, getattr(det, "cutoff", 0.0),
+                                                               getattr(det, "band", 0.0)):
+                    self._second_look(self.turn.turn_id, det)  # listening is open already; this never delays it
                 if self.recorder is not None and self.turn is not None:
                     self.recorder.wake(self.turn.turn_id, det)
                 if self.bridge is not None and self.turn is not None:
@@ -451,6 +463,34 @@ class Engine:
             if probs and max(probs) > max(0.8, self.s.vad.threshold):
                 log.info("speech during reply (echo-cancelled source): interrupting")
                 self.dispatch(ev.BargeIn(time.monotonic()))
+
+    def _second_look(self, turn_id: str, det: Any) -> None:
+        """A doubtful detection (``wake_verify.needs_second_look``): the turn listens as usual while a worker thread
+        transcribes the audio up to the detection and posts ``WakeChecked``; the controller drops the turn if the
+        wake phrase is not in the words. A failed STT accepts (a real user is never dropped for it)."""
+        audio = self.wake_audio.recent(WAKE_AUDIO_S, until=det.t) if self.wake_audio is not None else None
+        phrase = wake_phrase(det.model)
+        log.info("wake word %s score %.3f is in its second-look band (%.3f .. %.3f): checking %.2f s of audio",
+                 det.model, det.score, det.cutoff, det.cutoff + det.band,
+                 0.0 if audio is None else len(audio) / SAMPLE_RATE)
+
+        def run() -> None:
+            t0 = time.monotonic()
+            text, accepted = "", True
+            try:
+                if audio is not None and len(audio):
+                    text = self.stt.transcribe(audio).text
+                    accepted = confirms_wake(text, phrase)
+            except Exception as e:  # noqa: BLE001 - the check must never take a turn down with it
+                log.warning("second look at wake word %s failed (%s); accepting it", det.model, e)
+            finally:
+                self.wake_checks.pop(turn_id, None)
+            self.post(ev.WakeChecked(time.monotonic(), turn_id, accepted, text, det.model, det.score, det.cutoff,
+                                     det.band, compute_s=time.monotonic() - t0))
+
+        thread = threading.Thread(target=run, name="wake-check", daemon=True)
+        self.wake_checks[turn_id] = thread
+        thread.start()
 
     def _watch_continuation(self, chunk: AudioChunk) -> bool | None:
         """After the endpoint, while the turn is answered: feed the watch; None when the user went on (a

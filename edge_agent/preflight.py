@@ -150,6 +150,15 @@ def check_wake(s: Settings) -> list[Check]:
         except EdgeAgentError:
             continue  # the model's own line says what is wrong
         what = f"{spec.name} ({spec.engine}): cutoff {spec.threshold:.2f}, window {spec.sliding_window}"
+        band = m.second_look_band
+        what += (f", second look below {spec.threshold + band:.3f} (band {band:g})" if band > 0
+                 else ", no second look")
+        if band > 0 and spec.threshold + band > 1.0:
+            out.append(Check(f"wake {key}.second_look_band", WARN,
+                             f"cutoff {spec.threshold:.2f} + band {band:g} is above 1: every detection gets a second "
+                             "look (speech-to-text of the wake audio decides each one)",
+                             f"set {key}.second_look_band below {1.0 - spec.threshold:.3f} to let clear detections "
+                             "through at once"))
         if not m.verifier:
             out.append(Check(f"wake {key}", OK, f"{what}; no household verifier (`edge-agent wake enroll` trains one)"))
             continue

@@ -227,6 +227,17 @@ class PreRoll:
         self.clear()
         return audio[-self.max_samples:]
 
+    def recent(self, seconds: float, until: float | None = None) -> np.ndarray:
+        """A copy of the last ``seconds`` of audio ending at stream time ``until`` (None: the newest sample), the
+        buffer left as it is (the wake word's second look reads it while the pre-roll goes on)."""
+        if not self._chunks:
+            return np.zeros(0, dtype=np.int16)
+        audio = np.concatenate([c.samples for c in self._chunks]).astype(np.int16, copy=False)
+        if until is not None:
+            cut = int(round((self._chunks[-1].t_end - until) * SAMPLE_RATE))
+            audio = audio[:len(audio) - max(0, min(cut, len(audio)))]
+        return audio[-int(round(seconds * SAMPLE_RATE)):].copy() if seconds > 0 else audio[:0].copy()
+
     def clear(self) -> None:
         self._chunks.clear()
         self._samples = 0

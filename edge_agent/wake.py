@@ -60,6 +60,8 @@ class Detection:
     t: float
     score: float
     stop: bool = False  # a stop-word model (interrupts a reply, never starts a turn)
+    cutoff: float = 0.0  # the cutoff in force when it fired (boost and override applied)
+    band: float = 0.0  # its model's second-look band: doubtful when score < cutoff + band (wake_verify.py)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class WakeModelSpec:
     sliding_window: int = 1
     phrase: str = ""  # the spoken wake phrase when the model says it (microWakeWord manifests do)
     verifier: Path | None = None  # a household verifier file (``edge-agent wake enroll``)
+    second_look_band: float = 0.0  # a detection below threshold + this band gets a second look (wake_verify.py)
 
 
 class WakeEngine(Protocol):
@@ -254,7 +257,7 @@ class WakeDetector:
                     return None
             st.last_fire = t
             log.debug("wake model %s fired at %.2f s (score %.3f, cutoff %.3f)", name, t, score, cutoff)
-            return Detection(name, round(t, 4), score, st.spec.stop)
+            return Detection(name, round(t, 4), score, st.spec.stop, cutoff, st.spec.second_look_band)
         return None
 
     def reset(self) -> None:
@@ -304,6 +307,7 @@ def resolve_spec(settings: Settings, m: WakeModelSettings, stop: bool = False,
         sliding_window=m.sliding_window if m.sliding_window is not None else defaults["sliding_window"],
         phrase=defaults.get("phrase", ""),
         verifier=Path(m.verifier).expanduser() if m.verifier else None,
+        second_look_band=m.second_look_band,
     )
 
 

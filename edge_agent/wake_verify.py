@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 
 ACCEPT, REJECT, CHECK = "accept", "reject", "check"
+WAKE_AUDIO_S = 1.5  # the audio up to a detection that the second look transcribes: "hey jarvis" said slowly fits
 
 # How small STT models write wake phrases heard correctly (lower case, punctuation removed). A rendering must be
 # two words or a distinctive name: a lone "hey" or "a" confirms nothing.
