@@ -76,7 +76,8 @@ class WakeModelSettings:
     second_look_band: float = opt(
         0.0, "Second look for doubtful detections: a detection scoring below cutoff + this band opens listening at "
         "once, and the turn is dropped (outcome wake_rejected) unless speech-to-text of the audio up to it says the "
-        "wake phrase; a detection at or above cutoff + band is never looked at; 0 = off.", min=0.0, max=1.0)
+        "wake phrase; a detection at or above cutoff + band is never looked at; 0 = off (docs/wake.md has the figures "
+        "per band).", min=0.0, max=1.0)
 
 
 @dataclass(frozen=True)

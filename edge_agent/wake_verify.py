@@ -1,10 +1,12 @@
 """The second look: a doubtful wake detection is accepted only if speech-to-text of the wake audio says the phrase.
 
-A detection scoring in a band just above the model's cutoff (``cutoff <= score < cutoff + band``) is doubtful: most
-false accepts of a good model sit there, most true ones well above. Such a detection is held until the STT of the
-wake audio (already in the pre-roll) has been read; it is accepted only if the transcript contains the wake phrase or
-a known rendering of it (tiny STT models write "hey jarvis" as "hey jervis", "a jarvis", "hey, jarvis"...). A clear
-detection (at or above the band) is decided at once, so it is never delayed by this.
+A detection scoring in a band just above the model's cutoff (``cutoff <= score < cutoff + band``, the band
+``wake.models[].second_look_band``) is doubtful: most false accepts of a good model sit there, most true ones well
+above. Such a detection opens listening at once like any other; meanwhile the engine's wake-check thread transcribes
+the ``WAKE_AUDIO_S`` seconds up to the detection and the turn is dropped (``controller.WakeChecked``) unless the
+transcript contains the wake phrase or a known rendering of it (tiny STT models write "hey jarvis" as "hey jervis",
+"a jarvis", "hey, jarvis"...; the words of the request that follow do not matter). A clear detection (at or above
+the band) is never looked at, so it is never delayed by this; a doubtful one is not delayed either.
 
 Pure decisions only: the engine supplies the score, the cutoff and, when asked for one, the transcript.
 """

@@ -27,6 +27,21 @@ def test_count_events_rising_edges_and_refractory():
     assert wb.count_events(trace, 0.5, 2.0) == 2  # 2.0 s is refractory after 1.0 s
     assert wb.count_events(trace, 0.5, 0.5) == 3
     assert wb.count_events(trace, 0.99, 2.0) == 0
+    # each detection carries the score of the frame that crossed the cutoff, as the live detector's does
+    assert wb.events(trace, 0.5, 0.5) == [(1.0, 0.9), (2.0, 0.6), (4.0, 0.95)]
+    assert wb.events(np.zeros((0, 2)), 0.5, 2.0) == []
+
+
+def test_second_look_bench_decides_each_band_from_the_transcripts():
+    import wake_second_look_bench as slb
+
+    true = {"score": 0.62, "transcript": "Hey Jarvis, what time is it?"}
+    near = {"score": 0.62, "transcript": "Hey Jack, pass me the salt."}
+    clear = {"score": 0.95}
+    assert slb.accepted(true, 0.5, 0.3, "hey jarvis") and not slb.accepted(near, 0.5, 0.3, "hey jarvis")
+    assert slb.accepted(near, 0.5, 0.0, "hey jarvis")  # band 0: the second look is off
+    assert slb.accepted(clear, 0.5, 0.3, "hey jarvis")
+    assert slb.accepted({**near, "peak": 0.97}, 0.5, 0.3, "hey jarvis", key="peak")  # its run rose out of the band
 
 
 def test_png_writer_round_trip(tmp_path):

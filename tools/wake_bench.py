@@ -98,16 +98,26 @@ class Recorder:
             self.det.process(piece, t0 + (i + len(piece)) / SAMPLE_RATE)
 
 
-def count_events(trace: np.ndarray, cutoff: float, refractory_s: float) -> int:
-    """The detector's rule on a recorded trace (t, score): rising edges over the cutoff, refractory time apart."""
+def events(trace: np.ndarray, cutoff: float, refractory_s: float) -> list[tuple[float, float]]:
+    """The detector's rule on a recorded trace (t, score): the (time, score) of each rising edge over the cutoff,
+    refractory time apart; the score is the one the detection carries (the first frame at or above the cutoff)."""
+    if len(trace) == 0:
+        return []
     t, s = trace[:, 0], trace[:, 1]
     above = s >= cutoff
     rising = np.flatnonzero(above & ~np.concatenate([[False], above[:-1]]))
-    n, last = 0, -np.inf
+    out: list[tuple[float, float]] = []
+    last = -np.inf
     for i in rising:
         if t[i] - last >= refractory_s:
-            n, last = n + 1, t[i]
-    return n
+            out.append((float(t[i]), float(s[i])))
+            last = t[i]
+    return out
+
+
+def count_events(trace: np.ndarray, cutoff: float, refractory_s: float) -> int:
+    """How many detections the detector's rule makes on a recorded trace (see ``events``)."""
+    return len(events(trace, cutoff, refractory_s))
 
 
 def bench(settings, negatives: Path, pool: Path, log=print) -> dict:
