@@ -96,7 +96,6 @@ class Engine:
         # the last seconds heard, for the second look at a doubtful wake detection (only if a model has a band)
         self.wake_audio = (PreRoll(WAKE_RING_S) if any(m.second_look_band > 0 for m in settings.wake.models)
                            else None)
-        self.wake_checks: dict[str, threading.Thread] = {}  # turn id -> its running second look
         self.recorder = (DebugRecorder(settings.path(str(settings.log.debug_audio_dir)))
                          if settings.log.debug_audio_dir else None)  # what the wake word and STT heard, as WAVs
         self.state_listeners: list[Callable[[State, State], None]] = [self._log_state]
@@ -483,14 +482,10 @@ class Engine:
                     accepted = confirms_wake(text, phrase)
             except Exception as e:  # noqa: BLE001 - the check must never take a turn down with it
                 log.warning("second look at wake word %s failed (%s); accepting it", det.model, e)
-            finally:
-                self.wake_checks.pop(turn_id, None)
             self.post(ev.WakeChecked(time.monotonic(), turn_id, accepted, text, det.model, det.score, det.cutoff,
                                      det.band, compute_s=time.monotonic() - t0))
 
-        thread = threading.Thread(target=run, name="wake-check", daemon=True)
-        self.wake_checks[turn_id] = thread
-        thread.start()
+        threading.Thread(target=run, name="wake-check", daemon=True).start()
 
     def _watch_continuation(self, chunk: AudioChunk) -> bool | None:
         """After the endpoint, while the turn is answered: feed the watch; None when the user went on (a
