@@ -1,15 +1,16 @@
 """When a turn may end: the words at the first pause decide how long a silence ends it (pure logic, no threads).
 
-At the first pause the listener transcribes the utterance so far (a speculation). Its words get one of four
+At the first pause the listener transcribes the utterance so far (a speculation). Its words get one of five
 verdicts, and the verdict sets the silence that ends the turn:
 
 - ``complete``: a fast-path device command whose target is in the words (a device's name or an area): the turn
   ends after ``EARLY_END_S`` (0.15 s) of silence (the early end).
 - ``extendable``: a command that could still be narrowed: its target comes only from where the device stands ("turn
   off the light" ... "in the bedroom"), a device command that found no device where it stands, a timer ("ten
-  minutes" ... "and thirty seconds"), a follow-up on "it" (Whisper hears "turn off the" ... as "turn off it"), a
-  number the next word could change ("to twenty" ... "two degrees"), or a
-  command verb the fast path cannot parse yet: ``EXTENDABLE_S`` (0.8 s).
+  minutes" ... "and thirty seconds"), a follow-up on "it" (Whisper hears "turn off the" ... as "turn off it"), or a
+  number the next word could change ("to twenty" ... "two degrees"): ``EXTENDABLE_S`` (0.8 s). These are the
+  fast path's: it would act at once. A request the fast path cannot parse goes to the LLM, which takes longer than a
+  pause before it acts: it ends after the normal silence, and the continuation watch hears the rest.
 - ``incomplete``: ends on a word that cannot end a request ("turn on the" ..., "set a timer for" ...):
   ``INCOMPLETE_S`` (1.2 s).
 - ``question``: a question Whisper closed with "?" ("who wrote Hamlet?"), answered in words: ``QUESTION_END_S``
@@ -94,10 +95,8 @@ def verdict(text: str, match: Callable[[str, str | None], Any], area: str | None
         return EXTENDABLE
     call = match(text, area)
     asked = text.rstrip().endswith("?") and not COMMAND_START.search(text)
-    if call is None:
-        if asked:
-            return QUESTION
-        return EXTENDABLE if COMMAND_START.search(text) else OPEN  # "set the kitchen light" ... "to 30 percent"
+    if call is None:  # the LLM's: it takes longer than a pause before it acts, and the continuation watch hears more
+        return QUESTION if asked else OPEN
     if call.name in TIMER_INTENTS:
         return EXTENDABLE  # "ten minutes" ... "and thirty seconds": never a wrong timer left running
     if not call.entities:  # a device command that found nothing here ("turn on the fan" ... "in the bedroom")

@@ -32,7 +32,7 @@ def brain():
     ("turn on the desk fan please", None, "complete"),
     ("turn off the light", "living room", "extendable"),  # the target is where the device stands: "... in the bedroom"
     ("close the blinds", "living room", "extendable"),
-    ("set the kitchen light", None, "extendable"),  # a command verb the matcher cannot parse yet
+    ("set the kitchen light", None, "open"),  # the LLM's: it takes longer than a pause; the watch hears the rest
     ("turn on the", None, "incomplete"),
     ("set a timer for", None, "incomplete"),
     ("Turn on the, um,", "living room", "incomplete"),
