@@ -111,7 +111,7 @@ _PASSIVE = re.compile(r"\b(?:has|have)\s+(?:now\s+|just\s+)?been\s+")
 _DONE_ONLY = re.compile(rf"^{_FILLER}(?:done|all done|all set|it is done|that is done)\W*$")
 _DEVICE_WORDS = re.compile(r"\b(lights?|lamps?|fans?|doors?|locks?|blinds?|curtains?|shades?|garage|heating|"
                            r"thermostat|switch(?:es)?|outlets?|plugs?|windows?|covers?|valves?|tv|music|volume|"
-                           r"speaker|heater|kettle)\b")
+                           r"speaker|heater|kettle|coffee|coffee maker|oven|radio|heat|temperature)\b")
 _TIMER_LEFT = re.compile(r"\b(left|remaining|to go)\b|\b(?:goes|go|will go|will ring|rings|ends|will end|"
                          r"finishes|will finish|is done|will be done)\s+(?:off\s+)?in\b")
 _TIMER_WORD = re.compile(r"\btimers?\b")
@@ -172,6 +172,8 @@ def action_claims(sentence: str) -> set[str]:
     for cat in _VERBS:
         if _PAST[cat].match(head):
             out.add(cat)
+    if not out and _DEVICE_WORDS.search(t) and _reports_a_deed(head):
+        out.add("any")  # "Bumped the thermostat up to 23.", "Cranked the ceiling fan on.": some action, on a device
     # "the light has been turned on", "timer has been set", "the door is now locked", "the lamp is now at 40"
     for m in _PASSIVE.finditer(t):
         rest = t[m.end():]
@@ -186,6 +188,30 @@ def action_claims(sentence: str) -> set[str]:
     if "timer" in t and re.search(r"\btimer\s+(?:is\s+)?(?:now\s+)?set\s+for\b", t):
         out.add("timer_start")
     return out
+
+
+# Participles that describe rather than report ("Based on the thermostat, ...", "Connected to the lamp is ...").
+_NOT_DEEDS = frozenset({"based", "located", "designed", "named", "called", "supposed", "used", "interested", "pleased",
+                        "excited", "concerned", "related", "compared", "considered", "needed", "wanted", "listed",
+                        "included", "connected", "installed", "mounted", "placed", "rated", "scheduled", "expected",
+                        "allowed", "required", "recommended", "assumed", "tired", "bored", "confused", "sorry"})
+_DEED_IRREGULAR = frozenset({"made", "got", "brought", "gave", "kept", "took", "threw", "ran", "sent", "began",
+                             "did", "fixed", "cranked"})
+_HEAD_WORD = re.compile(r"^(?:i\s+(?:have\s+|just\s+|already\s+)*|we\s+(?:have\s+|just\s+)*)?([a-z]+)\b\s*([a-z']*)")
+# after a reported deed comes its object ("Bumped the thermostat"), not a preposition ("Invented in 1879, ...")
+_NOT_OBJECT = frozenset({"in", "by", "at", "from", "with", "for", "to", "as", "during", "since", "after", "before",
+                         "into", "of", "than", "about", "and", "or", "but", "that", "when", "while", "if"})
+
+
+def _reports_a_deed(head: str) -> bool:
+    """The sentence opens with a verb in the past ("Bumped ...", "I cranked ..."): it reports something done."""
+    m = _HEAD_WORD.match(head)
+    if m is None:
+        return False
+    w, after = m.group(1), m.group(2)
+    if after in _NOT_OBJECT:
+        return False
+    return w in _DEED_IRREGULAR or (w.endswith("ed") and len(w) > 4 and w not in _NOT_DEEDS)
 
 
 def state_claims(sentence: str) -> set[str]:
@@ -315,6 +341,8 @@ class ReplyGuard:
     def _check_claims(self, text: str) -> Verdict:
         done = self._done()
         claimed = action_claims(text)
+        if not claimed and any(self._named(text)) and _reports_a_deed(re.sub(_FILLER, "", _norm(text), count=1)):
+            claimed = {"any"}  # "Brewed some coffee with the coffee maker.": a deed on a configured device
         if claimed:
             matching = [r for r in done if ("any" in claimed and self._categories(r)) or claimed & self._categories(r)]
             if not matching or not self._targets_match(text, matching):

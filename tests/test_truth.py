@@ -83,6 +83,8 @@ PLAIN = [
     "You can turn off the lights by saying so.",
     "Octopuses have three hearts.",
     "The meeting lasted 40 minutes.",
+    "Based on the thermostat's setting, the room should warm up soon.",
+    "Invented in 1879, the light bulb changed how people live.",
 ]
 
 # (sentence, what it claims) with nothing executed: each must be rewritten.
@@ -105,6 +107,11 @@ CLAIMS = [
     ("I'll turn it off now.", ACTION_NOT_DONE),
     ("Switching on the kitchen light now.", ACTION_NOT_DONE),
     ("Done!", ACTION_NOT_DONE),
+    # a verb the table does not list, on a device (the LLM's own words, tools/tool_call_bench.py)
+    ("Bumped the thermostat up to 23 degrees.", ACTION_NOT_DONE),
+    ("Cranked the ceiling fan on.", ACTION_NOT_DONE),
+    ("Brewed some coffee for me.", ACTION_NOT_DONE),
+    ("I fixed the kitchen light for you.", ACTION_NOT_DONE),
     ("You have 5 minutes left on your timer.", TIMER_NOT_READ),
     ("There are three minutes remaining.", TIMER_NOT_READ),
     ("Your timer goes off in ten minutes.", TIMER_NOT_READ),
