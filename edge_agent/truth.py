@@ -196,7 +196,7 @@ _NOT_DEEDS = frozenset({"based", "located", "designed", "named", "called", "supp
                         "included", "connected", "installed", "mounted", "placed", "rated", "scheduled", "expected",
                         "allowed", "required", "recommended", "assumed", "tired", "bored", "confused", "sorry"})
 _DEED_IRREGULAR = frozenset({"made", "got", "brought", "gave", "kept", "took", "threw", "ran", "sent", "began",
-                             "did", "fixed", "cranked"})
+                             "fixed", "cranked"})
 _HEAD_WORD = re.compile(r"^(?:i\s+(?:have\s+|just\s+|already\s+)*|we\s+(?:have\s+|just\s+)*)?([a-z]+)\b\s*([a-z']*)")
 # after a reported deed comes its object ("Bumped the thermostat"), not a preposition ("Invented in 1879, ...")
 _NOT_OBJECT = frozenset({"in", "by", "at", "from", "with", "for", "to", "as", "during", "since", "after", "before",
@@ -341,7 +341,9 @@ class ReplyGuard:
     def _check_claims(self, text: str) -> Verdict:
         done = self._done()
         claimed = action_claims(text)
-        if not claimed and any(self._named(text)) and _reports_a_deed(re.sub(_FILLER, "", _norm(text), count=1)):
+        norm = _norm(text)
+        if not claimed and not _is_question(norm) and any(self._named(text)) \
+                and _reports_a_deed(re.sub(_FILLER, "", norm, count=1)):
             claimed = {"any"}  # "Brewed some coffee with the coffee maker.": a deed on a configured device
         if claimed:
             matching = [r for r in done if ("any" in claimed and self._categories(r)) or claimed & self._categories(r)]

@@ -85,6 +85,8 @@ PLAIN = [
     "The meeting lasted 40 minutes.",
     "Based on the thermostat's setting, the room should warm up soon.",
     "Invented in 1879, the light bulb changed how people live.",
+    "Did you mean the kitchen light?",
+    "Made in Italy, the coffee maker is a classic.",
 ]
 
 # (sentence, what it claims) with nothing executed: each must be rewritten.
