@@ -221,9 +221,10 @@ class Brain(LlmTurn):
         return stats.stopped != "cancelled"
 
     def ending_verdict(self, text: str, area: str | None = None) -> str:
-        """How long a silence ends a turn that has said ``text`` so far (``ending.verdict``), asked at the first pause
-        on the speculation's thread. Only the matcher and the context are read; a turn in progress or a pending
-        question means ``open`` (the normal silence), so an answer ("yes") is never judged as a command."""
+        """How long a silence ends a turn that has said ``text`` so far (``edge_agent/ending.py``), asked at the first
+        pause on the speculation's thread: the words first (no lock needed), then the matcher. Only the matcher and
+        the context are read; a turn in progress or a pending question means ``open`` (the normal silence), so an
+        answer ("yes") is never judged as a command."""
         text = text.strip()
         by_words = ending.words_verdict(text)
         if by_words is not None:
@@ -235,7 +236,7 @@ class Brain(LlmTurn):
                 return ending.OPEN
             if self.context.resolve(text) is not None:  # "turn it off": or Whisper's "turn off it" for "turn off the"
                 return ending.EXTENDABLE
-            return ending.verdict(text, lambda t, a: self.matcher.match(t, a), area)
+            return ending.match_verdict(text, lambda t, a: self.matcher.match(t, a), area)
         finally:
             self._turn_lock.release()
 

@@ -85,12 +85,10 @@ def words_verdict(text: str) -> str | None:
     return None
 
 
-def verdict(text: str, match: Callable[[str, str | None], Any], area: str | None) -> str:
-    """The verdict for ``text`` (see the module docstring). ``match(text, area)`` is the fast path's matcher (a call
-    with ``name``, ``slots``, ``entities``, ``tier``, ``confidence``, or None); ``area`` is where the device stands."""
-    by_words = words_verdict(text)
-    if by_words is not None:
-        return by_words
+def match_verdict(text: str, match: Callable[[str, str | None], Any], area: str | None) -> str:
+    """The verdict for ``text`` whose words alone decided nothing (``words_verdict`` gave None; see the module
+    docstring). ``match(text, area)`` is the fast path's matcher (a call with ``name``, ``slots``, ``entities``,
+    ``tier``, ``confidence``, or None); ``area`` is where the device stands."""
     if _OPEN_NUMBER.search(text):  # "set the thermostat to twenty" ... "two degrees"
         return EXTENDABLE
     call = match(text, area)
@@ -109,4 +107,5 @@ def verdict(text: str, match: Callable[[str, str | None], Any], area: str | None
     return COMPLETE
 
 __all__ = ["COMPLETE", "CONTINUE_WINDOW_S", "EARLY_END_S", "EXTENDABLE", "EXTENDABLE_S", "INCOMPLETE", "INCOMPLETE_S",
-           "OPEN", "QUESTION", "QUESTION_END_S", "SPECULATION_WAIT_MAX_S", "silence_for", "verdict", "words_verdict"]
+           "OPEN", "QUESTION", "QUESTION_END_S", "SPECULATION_WAIT_MAX_S", "match_verdict", "silence_for",
+           "words_verdict"]
