@@ -54,7 +54,7 @@ def build_engine(cls: type[Engine], settings: Settings, *, input_file: str | Non
                          fix="run `edge-agent models fetch` (or fix the paths in the config)")
     from .brain import Brain
     from .notify import SystemdNotifier
-    from .stt import make_engine
+    from .stt import make_engine, prime_with_home
     from .tts import make_tts
     from .vad import Segmenter, SileroVad
     from .wake import WakeDetector
@@ -81,6 +81,7 @@ def build_engine(cls: type[Engine], settings: Settings, *, input_file: str | Non
     stt = make_engine(settings.stt, settings)
     stt.load()
     brain = Brain.from_settings(settings, home_file=home_file, keep_timers=not input_file)
+    prime_with_home(stt, settings.stt, brain.home)  # the home's names, so Whisper hears "back door", not "Mac door"
     mqtt = None
     if use_mqtt and settings.mqtt.enabled:
         from .config import mqtt_password

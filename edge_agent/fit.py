@@ -12,6 +12,7 @@ and tested with numbers (this machine's, and the published Pi 4 / Pi 5 figures).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from . import ending
 from .config import Settings
 from .listener import SPECULATE_AFTER_S
 from .llm_backend import LlmBackend
+
+log = logging.getLogger(__name__)
 
 COMMAND_BUDGET_S = 1.0  # end of speech -> first audio for a command; past ~1 s it feels sluggish
 ANSWER_BUDGET_S = 2.0  # for an LLM answer; past 2 s people talk over the assistant
@@ -100,8 +103,9 @@ def judge(sp: Speed, s: Settings) -> list[Verdict]:
 def measure(s: Settings) -> Speed:
     """Time the configured engines on this machine (loads them: tens of seconds on a Pi)."""
     from .audio import SAMPLE_RATE, resample
+    from .errors import EdgeAgentError
     from .llm_backend import create_backend
-    from .stt import make_engine
+    from .stt import make_engine, prime_with_home
     from .tts import make_tts
 
     tts = make_tts(s)  # tts.engine: a server's time to a sentence when it is a Wyoming server
@@ -113,6 +117,12 @@ def measure(s: Settings) -> Speed:
     speech = resample(tts.synthesize_all(REFERENCE_SENTENCE), tts.sample_rate, SAMPLE_RATE)
     stt = make_engine(s.stt, s)
     stt.load()
+    try:  # primed as the daemon primes it: the home's names are read by every decode
+        from .home import Home
+
+        prime_with_home(stt, s.stt, Home.load(s.home))
+    except EdgeAgentError as e:
+        log.warning("check: the reference decode runs without the home's names (%s)", e.message)
     stt.warmup()
     t0 = time.perf_counter()
     stt.transcribe(speech)

@@ -165,6 +165,24 @@ class Home:
             entities[ent.id] = ent
         return cls(floors, areas, entities, sensitive)
 
+    def spoken_names(self) -> tuple[list[str], list[str]]:
+        """(device names, area and floor names) a user may say, aliases too, each once, in config order."""
+        seen: set[str] = set()
+
+        def once(groups: list[tuple[str, ...]]) -> list[str]:
+            out: list[str] = []
+            for names in groups:
+                for n in names:
+                    if n.strip() and normalize_name(n) not in seen:
+                        seen.add(normalize_name(n))
+                        out.append(n)
+            return out
+
+        devices = once([e.names for e in self.entities.values()])
+        places = once([*((a.name, *a.aliases) for a in self.areas.values()),
+                       *((f.name, *f.aliases) for f in self.floors.values())])
+        return devices, places
+
     # ------------------------------------------------------------------ lookups
     def area_by_name(self, name: str) -> Area | None:
         """An area by id, name or alias (case-insensitive)."""

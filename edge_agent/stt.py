@@ -28,10 +28,10 @@ from .config import Settings, SttSettings
 from .errors import ModelError, SttError
 from .models import ModelStore, resolve
 from .registry import Registry
-from .stt_text import edit_distance, normalize_text, number_to_words, word_error_rate
+from .stt_text import edit_distance, normalize_text, number_to_words, prime_text, word_error_rate
 
 __all__ = ["SttEngine", "SttResult", "SttSpec", "SttStream", "edit_distance", "make_engine", "normalize_text",
-           "number_to_words", "register_stt", "stt_engines", "word_error_rate"]
+           "number_to_words", "prime_with_home", "register_stt", "stt_engines", "word_error_rate"]
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,9 @@ class SttEngine:
         self.load()
         return self._open_stream()
 
+    def prime(self, words: str) -> None:
+        """Words the engine should expect (the home's names); an engine that cannot use them ignores them."""
+
     def transcribe(self, samples: np.ndarray, chunk_s: float | None = None) -> SttResult:
         """A whole utterance at once (``chunk_s`` None) or streamed in chunks of ``chunk_s`` seconds."""
         stream = self.open_stream()
@@ -208,6 +211,16 @@ def stt_model_ref(settings: Settings, name: str | None = None) -> tuple[str, str
     name = name or settings.stt.engine
     spec = stt_spec(name)
     return f"stt.{name}.model", spec.model(spec.settings(settings)), spec.model_kind
+
+
+def prime_with_home(engine: SttEngine, stt_settings: Any, home: Any) -> str:
+    """Prime ``engine`` with the home's names as ``stt.whisper.prompt`` says (see ``stt_text.prime_text``); returns
+    the words (for the log)."""
+    words = prime_text(stt_settings.whisper.prompt, *home.spoken_names())
+    engine.prime(words)
+    if words:
+        log.info("stt: primed with %d words of the home's names and requests", len(words.split()))
+    return words
 
 
 def make_engine(stt_settings: SttSettings, settings: Settings, engine: str | None = None,

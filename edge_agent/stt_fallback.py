@@ -83,6 +83,10 @@ class FallbackSttEngine(SttEngine):
     def close(self) -> None:
         self.health.close()
 
+    def prime(self, words: str) -> None:
+        self.server.prime(words)
+        self.local.prime(words)
+
     def _open_stream(self) -> SttStream:
         if self.health.up:
             return FallbackStream(self, self.server.open_stream())

@@ -95,3 +95,26 @@ def edit_distance(a: list[str], b: list[str]) -> int:
             cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
         prev = cur
     return prev[-1]
+
+
+# What the prompt says after the names: the product's kinds of request in plain words, so Whisper expects a command
+# ("add two minutes", not "and two minutes"; "cut the lights", not "cart of the lights"). Chosen on the dev half of
+# the paraphrase set (docs/benchmarks.md, "Whisper primed with the home's names"); a list of bare verbs made Whisper
+# read words into white noise, this sentence did not.
+PRIME_REQUESTS = ("Turn on the lights, switch off, set it to fifty percent, start a timer, add a minute, "
+                  "cancel my timer, lock or unlock the door.")
+
+
+def prime_text(setting: str, devices: list[str], areas: list[str] | None = None) -> str:
+    """The words an STT engine is primed with (``stt.whisper.prompt``). ``auto``: the home's devices and areas in
+    lower case, each with "the" ("the desk lamp, ..., in the kitchen, the office."), then ``PRIME_REQUESTS``
+    (Title Case names made Whisper write whole requests in Title Case and mishear more); "" = none; any other text
+    is taken as written."""
+    if setting.strip().casefold() != "auto":
+        return " ".join(setting.split())
+    names = [f"the {' '.join(n.split()).lower()}" for n in devices if n.strip()]
+    rooms = [f"the {' '.join(n.split()).lower()}" for n in areas or [] if n.strip()]
+    if rooms:
+        rooms[0] = "in " + rooms[0]
+    listed = ", ".join(names + rooms)
+    return f"{listed}. {PRIME_REQUESTS}" if listed else PRIME_REQUESTS

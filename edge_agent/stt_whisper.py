@@ -30,6 +30,7 @@ MEL_FRAMES_PER_S = 100  # Whisper's mel hop is 10 ms
 WINDOW_TAIL_S = 1.0  # at least this much silence after the utterance in a short encoder window
 WINDOW_STEP_FRAMES = 500  # short windows grow in 5 s steps
 COMPRESSION_RATIO_MAX = 2.4  # Whisper's threshold for a degenerate (repetitive) decode
+PRIME_MAX_TOKENS = 200  # Whisper's previous-text prompt holds at most 223 tokens (half its 448-token context)
 
 
 class WhisperEngine(SttEngine):
@@ -43,6 +44,8 @@ class WhisperEngine(SttEngine):
         self.model: Any = None
         self._tokenizer: Any = None
         self._prompt: list[int] = []
+        self._base_prompt: list[int] = []  # the task tokens alone, without ``prime``'s words
+        self.primed = ""  # the words of ``prime`` (the home's names), "" = none
         self._suppress: list[int] = []
         self.fallbacks = 0  # doubtful short-window decodes redone over the full 30 s (for the benchmark)
 
@@ -65,8 +68,25 @@ class WhisperEngine(SttEngine):
         language = s.language if self.model.model.is_multilingual else "en"
         self._tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, task="transcribe",
                                     language=language)
-        self._prompt = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
+        self._base_prompt = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
+        self._prompt = list(self._base_prompt)
         self._suppress = list(get_suppressed_tokens(self._tokenizer, [-1]))
+        if self.primed:
+            self.prime(self.primed)
+
+    def prime(self, words: str) -> None:
+        """Give Whisper ``words`` as the text that came before each utterance (its "previous text" prompt, as
+        faster-whisper's ``hotwords`` does): names it would otherwise mishear ("the Mac door", "the best lamp") are
+        then heard as the home's ("the back door", "the desk lamp"). "" removes them. Cost: the decoder reads these
+        tokens once per decode (measured in docs/benchmarks.md, "Whisper primed with the home's names")."""
+        self.primed = " ".join(words.split())
+        if self._tokenizer is None:
+            return  # applied at load
+        if not self.primed:
+            self._prompt = list(self._base_prompt)
+            return
+        tokens = self._tokenizer.encode(" " + self.primed)[-PRIME_MAX_TOKENS:]  # the end holds the requests
+        self._prompt = [self._tokenizer.sot_prev, *tokens, *self._base_prompt]
 
     def _open_stream(self) -> SttStream:
         return WhisperStream(self)
@@ -76,8 +96,9 @@ class WhisperEngine(SttEngine):
         comparisons without loading the model twice. Model, compute type and threads stay this engine's."""
         self.load()
         other = WhisperEngine(settings, self.model_path)
-        other.model, other._tokenizer, other._prompt, other._suppress = (self.model, self._tokenizer, self._prompt,
-                                                                          self._suppress)
+        other.model, other._tokenizer, other._base_prompt, other._suppress = (self.model, self._tokenizer,
+                                                                               self._base_prompt, self._suppress)
+        other.prime(self.primed)
         other.load_s = 0.0
         return other
 
@@ -92,7 +113,7 @@ class WhisperEngine(SttEngine):
         segments, _info = self.model.transcribe(
             x, language=s.language if self.model.model.is_multilingual else "en", beam_size=s.beam_size,
             best_of=1, temperature=0.0, vad_filter=False, without_timestamps=True,
-            condition_on_previous_text=False,
+            condition_on_previous_text=False, hotwords=self.primed or None,
         )
         return " ".join(seg.text.strip() for seg in segments).strip()
 

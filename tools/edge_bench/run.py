@@ -212,7 +212,7 @@ def bench_settings(config: str | None) -> Settings:
 
 def load_models(s: Settings, home_file: str) -> Models:
     from edge_agent.brain import Brain
-    from edge_agent.stt import make_engine
+    from edge_agent.stt import make_engine, prime_with_home
     from edge_agent.tts import PiperTts
     from edge_agent.vad import SileroVad
     from edge_agent.wake import WakeDetector
@@ -231,6 +231,7 @@ def load_models(s: Settings, home_file: str) -> Models:
     t["stt_s"] = time.monotonic() - t0
     t0 = time.monotonic()
     brain = Brain.from_settings(s, home_file=home_file)
+    prime_with_home(stt, s.stt, brain.home)  # as the daemon does (build.py)
     brain.warmup()
     t["llm_s"] = time.monotonic() - t0
     t0 = time.monotonic()
