@@ -129,6 +129,7 @@ TIMER_RULES: list[tuple[str, str]] = [
     (rf"^(?:kill|scrap|stop|delete|remove|drop|end|clear|abort|bin)\s+{_TIMER}$", r"cancel \g<t>"),
     (r"^(?:get rid of|scrap|kill|stop|delete|remove|clear)\s+(?P<all>all\s+)?(?P<d>the|my)\s+timers$",
      r"cancel all \g<d> timers"),
+    (r"^cancel all\s+(?P<d>the|my)\s+timer$", r"cancel all \g<d> timers"),  # Whisper drops the plural's "s"
     (r"^get rid of\s+(?P<t>(?:the|my|that)\s+(?:\w+\s+)?timer)$", r"cancel \g<t>"),
     (rf"^(?:hold|freeze)\s+{_TIMER}$", r"pause \g<t>"),
     (rf"^(?:let|have)\s+{_TIMER}\s+(?:continue|keep going|carry on|go on|run|resume)$", r"resume \g<t>"),

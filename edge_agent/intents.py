@@ -137,6 +137,8 @@ class IntentMatcher:
         best_key: tuple[int, ...] | None = None
         for result in recognize_all(text, self.intents, slot_lists=self.slot_lists, intent_context=context,
                                     language="en"):
+            if self.tolerant and any(e.is_wildcard and hollow_name(str(e.text)) for e in result.entities_list):
+                continue  # "cancel all my timer": no timer is named "all my" (the tolerant tier reads it)
             name = result.entities.get("name")
             has_name = name is not None and not name.is_wildcard
             spoken = sum(1 for e in result.entities_list if e.text and not e.name.startswith("_"))
@@ -272,6 +274,16 @@ def fuzzy_trails(words: str) -> bool:
     from .fuzzy import _TRAIL
 
     return _TRAIL.search(" " + " ".join(words.casefold().split())) is not None
+
+
+_HOLLOW = frozenset("all my the a an me us it that this those these some any every".split())
+
+
+def hollow_name(words: str) -> bool:
+    """True if a free-text name is only determiners and pronouns ("all my", "me a"): a misheard or plural-less
+    request, never a name someone gave a timer."""
+    w = [x.strip(".,!?") for x in words.casefold().split()]
+    return bool(w) and all(x in _HOLLOW for x in w)
 
 
 def resolve_targets(home: Home, call: IntentCall) -> list[Any]:

@@ -207,6 +207,15 @@ def test_corrections_never_cross_domains(tolerant: IntentMatcher) -> None:
     assert tolerant.match("set the ceiling fam to 20 degrees", ask_back=True) is None
 
 
+def test_a_timer_is_never_named_by_determiners_alone(tolerant: IntentMatcher, exact_only: IntentMatcher) -> None:
+    # Whisper dropped the plural's "s": all the timers, not a timer named "all my"
+    assert tolerant.match("cancel all my timer,").name == "HassCancelAllTimers"
+    assert tolerant.match("cancel all the timer").name == "HassCancelAllTimers"
+    assert tolerant.match("stop me a timer", ask_back=True) is None  # misheard "stop the egg timer": not a name
+    assert tolerant.match("cancel the pizza timer").slots == {"name": "pizza"}  # a real name still is one
+    assert exact_only.match("cancel all my timer").slots == {"name": "all my"}  # the templates alone, as HA reads it
+
+
 def test_unknown_devices_and_chatter_do_not_act(tolerant: IntentMatcher) -> None:
     for s in ("what is the capital of France", "tell me a joke", "I turned the lights on yesterday",
               "turn on the bathroom light", "turn off the television", "unlock the shed"):
