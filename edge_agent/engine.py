@@ -478,7 +478,7 @@ class Engine:
             text, accepted = "", True
             try:
                 if audio is not None and len(audio):
-                    text = self.stt.transcribe(audio).text
+                    text = self.stt.unprimed().transcribe(audio).text  # the wake phrase, not the home's names
                     accepted = confirms_wake(text, phrase)
             except Exception as e:  # noqa: BLE001 - the check must never take a turn down with it
                 log.warning("second look at wake word %s failed (%s); accepting it", det.model, e)

@@ -86,6 +86,10 @@ class SpeechToText(Protocol):
 
     def transcribe(self, samples: np.ndarray, chunk_s: float | None = None) -> Any: ...  # stt.SttResult
 
+    def prime(self, words: str) -> None: ...  # the home's names (stt.whisper.prompt); ignored where unusable
+
+    def unprimed(self) -> SpeechToText: ...  # the same model without them (the wake word's second look)
+
 
 @runtime_checkable
 class TextToSpeech(Protocol):

@@ -153,6 +153,11 @@ class SttEngine:
     def prime(self, words: str) -> None:
         """Words the engine should expect (the home's names); an engine that cannot use them ignores them."""
 
+    def unprimed(self) -> SttEngine:
+        """This engine without ``prime``'s words (the wake word's second look listens for the wake phrase, not
+        the home's names); the same model, not a second copy."""
+        return self
+
     def transcribe(self, samples: np.ndarray, chunk_s: float | None = None) -> SttResult:
         """A whole utterance at once (``chunk_s`` None) or streamed in chunks of ``chunk_s`` seconds."""
         stream = self.open_stream()

@@ -46,6 +46,7 @@ class WhisperEngine(SttEngine):
         self._prompt: list[int] = []
         self._base_prompt: list[int] = []  # the task tokens alone, without ``prime``'s words
         self.primed = ""  # the words of ``prime`` (the home's names), "" = none
+        self._plain: WhisperEngine | None = None  # ``unprimed()``
         self._suppress: list[int] = []
         self.fallbacks = 0  # doubtful short-window decodes redone over the full 30 s (for the benchmark)
 
@@ -90,6 +91,14 @@ class WhisperEngine(SttEngine):
 
     def _open_stream(self) -> SttStream:
         return WhisperStream(self)
+
+    def unprimed(self) -> WhisperEngine:
+        if not self.primed:
+            return self
+        if self._plain is None:
+            self._plain = self.variant(self.settings)
+            self._plain.prime("")
+        return self._plain
 
     def variant(self, settings: WhisperSettings) -> WhisperEngine:
         """Another engine over this one's loaded model with other decoding settings (window, beam, partials), for

@@ -475,5 +475,7 @@ def test_whisper_primed_with_the_home_hears_its_names(whisper, speech_dir, repo_
     for path, ref in librivox:
         plain = word_error_rate(ref, whisper.transcribe(read_wav(path)).text)
         assert word_error_rate(ref, primed.transcribe(read_wav(path)).text) <= plain + 0.1, path.name
+    plain = primed.unprimed()  # the wake word's second look: the same model, without the names
+    assert plain.model is primed.model and plain._prompt == whisper._prompt and primed.unprimed() is plain
     primed.prime("")
-    assert primed._prompt == whisper._prompt
+    assert primed._prompt == whisper._prompt and primed.unprimed() is primed
