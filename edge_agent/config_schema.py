@@ -286,6 +286,13 @@ class TtsSettings:
     phrases: dict[str, str] = opt(
         {}, "Fixed phrases (key: text) added to or replacing the built-in ones; synthesized once and cached."
     )
+    warm_replies: int = opt(
+        32,
+        "While idle after start, synthesize up to this many fast-path replies into the phrase cache: every "
+        "configured device's turn-on and turn-off reply that needs no confirmation ('Turned on the desk lamp.'), "
+        "~65 KB each, so a board's first command on a device is not synthesized on the critical path. 0 = off.",
+        min=0, max=48,
+    )
     release_memory: bool = opt(
         True,
         "Give ONNX Runtime's buffers back after each sentence: the voice's memory stays flat (155 MB against 740 MB "

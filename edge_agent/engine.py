@@ -57,6 +57,7 @@ HISTORY_KEEP = 500  # turn records kept in memory (the turn log on disk has them
 SELF_ECHO_TAIL_S = 0.6  # a detection this soon after a segment ended may still be its echo
 CONTINUE_HOLD_S = 0.2  # voice after the endpoint holds the reply's first audio this long while it may be speech
 SHUTDOWN_S = 4.0  # ordered shutdown finishes within this (systemd's stop timeout is longer)
+WARM_IDLE_POLL_S = 0.25  # the tts-warm thread waits for an idle engine in steps of this
 WAKE_RING_S = WAKE_AUDIO_S + 0.5  # the recent audio kept for a second look (a chunk may end after the detection)
 
 
@@ -349,6 +350,28 @@ class Engine:
             self.timers.start_thread()
         if self.bridge is not None:
             self.bridge.subscribe_entity_states()
+        if self.s.tts.warm_replies:
+            threading.Thread(target=self._warm_replies, name="tts-warm", daemon=True).start()
+
+    def _warm_replies(self) -> None:
+        """The ``tts-warm`` thread: the home's likely fast-path replies synthesized into the phrase cache, one at a
+        time and only while no turn runs (it peeks at the state, never writes it), so the first command on each
+        device replays its reply instead of synthesizing it on the critical path. Stops at shutdown."""
+        texts = self.brain.handler.likely_replies()[: self.s.tts.warm_replies]
+        done, t0 = 0, time.monotonic()
+        for text in texts:
+            while not self.stop_event.is_set() and (self.state != State.IDLE or self.controller.responding
+                                                     or self.speaker.busy):
+                self.stop_event.wait(WARM_IDLE_POLL_S)
+            if self.stop_event.is_set():
+                return
+            try:
+                self.tts.prewarm([text])
+                done += 1
+            except EdgeAgentError as e:  # a voice that cannot say it: the turn will say so, not this thread
+                log.warning("tts warm-up of %r failed: %s", text, e.message)
+        if texts:
+            log.info("tts: %d of %d likely replies warmed in %.1f s", done, len(texts), time.monotonic() - t0)
 
     def run(self) -> int:
         self._start_services()

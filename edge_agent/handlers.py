@@ -37,6 +37,8 @@ RATE_WINDOW_S = 60.0
 TURN_ON = {"cover": ("open", "Opened"), "valve": ("open", "Opened"), "lock": ("lock", "Locked"),
            "scene": ("activate", "Activated"), "script": ("activate", "Started")}
 TURN_OFF = {"cover": ("close", "Closed"), "valve": ("close", "Closed"), "lock": ("unlock", "Unlocked")}
+ON_OFF_DOMAINS = frozenset({"light", "switch", "fan", "cover", "valve", "media_player", "input_boolean", "climate",
+                            "scene", "script"})  # the domains whose turn-on (scene, script: only that) replies warm
 OPTIMISTIC_STATE = {"turn_on": "on", "turn_off": "off", "open": "open", "close": "closed", "lock": "locked",
                     "unlock": "unlocked", "media_pause": "paused", "media_play": "playing"}
 PLURAL = {"light": "lights", "switch": "switches", "fan": "fans", "cover": "covers", "lock": "locks",
@@ -125,6 +127,21 @@ class IntentHandler(CallValidator):
         if self.dry_run:
             data["dry_run"] = True
         return allowed, commands, None, data
+
+    def likely_replies(self) -> list[str]:
+        """The replies a fast-path command on one device most often gets, worded as the handlers word them: the
+        turn-on and turn-off reply of every configured device that needs no confirmation, alternating on/off per
+        device in config order ("Turned on the desk lamp.", "Turned off the desk lamp.", ...). The engine warms the
+        TTS phrase cache with them while idle (``tts.warm_replies``)."""
+        out: list[str] = []
+        for e in self.home.entities.values():
+            if e.domain not in ON_OFF_DOMAINS or self.home.is_sensitive(e):
+                continue
+            target = self._target_text(IntentCall("HassTurnOn", {"name": e.name}, entities=[e.id]), [e])
+            out.append(f"{TURN_ON.get(e.domain, ('turn_on', 'Turned on'))[1]} {target}.")
+            if e.domain not in ("scene", "script"):
+                out.append(f"{TURN_OFF.get(e.domain, ('turn_off', 'Turned off'))[1]} {target}.")
+        return out
 
     def _target_text(self, call: IntentCall, ents: list[Entity]) -> str:
         s = call.slots

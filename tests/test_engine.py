@@ -249,6 +249,26 @@ def test_command_turn_acts_without_llm_and_speaks(harness, wavs, parts):
     assert word_error_rate(rec["reply_spoken"], heard) <= 0.35, (rec["reply_spoken"], heard)
 
 
+def test_an_idle_engine_warms_the_homes_replies(harness, wavs, parts):
+    """The tts-warm thread fills the phrase cache with the home's likely fast-path replies while nothing happens,
+    and a command's reply is then replayed from it."""
+    texts = parts["brain"].handler.likely_replies()[: parts["s"].tts.warm_replies]
+    assert "Turned on the kitchen light." in texts
+    cache = parts["tts"].phrases
+    with cache._lock:
+        for t in texts:
+            cache._audio.pop(t, None)
+    h = harness()
+    deadline = time.monotonic() + 60
+    while not all(t in cache for t in texts) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [t for t in texts if t not in cache] == []
+    hits = cache.hits
+    h.say(wavs["light_on"])
+    rec = h.wait_turns(1)[0]
+    assert rec["reply_spoken"] == "Turned on the kitchen light." and cache.hits > hits, rec
+
+
 def test_question_goes_to_llm_and_is_streamed(harness, wavs):
     h = harness()
     h.say(wavs["question"])

@@ -271,3 +271,25 @@ def test_llm_call_without_target_uses_device_area(env) -> None:
     h, _, _ = env
     r = h.handle(IntentCall("HassTurnOn", {"domain": "light"}, source="llm"), area="Living Room")
     assert [c.entity for c in r.commands] == ["light.sofa"]
+
+
+# ------------------------------------------------------------------ the replies the TTS warms while idle
+
+
+def test_likely_replies_are_the_handlers_own_words(env) -> None:
+    h, m, clock = env
+    replies = h.likely_replies()
+    assert replies, "a home with lights has replies to warm"
+    said = []
+    for e in h.home.entities.values():
+        for verb in ("turn on", "turn off", "open", "close", "activate"):
+            call = m.match(f"{verb} the {e.name}")
+            if call is None or call.entities != [e.id]:
+                continue
+            clock.t += 120  # beyond the rate limit's minute
+            r = h.handle(call)
+            if r.success:
+                said.append(r.speech)
+    assert said and set(replies) == set(said), (replies, said)  # every one a real reply, none missed
+    assert not any("garage" in r.lower() or "front door" in r.lower() for r in replies)  # asks first: not warmed
+    assert len(replies) == len(set(replies))
