@@ -91,6 +91,7 @@ class Engine:
         self.follow_up = FollowUpDetector(vad, segmenter_factory, settings.vad.threshold)
         self.responders: dict[str, Responder] = {}
         self._threads: dict[str, threading.Thread] = {}
+        self._warm_thread: threading.Thread | None = None  # tts-warm (``_warm_replies``)
         self.loop_cpu_s = 0.0  # the loop thread's CPU (wake word, VAD, listener) since the last finished turn
         self.loop_audio_s = 0.0  # seconds of audio it processed in that time
         self.preroll = PreRoll(settings.vad.pre_roll_s)
@@ -351,7 +352,8 @@ class Engine:
         if self.bridge is not None:
             self.bridge.subscribe_entity_states()
         if self.s.tts.warm_replies:
-            threading.Thread(target=self._warm_replies, name="tts-warm", daemon=True).start()
+            self._warm_thread = threading.Thread(target=self._warm_replies, name="tts-warm", daemon=True)
+            self._warm_thread.start()
 
     def _warm_replies(self) -> None:
         """The ``tts-warm`` thread: the home's likely fast-path replies synthesized into the phrase cache, one at a
@@ -364,6 +366,7 @@ class Engine:
                                                      or self.speaker.busy):
                 self.stop_event.wait(WARM_IDLE_POLL_S)
             if self.stop_event.is_set():
+                log.info("tts: warm-up stopped at shutdown after %d of %d likely replies", done, len(texts))
                 return
             try:
                 self.tts.prewarm([text])
@@ -561,6 +564,7 @@ class Engine:
     def shutdown(self, timeout: float = SHUTDOWN_S) -> None:
         """Ordered: stop input, cancel the turn, stop output, flush MQTT, within ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
+        self.stop_event.set()  # the loop has ended (a file's end or a signal): background work stops too
         if self.notifier is not None:
             self.notifier.stopping()
         try:
@@ -576,6 +580,8 @@ class Engine:
             thread.join(max(0.1, deadline - time.monotonic() - 1.0))
             if thread.is_alive():
                 log.warning("turn %s still running at shutdown; not waited for", turn_id)
+        if self._warm_thread is not None:  # inside a synthesis: never let the interpreter exit under ONNX Runtime
+            self._warm_thread.join(max(0.1, deadline - time.monotonic() - 1.0))
         self._drain_events()  # the responders' last events: their turns are logged
         # file mode: the output WAV is written, at least as long as the input WAV
         self.speaker.close(min_s=self.file_source.duration if self.file_source is not None else None)

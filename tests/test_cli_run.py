@@ -53,6 +53,21 @@ def test_file_mode_without_output_on_a_machine_without_sound(request_wav, tmp_pa
     assert turns and turns[0]["reply_spoken"], turns
 
 
+def test_exit_while_the_tts_warms_replies_is_clean(tmp_path):
+    """A file that ends at once: the tts-warm thread is inside a synthesis when the loop ends, and the daemon must
+    stop it and exit 0 (a daemon thread inside ONNX Runtime at interpreter exit aborts the process)."""
+    from edge_agent.audio import write_wav
+
+    wav = tmp_path / "quiet.wav"
+    write_wav(wav, np.zeros(1600, dtype=np.int16))
+    for attempt in range(2):
+        proc = run_cli("run", "--input", str(wav), "--no-mqtt", "--home", str(ROOT / "tests" / "data" / "home.yaml"),
+                       env=_no_sound(tmp_path), timeout=300)
+        assert proc.returncode == 0, (attempt, proc.stderr[-3000:])
+        assert "terminate called" not in proc.stderr
+        assert "tts: warm-up stopped at shutdown" in proc.stderr or "likely replies warmed" in proc.stderr
+
+
 def test_realtime_needs_an_input_file():
     proc = run_cli("run", "--realtime")
     assert proc.returncode == 2 and "--realtime only makes sense with --input" in proc.stderr
