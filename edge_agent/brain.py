@@ -52,6 +52,7 @@ from .brain_llm import REPLY_REQUEST, SORRY_TOOL, TOOL_CALL_MAX_TOKENS, LlmTurn 
 from .config import Settings
 from .context import ConversationContext, Followup
 from .errors import LlmError, ToolError
+from .headroom import choose
 from .history import HISTORY_TRIM_TO, Conversation, HistoryTurn  # noqa: F401 - re-exported
 from .intent import IntentCall, IntentResult
 from .llm_backend import CallStats, LlmBackend, create_backend
@@ -144,6 +145,7 @@ class Brain(LlmTurn):
         self._llm_area: str | None = None  # the area of the LLM turn in progress (offers are matched in it)
         self._turns_begun = 0  # counted before a turn waits for the lock: idle and preemptive prefills stop on it
         self.idle_prefill_stats: CallStats | None = None
+        self.headroom: Any = None  # the engine's Headroom: may the idle prefill run (llm.idle_prefill: auto)?
         self.warmup_stats: CallStats | None = None
         if tools is None:
             from .intents import tool_specs
@@ -244,6 +246,11 @@ class Brain(LlmTurn):
         """Between turns, the LLM evaluates the prefix and the history as the next prompt will begin. It holds only
         the model's own lock (a fast-path turn never waits for it); a turn's start stops it within one batch."""
         prefill = getattr(self.llm, "prefill", None)  # optional: backends with a local KV cache
+        headroom = self.headroom  # the engine's measured figures (edge_agent/headroom.py); None: no engine
+        if not choose(self.settings.llm.idle_prefill, headroom.affordable if headroom is not None else True):
+            log.debug("idle prefill skipped (llm.idle_prefill: %s; this machine cannot afford it now)",
+                      self.settings.llm.idle_prefill)
+            return
         if prefill is None or self.llm is None or not self.llm.loaded:
             return
         cancel = _Stop(self, self._turns_begun, None)

@@ -175,6 +175,10 @@ class SttSettings:
         "answers garbage: whisper or vosk = transcribe the utterance here with that engine's settings and model "
         "(loaded at start: its memory is paid even while the server answers); none = the turn apologises. Ignored "
         "for a local stt.engine.")
+    speculate: Literal["auto", "on", "off"] = opt(
+        "auto", "Transcribe the utterance so far at the first pause (batch engines such as whisper), so the transcript "
+        "is ready at the endpoint: on; off; auto = on while a decode fits the endpoint's wait for it and the audio "
+        "loop keeps up (edge_agent/headroom.py: the last decodes' wall time, the loop's backlog); off on a Pi 4.")
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,10 @@ class LlmSettings:
         "spoken early). Off by default: measured here it starts about when the endpoint does and the turn then "
         "waits for its batch (docs/benchmarks.md); worth it with a longer vad.trailing_silence_s.",
     )
+    idle_prefill: Literal["auto", "on", "off"] = opt(
+        "auto", "Between turns, evaluate the prompt prefix, the history and the next context line (local model), so "
+        "the next LLM turn evaluates only its words: on; off; auto = only while this machine has the time for it "
+        "(edge_agent/headroom.py), never while it competes with the audio loop on a slow board.")
     system_prompt: str = opt(
         "You are a concise, friendly voice assistant in a home. Answer in one or two short spoken sentences, "
         "no lists or markdown.",

@@ -31,6 +31,7 @@ from .audio_io import FileSource, Segment
 from .config import Settings
 from .controller import RESPONDING, State, TurnController
 from .errors import AudioError, EdgeAgentError
+from .headroom import Headroom
 from .listener import ContinuationWatch, FollowUpDetector, Listener
 from .recorder import DebugRecorder
 from .responder import HUB_OFFLINE_NOTE, Responder, says_wake_phrase
@@ -94,6 +95,10 @@ class Engine:
         self._warm_thread: threading.Thread | None = None  # tts-warm (``_warm_replies``)
         self.loop_cpu_s = 0.0  # the loop thread's CPU (wake word, VAD, listener) since the last finished turn
         self.loop_audio_s = 0.0  # seconds of audio it processed in that time
+        self.headroom = Headroom(settings.vad.trailing_silence_s)  # what this machine affords (headroom.py)
+        if brain is not None and hasattr(brain, "headroom"):
+            brain.headroom = self.headroom  # its idle prefill asks it (llm.idle_prefill: auto)
+        self.loop_lag_max_s = 0.0  # the loop's largest backlog (now - a chunk's end when it was taken) in that time
         self.preroll = PreRoll(settings.vad.pre_roll_s)
         # the last seconds heard, for the second look at a doubtful wake detection (only if a model has a band)
         self.wake_audio = (PreRoll(WAKE_RING_S) if any(m.second_look_band > 0 for m in settings.wake.models)
@@ -188,6 +193,8 @@ class Engine:
     # ------------------------------------------------------------------ the controller and its actions
     def dispatch(self, event: ev.Event) -> None:
         """Loop thread only: one event through the controller, then its actions."""
+        if isinstance(event, ev.Transcribed) and event.compute_s:
+            self.headroom.observe_decode(event.compute_s)  # the decode's wall time: can this machine speculate?
         for action in self.controller.handle(event):
             try:
                 self._execute(action)
@@ -237,8 +244,11 @@ class Engine:
             record = a.turn.to_json()
             if self.loop_audio_s > 0:
                 # wake word + VAD (+ the listener's STT feed) per second of audio, since the previous turn ended
-                record.setdefault("stages", {})["loop_cpu_per_audio_s"] = round(self.loop_cpu_s / self.loop_audio_s, 4)
-                self.loop_cpu_s = self.loop_audio_s = 0.0
+                stages = record.setdefault("stages", {})
+                stages["loop_cpu_per_audio_s"] = round(self.loop_cpu_s / self.loop_audio_s, 4)
+                stages["loop_lag_max_s"] = round(self.loop_lag_max_s, 3)
+                stages["headroom"] = self.headroom.summary()
+                self.loop_cpu_s = self.loop_audio_s = self.loop_lag_max_s = 0.0
             for fn in self.turn_listeners:
                 try:
                     fn(a.turn, record)
@@ -264,6 +274,8 @@ class Engine:
         self.listener = Listener(vad=self.vad, segmenter=segmenter, stt_stream=self.stt.open_stream(),
                                  transcribe=self.stt.transcribe, threshold=self.s.vad.threshold,
                                  keep_audio=bool(self.s.log.debug_audio_dir),
+                                 speculate=self.headroom.speculate(self.s.stt.speculate),
+                                 headroom=self.headroom,
                                  on_speculation=self._preempt_for(after_wake),
                                  judge=self._judge_for(after_wake or resume_audio is not None))
         self.listener_turn = turn.turn_id
@@ -399,6 +411,9 @@ class Engine:
                 if not self.source.alive:
                     self._recover_source()
             else:
+                lag = time.monotonic() - chunk.t_end  # the loop's backlog: > 0 when it is behind the microphone
+                self.headroom.observe_lag(lag)
+                self.loop_lag_max_s = max(self.loop_lag_max_s, lag)
                 c0 = time.thread_time()
                 try:
                     self._process(chunk)

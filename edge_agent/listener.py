@@ -18,12 +18,12 @@ import numpy as np
 
 from . import ending
 from .audio import SAMPLE_RATE, AudioChunk
+from .headroom import SPECULATE_AFTER_S, Headroom
 from .vad import VAD_FRAME_S, SegmentEvent
 from .wake_tail import WakeTailGate, wake_tail_cut
 
 log = logging.getLogger(__name__)
 
-SPECULATE_AFTER_S = 0.12  # silence after speech before a speculative transcription of the audio so far starts
 
 
 class Speculation:
@@ -42,6 +42,7 @@ class Speculation:
         self.then = then  # called on this thread with the transcript and the cancel token (preemptive work)
         self.judge = judge  # the transcript's ending verdict (edge_agent/ending.py), set before ``done``
         self.verdict: str | None = None
+        self.started_at_silence_s = 0.0  # how far into the pause it started (the listener sets it)
         self.t_done: float | None = None  # when the transcript (and its verdict) was ready
         self.error: BaseException | None = None
         self.samples = len(audio)
@@ -102,8 +103,9 @@ class Listener:
     def __init__(self, *, vad: Any, segmenter: Any, stt_stream: Any, transcribe: Callable[[np.ndarray], Any],
                  threshold: float, keep_audio: bool = False, speculate: bool = True,
                  on_speculation: Callable[[Any, threading.Event], None] | None = None,
-                 judge: Callable[[Any], str] | None = None) -> None:
+                 judge: Callable[[Any], str] | None = None, headroom: Headroom | None = None) -> None:
         self.vad = vad
+        self.headroom = headroom  # what this machine affords: how long the endpoint waits for a running speculation
         self.on_speculation = on_speculation  # preemptive work on a speculative transcript (Speculation.then)
         self.judge = judge  # the ending verdict of a speculative transcript; None: the segmenter's fixed silence
         self.segmenter = segmenter
@@ -201,8 +203,9 @@ class Listener:
         spec = self.speculation
         verdict = spec.verdict if spec is not None and spec.done.is_set() and not spec.cancel.is_set() else None
         need = ending.silence_for(verdict, self.normal_silence_s)
-        if verdict is None and spec is not None and spec.running:
-            need = self.normal_silence_s + ending.SPECULATION_WAIT_MAX_S
+        if verdict is None and spec is not None and spec.running:  # not past a decode that cannot be done in time
+            need = (self.headroom.speculation_wait_s(spec.started_at_silence_s) if self.headroom is not None
+                    else self.normal_silence_s + ending.SPECULATION_WAIT_MAX_S)
         if self.silence_s < need - 1e-6:
             return False
         heard.early = self.silence_s < self.normal_silence_s - 1e-6
@@ -221,6 +224,7 @@ class Listener:
         if audio is None or not len(audio):
             return
         self.speculation = Speculation(self.transcribe, audio, then=self.on_speculation, judge=self.judge)
+        self.speculation.started_at_silence_s = self.silence_s
         self.speculations += 1
 
     def _supersede(self) -> None:

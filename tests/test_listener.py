@@ -16,6 +16,7 @@ import pytest
 from edge_agent import controller as ev
 from edge_agent.audio import AudioChunk
 from edge_agent.config import VadSettings
+from edge_agent.headroom import Headroom
 from edge_agent.listener import ContinuationWatch, FollowUpDetector, Listener
 from edge_agent.responder import Responder
 from edge_agent.turn import Turn
@@ -223,6 +224,26 @@ def test_a_running_speculation_holds_the_endpoint_a_little_past_the_normal_silen
             break
     stt.release.set()
     assert ended_at is not None and 0.4 + 0.8 <= ended_at < 0.4 + 0.8 + 0.033
+
+
+def test_on_a_board_too_slow_for_it_a_running_speculation_never_delays_the_endpoint():
+    """A Pi 4: the last decodes took 1.65 s, so one started 0.13 s into the pause cannot be done by 0.4 + 0.8 s: the
+    endpoint comes after the normal silence (the final transcript takes the speculation up); on a machine whose
+    decodes fit, the wait is as before."""
+    for decode_s, waits in ((1.65, 0.4), (0.13, 0.4 + 0.8)):
+        stt = GatedStt()
+        headroom = Headroom(0.4)
+        headroom.observe_decode(decode_s)
+        lst = _judged("complete", stt=stt)
+        lst.headroom = headroom
+        lst.feed(frames(*[True] * 10))
+        ended_at = None
+        for _ in range(60):  # never released: the decode is still running
+            if lst.feed(frames(False)).endpoint is not None:
+                ended_at = lst.silence_s
+                break
+        stt.release.set()
+        assert ended_at is not None and waits <= ended_at < waits + 0.033, (decode_s, ended_at)
 
 
 def test_speech_resuming_before_the_early_end_cancels_the_verdict():
