@@ -1,7 +1,9 @@
 """Does the configuration fit this board? ``edge-agent check --speed`` times a reference speech-to-text decode, an LLM
 prompt evaluation and generation, and a first synthesis on the machine it runs on, projects the two critical paths
 (a command on the fast path, a question answered by the LLM) from the end of speech to the first reply audio, and
-says what to set where they do not fit, with the config lines.
+says what to set where they do not fit, with the config lines. On a board whose decode is longer than the endpoint's
+wait for it (``headroom.decode_budget_s``), the speculation and the idle prefill stay off (``auto``): a third line
+says so, and advises against forcing them ``on``.
 
 The projection follows the loop: a speculative transcription starts at the first pause (``listener.SPECULATE_AFTER_S``)
 and runs in the silence; the endpoint comes ``vad.trailing_silence_s`` after the last word, or for a complete
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 
 from . import ending
 from .config import Settings
-from .listener import SPECULATE_AFTER_S
+from .headroom import SPECULATE_AFTER_S, afford, choose, decode_budget_s
 from .llm_backend import LlmBackend
 
 log = logging.getLogger(__name__)
@@ -55,9 +57,35 @@ def transcript_ready_s(sp: Speed, s: Settings, *, early: bool) -> float:
     the turn ends after the normal silence, or for a complete command (``early``, ``vad.early_end``) as soon as the
     speculation has judged it, but not before ``ending.EARLY_END_S``."""
     wait = s.vad.trailing_silence_s
+    if s.stt.engine == "whisper" and not speculates(sp, s):  # the decode starts at the endpoint (headroom.py)
+        return wait + sp.stt_decode_s
     if early and s.vad.early_end and s.stt.engine == "whisper":  # the early end needs the speculation's verdict
         wait = min(wait, ending.EARLY_END_S)
     return max(wait, SPECULATE_AFTER_S + sp.stt_decode_s)
+
+
+def speculates(sp: Speed, s: Settings) -> bool:
+    """Does the speculation at the first pause run on this machine (``stt.speculate``; ``auto``: while a decode fits
+    the endpoint's wait, edge_agent/headroom.py)?"""
+    return choose(s.stt.speculate, afford(sp.stt_decode_s, False, s.vad.trailing_silence_s))
+
+
+def background_verdict(sp: Speed, s: Settings) -> Verdict | None:
+    """On a board whose decode does not fit the endpoint's wait, the work that only helps on a fast machine (the
+    speculation at the first pause, the LLM's idle prefill) slows every turn down: ``auto`` leaves it off there, ``on``
+    is advised against. None where it fits (nothing to say)."""
+    budget = decode_budget_s(s.vad.trailing_silence_s)
+    if s.stt.engine != "whisper" or afford(sp.stt_decode_s, False, s.vad.trailing_silence_s):
+        return None
+    detail = (f"background work: a Whisper decode takes {sp.stt_decode_s:.2f} s here, longer than the "
+              f"{budget:.2f} s the endpoint waits for one, so the speculation at the first pause and the LLM's idle "
+              f"prefill would compete with the audio loop for the CPU")
+    forced = [k for k, v in (("stt.speculate", s.stt.speculate), ("llm.idle_prefill", s.llm.idle_prefill)) if v == "on"]
+    if not forced:
+        return Verdict("speed: background work", True, detail + ": both stay off here (auto)")
+    return Verdict("speed: background work", False, detail + f": {' and '.join(forced)} forced on",
+                   "let this board decide (or set them off):\n    stt:\n      speculate: auto\n"
+                   "    llm:\n      idle_prefill: auto")
 
 
 def projected_command_s(sp: Speed, s: Settings) -> float:
@@ -97,6 +125,9 @@ def judge(sp: Speed, s: Settings) -> list[Verdict]:
                            "keep llm.model at the 0.5B model (a larger one is slower still), or answer from a home "
                            "server:\n    llm:\n      backend: openai\n      fallback: local\n"
                            "  (see README: One server, several rooms); commands stay fast on the fast path"))
+    background = background_verdict(sp, s)
+    if background is not None:
+        out.append(background)
     return out
 
 
