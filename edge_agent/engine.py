@@ -32,6 +32,7 @@ from .config import Settings
 from .controller import RESPONDING, State, TurnController
 from .errors import AudioError, EdgeAgentError
 from .headroom import Headroom
+from .priority import lower_other_threads
 from .listener import ContinuationWatch, FollowUpDetector, Listener
 from .recorder import DebugRecorder
 from .responder import HUB_OFFLINE_NOTE, Responder, says_wake_phrase
@@ -57,6 +58,7 @@ FILE_TAIL_MAX_S = 60.0  # in file mode, how long to wait after the input ends fo
 HISTORY_KEEP = 500  # turn records kept in memory (the turn log on disk has them all)
 SELF_ECHO_TAIL_S = 0.6  # a detection this soon after a segment ended may still be its echo
 CONTINUE_HOLD_S = 0.2  # voice after the endpoint holds the reply's first audio this long while it may be speech
+GIVE_WAY_EVERY_CHUNKS = 4  # once the loop is given way to, threads started since are lowered within this many chunks
 SHUTDOWN_S = 4.0  # ordered shutdown finishes within this (systemd's stop timeout is longer)
 WARM_IDLE_POLL_S = 0.25  # the tts-warm thread waits for an idle engine in steps of this
 WAKE_RING_S = WAKE_AUDIO_S + 0.5  # the recent audio kept for a second look (a chunk may end after the detection)
@@ -98,6 +100,7 @@ class Engine:
         self.headroom = Headroom(settings.vad.trailing_silence_s)  # what this machine affords (headroom.py)
         if brain is not None and hasattr(brain, "headroom"):
             brain.headroom = self.headroom  # its idle prefill asks it (llm.idle_prefill: auto)
+        self._sweeps = 0  # chunks since the other threads started giving way to the loop (_give_way)
         self.loop_lag_max_s = 0.0  # the loop's largest backlog (now - a chunk's end when it was taken) in that time
         self.preroll = PreRoll(settings.vad.pre_roll_s)
         # the last seconds heard, for the second look at a doubtful wake detection (only if a model has a band)
@@ -413,6 +416,8 @@ class Engine:
             else:
                 lag = time.monotonic() - chunk.t_end  # the loop's backlog: > 0 when it is behind the microphone
                 self.headroom.observe_lag(lag)
+                if self.headroom.yield_to_loop:
+                    self._give_way()
                 self.loop_lag_max_s = max(self.loop_lag_max_s, lag)
                 c0 = time.thread_time()
                 try:
@@ -434,6 +439,17 @@ class Engine:
                     break
         self.shutdown()
         return 0
+
+    def _give_way(self) -> None:
+        """The loop fell behind the microphone once (headroom.yield_to_loop): every other thread gets a lower priority
+        (priority.py), swept every few chunks so threads started since (responders, decodes) follow."""
+        self._sweeps += 1
+        if self._sweeps % GIVE_WAY_EVERY_CHUNKS != 1:
+            return
+        changed = lower_other_threads(threading.get_native_id())
+        if self._sweeps == 1:
+            log.warning("the audio loop fell %.1f s behind the microphone: the other threads now give way to it "
+                        "(%d lowered)", self.headroom.lag_s, changed)
 
     def _recover_source(self) -> None:
         """The microphone vanished (USB unplugged): keep running, retry until it is back."""

@@ -20,6 +20,9 @@ The work is affordable when a decode fits in the time the endpoint waits for it 
 ``SPECULATE_AFTER_S``, to the normal silence plus ``SPECULATION_WAIT_MAX_S``) and the loop is not behind. With no
 decode measured yet it is affordable (the fast machine's behaviour from the first turn). ``stt.speculate`` and
 ``llm.idle_prefill`` choose: ``on`` (always), ``off`` (never), ``auto`` (this module).
+
+Once the loop has fallen ``YIELD_AFTER_LAG_S`` behind, ``yield_to_loop`` is set for good: the engine then lowers the
+priority of every other thread (``priority.py``), so the loop keeps up with the microphone whatever else runs.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ SPECULATE_AFTER_S = 0.12  # silence after speech before a speculative transcript
 LAG_MAX_S = 0.3  # the loop counts as behind when a chunk is taken this long after it ended (4 blocks of 80 ms)
 LAG_RECOVER_S = 0.1  # ... and as caught up again below this
 DECODE_ALPHA = 0.5  # weight of the newest decode in the moving average
+YIELD_AFTER_LAG_S = 0.5  # once the loop is this far behind, every other thread gives way to it (priority.py)
 
 
 def decode_budget_s(normal_silence_s: float) -> float:
@@ -75,6 +79,7 @@ class Headroom:
         self.decode_s: float | None = None  # moving average of the STT decodes' wall time
         self.lag_s = 0.0  # the loop's latest backlog
         self.lagging = False  # behind (over LAG_MAX_S) and not yet caught up (under LAG_RECOVER_S)
+        self.yield_to_loop = False  # the loop fell YIELD_AFTER_LAG_S behind once: the other threads give way, for good
         self.decodes = 0
 
     def observe_decode(self, seconds: float) -> None:
@@ -86,6 +91,8 @@ class Headroom:
 
     def observe_lag(self, seconds: float) -> None:
         self.lag_s = seconds
+        if seconds > YIELD_AFTER_LAG_S:
+            self.yield_to_loop = True
         if seconds > LAG_MAX_S:
             self.lagging = True
         elif seconds < LAG_RECOVER_S:
@@ -107,8 +114,8 @@ class Headroom:
     def summary(self) -> dict[str, float | bool | None]:
         """For the turn log's ``stages``."""
         return {"decode_s": None if self.decode_s is None else round(self.decode_s, 3),
-                "affordable": self.affordable}
+                "affordable": self.affordable, "yield_to_loop": self.yield_to_loop}
 
 
-__all__ = ["DECODE_ALPHA", "LAG_MAX_S", "LAG_RECOVER_S", "SPECULATE_AFTER_S", "Headroom", "afford", "choose",
-           "decode_budget_s", "speculation_wait_s"]
+__all__ = ["DECODE_ALPHA", "LAG_MAX_S", "LAG_RECOVER_S", "SPECULATE_AFTER_S", "YIELD_AFTER_LAG_S", "Headroom", "afford",
+           "choose", "decode_budget_s", "speculation_wait_s"]

@@ -73,4 +73,44 @@ def test_headroom_lag_has_hysteresis() -> None:
     assert not h.affordable
     h.observe_lag(0.01)
     assert h.affordable
-    assert h.summary() == {"decode_s": None, "affordable": True}
+    assert h.summary() == {"decode_s": None, "affordable": True, "yield_to_loop": False}
+
+
+def test_the_loop_once_far_behind_is_given_way_to_for_good() -> None:
+    h = Headroom(NORMAL)
+    h.observe_lag(0.4)  # behind, but not far: nothing is reniced yet
+    assert h.lagging and not h.yield_to_loop
+    h.observe_lag(0.6)
+    h.observe_lag(0.0)
+    assert h.yield_to_loop and h.affordable  # caught up again; the other threads keep giving way
+
+
+def test_other_threads_give_way_to_the_loop() -> None:
+    """priority.py on real threads, in a process of its own (the change is one-way): every thread but the caller
+    gets the background nice value (Linux only)."""
+    import os
+    import subprocess
+    import sys
+
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("threads cannot be listed here")
+    code = """
+import os, threading
+from edge_agent.priority import BACKGROUND_NICE, lower_other_threads
+started, stop, tid = threading.Event(), threading.Event(), []
+def worker():
+    tid.append(threading.get_native_id()); started.set(); stop.wait(10)
+t = threading.Thread(target=worker); t.start(); started.wait(5)
+me = threading.get_native_id()
+changed = lower_other_threads(me)
+assert changed >= 1, changed
+assert os.getpriority(os.PRIO_PROCESS, tid[0]) >= BACKGROUND_NICE
+assert os.getpriority(os.PRIO_PROCESS, me) == 0  # the loop keeps its own
+assert lower_other_threads(me) == 0  # nothing left to lower
+assert lower_other_threads(me, tasks="/nonexistent") == 0
+stop.set(); t.join(5)
+print("ok")
+"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=root)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
