@@ -32,8 +32,8 @@ from .config import Settings
 from .controller import RESPONDING, State, TurnController
 from .errors import AudioError, EdgeAgentError
 from .headroom import Headroom
-from .priority import lower_other_threads
 from .listener import ContinuationWatch, FollowUpDetector, Listener
+from .priority import lower_other_threads
 from .recorder import DebugRecorder
 from .responder import HUB_OFFLINE_NOTE, Responder, says_wake_phrase
 from .responder import current as current_responder

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edge_agent import ending
-from edge_agent.headroom import (LAG_MAX_S, Headroom, afford, choose, decode_budget_s, speculation_wait_s)
+from edge_agent.headroom import LAG_MAX_S, Headroom, afford, choose, decode_budget_s, speculation_wait_s
 
 NORMAL = 0.4  # vad.trailing_silence_s default
 
