@@ -25,7 +25,6 @@ from .wake_tail import WakeTailGate, wake_tail_cut
 log = logging.getLogger(__name__)
 
 
-
 class Speculation:
     """A transcription of the utterance so far, started at the first pause: if the user does not go on speaking, the
     endpoint finds the transcript ready instead of starting it (the trailing silence is spent on it).
