@@ -23,11 +23,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
+from edge_agent.arbitration import WakeClaim, arbitrate, parse_wake_claim
 from edge_agent.config import SiteSettings, load_settings
 from edge_agent.errors import MqttError
-from edge_agent.intent import DeviceCommand, IntentCall
-from edge_agent.arbitration import WakeClaim, arbitrate, parse_wake_claim
 from edge_agent.ha_discovery import discovery_payload, hermes_intent_payload
+from edge_agent.intent import DeviceCommand, IntentCall
 from edge_agent.mqtt import MqttLink
 from edge_agent.mqtt_client import backoff_delay
 from edge_agent.mqtt_inbound import (
