@@ -212,7 +212,9 @@ class LlmSettings:
     fallback: Literal["none", "local"] = opt(
         "none", "When a remote backend is unreachable, slow or answers garbage: local = answer with llm.model in "
         "process (loaded at start); none = a short spoken apology.")
-    model: str = opt("qwen2_5_coder_0_5b", "Manifest name (or path) of a GGUF model.")
+    model: str = opt("qwen2_5_coder_0_5b", "Manifest name (or path) of a GGUF model: qwen2_5_coder_0_5b, or "
+                     "qwen2_5_coder_1_5b (a little more accurate, acts on fewer sentences that are not commands, "
+                     "but 2-2.5x slower: docs/benchmarks.md, 'LLM alone').")
     threads: int = opt(
         0,
         "CPU threads for llama.cpp; 0 = all cores but one (the audio loop needs one: on 2 cores, two llama.cpp "
