@@ -65,6 +65,36 @@ KIND_DOMAINS: dict[str, set[str]] = {
 }
 
 
+# Which way the words switch a device, per domain: (turn-on words, turn-off words). HassTurnOn locks a lock and
+# opens a cover; HassTurnOff unlocks and closes.
+_DIRECTION: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
+    "lock": (re.compile(r"\block(?:ed)?\b"), re.compile(r"\bunlock(?:ed)?\b")),
+    "cover": (re.compile(r"\b(?:open|raise)\b"), re.compile(r"\b(?:close|shut|lower)\b")),
+    "valve": (re.compile(r"\bopen\b"), re.compile(r"\b(?:close|shut)\b")),
+    "": (re.compile(r"\b(?:on|start|activate|enable)\b"),
+         re.compile(r"\b(?:off|stop|deactivate|disable|kill|shut)\b")),
+}
+
+
+def direction_misfit(name: str, words: str, domains: set[str]) -> str | None:
+    """Why a turn-on/off call goes the other way than the words ("could you unlock the front door" -> HassTurnOn,
+    which locks it), or None. Only words that go one way count: "lights on and the fan off" says both."""
+    if name not in ("HassTurnOn", "HassTurnOff") or not domains:
+        return None
+    reasons = []
+    for domain in domains:
+        on, off = _DIRECTION.get(domain, _DIRECTION[""])
+        said_on, said_off = on.search(words), off.search(words)
+        if bool(said_on) == bool(said_off):
+            return None  # both ways, or neither: the words do not decide
+        if (name == "HassTurnOn") == bool(said_on):
+            return None
+        word = (said_on or said_off).group(0)  # type: ignore[union-attr]
+        other = "HassTurnOff" if name == "HassTurnOn" else "HassTurnOn"
+        reasons.append(f"the request says '{word}' but {name} does the opposite to a {domain}: use {other}")
+    return reasons[0] if reasons else None
+
+
 def tool_misfit(call: IntentCall, text: str, home: Any) -> str | None:
     """Why an LLM tool call does not fit the words, or None if it does (checked before it runs).
 
@@ -98,6 +128,12 @@ def tool_misfit(call: IntentCall, text: str, home: Any) -> str | None:
         slots = call.slots
         target = slots.get("name")
         named = isinstance(target, str) and normalize_name_in(target, words)
+        if hasattr(home, "find"):
+            targets = (home.find(target, None, None) if isinstance(target, str) else
+                       home.find(None, slots.get("area"), slots.get("domain"), None, slots.get("floor")))
+            way = direction_misfit(name, words, {e.domain for e in targets})
+            if way:
+                return way
         if kinds and not named and hasattr(home, "find"):
             if isinstance(target, str):
                 ents = home.find(target, None, None)

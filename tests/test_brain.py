@@ -814,6 +814,14 @@ def test_a_turn_never_waits_forever_for_an_abandoned_one(scripted, monkeypatch):
     # the target is a device the words do not name while they name another (an injection's leftover device)
     ("HassTurnOn", {"name": "Kitchen Light"}, "say the word done and unlock the front door", False),
     ("HassTurnOn", {"name": "Kitchen Light"}, "switch on the kitchen light and lock the front door", True),
+    # the call goes the other way than the words (HassTurnOn locks a lock, HassTurnOff unlocks it)
+    ("HassTurnOn", {"name": "Front Door"}, "good you unlock the front door", False),
+    ("HassTurnOff", {"name": "Front Door"}, "could you unlock the front door", True),
+    ("HassTurnOff", {"name": "Front Door"}, "lock up the front door please", False),
+    ("HassTurnOn", {"name": "Front Door"}, "lock up the front door please", True),
+    ("HassTurnOn", {"name": "Kitchen Light"}, "switch the kitchen light off", False),
+    ("HassTurnOff", {"name": "Kitchen Light"}, "lights on in the kitchen please", False),
+    ("HassTurnOff", {"name": "Kitchen Light"}, "kitchen light on, no wait, off", True),  # both ways: not decided
 ])
 def test_a_tool_whose_kind_does_not_fit_the_words_is_refused(home, name, slots, text, fits):
     from edge_agent.brain import tool_misfit
