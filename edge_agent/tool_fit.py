@@ -76,6 +76,12 @@ _DIRECTION: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
 }
 
 
+# A device command the words say not to do ("don't turn off the kitchen light", "never unlock the back door")
+_NEGATED = re.compile(r"\b(?:don'?t|do not|dont|never|no need to|not)\s+(?:\w+\s+){0,2}?"
+                      r"(?:turn|switch|unlock|lock|open|close|shut|set|start|stop|dim|raise|lower|activate|change|"
+                      r"touch)\b")
+
+
 def direction_misfit(name: str, words: str, domains: set[str]) -> str | None:
     """Why a turn-on/off call goes the other way than the words ("could you unlock the front door" -> HassTurnOn,
     which locks it), or None. Only words that go one way count: "lights on and the fan off" says both."""
@@ -123,6 +129,8 @@ def tool_misfit(call: IntentCall, text: str, home: Any) -> str | None:
     if name.startswith("HassMedia") or name == "HassSetVolume":
         if not _MEDIA_WORDS.search(words):
             return f"{name} controls media, but the request is not about media"
+    if name in DEVICE_INTENTS and name != "HassGetState" and _NEGATED.search(words.replace("’", "'")):
+        return f"the request says not to do it: {name} must not run; answer in words"
     if name in DEVICE_INTENTS:
         kinds = set().union(*(KIND_DOMAINS[w] for w in re.findall(r"[a-z]+", words) if w in KIND_DOMAINS))
         slots = call.slots

@@ -822,6 +822,12 @@ def test_a_turn_never_waits_forever_for_an_abandoned_one(scripted, monkeypatch):
     ("HassTurnOn", {"name": "Kitchen Light"}, "switch the kitchen light off", False),
     ("HassTurnOff", {"name": "Kitchen Light"}, "lights on in the kitchen please", False),
     ("HassTurnOff", {"name": "Kitchen Light"}, "kitchen light on, no wait, off", True),  # both ways: not decided
+    # the words say not to
+    ("HassTurnOff", {"name": "Kitchen Light"}, "don't turn off the kitchen light", False),
+    ("HassTurnOff", {"name": "Front Door"}, "please never unlock the front door", False),
+    ("HassTurnOn", {"name": "Kitchen Light"}, "do not switch the kitchen light on", False),
+    ("HassGetState", {"name": "Front Door"}, "is the front door not locked", True),
+    ("HassTurnOff", {"name": "Kitchen Light"}, "turn off the kitchen light, it's not needed", True),
 ])
 def test_a_tool_whose_kind_does_not_fit_the_words_is_refused(home, name, slots, text, fits):
     from edge_agent.brain import tool_misfit
