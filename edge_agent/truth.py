@@ -115,6 +115,13 @@ _DEVICE_WORDS = re.compile(r"\b(lights?|lamps?|fans?|doors?|locks?|blinds?|curta
 _TIMER_LEFT = re.compile(r"\b(left|remaining|to go)\b|\b(?:goes|go|will go|will ring|rings|ends|will end|"
                          r"finishes|will finish|is done|will be done)\s+(?:off\s+)?in\b")
 _TIMER_WORD = re.compile(r"\btimers?\b")
+_TIMER_SET_FOR = re.compile(r"\btimers?\b.*\b(?:is|are|was)\s+(?:currently\s+|still\s+|now\s+)?(?:set|running)\s+"
+                            r"(?:for|to)\b")
+# A measured value stated of the home: "the outside temperature is 22 degrees", "the humidity is 40%"
+_VALUE = re.compile(r"\b(?:is|are|reads|shows|at|of)\s+(?:currently\s+|now\s+|about\s+|around\s+)*"
+                    r"(?:minus\s+)?(\d+(?:\.\d+)?|(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)"
+                    r"(?:[ -]\w+)?|\w+teen|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)\b"
+                    r"(?:\s*(?:degrees?|percent|%|°))?")
 _DURATION = re.compile(r"\b(\w+(?:[ -]\w+)?)\s+(?:hours?|minutes?|mins?|seconds?|secs?)\b")
 _CLOCK = re.compile(r"\b(?:it is|the time is|the current time is|time now is|right now it is)\s+"
                     r"(?:now\s+|about\s+|around\s+|exactly\s+|almost\s+|just\s+(?:after|before)\s+)?"
@@ -246,9 +253,22 @@ def timer_claim(sentence: str) -> set[int] | None:
     t = _norm(sentence)
     if not t or _is_question(t):
         return None
-    if _TIMER_LEFT.search(t) and (_DURATION.search(t) or _TIMER_WORD.search(t)):
+    if (_TIMER_LEFT.search(t) and (_DURATION.search(t) or _TIMER_WORD.search(t))) or (
+            _TIMER_SET_FOR.search(t) and _DURATION.search(t)):
         return {n for m in _DURATION.finditer(t) for n in _numbers(m.group(1))}
     return None
+
+
+def value_claim(sentence: str) -> set[int] | None:
+    """The numbers a sentence states as a value ("... is 22 degrees", "... reads 40 percent"), or None; the guard
+    asks it only of sentences that name a configured device."""
+    t = _norm(sentence)
+    if not t or _is_question(t):
+        return None
+    found = [m for m in _VALUE.finditer(t) if m.group(0).rstrip().endswith(("degrees", "degree", "percent", "%", "°"))
+             or re.search(r"\b(?:temperature|humidity|thermostat|sensor|reading)\b", t)]
+    nums = {n for m in found for n in _numbers(m.group(1))}
+    return nums or None
 
 
 def clock_claim(sentence: str) -> str | None:
@@ -357,6 +377,9 @@ class ReplyGuard:
             known = self._known_states(text, done)
             if not states <= known:
                 return self._rewrite(STATE_NOT_READ, "device state not read in this turn")
+        values = value_claim(text) if self._named(text)[0] else None
+        if values is not None and not values <= self._read_numbers(done):
+            return self._rewrite(STATE_NOT_READ, "device value not read in this turn")
         nums = timer_claim(text)
         if nums is not None:
             timer_results = [r for r in done if r.call.name in _TIMER_INTENTS]
@@ -376,6 +399,21 @@ class ReplyGuard:
             if not read_results or (kind == "time" and not self._same_hour(text, read_results)):
                 return self._rewrite(TIME_NOT_READ, f"{kind} not read in this turn")
         return Verdict(text)
+
+    @staticmethod
+    def _read_numbers(done: list[IntentResult]) -> set[int]:
+        """Every number the handler said or returned in this turn (a state read, a value set)."""
+        read: set[int] = set()
+        for r in done:
+            read |= _numbers(r.speech)
+            for v in _flat_values(r.data):
+                try:
+                    f = float(v) if not isinstance(v, bool) else None
+                except (TypeError, ValueError):
+                    f = None
+                if f is not None:
+                    read |= {int(f), round(f)}
+        return read
 
     def _known_states(self, text: str, done: list[IntentResult]) -> set[str]:
         ents, _ = self._named(text)

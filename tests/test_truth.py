@@ -35,6 +35,9 @@ entities:
     area: living_room
   - id: lock.front_door
     name: Front Door
+  - id: sensor.outside
+    name: Outside Temperature
+    device_class: temperature
 """
 
 
@@ -63,6 +66,8 @@ TIMER_STATUS = ran("HassTimerStatus", [], "3 minutes and 20 seconds left on the 
                    timers=[{"total_seconds_left": 200, "minutes_left": 3, "seconds_left": 20}])
 STATE_READ = ran("HassGetState", ["lock.front_door"], "The front door is locked.",
                  states=[{"entity_id": "lock.front_door", "state": "locked"}])
+TEMP_READ = ran("HassGetState", ["sensor.outside"], "The outside temperature is 12 °C.",
+                states=[{"entity_id": "sensor.outside", "state": "12"}])
 TIME_READ = ran("HassGetCurrentTime", [], "It is 15:05.", time="15:05")
 
 # Sentences that are no action report and no unread fact: they pass unchanged whatever ran.
@@ -119,6 +124,10 @@ CLAIMS = [
     ("Your timer goes off in ten minutes.", TIMER_NOT_READ),
     ("The front door is locked.", STATE_NOT_READ),
     ("The kitchen light is on.", STATE_NOT_READ),
+    # a value of the home the model made up (the 1.5B model said so in tools/llm_eval.py; the sensor read 12)
+    ("The outside temperature is 22 degrees.", STATE_NOT_READ),
+    ("The outside temperature is currently twenty two degrees.", STATE_NOT_READ),
+    ("The timer is currently set for 10 minutes.", TIMER_NOT_READ),
     ("It's 3:15 pm.", TIME_NOT_READ),
     ("The time is ten past four.", TIME_NOT_READ),
 ]
@@ -152,6 +161,9 @@ def test_unbacked_claims_are_rewritten(home, sentence, honest):
     ("The front door is locked.", [STATE_READ]),
     ("It's 3:05 in the afternoon.", [TIME_READ]),
     ("The kitchen light is on.", [TURN_ON_KITCHEN]),
+    ("The outside temperature is 12 degrees.", [TEMP_READ]),
+    ("The outside temperature reads twelve degrees right now.", [TEMP_READ]),
+    ("The timer is set for 5 minutes.", [TIMER_STARTED]),
 ])
 def test_claims_backed_by_this_turn_pass(home, sentence, results):
     v = ReplyGuard(results, home).check(sentence)
@@ -166,6 +178,8 @@ def test_claims_backed_by_this_turn_pass(home, sentence, results):
     ("You have 7 minutes left.", [TIMER_STATUS]),  # a made-up remaining time
     ("The front door is unlocked.", [STATE_READ]),  # not the state read
     ("It's 4:05.", [TIME_READ]),  # not the time read
+    ("The outside temperature is 22 degrees.", [TEMP_READ]),  # not the value read
+    ("The outside temperature is 12 degrees.", [TURN_ON_KITCHEN]),  # nothing read about it
 ])
 def test_claims_that_contradict_this_turn_are_rewritten(home, sentence, results):
     v = ReplyGuard(results, home).check(sentence)
