@@ -154,6 +154,7 @@ class Brain(LlmTurn):
         self.tools = select_tools(tools, home)
         names = [n.casefold() for e in getattr(home, "entities", {}).values() for n in e.names]
         self.tool_schema = tool_call_schema(self.tools, unique_names=len(names) == len(set(names)))
+        self.instructions = ""  # the prompt's rules (set by _fixed_prefix): the reply guard never lets them be read out
         self.prefix = self._fixed_prefix()
 
     # ------------------------------------------------------------------ construction

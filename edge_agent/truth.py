@@ -146,6 +146,14 @@ _TIMER_INTENTS = {"HassStartTimer", "HassTimerStatus", "HassIncreaseTimer", "Has
                   "HassCancelTimer", "HassPauseTimer", "HassUnpauseTimer"}
 
 
+ECHO_MIN_WORDS = 4  # a reply sentence this long found word for word in the instructions is the prompt read back
+_TOOL_SYNTAX = re.compile(r"\bHass[A-Z]\w+|\b(?:function|tool)\b[^.]*\barguments?\b|\"(?:name|arguments)\"\s*:")
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.casefold().replace("’", "'"))
+
+
 def _norm(sentence: str) -> str:
     t = sentence.lower()
     for pat, rep in _NORMALIZE:
@@ -309,10 +317,11 @@ class ReplyGuard:
     list: the brain appends to it as tool calls run). ``home`` (optional) lets it see which device a sentence names.
     """
 
-    def __init__(self, results: Sequence[IntentResult], home: Any = None) -> None:
+    def __init__(self, results: Sequence[IntentResult], home: Any = None, instructions: str = "") -> None:
         self.results = results
         self.home = home
         self._said: set[str] = set()
+        self._instructions = " " + " ".join(_words(instructions)) + " "  # the system prompt's rules, as words
 
     # ---- what the handler did and read
     def _done(self) -> list[IntentResult]:
@@ -352,6 +361,11 @@ class ReplyGuard:
     def check(self, sentence: str) -> Verdict:
         """What may be said of ``sentence`` (one sentence or first clause of the LLM's reply)."""
         text = strip_annotations(sentence)
+        if text and _TOOL_SYNTAX.search(text):  # "... call the HassTurnOff function with the arguments ..."
+            return Verdict("", rewritten=True, reason="tool syntax")
+        words = _words(text)
+        if len(words) >= ECHO_MIN_WORDS and f" {' '.join(words)} " in self._instructions:
+            return Verdict("", rewritten=True, reason="the prompt's own words")  # "No JSON, no lists, no markdown."
         dropped = text != speakable(sentence)
         verdict = self._check_claims(text) if text else Verdict("")
         if verdict.rewritten or not dropped:
