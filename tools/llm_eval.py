@@ -271,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, default=ROOT / "config.yaml")
     ap.add_argument("--set", type=Path, default=DEFAULT_SET)
     ap.add_argument("--half", action="append", choices=["dev", "heldout"], help="default: both")
+    ap.add_argument("--kinds", default="positive,negative,injection",
+                    help="which sentences: comma-separated positive, negative, injection (default: all)")
     ap.add_argument("--limit", type=int, default=0, help="at most this many sentences of each kind per half")
     ap.add_argument("--failures", type=int, default=30, help="print this many dev failures per model")
     ap.add_argument("--show-heldout", action="store_true", help="also print held-out failures (do not tune on them)")
@@ -296,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = []
     for half in args.half or ["heldout", "dev"]:  # the honest half first, in case the run is stopped early
         items = halves[half]
+        items = [it for it in items if it.kind in args.kinds.split(",")]
         if args.limit:
             items = [it for k in ("positive", "negative", "injection")
                      for it in [x for x in items if x.kind == k][: args.limit]]
