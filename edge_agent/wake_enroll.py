@@ -80,6 +80,19 @@ def enroll_parser() -> argparse.ArgumentParser:
                    help="a member's name, then their recordings of the wake phrase (at least 3); repeatable")
     p.add_argument("--other-speech", dest="other", nargs="+", action=_Ordered, metavar="WAV",
                    help="the member named before it saying other things (~10 s in all)")
+    p.add_argument("--record", nargs="+", default=[], metavar="NAME",
+                   help="record these members from the microphone, one after the other, with spoken prompts "
+                        "(Piper on audio.output_device; printed when there is no speaker)")
+    p.add_argument("--takes", type=int, default=4, help="--record: wake phrase takes per member (default 4: "
+                   f"{MIN_WAKE_CLIPS} to train and 1 held back to check)")
+    p.add_argument("--other-seconds", type=float, default=10.0,
+                   help="--record: seconds of other speech per member (default 10)")
+    p.add_argument("--retries", type=int, default=2, help="--record: tries of a bad take after the first (default 2)")
+    p.add_argument("--listen-timeout", type=float, default=8.0,
+                   help="--record: seconds to wait for speech after a prompt (default 8)")
+    p.add_argument("--keep", type=Path, help="--record: folder for the takes (default: <verifier>.takes beside it); "
+                   "must not exist or be empty")
+    p.add_argument("--no-speak", action="store_true", help="--record: print the prompts instead of speaking them")
     p.add_argument("--impostors", nargs="+", type=Path, default=[], metavar="WAV",
                    help="people outside the household (guests, the TV) saying the wake phrase: taught as negatives, "
                         "so that only the members' voices wake it")
@@ -93,8 +106,9 @@ def enroll_parser() -> argparse.ArgumentParser:
     return p
 
 
-def speakers_from(items: list[tuple[str, list[str]]]) -> list[Speaker]:
-    """``--speaker NAME WAV...`` / ``--other-speech WAV...`` items in command-line order -> speakers."""
+def speakers_from(items: list[tuple[str, list[str]]], recorded: int = 0) -> list[Speaker]:
+    """``--speaker NAME WAV...`` / ``--other-speech WAV...`` items in command-line order -> speakers (``recorded``:
+    how many members ``--record`` adds, so none given here is fine then)."""
     out: list[Speaker] = []
     for kind, values in items:
         if kind == "speaker":
@@ -109,8 +123,9 @@ def speakers_from(items: list[tuple[str, list[str]]]) -> list[Speaker]:
                 raise ConfigError("--other-speech comes before any --speaker",
                                   fix="give --other-speech after the --speaker it belongs to")
             out[-1].other += [Path(v) for v in values]
-    if not out:
-        raise ConfigError("no household member given", fix="--speaker NAME WAKE1.wav WAKE2.wav WAKE3.wav ...")
+    if not out and not recorded:
+        raise ConfigError("no household member given",
+                          fix="--speaker NAME WAKE1.wav WAKE2.wav WAKE3.wav ..., or --record NAME (the microphone)")
     for s in out:
         if len(s.wake) < MIN_WAKE_CLIPS:
             raise ConfigError(f"--speaker {s.name}: {len(s.wake)} wake clip(s); at least {MIN_WAKE_CLIPS} are needed",
@@ -395,7 +410,10 @@ def extractor_for(settings: Settings, model: str | None) -> Extractor:
 def cli_enroll(args: argparse.Namespace, settings: Settings) -> int:
     if not 0.0 < args.threshold < 1.0:
         raise ConfigError(f"--threshold: {args.threshold} is out of range; allowed: between 0 and 1")
-    speakers = speakers_from(args.items)
+    speakers = speakers_from(args.items, recorded=len(args.record))
+    clash = {sp.name for sp in speakers} & set(args.record)
+    if clash:
+        raise ConfigError(f"--record {sorted(clash)[0]} is also given with --speaker", fix="name each member once")
     for sp in speakers:
         for p in sp.wake + sp.other:
             if not Path(p).is_file():
@@ -413,9 +431,14 @@ def cli_enroll(args: argparse.Namespace, settings: Settings) -> int:
     for p in args.impostors:
         if not p.is_file():
             raise ConfigError(f"--impostors: {p} does not exist", fix="check the path of the recording")
+    out = args.out or _default_out(args, ext.name)
+    if args.record:
+        from .wake_record import cli_record
+
+        args.keep_default = out.with_name(out.name.removesuffix(".json") + ".takes")
+        speakers += cli_record(args, settings, ext, say)
     verifier, report = enroll(ext, speakers, negative_chunks(folder, args.negative_minutes), impostors=args.impostors,
                               threshold=args.threshold, log=say)
-    out = args.out or _default_out(args, ext.name)
     verifier.save(out)
     report["out"] = str(out)
     entry = next((i for i, m in enumerate(settings.wake.models) if m.model == (args.model or ext.name)), 0)
