@@ -370,7 +370,12 @@ def cli_record(args: Any, settings: Settings, ext: Any, say: Callable[[str], Non
                           fix="pick a new folder for the takes (--keep DIR) or move the old one away")
     from .audio_io import find_device
 
-    find_device(settings.audio.input_device, "input")  # no microphone: a clear error before any model loads
+    try:
+        find_device(settings.audio.input_device, "input")  # no microphone: a clear error before Piper and the VAD load
+    except AudioError as e:
+        raise AudioError(f"--record needs a microphone: {e.message}",
+                         fix="connect one (`edge-agent devices`, audio.input_device), or enroll from recordings: "
+                             "--speaker NAME W1.wav W2.wav W3.wav --other-speech TALK.wav") from None
     prompter = Prompter(settings, say, speak=not args.no_speak)
     if not prompter.spoken:
         say(f"prompts are printed here, not spoken ({prompter.reason})")
@@ -389,8 +394,10 @@ def cli_record(args: Any, settings: Settings, ext: Any, say: Callable[[str], Non
         takes = record_session(script, prompter, recorder, tmp, wake_score, ext.cutoff, say,
                                timeout_s=args.listen_timeout)
         prompter.prompt("Thank you. That is all.")
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, KeyboardInterrupt):
+            say("interrupted: no takes and no verifier written")
         raise
     finally:
         if recorder is not None:

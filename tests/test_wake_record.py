@@ -259,5 +259,29 @@ def test_a_silent_member_times_out_and_nothing_is_written(pulse, tmp_path):
     assert "prompts are printed here, not spoken (--no-speak)" in out
     assert "anna: wake take 1 was still bad after 2 tries: nothing heard" in err, err
     assert not (tmp_path / "v.json").exists() and not (tmp_path / "takes").exists()
-    assert list(tmp_path.iterdir()) == [tmp_path / "config.yaml"] or sorted(p.name for p in tmp_path.iterdir()) \
-        == ["cache", "config.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) in (["config.yaml"], ["cache", "config.yaml"])
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_session_leaves_nothing_behind(pulse, store, speech_dir, tmp_path):
+    import signal
+
+    from conftest import ROOT, piper_wav
+
+    wake = [piper_wav(store, "Hey Jarvis.", speech_dir / "hj-1.0.wav")]
+    proc = subprocess.Popen(enroll_cmd(tmp_path, "--record", "anna", "--no-speak"), cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(pulse.env, EDGE_AGENT_CACHE=str(tmp_path / "cache")))
+    member = Member(proc, pulse, wake, Path("/dev/null"))
+    try:
+        member.wait_line(lambda x: x.startswith("listening (anna, wake take 2"), 60)  # take 1 is saved by now
+        assert list(tmp_path.glob(".takes.partial/anna/wake-1.wav"))
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    member.thread.join(5)
+    assert code == 130, (code, member.lines, proc.stderr.read()[-2000:])
+    assert "interrupted: no takes and no verifier written" in member.lines
+    assert sorted(p.name for p in tmp_path.iterdir()) in (["config.yaml"], ["cache", "config.yaml"])
