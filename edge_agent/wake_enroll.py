@@ -441,6 +441,8 @@ def cli_enroll(args: argparse.Namespace, settings: Settings) -> int:
                               threshold=args.threshold, log=say)
     verifier.save(out)
     report["out"] = str(out)
+    if args.record:
+        report["takes"] = str(args.kept)
     entry = next((i for i, m in enumerate(settings.wake.models) if m.model == (args.model or ext.name)), 0)
     if args.json:
         print(json.dumps(report, indent=2))

@@ -206,7 +206,7 @@ class Prompter:
         try:
             find_device(settings.audio.output_device, "output")
         except AudioError as e:
-            self.reason = f"no speaker: {e}"
+            self.reason = f"no speaker: {e.message}"
             return
         from .speaker import Speaker
         from .tts import make_tts
@@ -217,7 +217,7 @@ class Prompter:
             self.speaker = Speaker(self.tts.sample_rate, device=settings.audio.output_device)
             self.speaker.start()
         except AudioError as e:
-            self.reason = f"the speaker did not open: {e}"
+            self.reason = f"the speaker did not open: {e.message}"
             self.speaker = None
 
     @property
@@ -407,6 +407,7 @@ def cli_record(args: Any, settings: Settings, ext: Any, say: Callable[[str], Non
     if keep.exists():
         keep.rmdir()  # empty (checked above)
     tmp.replace(keep)
+    args.kept = keep
     say(f"takes saved in {keep}")
     return [Speaker(n, [keep / p.relative_to(tmp) for p in takes[n]["wake"]],
                     [keep / p.relative_to(tmp) for p in takes[n]["other"]]) for n in names]

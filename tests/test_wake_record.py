@@ -179,9 +179,9 @@ def pulse():
     va.stop()
 
 
-def enroll_cmd(tmp: Path, *extra: str) -> list[str]:
+def enroll_cmd(tmp: Path, *extra: str, config: str = "") -> list[str]:
     cfg = tmp / "config.yaml"
-    cfg.write_text("site: {site_id: test, area: Kitchen}\n")
+    cfg.write_text("site: {site_id: test, area: Kitchen}\n" + config)
     return [sys.executable, "-u", "-m", "edge_agent", "-c", str(cfg), "wake", "enroll", "--model", "hey_jarvis",
             "--out", str(tmp / "v.json"), "--keep", str(tmp / "takes"), *extra]
 
@@ -246,8 +246,9 @@ def test_enroll_from_the_microphone_with_spoken_prompts(pulse, store, speech_dir
 def test_a_silent_member_times_out_and_nothing_is_written(pulse, tmp_path):
     from conftest import ROOT
 
-    proc = subprocess.Popen(enroll_cmd(tmp_path, "--record", "anna", "--no-speak", "--listen-timeout", "1.5",
-                                       "--retries", "1"), cwd=ROOT, text=True,
+    # no such speaker: the prompts are printed instead, and the first line says so
+    proc = subprocess.Popen(enroll_cmd(tmp_path, "--record", "anna", "--listen-timeout", "1.5", "--retries", "1",
+                                       config="audio: {output_device: no-such-speaker}\n"), cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=dict(pulse.env, EDGE_AGENT_CACHE=str(tmp_path / "cache")))
     member = Member(proc, pulse, [], Path("/dev/null"), silent=True)
@@ -256,7 +257,9 @@ def test_a_silent_member_times_out_and_nothing_is_written(pulse, tmp_path):
     err = proc.stderr.read()
     out = "\n".join(member.lines)
     assert code == 2, (code, out, err)
-    assert "prompts are printed here, not spoken (--no-speak)" in out
+    assert "prompts are printed here, not spoken (no speaker: audio.output_device: no output device matches " \
+        "'no-such-speaker')" in out, out
+    assert out.count("prompt: ") == 2  # the first try and one retry
     assert "anna: wake take 1 was still bad after 2 tries: nothing heard" in err, err
     assert not (tmp_path / "v.json").exists() and not (tmp_path / "takes").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) in (["config.yaml"], ["cache", "config.yaml"])
