@@ -56,6 +56,9 @@ CONTEXT_TTL_S = 180.0  # a device or timer named this long ago is still "it"
 CORRECTION_TTL_S = 60.0  # "no, the bedroom one" changes the previous action only this soon after it
 
 
+IT_MEANS = '"It" or "that one" means the most recent of these.'  # the context line's rule (never spoken back)
+
+
 @dataclass
 class Done:
     """One intent the handler executed (successfully) in an earlier turn."""
@@ -161,7 +164,7 @@ class ConversationContext:
             parts.append(f"The timer last mentioned: {self._timer_words(tim)}.")
         if not parts:
             return ""
-        return " ".join(parts) + ' "It" or "that one" means the most recent of these.'
+        return " ".join(parts) + " " + IT_MEANS
 
     # ------------------------------------------------------------------ resolving
     def resolve(self, text: str) -> Followup | None:

@@ -253,6 +253,11 @@ def test_the_prompt_and_tool_syntax_are_never_read_out(home):
         assert v.rewritten and v.text == "", (said, v)
     v = guard.check('Calling {"name": "HassTurnOn", "arguments": {}} now.')  # the JSON itself: dropped upstream
     assert "{" not in v.text and "Hass" not in v.text, v
+    from edge_agent.context import IT_MEANS
+
+    guard = ReplyGuard([], home, instructions=rules + "\n\n" + IT_MEANS)
+    v = guard.check('"It" or "that one" means the most recent of these.')  # the context line, heard in a spoken run
+    assert v.rewritten and v.text == "", v
     for said in ("Paris is the capital of France.", "No problem.", "Answer in plain words, please."):
         v = guard.check(said)
         assert not v.rewritten and v.text == said, (said, v)
