@@ -22,6 +22,7 @@ from .llm_model import (  # noqa: F401 - re-exported
     WARMUP_BATCH_TOKENS,
     GenStats,
     Llm,
+    Pregen,
 )
 from .llm_prompt import (  # noqa: F401 - re-exported
     IM_END,
@@ -87,6 +88,21 @@ class LocalLlamaBackend:
         """Evaluate the start of the next prompt (prefix + history) between turns (see ``Llm.prefill``)."""
         return self.llm.prefill(render_chatml(messages, add_generation_prompt=False), cancel=cancel)
 
+    def pregenerate(self, messages: Sequence[Message], *, max_tokens: int, enough: Any = None,
+                    cancel: threading.Event | None = None) -> Pregen | None:
+        """Preemptive generation: the free-mode prompt of ``messages`` evaluated and its first tokens generated (see
+        ``Llm.pregenerate``); ``stream(messages, mode="free", resume=...)`` goes on from there."""
+        return self.llm.pregenerate(render_messages(messages), max_tokens=max_tokens, enough=enough, cancel=cancel,
+                                    stop=(TOOL_OPEN,))
+
+    def prefill_tool_call(self, messages: Sequence[Message], cancel: threading.Event | None = None) -> CallStats:
+        """The prompt of a tool call on ``messages`` evaluated as ``complete_json(..., tool_call=True)`` begins it
+        (the choices' prompt, ``CALL_START`` included), so the call finds it in the KV cache."""
+        prompt = render_messages(messages) + f"{TOOL_OPEN}\n"
+        if self.choice_tool_calls:
+            prompt += CALL_START
+        return self.llm.prefill(prompt, cancel=cancel, batch=PREFILL_BATCH_TOKENS)
+
     # ---- how tools look to this model (Qwen2.5 was trained on this syntax)
     @staticmethod
     def format_tool_call(name: str, arguments: dict[str, Any]) -> str:
@@ -102,14 +118,17 @@ class LocalLlamaBackend:
     # ---- calls
     def stream(self, messages: Sequence[Message], *, mode: Mode = "free", stop: Sequence[str] = (),
                cancel: threading.Event | None = None, deadline: float | None = None,
-               max_tokens: int | None = None, temperature: float | None = None) -> TextStream:
+               max_tokens: int | None = None, temperature: float | None = None,
+               resume: Pregen | None = None) -> TextStream:
+        """``resume``: this prompt's ``pregenerate`` (free mode only): its text first, then on from its tokens."""
         stats = CallStats()
         prompt = render_messages(messages)
         stops = tuple(stop) + ((TOOL_OPEN,) if mode == "free" else ())
         grammar = WORDS_GRAMMAR if mode == "words" else None
         timeout_s = None if deadline is None else max(0.0, deadline - time.monotonic())
         frags = self.llm.stream(prompt, grammar=grammar, max_tokens=max_tokens, cancel=cancel, timeout_s=timeout_s,
-                                temperature=temperature, stop=stops, stats=stats)
+                                temperature=temperature, stop=stops, stats=stats,
+                                resume=resume if mode == "free" else None)
         return TextStream(self._free(frags, stats) if mode == "free" else frags, stats)
 
     @staticmethod

@@ -40,7 +40,8 @@ class CallStats:
     n_prompt: int = 0  # prompt tokens in total
     n_cached: int = 0  # of which reused from the KV cache (not evaluated again)
     t_prompt_s: float = 0.0  # evaluating the uncached part of the prompt
-    n_gen: int = 0  # tokens generated
+    n_gen: int = 0  # tokens generated (by this call: a resumed reply's preempted tokens are ``n_preempted``)
+    n_preempted: int = 0  # tokens of the reply generated at the first pause and reused (preemptive generation)
     t_gen_s: float = 0.0  # from the end of prompt evaluation to the last token
     t_start: float = 0.0
     t_first_token: float | None = None  # instant the first token was produced
@@ -60,6 +61,7 @@ class CallStats:
                 "n_gen": self.n_gen, "t_gen_s": round(self.t_gen_s, 3),
                 "ttft_s": None if self.t_first_token is None else round(self.t_first_token - self.t_start, 3),
                 "stopped": self.stopped,
+                **({"n_preempted": self.n_preempted} if self.n_preempted else {}),
                 **({"backend": self.backend} if self.backend else {}),
                 **({"fallback_reason": self.fallback_reason} if self.fallback_reason else {})}
 
@@ -108,6 +110,10 @@ class LlmBackend(Protocol):
 
     # Optional: ``prefill(messages, cancel=None) -> CallStats`` evaluates the start of the next prompt (the prefix
     # and the spoken history) between turns, cancellable; a backend without a local cache does not have it.
+    # Optional (preemptive work at the first pause, ``llm.preempt``): ``pregenerate(messages, *, max_tokens,
+    # enough, cancel) -> Any | None`` evaluates a free-mode prompt and generates its first tokens, which
+    # ``stream(messages, resume=that)`` reuses; ``prefill_tool_call(messages, cancel)`` evaluates a tool call's
+    # prompt as ``complete_json(..., tool_call=True)`` will begin it.
 
     def stream(self, messages: Sequence[Message], *, mode: Mode = "free", stop: Sequence[str] = (),
                cancel: threading.Event | None = None, deadline: float | None = None,
