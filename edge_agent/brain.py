@@ -57,7 +57,9 @@ from .history import HISTORY_TRIM_TO, Conversation, HistoryTurn  # noqa: F401 - 
 from .intent import IntentCall, IntentResult
 from .llm_backend import CallStats, LlmBackend, create_backend
 from .llm_tools import LLM_EXCLUDED_TOOLS, TARGET_SLOTS, TOOL_DOMAINS, select_tools, tool_call_schema  # noqa: F401
+from .preempt import PREEMPT_MAX_TOKENS, PREEMPT_WAIT_MAX_S, REUSE, Preempted, PreemptStop, preempt_key, reuse_verdict
 from .response import Response, _pieces
+from .text import SentenceBuffer
 from .tool_fit import (  # noqa: F401 - re-exported
     COMMAND_VERBS,
     DEVICE_WORDS,
@@ -104,18 +106,6 @@ class Pending:
         return CONFIRM_TTL_S if self.kind == "confirm" else CLARIFY_TTL_S
 
 
-class _Stop:
-    """The cancel token of a prefill the brain runs on its own: set once a turn has begun since ``seq`` (no race
-    with the turn's start: the count rises before the turn waits for the lock), or when ``cancel`` is (the user
-    went on). The prefill only asks ``is_set``."""
-
-    def __init__(self, brain: Any, seq: int, cancel: threading.Event | None) -> None:
-        self.brain, self.seq, self.cancel = brain, seq, cancel
-
-    def is_set(self) -> bool:
-        return self.brain._turns_begun != self.seq or (self.cancel is not None and self.cancel.is_set())
-
-
 # --------------------------------------------------------------------------------------------------- brain
 
 
@@ -144,6 +134,9 @@ class Brain(LlmTurn):
         self._turn_context: tuple[str, str] = ("", "")  # (words, context line) of the last LLM prompt
         self._llm_area: str | None = None  # the area of the LLM turn in progress (offers are matched in it)
         self._turns_begun = 0  # counted before a turn waits for the lock: idle and preemptive prefills stop on it
+        self._turn_words: tuple[str, str] | None = None  # (words, area) of the last turn begun (preempt.PreemptStop)
+        self._preempted: Preempted | None = None  # the latest preemptive work (llm.preempt), claimed by the next turn
+        self._preempt_lock = threading.Lock()
         self.idle_prefill_stats: CallStats | None = None
         self.headroom: Any = None  # the engine's Headroom: may the idle prefill run (llm.idle_prefill: auto)?
         self.warmup_stats: CallStats | None = None
@@ -198,13 +191,20 @@ class Brain(LlmTurn):
         self._idle_prefill()
 
     def preempt(self, text: str, *, area: str | None = None, cancel: threading.Event | None = None) -> bool:
-        """Preemptive work on a speculative transcript (the first pause, before the endpoint): when ``text`` would
-        go to the LLM, evaluate its prompt now, so a final transcript with the same words finds it in the cache.
-        Nothing is generated or spoken. Stops when ``cancel`` is set (the user went on) or a turn starts; False
-        when nothing was evaluated (a fast-path command, a pending question, no local cache, the brain busy)."""
-        prefill = getattr(self.llm, "prefill", None) if self.settings.llm.preempt else None
-        text = text.strip()
-        if prefill is None or not text or self.llm is None or not self.llm.loaded:
+        """Preemptive work on a speculative transcript (the first pause, before the endpoint; ``preempt.py``): when
+        ``text`` would go to the LLM, its prompt is evaluated now and, for words answered in words first, the first
+        tokens of the reply are generated (up to the first clause or ``PREEMPT_MAX_TOKENS``) and kept in
+        ``self._preempted`` for the turn. A device command's tool-call prompt is only evaluated. Nothing is spoken,
+        published or written to the history. Stops when ``cancel`` is set (the user went on) or a turn with other
+        words starts; False when nothing was kept (a fast-path command, a pending question, no local cache, the
+        brain busy, stopped)."""
+        text = preempt_key(text)
+        llm = self.llm
+        if not self.settings.llm.preempt or not text or llm is None or not llm.loaded:
+            return False
+        pregenerate = getattr(llm, "pregenerate", None)
+        prefill = getattr(llm, "prefill", None)
+        if prefill is None and pregenerate is None:
             return False
         seq = self._turns_begun
         if (cancel is not None and cancel.is_set()) or not self._turn_lock.acquire(blocking=False):
@@ -215,13 +215,61 @@ class Brain(LlmTurn):
                     or self.matcher.match(text, area, ask_back=True) is not None)):
                 return False  # the turn will not ask the LLM (or its first words are not these)
             messages = self._messages(text, area, record=False)
+            kind = "tool_call" if self._forces_tool(text) else "answer"
+            pre = Preempted(text, area, self.conversation.version, messages, kind)
+            with self._preempt_lock:  # registered before the lock is free: a turn of these words finds it
+                old, self._preempted = self._preempted, pre
         finally:
             self._turn_lock.release()
+        if old is not None:
+            old.dropped.set()
+        stop = PreemptStop(self, seq, cancel, words=(text, area or ""), dropped=pre.dropped)
         t0 = time.monotonic()
-        stats = prefill(messages, cancel=_Stop(self, seq, cancel))
-        log.info("preempt: %d of %d prompt tokens evaluated in %.3f s%s", stats.n_evaluated, stats.n_prompt,
-                 time.monotonic() - t0, " (stopped: a turn began)" if stats.stopped == "cancelled" else "")
-        return stats.stopped != "cancelled"
+        try:
+            if kind == "answer" and pregenerate is not None:
+                words = self.settings.tts.first_clause_words
+                pre.work = pregenerate(messages, max_tokens=PREEMPT_MAX_TOKENS, cancel=stop,
+                                       enough=lambda said: _first_piece(said, words))
+                st = pre.work.stats if pre.work is not None else None
+                log.info("preempt: %s", "stopped (the user went on or other words came)" if st is None else
+                         f"{st.n_evaluated} of {st.n_prompt} prompt tokens evaluated, {st.n_gen} tokens generated "
+                         f"({st.stopped}) in {time.monotonic() - t0:.3f} s: {pre.work.text!r}")
+                return pre.work is not None
+            call = [*messages, {"role": "assistant", "content": ""}]  # as the tool call's prompt begins
+            fill = getattr(llm, "prefill_tool_call", None) if kind == "tool_call" else None
+            pre.prompt_only = kind == "answer"
+            stats = fill(call, cancel=stop) if fill is not None else prefill(messages, cancel=stop)  # type: ignore[misc]
+            log.info("preempt (%s): %d of %d prompt tokens evaluated in %.3f s%s", kind, stats.n_evaluated,
+                     stats.n_prompt, time.monotonic() - t0, " (stopped)" if stats.stopped == "cancelled" else "")
+            if stats.stopped == "cancelled":
+                pre.stopped = True
+                return False
+            return True
+        finally:
+            pre.done.set()
+
+    def _claim_preempted(self, text: str, area: str | None, messages: list[Any], kind: str,
+                         cancel: threading.Event | None) -> tuple[Any, str]:
+        """The turn's decision on the preemptive work (``preempt.reuse_verdict``): (the kept generation or None,
+        the verdict). The record is taken either way (one turn, one use); one of other words is stopped. A
+        preemption of these very words still running is waited for (bounded), not started again."""
+        with self._preempt_lock:
+            pre, self._preempted = self._preempted, None
+        if pre is None:
+            return None, "none"
+        verdict = reuse_verdict(pre, text, area, self.conversation.version, messages, kind)
+        if verdict == "still running":
+            t0 = time.monotonic()
+            while not pre.done.wait(0.02):
+                if (cancel is not None and cancel.is_set()) or time.monotonic() - t0 > PREEMPT_WAIT_MAX_S:
+                    break
+            verdict = reuse_verdict(pre, text, area, self.conversation.version, messages, kind)
+        if verdict != REUSE:
+            pre.dropped.set()
+            if verdict != "none":
+                log.info("preempted work dropped: %s", verdict)
+            return None, verdict
+        return pre.work, verdict
 
     def ending_verdict(self, text: str, area: str | None = None) -> str:
         """How long a silence ends a turn that has said ``text`` so far (``edge_agent/ending.py``), asked at the first
@@ -254,7 +302,7 @@ class Brain(LlmTurn):
             return
         if prefill is None or self.llm is None or not self.llm.loaded:
             return
-        cancel = _Stop(self, self._turns_begun, None)
+        cancel = PreemptStop(self, self._turns_begun, None)
 
         def run() -> None:
             try:
@@ -297,7 +345,8 @@ class Brain(LlmTurn):
         if not text:
             return
         t0 = time.monotonic()
-        self._turns_begun += 1  # an idle or preemptive prefill gives way (within one small batch)
+        self._turn_words = (preempt_key(text), area or "")  # a preemption of these words goes on: the turn waits
+        self._turns_begun += 1  # an idle or preemptive prefill gives way (within one small batch or token)
         while not self._turn_lock.acquire(timeout=0.05):
             if cancel is not None and cancel.is_set():  # cancelled while waiting for the other turn: say nothing
                 return
@@ -353,7 +402,7 @@ class Brain(LlmTurn):
         if self.llm is None:
             yield from _pieces(SORRY_NO_LLM)
             return
-        resp.used_llm = True
+        resp.used_llm = True  # (the preempted work is claimed, or dropped, where the LLM turn builds its prompt)
         try:
             yield from self._llm_turn(resp, text, area, cancel)
         except LlmError as e:
@@ -434,6 +483,12 @@ class Brain(LlmTurn):
 
 
 # --------------------------------------------------------------------------------------------------- helpers
+
+
+def _first_piece(said: str, first_clause_words: int) -> bool:
+    """Preemptive generation has done enough once its text holds a speakable first piece (a clause or sentence, by
+    the same rule as the voice's buffer)."""
+    return bool(SentenceBuffer(first_clause_words=first_clause_words).push(said))
 
 
 def _lower_first(s: str) -> str:

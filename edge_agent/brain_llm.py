@@ -107,14 +107,16 @@ class LlmTurn:
         raise NotImplementedError
 
     def _speak_stream(self, resp: Response, guard: ReplyGuard, messages: Sequence[Message], *, mode: str,
-                      cancel: threading.Event | None, phase: str, calls: list[dict[str, Any]]
-                      ) -> Iterator[str]:
-        """Stream an LLM call into guarded pieces; returns (via StopIteration.value) the call's stats."""
+                      cancel: threading.Event | None, phase: str, calls: list[dict[str, Any]],
+                      resume: Any = None) -> Iterator[str]:
+        """Stream an LLM call into guarded pieces; returns (via StopIteration.value) the call's stats. ``resume``:
+        the preempted first tokens of this very call (``Brain.preempt``), yielded first, generation going on."""
         assert self.llm is not None
         # the same first-clause rule as the responder's buffer downstream: with the default here, a
         # tts.first_clause_words below it would never reach the voice (the pieces would already be whole sentences)
         buf = SentenceBuffer(first_clause_words=self.settings.tts.first_clause_words)
-        with self.llm.stream(messages, mode=mode, cancel=cancel) as stream:  # type: ignore[arg-type]
+        kw = {"resume": resume} if resume is not None else {}
+        with self.llm.stream(messages, mode=mode, cancel=cancel, **kw) as stream:  # type: ignore[arg-type]
             try:
                 for frag in stream:
                     if resp.t_first_token is None:
@@ -129,6 +131,12 @@ class LlmTurn:
         return stream.stats
 
     # ------------------------------------------------------------------ LLM
+    def _forces_tool(self, text: str) -> bool:
+        """Words that command a device go straight to the constrained tool call (no free-text decision): in free
+        text the small model sometimes just *says* "Turned off the lamp" without doing it."""
+        refers = self.context.refers(text)  # "turn it off": the device is the one of the previous turns
+        return looks_like_command(text, self.home) or (refers and bool(COMMAND_VERBS.search(text)))
+
     def _fixed_prefix(self) -> str:
         """System prompt + guardrail + tools + device list: byte-identical on every call (KV-cache prefix)."""
         s = self.settings.llm
@@ -212,8 +220,14 @@ class LlmTurn:
         # A device command must become a tool call: in free text the small model sometimes just *says* "Turned off
         # the lamp" without doing it. Such transcripts skip the free-text decision and go to the constrained call.
         refers = self.context.refers(text)  # "turn it off": the device is the one of the previous turns
-        force_tool = looks_like_command(text, self.home) or (refers and bool(COMMAND_VERBS.search(text)))
+        force_tool = self._forces_tool(text)
         resp.timings["forced_tool_call"] = force_tool
+        # preemptive work at the first pause (llm.preempt): reused if it was on these very words and prompt
+        claim = getattr(self, "_claim_preempted", None)
+        preempted, verdict = (claim(text, area, messages, "tool_call" if force_tool else "answer", cancel)
+                              if claim is not None else (None, "none"))
+        if verdict != "none":
+            resp.timings["preempt"] = verdict
         # the call may target only what the words name (when they name something): a device, an area, its devices
         schema = narrowed_call_schema(self.tool_schema, named_targets(text, self.home))
         for attempt in range(2):
@@ -222,7 +236,8 @@ class LlmTurn:
             before = ""
             if not (force_tool and attempt == 0):
                 stats = yield from self._speak_stream(resp, guard, messages, mode="free", cancel=cancel,
-                                                      phase="decide", calls=calls)
+                                                      phase="decide", calls=calls,
+                                                      resume=preempted if attempt == 0 else None)
                 if cancel is not None and cancel.is_set():
                     return
                 if not stats.tool_call:

@@ -293,9 +293,11 @@ class Engine:
             self._feed_listener(AudioChunk(audio, t_pre if t_pre is not None else time.monotonic()))
 
     def _preempt_for(self, after_wake: bool) -> Any:
-        """Preemptive generation's first step: the speculative transcript at the first pause, as the responder would
-        hand it to the brain, has the LLM evaluate its prompt (not a fast-path command; nothing is generated or
-        spoken). The speculation's cancel token (the user went on) and the next turn stop it."""
+        """Preemptive generation: the speculative transcript at the first pause, as the responder would hand it to
+        the brain, has the LLM evaluate its prompt and generate the first clause of its answer (not a fast-path
+        command; a device command's tool-call prompt is only evaluated), kept for the turn and never spoken before
+        it (``Brain.preempt``, ``edge_agent/preempt.py``). The speculation's cancel token (the user went on) and a
+        turn with other words stop it at the next token."""
         preempt = getattr(self.brain, "preempt", None)
         if preempt is None or not self.s.llm.preempt:  # off (the default): no work on the speculation thread
             return None

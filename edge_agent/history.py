@@ -45,6 +45,7 @@ class Conversation:
         self.count_tokens = count_tokens or (lambda s: max(1, len(s) // 4))
         self.clock = clock
         self.turns: deque[HistoryTurn] = deque()
+        self.version = 0  # counts changes (a turn added, cleared, forgotten): preemptive work built on another is stale
         self._lock = threading.Lock()  # a timer's command may run on another thread than the voice loop
 
     def add(self, user: str, assistant: str, interrupted: bool = False, context: str = "") -> None:
@@ -53,6 +54,7 @@ class Conversation:
 
     def _add(self, user: str, assistant: str, interrupted: bool, context: str) -> None:
         self._expire()
+        self.version += 1
         if self.settings.max_turns == 0:
             return
         self.turns.append(HistoryTurn(user.strip(), assistant.strip(), interrupted, self.clock(), context.strip()))
@@ -80,6 +82,7 @@ class Conversation:
     def clear(self) -> None:
         with self._lock:
             self.turns.clear()
+            self.version += 1
 
     def _tokens(self) -> int:
         return sum(self.count_tokens(t.user) + self.count_tokens(_assistant_text(t)) + 8
@@ -88,6 +91,7 @@ class Conversation:
     def _expire(self) -> None:
         if self.turns and self.settings.expire_s > 0 and self.clock() - self.turns[-1].t > self.settings.expire_s:
             self.turns.clear()
+            self.version += 1
 
 
 def _assistant_text(t: HistoryTurn) -> str:
