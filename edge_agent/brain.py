@@ -249,27 +249,32 @@ class Brain(LlmTurn):
             pre.done.set()
 
     def _claim_preempted(self, text: str, area: str | None, messages: list[Any], kind: str,
-                         cancel: threading.Event | None) -> tuple[Any, str]:
+                         cancel: threading.Event | None) -> tuple[Any, str, float]:
         """The turn's decision on the preemptive work (``preempt.reuse_verdict``): (the kept generation or None,
-        the verdict). The record is taken either way (one turn, one use); one of other words is stopped. A
-        preemption of these very words still running is waited for (bounded), not started again."""
+        the verdict, how long the turn waited for it). The record is taken either way (one turn, one use); one of
+        other words is stopped. A preemption of these very words still running is waited for (bounded), not started
+        again."""
         with self._preempt_lock:
             pre, self._preempted = self._preempted, None
         if pre is None:
-            return None, "none"
+            return None, "none", 0.0
+        waited = 0.0
         verdict = reuse_verdict(pre, text, area, self.conversation.version, messages, kind)
         if verdict == "still running":
             t0 = time.monotonic()
+            wait_max = min(PREEMPT_WAIT_MAX_S, self.settings.llm.timeout_s)
             while not pre.done.wait(0.02):
-                if (cancel is not None and cancel.is_set()) or time.monotonic() - t0 > PREEMPT_WAIT_MAX_S:
+                if (cancel is not None and cancel.is_set()) or time.monotonic() - t0 > wait_max:
                     break
+            waited = round(time.monotonic() - t0, 3)
+            log.info("the turn waited %.3f s for the preemptive work on its words", waited)
             verdict = reuse_verdict(pre, text, area, self.conversation.version, messages, kind)
         if verdict != REUSE:
             pre.dropped.set()
             if verdict != "none":
                 log.info("preempted work dropped: %s", verdict)
-            return None, verdict
-        return pre.work, verdict
+            return None, verdict, waited
+        return pre.work, verdict, waited
 
     def ending_verdict(self, text: str, area: str | None = None) -> str:
         """How long a silence ends a turn that has said ``text`` so far (``edge_agent/ending.py``), asked at the first

@@ -224,10 +224,12 @@ class LlmTurn:
         resp.timings["forced_tool_call"] = force_tool
         # preemptive work at the first pause (llm.preempt): reused if it was on these very words and prompt
         claim = getattr(self, "_claim_preempted", None)
-        preempted, verdict = (claim(text, area, messages, "tool_call" if force_tool else "answer", cancel)
-                              if claim is not None else (None, "none"))
+        preempted, verdict, waited = (claim(text, area, messages, "tool_call" if force_tool else "answer", cancel)
+                                      if claim is not None else (None, "none", 0.0))
         if verdict != "none":
             resp.timings["preempt"] = verdict
+        if waited:
+            resp.timings["preempt_wait_s"] = waited
         # the call may target only what the words name (when they name something): a device, an area, its devices
         schema = narrowed_call_schema(self.tool_schema, named_targets(text, self.home))
         for attempt in range(2):

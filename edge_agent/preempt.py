@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PREEMPT_MAX_TOKENS = 16  # at most this many tokens are generated at the pause (a first clause is usually fewer)
-PREEMPT_WAIT_MAX_S = 3.0  # a turn waits this long for a running preemption of its own words, then drops it
+# A turn waits this long (at most; ``llm.timeout_s`` if shorter) for a running preemption of its own words, then
+# drops it: the run is bounded (PREEMPT_MAX_TOKENS), and starting again would only redo its tokens, later.
+PREEMPT_WAIT_MAX_S = 20.0
 
 REUSE = "reused"
 

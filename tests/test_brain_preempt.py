@@ -216,6 +216,7 @@ def test_a_turn_with_the_same_words_waits_for_the_running_preemption_instead_of_
     assert not backend.pregen_stopped.is_set()  # not cancelled: it was the turn's own work
     assert backend.t_stream >= backend.t_pregen_end  # the turn's call came after it, and took it over
     assert resp.timings["preempt"] == REUSE and backend.resumed[0] is not None
+    assert 0 < resp.timings["preempt_wait_s"] < 2.0
 
 
 def test_a_history_change_in_between_discards_it(pregen):
