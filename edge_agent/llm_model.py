@@ -221,7 +221,8 @@ class Llm:
         deadline = stats.t_start + self.settings.timeout_s
         with self._lock:
             for frag in self._generate(tokens, None, max_tokens, temp, stops, stats, cancel, deadline,
-                                       self.settings.timeout_s, out=out, pause=enough):
+                                       self.settings.timeout_s, out=out,
+                                       pause=enough or (lambda _said: False)):  # its bound is a pause, not the end
                 text += frag
         if stats.stopped in ("cancelled", "timeout", "unclean"):
             return None

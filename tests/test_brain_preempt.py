@@ -307,3 +307,17 @@ def test_real_model_reuses_a_preempted_reply_and_drops_it_for_other_words(real):
         stop.set()
     assert other.timings["preempt"] == "words changed" and "n_preempted" not in other.timings["llm_calls"][0]
     assert brain.conversation.messages() == []  # nothing reached the history without the voice loop's commit
+
+
+def test_real_model_a_cancelled_preemption_keeps_nothing_and_a_foreign_one_is_ignored(real):
+    backend = real.llm
+    msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "name a colour"}]
+    gone = threading.Event()
+    gone.set()  # the user went on before it started
+    assert backend.pregenerate(msgs, max_tokens=8, cancel=gone) is None
+    work = backend.pregenerate(msgs, max_tokens=3)
+    assert work is not None and work.stopped == "paused" and len(work.tokens) == 3
+    other = [*msgs[:1], {"role": "user", "content": "name a fruit"}]
+    with backend.stream(other, max_tokens=4, resume=work) as s:  # other words: generated from their own prompt
+        text = "".join(s)
+    assert s.stats.n_preempted == 0 and not text.startswith(work.text)
