@@ -18,7 +18,8 @@ tools/spoken_eval.py does, and is scored on what arrives on MQTT:
 Modes (one daemon session each): ``aec`` (``audio.echo_cancel: true``: the file source never hears the reply, as an
 echo-cancelled microphone; a continuation is watched for 1 s after an early end), ``plain`` (no echo cancel: the
 reply's first audio waits out the normal 0.4 s and the watch ends when it plays) and ``off`` (``vad.early_end:
-false``: the fixed 0.4 s silence, the behaviour before).
+false``: the fixed 0.4 s silence, the behaviour before); ``preempt`` is ``plain`` with ``llm.preempt: true``
+(preemptive work on the first half, cancelled when the user goes on).
 
     .venv/bin/python tools/hesitation_eval.py [--modes aec,plain,off] [--only N] [--json OUT.json] [--workdir DIR]
 
@@ -50,6 +51,7 @@ MODES = {
     "aec": "audio: {echo_cancel: true}\n",
     "plain": "audio: {echo_cancel: false}\n",
     "off": "audio: {echo_cancel: false}\nvad: {early_end: false}\n",
+    "preempt": "audio: {echo_cancel: false}\nllm: {preempt: true}\n",  # plain, with preemptive generation
 }
 AREA = "living room"
 STOP = {"the", "a", "an", "to", "in", "on", "of", "for", "please", "um", "uh", "could", "you", "and", "turn", "set"}
