@@ -82,14 +82,21 @@ _NEGATED = re.compile(r"\b(?:don'?t|do not|dont|never|no need to|not)\s+(?:\w+\s
                       r"touch)\b")
 
 
+_LOCK_WORDS = re.compile(r"\b(?:un)?lock(?:ed)?\b")
+
+
 def direction_misfit(name: str, words: str, domains: set[str]) -> str | None:
     """Why a turn-on/off call goes the other way than the words ("could you unlock the front door" -> HassTurnOn,
     which locks it), or None. Only words that go one way count: "lights on and the fan off" says both."""
     if name not in ("HassTurnOn", "HassTurnOff") or not domains:
         return None
     reasons = []
+    lock_word = _LOCK_WORDS.search(words)
     for domain in domains:
         on, off = _DIRECTION.get(domain, _DIRECTION[""])
+        if lock_word and domain != "lock" and not on.search(words) and not off.search(words):
+            # "unlock all the lights": a lock verb on what cannot be locked asks for nothing plainly
+            return f"the request says '{lock_word.group(0)}', but a {domain} cannot be locked or unlocked"
         said_on, said_off = on.search(words), off.search(words)
         if bool(said_on) == bool(said_off):
             return None  # both ways, or neither: the words do not decide
