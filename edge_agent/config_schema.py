@@ -138,7 +138,8 @@ class WhisperSettings:
         "auto",
         "Words Whisper reads as the text before each utterance, so the home's names win over near-misses ('the Mac "
         "door' heard as 'the back door'): auto = the configured devices and areas, then one sentence of the kinds of "
-        "request; \"\" = none; any other text = that text. Costs ~20-40 ms per decode on a 2-core x86.",
+        "request; \"\" = none; any other text = that text. Costs ~35 ms per decode on a 2-core x86, and about one "
+        "decode in six loops on the names and is redone without them (+0.1-0.2 s): docs/benchmarks.md.",
     )
     partial_interval_s: float = opt(
         0.0, "Re-transcribe the audio so far every this many seconds for partial results (costs CPU); 0 = off.",

@@ -49,6 +49,7 @@ class WhisperEngine(SttEngine):
         self._plain: WhisperEngine | None = None  # ``unprimed()``
         self._suppress: list[int] = []
         self.fallbacks = 0  # doubtful short-window decodes redone over the full 30 s (for the benchmark)
+        self.prime_fallbacks = 0  # doubtful primed decodes redone without the home's names
 
     def _load(self) -> None:
         try:
@@ -146,15 +147,23 @@ class WhisperEngine(SttEngine):
         feats = self.model.feature_extractor(x)  # (n_mels, frames)
         frames = self.window_frames(feats.shape[-1])
         max_tokens = _max_tokens(len(x) / SAMPLE_RATE)
-        text, doubtful = self._decode(feats, frames, max_tokens)
+        prompt = self._prompt
+        text, doubtful = self._decode(feats, frames, max_tokens, prompt)
+        if doubtful and prompt != self._base_prompt:
+            # the home's names can lead Whisper on past the words ("turn on the kitchen light, turn on the kitchen
+            # light, ..."): the same window again without them costs one short decode, the full window four
+            self.prime_fallbacks += 1
+            log.debug("stt: doubtful primed decode (%r); decoding again without the home's names", text)
+            prompt = self._base_prompt
+            text, doubtful = self._decode(feats, frames, max_tokens, prompt)
         full = int(WHISPER_WINDOW_S * MEL_FRAMES_PER_S)
         if doubtful and frames < full:
             self.fallbacks += 1
             log.debug("stt: doubtful decode on a %d-frame window (%r); decoding the full window", frames, text)
-            text, _ = self._decode(feats, full, max_tokens)
+            text, _ = self._decode(feats, full, max_tokens, prompt)
         return text
 
-    def _decode(self, feats: np.ndarray, frames: int, max_tokens: int) -> tuple[str, bool]:
+    def _decode(self, feats: np.ndarray, frames: int, max_tokens: int, prompt: list[int]) -> tuple[str, bool]:
         """(text, doubtful) for mel features padded (with zeros, as faster-whisper pads) to ``frames`` frames;
         doubtful = dropped as silence, or looks like a decoding loop."""
         import ctranslate2
@@ -164,8 +173,8 @@ class WhisperEngine(SttEngine):
         n = min(frames, feats.shape[-1])
         window[0, :, :n] = feats[:, :n]
         result = self.model.model.generate(
-            ctranslate2.StorageView.from_array(window), [self._prompt], beam_size=s.beam_size,
-            max_length=len(self._prompt) + max_tokens, return_scores=True, return_no_speech_prob=True,
+            ctranslate2.StorageView.from_array(window), [prompt], beam_size=s.beam_size,
+            max_length=len(prompt) + max_tokens, return_scores=True, return_no_speech_prob=True,
             suppress_blank=True, suppress_tokens=self._suppress,
         )[0]
         ids = result.sequences_ids[0]

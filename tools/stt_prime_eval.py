@@ -98,6 +98,7 @@ def run(halves: list[str], modes: list[str], seed: int, voices: spoken_eval.Voic
         out["prompt"][mode] = words
         rows: list[dict[str, Any]] = []
         times: list[float] = []
+        f0, p0 = getattr(engine, "fallbacks", 0), getattr(engine, "prime_fallbacks", 0)
         for (half, it, voice), a in zip(items, audio, strict=True):
             t0 = time.perf_counter()
             heard = engine.transcribe(a).text
@@ -117,7 +118,9 @@ def run(halves: list[str], modes: list[str], seed: int, voices: spoken_eval.Voic
                 row["why"] = f"{call.name} {call.entities}" if acted and call is not None else ""
             rows.append(row)
         noise_text = {k: engine.transcribe(v).text for k, v in noise.items()}
-        summary: dict[str, Any] = {"decode_ms_median": round(1000 * statistics.median(times), 1),
+        summary: dict[str, Any] = {"full_window_redone": getattr(engine, "fallbacks", 0) - f0,
+                                   "redone_without_names": getattr(engine, "prime_fallbacks", 0) - p0,
+                                   "decode_ms_median": round(1000 * statistics.median(times), 1),
                                    "decode_ms_p95": round(1000 * _p95(times), 1),
                                    "noise_with_text": {k: v for k, v in noise_text.items() if v.strip()}}
         for half in halves:
@@ -157,7 +160,8 @@ def print_report(out: dict[str, Any], halves: list[str], show: int) -> None:
     for mode in modes:
         s = out["modes"][mode]["summary"]
         print(f"mode {mode}: prompt {out['prompt'][mode]!r}")
-        print(f"  decode {s['decode_ms_median']:.0f} ms median, {s['decode_ms_p95']:.0f} ms p95;"
+        print(f"  decode {s['decode_ms_median']:.0f} ms median, {s['decode_ms_p95']:.0f} ms p95; doubtful decodes"
+              f" redone without the names {s['redone_without_names']}, over the full window {s['full_window_redone']};"
               f" noise clips with text: {s['noise_with_text'] or 'none'}")
         for half in halves:
             h = s[half]
