@@ -148,32 +148,38 @@ class WhisperEngine(SttEngine):
         frames = self.window_frames(feats.shape[-1])
         max_tokens = _max_tokens(len(x) / SAMPLE_RATE)
         prompt = self._prompt
-        text, doubtful = self._decode(feats, frames, max_tokens, prompt)
+        encoded = self._encode(feats, frames)
+        text, doubtful = self._decode(encoded, max_tokens, prompt)
         if doubtful and prompt != self._base_prompt:
             # the home's names can lead Whisper on past the words ("turn on the kitchen light, turn on the kitchen
-            # light, ..."): the same window again without them costs one short decode, the full window four
+            # light, ..."): the same encoded window again without them costs one decoder pass, the full window four
             self.prime_fallbacks += 1
             log.debug("stt: doubtful primed decode (%r); decoding again without the home's names", text)
             prompt = self._base_prompt
-            text, doubtful = self._decode(feats, frames, max_tokens, prompt)
+            text, doubtful = self._decode(encoded, max_tokens, prompt)
         full = int(WHISPER_WINDOW_S * MEL_FRAMES_PER_S)
         if doubtful and frames < full:
             self.fallbacks += 1
             log.debug("stt: doubtful decode on a %d-frame window (%r); decoding the full window", frames, text)
-            text, _ = self._decode(feats, full, max_tokens, prompt)
+            text, _ = self._decode(self._encode(feats, full), max_tokens, prompt)
         return text
 
-    def _decode(self, feats: np.ndarray, frames: int, max_tokens: int, prompt: list[int]) -> tuple[str, bool]:
-        """(text, doubtful) for mel features padded (with zeros, as faster-whisper pads) to ``frames`` frames;
-        doubtful = dropped as silence, or looks like a decoding loop."""
+    def _encode(self, feats: np.ndarray, frames: int) -> Any:
+        """The encoder's output for mel features padded (with zeros, as faster-whisper pads) to ``frames`` frames:
+        a decode again with another prompt reuses it."""
         import ctranslate2
 
-        s = self.settings
         window = np.zeros((1, feats.shape[0], frames), dtype=np.float32)
         n = min(frames, feats.shape[-1])
         window[0, :, :n] = feats[:, :n]
+        return self.model.model.encode(ctranslate2.StorageView.from_array(window))
+
+    def _decode(self, encoded: Any, max_tokens: int, prompt: list[int]) -> tuple[str, bool]:
+        """(text, doubtful) for an encoded window (``_encode``); doubtful = dropped as silence, or looks like a
+        decoding loop."""
+        s = self.settings
         result = self.model.model.generate(
-            ctranslate2.StorageView.from_array(window), [prompt], beam_size=s.beam_size,
+            encoded, [prompt], beam_size=s.beam_size,
             max_length=len(prompt) + max_tokens, return_scores=True, return_no_speech_prob=True,
             suppress_blank=True, suppress_tokens=self._suppress,
         )[0]
