@@ -213,9 +213,12 @@ def test_the_verdict_sets_the_silence_that_ends_the_turn(verdict, waits):
     assert lst.speculations == 1  # the verdict came from the speculation at the first pause
 
 
-def test_a_running_speculation_holds_the_endpoint_a_little_past_the_normal_silence():
+def _silence_at_endpoint_while_decoding(headroom: Headroom | None = None) -> float | None:
+    """The silence after which a "complete" turn ends while its speculation's decode never finishes."""
     stt = GatedStt()
     lst = _judged("complete", stt=stt)
+    if headroom is not None:
+        lst.headroom = headroom
     lst.feed(frames(*[True] * 10))
     ended_at = None
     for _ in range(60):  # never released: the decode is still running
@@ -223,6 +226,11 @@ def test_a_running_speculation_holds_the_endpoint_a_little_past_the_normal_silen
             ended_at = lst.silence_s
             break
     stt.release.set()
+    return ended_at
+
+
+def test_a_running_speculation_holds_the_endpoint_a_little_past_the_normal_silence():
+    ended_at = _silence_at_endpoint_while_decoding()
     assert ended_at is not None and 0.4 + 0.8 <= ended_at < 0.4 + 0.8 + 0.033
 
 
@@ -231,18 +239,9 @@ def test_on_a_board_too_slow_for_it_a_running_speculation_never_delays_the_endpo
     endpoint comes after the normal silence (the final transcript takes the speculation up); on a machine whose
     decodes fit, the wait is as before."""
     for decode_s, waits in ((1.65, 0.4), (0.13, 0.4 + 0.8)):
-        stt = GatedStt()
         headroom = Headroom(0.4)
         headroom.observe_decode(decode_s)
-        lst = _judged("complete", stt=stt)
-        lst.headroom = headroom
-        lst.feed(frames(*[True] * 10))
-        ended_at = None
-        for _ in range(60):  # never released: the decode is still running
-            if lst.feed(frames(False)).endpoint is not None:
-                ended_at = lst.silence_s
-                break
-        stt.release.set()
+        ended_at = _silence_at_endpoint_while_decoding(headroom)
         assert ended_at is not None and waits <= ended_at < waits + 0.033, (decode_s, ended_at)
 
 
