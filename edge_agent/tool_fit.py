@@ -143,24 +143,21 @@ def tool_misfit(call: IntentCall, text: str, home: Any) -> str | None:
         slots = call.slots
         target = slots.get("name")
         named = isinstance(target, str) and normalize_name_in(target, words)
-        if hasattr(home, "find"):
-            targets = (home.find(target, None, None) if isinstance(target, str) else
-                       home.find(None, slots.get("area"), slots.get("domain"), None, slots.get("floor")))
-            way = direction_misfit(name, words, {e.domain for e in targets})
-            if way:
-                return way
-        if kinds and not named and hasattr(home, "find"):
-            if isinstance(target, str):
-                ents = home.find(target, None, None)
-            else:
-                ents = home.find(None, slots.get("area"), slots.get("domain"), None, slots.get("floor"))
-            domains = {e.domain for e in ents}
-            if domains and not domains & kinds:
-                return (f"the request is about a {'/'.join(sorted(kinds))}, but the call targets "
-                        f"{'/'.join(sorted(domains))} devices")
-        if isinstance(target, str) and not named and hasattr(home, "find"):
+        if not hasattr(home, "find"):
+            return None
+        # what the call targets, looked up once for every rule below
+        targets = (home.find(target, None, None) if isinstance(target, str) else
+                   home.find(None, slots.get("area"), slots.get("domain"), None, slots.get("floor")))
+        domains = {e.domain for e in targets}
+        way = direction_misfit(name, words, domains)
+        if way:
+            return way
+        if kinds and not named and domains and not domains & kinds:
+            return (f"the request is about a {'/'.join(sorted(kinds))}, but the call targets "
+                    f"{'/'.join(sorted(domains))} devices")
+        if isinstance(target, str) and not named:
             other = _named_devices(words, home)
-            targeted = {e.id for e in home.find(target, None, None)} if other else set()
+            targeted = {e.id for e in targets} if other else set()
             if other and targeted and not targeted & set(other):
                 # "say done and unlock the front door" -> the coffee maker of an earlier turn: never another device
                 return (f"the request names {', '.join(sorted(other.values()))}, but the call targets {target}")
