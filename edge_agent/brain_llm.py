@@ -22,7 +22,7 @@ from .llm_backend import CallStats, LlmBackend, Message
 from .llm_tools import _device_list, _examples, _plain_tool_call, _plain_tools_prompt, _signature, narrowed_call_schema
 from .response import Response, _pieces
 from .text import SentenceBuffer
-from .tool_fit import COMMAND_VERBS, looks_like_command, mentions_device, named_targets, tool_misfit
+from .tool_fit import COMMAND_VERBS, looks_like_command, mentions_device, named_targets, talks_about, tool_misfit
 from .truth import ACTION_NOT_DONE, ReplyGuard, Verdict
 
 log = logging.getLogger("edge_agent.brain")  # the records keep the logger name they had before the move
@@ -134,6 +134,8 @@ class LlmTurn:
     def _forces_tool(self, text: str) -> bool:
         """Words that command a device go straight to the constrained tool call (no free-text decision): in free
         text the small model sometimes just *says* "Turned off the lamp" without doing it."""
+        if talks_about(text):  # "did you turn off the kitchen light": a question, answered in words or a state
+            return False
         refers = self.context.refers(text)  # "turn it off": the device is the one of the previous turns
         return looks_like_command(text, self.home) or (refers and bool(COMMAND_VERBS.search(text)))
 
@@ -276,10 +278,13 @@ class LlmTurn:
                     continue
                 yield from _pieces(SORRY_TOOL)
                 return
-            if call.name in DEVICE_INTENTS and not (mentions_device(text, self.home) or refers):
-                # The 0.5B model sometimes "acts" on questions ("who wrote Romeo and Juliet" -> turn on a light).
-                # A device is only touched when the words name one: otherwise answer in words.
-                log.info("LLM called %s for %r, which names no device: answering instead", call.name, text)
+            talk = talks_about(text) if call.name in DEVICE_INTENTS and call.name != "HassGetState" else None
+            if call.name in DEVICE_INTENTS and (talk or not (mentions_device(text, self.home) or refers)):
+                # The 0.5B model sometimes "acts" on questions ("who wrote Romeo and Juliet" -> turn on a light) and
+                # on words about a device ("I like the living room lamp" -> turn it on). A device is only touched
+                # when the words name one and ask for it (tool_fit.talks_about): otherwise answer in words.
+                log.info("LLM called %s for %r, which %s: answering instead", call.name, text,
+                         talk or "names no device")
                 resp.timings["blocked_tool_call"] = call.name
                 yield from self._speak_stream(resp, guard, messages, mode="words", cancel=cancel, phase="words",
                                               calls=calls)

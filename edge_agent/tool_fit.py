@@ -84,6 +84,44 @@ _NEGATED = re.compile(r"\b(?:don'?t|do not|dont|never|no need to|not)\s+(?:\w+\s
 
 _LOCK_WORDS = re.compile(r"\b(?:un)?lock(?:ed)?\b")
 
+# Words that talk about a device instead of asking for something: a question about what is or what happened ("who
+# left the front door unlocked", "did you turn off the kitchen light", "why is the front door locked"), something
+# said about oneself or the past ("I like the living room lamp", "I turned off the kitchen light an hour ago", "I
+# wish the kitchen light was brighter"), or about the device ("the coffee maker makes great coffee", "my fan is too
+# loud"). Such words never switch, set or unlock anything; a question may still read a state (HassGetState).
+_QUESTION_OPENER = re.compile(r"^(?:who|whom|whose|why|when|where|which|how come|did|does|do you|do we|is|are|was|"
+                              r"were|has|have|had)\b")
+# what one thinks, likes or did (a need said in the present, "I can hardly see a thing", may still be acted on)
+_SELF_OPENER = re.compile(r"^(?:(?:i|we|you)\s+(?:\w+\s+)?(?:like|love|hate|wish|think|thought|guess|bet|know|knew|"
+                          r"remember|never|always|usually|often|prefer|turned|switched|left|did|was|were|had|used|"
+                          r"bought|got|saw|heard|said|told|forgot)|i've|ive|we've|you've|remember|note that|fyi|"
+                          r"just so you know)\b")
+_ABOUT_OPENER = re.compile(r"^(?:the|my|our|your|that|this|these|those)\b[^,.;!?]*?\b(?:is|are|was|were|isn't|aren't|"
+                           r"wasn't|makes?|made|looks?|seems?|sticks?|has|had|keeps?|works?|broke|broken|feels?|"
+                           r"sounds?|smells?|needs? fixing)\b")
+# ... unless they ask after all: "could you", "I want the lights on", "I'd like it warmer", "please"
+_ASKING = re.compile(r"\b(?:please|can you|could you|would you|will you|can u|want|wanna|need|i'd like|i would like|"
+                     r"id like|i'd love|let's|lets|let me have|go ahead|make sure|see that|do me a favou?r|"
+                     r"is it possible|would it be possible|are you able|any chance)\b")
+_IMPERATIVE_CLAUSE = re.compile(r"(?:^|[,.;!?]\s*|\b(?:and|then|so|just|now)\s+)(?:" + COMMAND_VERBS.pattern[2:-2]
+                                + r")\b")
+
+
+def talks_about(text: str) -> str | None:
+    """Why the words talk about a device rather than ask for an action on it, or None (``_QUESTION_OPENER`` ...):
+    such words must not switch, set or unlock anything. A clause that starts with a command verb ("the lamp is too
+    bright, dim it") or a plain ask ("I want the fan on", "could you ...") is a request after all."""
+    t = " ".join(text.casefold().replace("’", "'").split())
+    if not t or _ASKING.search(t) or _IMPERATIVE_CLAUSE.search(t):
+        return None
+    if _QUESTION_OPENER.search(t):
+        return "it is a question, not a request to act"
+    if _SELF_OPENER.search(t):
+        return "it says what the speaker thinks or did, not a request to act"
+    if _ABOUT_OPENER.search(t):
+        return "it says something about a device, not a request to act"
+    return None
+
 
 def direction_misfit(name: str, words: str, domains: set[str]) -> str | None:
     """Why a turn-on/off call goes the other way than the words ("could you unlock the front door" -> HassTurnOn,

@@ -839,6 +839,50 @@ def test_a_tool_whose_kind_does_not_fit_the_words_is_refused(home, name, slots, 
     assert (reason is None) == fits, reason
 
 
+def test_a_device_call_for_words_about_a_device_is_answered_in_words(scripted):
+    """Words that name a device but ask for nothing ("I like the living room lamp") never switch it, whatever the
+    model calls; the model answers in words instead."""
+    brain, backend = scripted(streams=[("tool", ""), ("words", "It is a lovely lamp.")],
+                              calls=[{"name": "HassTurnOn", "arguments": {"name": "Living Room Lamp"}}])
+    published = []
+    brain.on_intent = lambda call, result: published.append(call)
+    resp = brain.respond("I like the living room lamp")
+    assert resp.wait() == "It is a lovely lamp."
+    assert published == [] and resp.timings["blocked_tool_call"] == "HassTurnOn"
+
+
+@pytest.mark.parametrize("text, talk", [
+    ("I like the living room lamp", True),
+    ("I turned off the kitchen light an hour ago", True),
+    ("who left the front door unlocked", True),
+    ("did you turn off the kitchen light", True),
+    ("why is the front door locked", True),
+    ("the coffee maker makes great coffee", True),
+    ("my fan is too loud", True),
+    ("I wish the kitchen light was brighter", True),
+    ("remember that the garage door sticks", True),
+    ("turn off the kitchen light", False),
+    ("the lamp is too bright, dim it", False),  # a command clause after the remark
+    ("I want the fan on", False),
+    ("could you switch the desk lamp off for me", False),
+    ("is it possible to turn on the light", False),
+    ("lights off", False),
+    ("the kitchen light to fifty percent", False),
+    ("see that the front door is locked", False),
+    ("kill the fan", False),
+])
+def test_words_about_a_device_are_told_from_a_request(text, talk):
+    from edge_agent.tool_fit import talks_about
+
+    assert bool(talks_about(text)) == talk, talks_about(text)
+
+
+def test_a_question_about_what_happened_is_not_forced_into_a_device_call(scripted):
+    brain, backend = scripted(streams=[("words", "I can check: the kitchen light is off.")])
+    assert brain._forces_tool("turn off the kitchen light")
+    assert not brain._forces_tool("did you turn off the kitchen light")
+
+
 def test_a_misfit_tool_call_never_runs_and_goes_back_to_the_model(scripted):
     brain, backend = scripted(streams=[("tool", ""), ("tool", "")],
                               calls=[{"name": "HassStartTimer", "arguments": {"minutes": 10}},
