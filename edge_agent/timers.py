@@ -145,7 +145,8 @@ class TimerManager:
                    == (start_hours or 0, start_minutes or 0, start_seconds or 0)]
         if name:
             key = name.strip().casefold()
-            out = [t for t in out if (t.name or "").casefold() == key]
+            exact = [t for t in out if (t.name or "").casefold() == key]
+            out = exact or _close_name(key, out)
         if area:
             key = area.strip().casefold()
             out = [t for t in out if (t.area or "").casefold() == key]
@@ -342,6 +343,20 @@ class TimerManager:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+
+
+TIMER_NAME_MIN = 80  # rapidfuzz ratio for a misheard timer name ("the past timer" for the pasta one)
+
+
+def _close_name(key: str, timers: list[Timer]) -> list[Timer]:
+    """The one named timer whose name is close to ``key`` when none has it exactly: Whisper's "past" for "pasta",
+    "egg" for "eggs". Never a guess between two: two names as close (or none close enough) give nothing."""
+    from rapidfuzz import fuzz
+
+    scored = sorted(((fuzz.ratio(key, t.name.casefold()), t.id, t) for t in timers if t.name), reverse=True)
+    if not scored or scored[0][0] < TIMER_NAME_MIN or (len(scored) > 1 and scored[1][0] >= scored[0][0] - 5):
+        return []
+    return [scored[0][2]]
 
 
 def _sel_text(selectors: dict[str, Any]) -> str:

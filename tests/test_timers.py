@@ -100,6 +100,22 @@ def test_selection(env) -> None:
     assert tm.cancel_all() == []
 
 
+def test_a_misheard_timer_name_finds_the_one_close_to_it(env) -> None:
+    """Whisper's "stop the past timer" for the pasta one: the one timer whose name is close is meant; two as close,
+    or none close enough, is never a guess."""
+    tm, clock, fired = env
+    tm.start(minutes=8, name="pasta")
+    tm.start(minutes=3, name="eggs")
+    assert [t.name for t in tm.find(name="past")] == ["pasta"]
+    assert [t.name for t in tm.find(name="egg")] == ["eggs"]
+    assert tm.find(name="pizza") == [] and tm.find(name="tea") == []  # not close enough
+    assert tm.cancel(name="past").name == "pasta"
+    tm.start(minutes=2, name="bread")
+    tm.start(minutes=4, name="breed")
+    assert tm.find(name="bred") == []  # "bread" and "breed" are as close: never a guess between them
+    assert [t.name for t in tm.find(name="bread")] == ["bread"]  # an exact name is never in doubt
+
+
 def test_cancel_all_by_area(env) -> None:
     tm, clock, fired = env
     tm.start(minutes=1, area="Kitchen")
