@@ -235,8 +235,12 @@ class Responder:
             sentence, cacheable = item
             c0, t0 = time.process_time(), time.monotonic()
             try:
-                # Repeated replies come from the bounded phrase cache, synthesized once.
-                audio = self.tts.cached(sentence) if cacheable else self.tts.synthesize_all(sentence)
+                # Repeated replies come from the bounded phrase cache, synthesized once. An LLM turn's sentence is
+                # not kept, but one said before is replayed: its tool call's reply is the handler's own words
+                # ("Turned off the kitchen light."), often warmed already (tts.warm_replies)
+                audio = self.tts.cached(sentence) if cacheable else self._replayed(sentence)
+                if audio is None:
+                    audio = self.tts.synthesize_all(sentence)
             except Exception as e:  # noqa: BLE001
                 log.error("TTS failed for %r: %s", sentence, e)
                 self._tts_failed()
@@ -271,6 +275,12 @@ class Responder:
             return False
         self.hold_until = max(self.hold_until or 0.0, until)
         return True
+
+    def _replayed(self, sentence: str) -> np.ndarray | None:
+        """The phrase cache's audio of a sentence said before, or None; synthesizes nothing."""
+        phrases = getattr(self.tts, "phrases", None)
+        lookup = getattr(phrases, "lookup", None)
+        return lookup(sentence) if lookup is not None else None
 
     def _tts_failed(self) -> None:
         """A sentence the voice could not say (a TTS server away with no local voice): the turn's fixed apology

@@ -151,6 +151,22 @@ def test_the_turn_log_names_the_backend_that_spoke():
     assert done.reply_spoken == "It is sunny today. Take a hat."
 
 
+def test_an_llm_sentence_said_before_is_replayed_and_a_new_one_is_not_kept():
+    """An LLM turn's tool-call reply is the handler's own words ("Turned off the kitchen light."), often in the phrase
+    cache already (warmed, or said by the fast path): replayed, not synthesized again; a one-off sentence is
+    synthesized and never fills the cache."""
+    from edge_agent.tts_phrases import PhraseCache
+
+    tts = ScriptedTts(5)
+    tts.phrases = PhraseCache(tts, {"error": "Sorry, something went wrong."})
+    tts.phrases.store("Turned off the kitchen light.", np.full(50, 9, dtype=np.int16))
+    done, speaker = _turn(tts, "Turned off the kitchen light. It is dark now.")
+    assert [seg.text for seg in speaker.segments] == ["Turned off the kitchen light.", "It is dark now."]
+    assert (speaker.segments[0].audio == 9).all() and (speaker.segments[1].audio == 5).all()
+    assert tts.spoken == ["It is dark now."]  # only the new sentence was synthesized
+    assert "It is dark now." not in tts.phrases and len(tts.phrases) == 1
+
+
 def test_a_voice_that_fails_says_the_apology_once_then_nothing_more():
     done, speaker = _turn(ScriptedTts(5, fail_after=1), "It is sunny today. Take a hat. And a coat.")
     # the first sentence spoken, then the cached apology once (not per failed sentence), never silence
