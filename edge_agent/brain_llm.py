@@ -22,7 +22,15 @@ from .llm_backend import CallStats, LlmBackend, Message
 from .llm_tools import _device_list, _examples, _plain_tool_call, _plain_tools_prompt, _signature, narrowed_call_schema
 from .response import Response, _pieces
 from .text import SentenceBuffer
-from .tool_fit import COMMAND_VERBS, looks_like_command, mentions_device, named_targets, talks_about, tool_misfit
+from .tool_fit import (
+    COMMAND_VERBS,
+    QUESTION_TALK,
+    looks_like_command,
+    mentions_device,
+    named_targets,
+    talks_about,
+    tool_misfit,
+)
 from .truth import ACTION_NOT_DONE, ReplyGuard, Verdict
 
 log = logging.getLogger("edge_agent.brain")  # the records keep the logger name they had before the move
@@ -278,7 +286,9 @@ class LlmTurn:
                     continue
                 yield from _pieces(SORRY_TOOL)
                 return
-            talk = talks_about(text) if call.name in DEVICE_INTENTS and call.name != "HassGetState" else None
+            talk = talks_about(text) if call.name in DEVICE_INTENTS else None
+            if call.name == "HassGetState" and talk == QUESTION_TALK:
+                talk = None  # "who left the front door unlocked": the lock's state is an answer
             if call.name in DEVICE_INTENTS and (talk or not (mentions_device(text, self.home) or refers)):
                 # The 0.5B model sometimes "acts" on questions ("who wrote Romeo and Juliet" -> turn on a light) and
                 # on words about a device ("I like the living room lamp" -> turn it on). A device is only touched

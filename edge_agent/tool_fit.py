@@ -107,6 +107,9 @@ _IMPERATIVE_CLAUSE = re.compile(r"(?:^|[,.;!?]\s*|\b(?:and|then|so|just|now)\s+)
                                 + r")\b")
 
 
+QUESTION_TALK = "it is a question, not a request to act"  # the one kind of talk a state may still answer
+
+
 def talks_about(text: str) -> str | None:
     """Why the words talk about a device rather than ask for an action on it, or None (``_QUESTION_OPENER`` ...):
     such words must not switch, set or unlock anything. A clause that starts with a command verb ("the lamp is too
@@ -115,7 +118,7 @@ def talks_about(text: str) -> str | None:
     if not t or _ASKING.search(t) or _IMPERATIVE_CLAUSE.search(t):
         return None
     if _QUESTION_OPENER.search(t):
-        return "it is a question, not a request to act"
+        return QUESTION_TALK
     if _SELF_OPENER.search(t):
         return "it says what the speaker thinks or did, not a request to act"
     if _ABOUT_OPENER.search(t):
@@ -177,7 +180,7 @@ def tool_misfit(call: IntentCall, text: str, home: Any) -> str | None:
     if name in DEVICE_INTENTS and name != "HassGetState" and _NEGATED.search(words.replace("’", "'")):
         return f"the request says not to do it: {name} must not run; answer in words"
     if name in DEVICE_INTENTS:
-        kinds = set().union(*(KIND_DOMAINS[w] for w in re.findall(r"[a-z]+", words) if w in KIND_DOMAINS))
+        kinds = _kinds_said(words)
         slots = call.slots
         target = slots.get("name")
         named = isinstance(target, str) and normalize_name_in(target, words)
@@ -190,6 +193,9 @@ def tool_misfit(call: IntentCall, text: str, home: Any) -> str | None:
         way = direction_misfit(name, words, domains)
         if way:
             return way
+        unknown = _unknown_name(words, home) if not named else None
+        if unknown and name != "HassGetState":
+            return f"the request is about {unknown}, which is not a configured device or area: nothing to do there"
         if kinds and not named and domains and not domains & kinds:
             return (f"the request is about a {'/'.join(sorted(kinds))}, but the call targets "
                     f"{'/'.join(sorted(domains))} devices")
@@ -199,6 +205,56 @@ def tool_misfit(call: IntentCall, text: str, home: Any) -> str | None:
             if other and targeted and not targeted & set(other):
                 # "say done and unlock the front door" -> the coffee maker of an earlier turn: never another device
                 return (f"the request names {', '.join(sorted(other.values()))}, but the call targets {target}")
+    return None
+
+
+def _kinds_said(words: str) -> set[str]:
+    """The device domains the words' kind words mean; in a compound the last word is the kind ("the garage light" is
+    a light, not the garage door)."""
+    tokens = re.findall(r"[a-z]+", words)
+    out: set[str] = set()
+    for i, w in enumerate(tokens):
+        if w in KIND_DOMAINS and not (i + 1 < len(tokens) and tokens[i + 1] in KIND_DOMAINS):
+            out |= KIND_DOMAINS[w]
+    return out
+
+
+# "the bathroom light", "the lights in the bathroom": the word that says which one
+_WHICH_DEVICE = re.compile(r"\b([a-z]+)\s+(?:lights?|lamps?|fans?|doors?|blinds?|curtains?|plugs?)\b")
+_WHICH_PLACE = re.compile(r"\bin\s+the\s+([a-z]+)\b")
+_NOT_A_NAME = {"the", "a", "an", "all", "my", "our", "your", "this", "that", "these", "those", "every", "each", "both",
+               "other", "main", "big", "small", "little", "new", "old", "two", "three", "some", "any", "off", "on",
+               "up", "down", "out", "please", "and", "or", "then", "whole", "entire", "bright", "dim", "front", "back",
+               "side", "top", "bottom", "house", "home", "room", "here", "there", "same", "one", "it", "of", "to", "in",
+               "at", "for", "with", "now", "just", "also", "too", "again", "lock", "unlock", "open", "close", "shut",
+               "turn", "switch", "start", "stop", "set", "kill", "you", "never", "can", "could", "would", "will",
+               "timer", "timers", "unlocked", "locked", "opened", "closed", "single", "is", "are", "was", "were", "no",
+               "way", "middle", "morning", "evening", "night", "dark", "meantime", "cut", "light", "lights", "lamp",
+               "fan", "door", "blinds"}
+UNKNOWN_NAME_MAX = 70  # rapidfuzz ratio: a word this far from every configured name's words names something else
+
+
+def _unknown_name(words: str, home: Any) -> str | None:
+    """The device or place the words name that the home does not have ("the bathroom light", "the lights in the
+    porch"), or None. A word close to a configured name's word (a mishearing: "the best lamp") counts as known."""
+    from rapidfuzz import fuzz
+
+    known: set[str] = set()
+    for e in getattr(home, "entities", {}).values():
+        for n in (*(getattr(e, "names", ()) or ()), e.name):
+            known.update(re.findall(r"[a-z0-9']+", n.casefold()))
+    for a in (*getattr(home, "areas", {}).values(), *getattr(home, "floors", {}).values()):
+        for n in (a.name, *getattr(a, "aliases", ())):
+            known.update(re.findall(r"[a-z0-9']+", n.casefold()))
+    if not known:
+        return None
+    for rx in (_WHICH_DEVICE, _WHICH_PLACE):
+        for m in rx.finditer(words):
+            w = m.group(1)
+            if w in _NOT_A_NAME or w in known or w.isdigit() or any(k.startswith(w) for k in known if len(w) >= 3):
+                continue  # "the bed room": the start of "bedroom"
+            if max(fuzz.ratio(w, k) for k in known) < UNKNOWN_NAME_MAX:
+                return f"'{m.group(0)}'"
     return None
 
 

@@ -830,6 +830,15 @@ def test_a_turn_never_waits_forever_for_an_abandoned_one(scripted, monkeypatch):
     ("HassTurnOn", {"name": "Kitchen Light"}, "do not switch the kitchen light on", False),
     ("HassGetState", {"name": "Front Door"}, "is the front door not locked", True),
     ("HassTurnOff", {"name": "Kitchen Light"}, "turn off the kitchen light, it's not needed", True),
+    # the words name a device or a room the home does not have: the nearest configured one is never the answer
+    ("HassTurnOn", {"name": "Kitchen Light"}, "turn on the bathroom light", False),
+    ("HassTurnOff", {"name": "Living Room Lamp"}, "turn off the lights in the garden", False),
+    ("HassTurnOn", {"area": "Kitchen", "domain": "light"}, "switch on the porch light", False),
+    ("HassTurnOn", {"name": "Kitchen Light"}, "turn on the kitchin light", True),  # misheard: close to a name
+    ("HassTurnOn", {"name": "Living Room Lamp"}, "turn on the lamp in the living room", True),
+    ("HassTurnOff", {"area": "Kitchen", "domain": "light"}, "lights off in the kitchen please", True),
+    # a compound's last word is the kind: "the hallway lamp" is a lamp, "the front door lock" a lock
+    ("HassTurnOn", {"name": "Front Door"}, "lock the front door lock", True),
 ])
 def test_a_tool_whose_kind_does_not_fit_the_words_is_refused(home, name, slots, text, fits):
     from edge_agent.brain import tool_misfit
