@@ -102,7 +102,8 @@ _ABOUT_OPENER = re.compile(r"^(?:the|my|our|your|that|this|these|those)\b[^,.;!?
 # ... unless they ask after all: "could you", "I want the lights on", "I'd like it warmer", "please"
 _ASKING = re.compile(r"\b(?:please|can you|could you|would you|will you|can u|want|wanna|need|i'd like|i would like|"
                      r"id like|i'd love|let's|lets|let me have|go ahead|make sure|see that|do me a favou?r|"
-                     r"is it possible|would it be possible|are you able|any chance)\b")
+                     r"is it possible|would it be possible|are you able|any chance|why don't you|why dont you|why not|"
+                     r"how about|what about|mind|when you get a chance|when you can)\b")
 _IMPERATIVE_CLAUSE = re.compile(r"(?:^|[,.;!?]\s*|\b(?:and|then|so|just|now)\s+)(?:" + COMMAND_VERBS.pattern[2:-2]
                                 + r")\b")
 

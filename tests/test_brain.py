@@ -879,6 +879,9 @@ def test_a_device_call_for_words_about_a_device_is_answered_in_words(scripted):
     ("the kitchen light to fifty percent", False),
     ("see that the front door is locked", False),
     ("kill the fan", False),
+    ("why don't you turn on the kitchen light", False),  # a suggestion is a request
+    ("do you mind switching off the fan", False),
+    ("when you get a chance, lock the front door", False),
 ])
 def test_words_about_a_device_are_told_from_a_request(text, talk):
     from edge_agent.tool_fit import talks_about
