@@ -18,6 +18,8 @@ import logging
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import ending
 from .config import Settings
 from .headroom import SPECULATE_AFTER_S, afford, choose, decode_budget_s
@@ -31,6 +33,12 @@ FAST_PATH_S = 0.03  # template match + handler, measured tens of ms on a 2-core 
 TURN_PROMPT_TOKENS = 40  # uncached prompt tokens of a typical turn (the fixed prefix is cached)
 FIRST_CLAUSE_TOKENS = 8  # generated before the first clause can be spoken
 REFERENCE_SENTENCE = "Turn on the kitchen light and set it to forty percent, please."
+# Share of one core the audio loop's models (wake word(s) + VAD on every chunk) may take. The whole loop costs about
+# three times its models (this machine, 2026-11-30: models 0.03 CPU s per audio s, the daemon's loop 0.08-0.14 with the
+# capture, conversion and endpointing around them), and the rest of a small board's CPU is what Whisper, the LLM and
+# Piper share: a loop that cannot keep up makes every endpoint late (the simulated Pi 4 starved: docs/benchmarks.md,
+# "The same run again")
+LOOP_SHARE_MAX = 0.12
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,7 @@ class Speed:
     llm_prompt_tps: float
     llm_gen_tps: float
     tts_first_s: float  # synthesis of one short reply sentence
+    loop_cpu_per_s: float | None = None  # CPU seconds the wake word and VAD spend per second of audio (the loop)
 
 
 @dataclass(frozen=True)
@@ -128,7 +137,28 @@ def judge(sp: Speed, s: Settings) -> list[Verdict]:
     background = background_verdict(sp, s)
     if background is not None:
         out.append(background)
+    loop = loop_verdict(sp, s)
+    if loop is not None:
+        out.append(loop)
     return out
+
+
+def loop_verdict(sp: Speed, s: Settings) -> Verdict | None:
+    """Can the audio loop keep up on this board: the wake word and the VAD on every chunk, against
+    ``LOOP_SHARE_MAX`` of one core. None where it was not measured."""
+    if sp.loop_cpu_per_s is None:
+        return None
+    share = sp.loop_cpu_per_s
+    models = len(s.wake.models) + len(s.wake.stop_models)
+    detail = (f"the wake word ({models} model{'s' if models != 1 else ''}) and the VAD take {share:.0%} of one core "
+              f"here (limit {LOOP_SHARE_MAX:.0%}; the whole audio loop costs about three times its models)")
+    if share <= LOOP_SHARE_MAX:
+        return Verdict("speed: audio loop", True, detail)
+    fix = "listen for one wake word only (one entry under wake.models)"
+    if s.wake.stop_models:
+        fix += ", and drop the stop words:\n    wake:\n      stop_models: []"
+    return Verdict("speed: audio loop", False, detail + ": the loop would fall behind the microphone while Whisper, "
+                   "the LLM and the voice run, and every endpoint would come late", fix + "; or a faster board")
 
 
 def measure(s: Settings) -> Speed:
@@ -161,7 +191,34 @@ def measure(s: Settings) -> Speed:
     llm = create_backend(s)
     llm.load()
     prompt_tps, gen_tps = llm_speed(llm)
-    return Speed(stt_s, len(speech) / SAMPLE_RATE, prompt_tps, gen_tps, tts_first)
+    return Speed(stt_s, len(speech) / SAMPLE_RATE, prompt_tps, gen_tps, tts_first, loop_speed(s, speech))
+
+
+def loop_speed(s: Settings, speech: np.ndarray, seconds: float = 6.0) -> float:
+    """CPU seconds per second of audio the loop's models spend: the configured wake word(s) (and stop words) and the
+    VAD fed ``seconds`` of audio (the reference speech, then silence) in capture blocks, as the loop feeds them."""
+    from .audio import SAMPLE_RATE
+    from .vad import SileroVad
+    from .wake import WakeDetector
+
+    detectors = [WakeDetector.from_settings(s)]
+    if s.wake.stop_models:
+        detectors.append(WakeDetector.from_settings(s, stop=True))
+    vad = SileroVad.from_settings(s)
+    n = int(seconds * SAMPLE_RATE)
+    audio = np.zeros(n, dtype=np.int16)
+    audio[:min(n, len(speech))] = speech[:n]
+    block = max(1, int(s.audio.block_ms * SAMPLE_RATE / 1000))
+    for det in detectors:
+        det.process(audio[:block], block / SAMPLE_RATE)  # the first call of each ONNX session is not the loop's
+    vad.process(audio[:block])
+    c0 = time.process_time()
+    for i in range(0, n - block + 1, block):
+        t_end = (i + block) / SAMPLE_RATE
+        for det in detectors:
+            det.process(audio[i:i + block], t_end)
+        vad.process(audio[i:i + block])
+    return (time.process_time() - c0) / seconds
 
 
 def llm_speed(llm: LlmBackend) -> tuple[float, float]:

@@ -55,7 +55,9 @@ def test_check_speed_measures_this_machine(store):
     proc = run_cli("check", "--speed", "--json", timeout=600)
     report = json.loads(proc.stdout)
     speed = {c["what"]: c for c in report["checks"] if c["what"].startswith("speed:")}
-    assert set(speed) == {"speed: commands", "speed: answers"}, report
+    assert set(speed) == {"speed: commands", "speed: answers", "speed: audio loop"}, report
+    assert "of one core here" in speed["speed: audio loop"]["detail"]
+    assert speed["speed: audio loop"]["status"] == "ok"  # this machine's loop has room to spare
     assert all(c["status"] in ("ok", "warn") for c in speed.values()), speed
     assert "s from the end of speech to the first audio" in speed["speed: commands"]["detail"]
     assert " tok/s" in speed["speed: answers"]["detail"] and " 0 tok/s" not in speed["speed: answers"]["detail"]
@@ -71,3 +73,21 @@ def test_a_board_too_slow_to_speculate_leaves_the_background_work_off():
     assert not bg.ok and "llm.idle_prefill forced on" in bg.detail and "idle_prefill: auto" in bg.fix
     assert projected_command_s(PI4, S) == pytest.approx(0.4 + 3.4 + 0.03 + 1.1)  # no early end without a verdict
     assert len(judge(THIS_MACHINE, forced)) == 2  # where a decode fits there is nothing to say
+
+
+def test_a_loop_that_takes_too_much_of_a_core_is_told_what_to_drop():
+    """The audio loop (wake word + VAD on every chunk) measured in CPU seconds per second of audio: under the limit
+    nothing to change; over it, one wake word only, and the stop words dropped where they are configured."""
+    from dataclasses import replace
+
+    from edge_agent.fit import LOOP_SHARE_MAX, loop_verdict
+
+    assert loop_verdict(THIS_MACHINE, S) is None  # not measured: nothing said
+    light = loop_verdict(replace(THIS_MACHINE, loop_cpu_per_s=0.06), S)
+    assert light is not None and light.ok and "6% of one core" in light.detail
+    heavy = replace(PI4, loop_cpu_per_s=LOOP_SHARE_MAX + 0.2)
+    v = loop_verdict(heavy, S)
+    assert v is not None and not v.ok and "fall behind the microphone" in v.detail and "one wake word" in v.fix
+    stops = load_settings(data={"mqtt": {"enabled": False}, "wake": {"stop_models": [{"model": "hey_jarvis"}]}})
+    assert "stop_models: []" in loop_verdict(heavy, stops).fix
+    assert [x.name for x in judge(heavy, S)][-1] == "speed: audio loop"
