@@ -68,7 +68,7 @@ KIND_DOMAINS: dict[str, set[str]] = {
 # Which way the words switch a device, per domain: (turn-on words, turn-off words). HassTurnOn locks a lock and
 # opens a cover; HassTurnOff unlocks and closes.
 _DIRECTION: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
-    "lock": (re.compile(r"\block(?:ed)?\b"), re.compile(r"\bunlock(?:ed)?\b")),
+    "lock": (re.compile(r"\block(?:ed)?\b"), re.compile(r"\b(?:unlock(?:ed)?|open)\b")),  # a lock opens unlocked
     "cover": (re.compile(r"\b(?:open|raise)\b"), re.compile(r"\b(?:close|shut|lower)\b")),
     "valve": (re.compile(r"\bopen\b"), re.compile(r"\b(?:close|shut)\b")),
     "": (re.compile(r"\b(?:on|start|activate|enable)\b"),
