@@ -12,6 +12,7 @@ The checks are ``validation.py`` (``CallValidator``, this handler's base); the M
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime as _dt
 import logging
 import re
@@ -275,6 +276,15 @@ class IntentHandler(CallValidator):
         return {k: call.slots.get(k) for k in ("name", "area", "start_hours", "start_minutes", "start_seconds")}
 
     @staticmethod
+    def _named(call: IntentCall, t: Any) -> IntentCall:
+        """The call as it acted: a timer asked for by a name it does not have exactly ("the past timer", found as the
+        pasta one by ``TimerManager.find``) is published with the name of the timer it reached."""
+        asked = call.slots.get("name")
+        if not isinstance(asked, str) or not t.name or asked.strip().casefold() == t.name.casefold():
+            return call
+        return dataclasses.replace(call, slots={**call.slots, "name": t.name})
+
+    @staticmethod
     def _dur(call: IntentCall) -> float:
         s = call.slots
         return float(s.get("hours", 0)) * 3600 + float(s.get("minutes", 0)) * 60 + float(s.get("seconds", 0))
@@ -292,7 +302,8 @@ class IntentHandler(CallValidator):
 
     def _h_HassCancelTimer(self, call: IntentCall, area: str | None, confirmed: bool) -> IntentResult:
         t = self.timers.cancel(**self._sel(call))
-        return IntentResult(call, True, f"Cancelled {t.describe()}.", {"intent": call.name, "cancelled": t.id})
+        return IntentResult(self._named(call, t), True, f"Cancelled {t.describe()}.",
+                            {"intent": call.name, "cancelled": t.id})
 
     def _h_HassCancelAllTimers(self, call: IntentCall, area: str | None, confirmed: bool) -> IntentResult:
         gone = self.timers.cancel_all(area=call.slots.get("area"))
@@ -302,22 +313,26 @@ class IntentHandler(CallValidator):
 
     def _h_HassPauseTimer(self, call: IntentCall, area: str | None, confirmed: bool) -> IntentResult:
         t = self.timers.pause(**self._sel(call))
-        return IntentResult(call, True, f"Paused {t.describe()}.", {"intent": call.name, "timer": t.id})
+        return IntentResult(self._named(call, t), True, f"Paused {t.describe()}.",
+                            {"intent": call.name, "timer": t.id})
 
     def _h_HassUnpauseTimer(self, call: IntentCall, area: str | None, confirmed: bool) -> IntentResult:
         t = self.timers.unpause(**self._sel(call))
-        return IntentResult(call, True, f"Resumed {t.describe()}.", {"intent": call.name, "timer": t.id})
+        return IntentResult(self._named(call, t), True, f"Resumed {t.describe()}.",
+                            {"intent": call.name, "timer": t.id})
 
     def _h_HassIncreaseTimer(self, call: IntentCall, area: str | None, confirmed: bool) -> IntentResult:
         d = self._dur(call)
         t = self.timers.increase(d, **self._sel(call))
-        return IntentResult(call, True, f"Added {duration_words(d, adjective=False)} to {t.describe()}.",
+        return IntentResult(self._named(call, t), True,
+                            f"Added {duration_words(d, adjective=False)} to {t.describe()}.",
                             {"intent": call.name, "timer": t.id, "seconds_left": round(self.timers.remaining(t))})
 
     def _h_HassDecreaseTimer(self, call: IntentCall, area: str | None, confirmed: bool) -> IntentResult:
         d = self._dur(call)
         t = self.timers.decrease(d, **self._sel(call))
-        return IntentResult(call, True, f"Removed {duration_words(d, adjective=False)} from {t.describe()}.",
+        return IntentResult(self._named(call, t), True,
+                            f"Removed {duration_words(d, adjective=False)} from {t.describe()}.",
                             {"intent": call.name, "timer": t.id, "seconds_left": round(self.timers.remaining(t))})
 
     def _h_HassTimerStatus(self, call: IntentCall, area: str | None, confirmed: bool) -> IntentResult:

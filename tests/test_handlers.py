@@ -173,6 +173,17 @@ def test_timers_through_intents(env) -> None:
     assert ask(env, "timer status").speech == "There are no timers."
 
 
+def test_a_misheard_timer_name_is_published_as_the_timer_it_reached(env) -> None:
+    """Whisper's "stop the past timer" cancels the pasta timer (TimerManager.find), and what is published on MQTT
+    names the timer that was cancelled, not the word that was heard."""
+    h, m, clock = env
+    ask(env, "start a 8 minute timer named pasta")
+    r = ask(env, "pause the past timer")
+    assert r.success and r.speech == "Paused the pasta timer." and r.call.slots["name"] == "pasta"
+    r = ask(env, "cancel the pasta timer")
+    assert r.success and r.call.slots["name"] == "pasta"  # asked by its own name: the call as it came
+
+
 def test_delayed_command_timer(env) -> None:
     h, _, _ = env
     r = ask(env, "in 5 minutes, turn off the kitchen light")
