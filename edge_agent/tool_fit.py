@@ -9,9 +9,10 @@ from typing import Any
 from .intent import IntentCall
 from .intents import DEVICE_INTENTS
 
-COMMAND_VERBS = re.compile(
-    r"\b(turn|switch|set|dim|brighten|open|close|shut|lock|unlock|start|stop|pause|resume|unpause|raise|lower|"
-    r"increase|decrease|make|put|activate|deactivate|enable|disable|skip|mute|unmute|cancel)\b", re.IGNORECASE)
+_COMMAND_VERB_WORDS = (r"turn|switch|set|dim|brighten|open|close|shut|lock|unlock|start|stop|pause|resume|unpause|"
+                       r"raise|lower|increase|decrease|make|put|activate|deactivate|enable|disable|skip|mute|unmute|"
+                       r"cancel")
+COMMAND_VERBS = re.compile(rf"\b({_COMMAND_VERB_WORDS})\b", re.IGNORECASE)
 DEVICE_WORDS = {"light", "lights", "lamp", "lamps", "fan", "fans", "door", "doors", "lock", "blinds", "blind",
                 "curtain", "curtains", "shade", "shades", "garage", "heating", "thermostat", "temperature", "music",
                 "volume", "tv", "timer", "switch", "outlet", "plug", "window", "windows", "cover", "valve"}
@@ -104,8 +105,7 @@ _ASKING = re.compile(r"\b(?:please|can you|could you|would you|will you|can u|wa
                      r"id like|i'd love|let's|lets|let me have|go ahead|make sure|see that|do me a favou?r|"
                      r"is it possible|would it be possible|are you able|any chance|why don't you|why dont you|why not|"
                      r"how about|what about|mind|when you get a chance|when you can)\b")
-_IMPERATIVE_CLAUSE = re.compile(r"(?:^|[,.;!?]\s*|\b(?:and|then|so|just|now)\s+)(?:" + COMMAND_VERBS.pattern[2:-2]
-                                + r")\b")
+_IMPERATIVE_CLAUSE = re.compile(rf"(?:^|[,.;!?]\s*|\b(?:and|then|so|just|now)\s+)(?:{_COMMAND_VERB_WORDS})\b")
 
 
 QUESTION_TALK = "it is a question, not a request to act"  # the one kind of talk a state may still answer
@@ -240,13 +240,8 @@ def _unknown_name(words: str, home: Any) -> str | None:
     porch"), or None. A word close to a configured name's word (a mishearing: "the best lamp") counts as known."""
     from rapidfuzz import fuzz
 
-    known: set[str] = set()
-    for e in getattr(home, "entities", {}).values():
-        for n in (*(getattr(e, "names", ()) or ()), e.name):
-            known.update(re.findall(r"[a-z0-9']+", n.casefold()))
-    for a in (*getattr(home, "areas", {}).values(), *getattr(home, "floors", {}).values()):
-        for n in (a.name, *getattr(a, "aliases", ())):
-            known.update(re.findall(r"[a-z0-9']+", n.casefold()))
+    devices, places = home.spoken_names()
+    known = {w for n in (*devices, *places) for w in re.findall(r"[a-z0-9']+", n.casefold())}
     if not known:
         return None
     for rx in (_WHICH_DEVICE, _WHICH_PLACE):
