@@ -99,8 +99,8 @@ def match_verdict(text: str, match: Callable[[str, str | None], Any], area: str 
         return EXTENDABLE  # "ten minutes" ... "and thirty seconds": never a wrong timer left running
     if not call.entities:  # a device command that found nothing here ("turn on the fan" ... "in the bedroom")
         return EXTENDABLE if COMMAND_START.search(text) else (QUESTION if asked else OPEN)
-    if call.tier != "exact" and call.confidence < ACT:  # a "did you mean" is never acted on early
-        return OPEN
+    if call.tier == "closest" or (call.tier != "exact" and call.confidence < ACT):
+        return OPEN  # a "did you mean", or a sentence taken as the closest template's, is never acted on early
     spoken = call if area is None else match(text, None)  # without the device's own area: is the target in the words?
     if spoken is None or not spoken.entities or not ({"name", "area"} & set(spoken.slots)):
         return EXTENDABLE

@@ -55,7 +55,9 @@ _LEAD = re.compile(
 _POLITE = re.compile(
     r"^(?:(?:can|could|would|will)\s+you\s+(?:please\s+|kindly\s+|just\s+|quickly\s+)*|"
     r"(?:i\s+want|i'?d\s+like|i\s+would\s+like|i\s+need)\s+you\s+to\s+|go\s+ahead\s+and\s+|"
-    r"would\s+you\s+mind\s+|be\s+a\s+dear\s+and\s+|(?:i\s+)?need\s+(?:you\s+)?to\s+)")
+    r"would\s+you\s+mind\s+|be\s+a\s+dear\s+and\s+|(?:i\s+)?need\s+(?:you\s+)?to\s+|"
+    # "could you put ...": Whisper often keeps only the "you" of a polite request
+    r"you\s+(?=(?:turn|switch|set|put|make|change|lock|unlock|open|close|dim|start|stop|cancel|pause)\b))")
 _TRAIL = re.compile(
     r"(?:\s+(?:please|thanks|thank\s+you|cheers|if\s+you\s+can|if\s+you\s+could|if\s+you\s+would|"
     r"if\s+you\s+don'?t\s+mind|if\s+possible|for\s+me|for\s+a\s+sec(?:ond)?|for\s+a\s+moment|for\s+a\s+minute|"

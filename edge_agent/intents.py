@@ -24,6 +24,8 @@ all the lights in the house", "is the phone battery low", "what is the furnace t
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,6 +120,11 @@ class IntentMatcher:
             choices += [Choice(normalize_name(n), "floor", f.name) for f in home.floors.values()
                         for n in (f.name, *f.aliases)]
             self.corrector = NameCorrector(choices)
+            prepare_closest(self.intents)
+            self._spoken: dict[str, list[str]] = {}
+            for c in choices:
+                if c.kind not in self._spoken.setdefault(c.text, []):
+                    self._spoken[c.text].append(c.kind)
 
     def recognize(self, text: str, area: str | None = None) -> Any:
         """The best hassil RecognizeResult, or None.
@@ -235,6 +242,36 @@ class IntentMatcher:
                     c = min(corrections, key=lambda c: c.score)
                     call.clarify = f"Did you mean the {c.choice.canonical}?"
                 return call
+        return self._match_closest(text, variants, area)
+
+    def _match_closest(self, text: str, variants: list[str], area: str | None) -> FastMatch | None:
+        """The closest template sentence (``edge_agent/closest.py``) to the transcript, names as said or corrected:
+        the filled sentence must match the templates, name configured devices and keep every corrected name."""
+        from . import closest, fuzzy
+
+        if self.corrector is None:
+            return None
+        for v in variants:
+            for sentence, corrections in [(v, []), *self.corrector.corrected_texts(v)]:
+                name_score = min((c.score for c in corrections), default=100.0)
+                if name_score < fuzzy.ASK * 100:
+                    continue
+                for form, values in closest.placeholder_forms(closest.normalize(sentence), self._spoken):
+                    for near in closest_sentences(self.intents).closest(form, values):
+                        result = self.recognize(near.sentence, area)
+                        if result is None:
+                            continue
+                        score = min(near.score, name_score)
+                        call = self._call(result, text, near.sentence, "closest", round(score / 100.0, 3))
+                        if corrections:
+                            call.corrections = {c.heard: c.choice.canonical for c in corrections}
+                            if not self._corrections_fit(call, corrections):
+                                continue
+                        if not self._targets_ok(call):
+                            continue
+                        if near.score < closest.ACT_SCORE or name_score < fuzzy.ACT * 100:
+                            call.clarify = f"Did you mean: {near.sentence}?"
+                        return call
         return None
 
     def _area_cover(self, text: str) -> str | None:
@@ -267,6 +304,46 @@ class IntentMatcher:
             if c.choice.kind == "name" and allowed is not None and c.choice.domain not in allowed:
                 return False
         return True
+
+
+_CLOSEST: dict[int, tuple[Any, Any]] = {}  # id(intents) -> (intents, ClosestSentences); hassil's Intents is unhashable
+_CLOSEST_LOCK = threading.Lock()
+
+
+def closest_sentences(intents: Any) -> Any:
+    """The template skeletons of the closest-sentence tier, expanded once per loaded template set (per process:
+    ~1.5 s of one core here; other callers wait for the one building)."""
+    from .closest import ClosestSentences
+
+    with _CLOSEST_LOCK:
+        held = _CLOSEST.get(id(intents))
+        if held is None or held[0] is not intents:
+            t0 = time.monotonic()
+            held = (intents, ClosestSentences.build(intents, SUPPORTED_INTENTS))
+            _CLOSEST[id(intents)] = held
+            log.info("closest-sentence tier: %d template skeletons in %.2f s", held[1].size, time.monotonic() - t0)
+        return held[1]
+
+
+def prepare_closest(intents: Any) -> None:
+    """Expand the skeletons on a background thread at nice 10 (started with a matcher), so that the first transcript
+    to reach the tier finds them built; one that comes sooner waits for the build."""
+    import os
+
+    def build() -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except OSError:
+            pass
+        try:
+            closest_sentences(intents)
+        except Exception:  # noqa: BLE001 - the tier then builds (and fails loudly) on first use
+            log.exception("closest-sentence tier: building the skeletons failed")
+
+    with _CLOSEST_LOCK:
+        if id(intents) in _CLOSEST:
+            return
+    threading.Thread(target=build, name="closest-build", daemon=True).start()
 
 
 def fuzzy_trails(words: str) -> bool:
