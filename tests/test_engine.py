@@ -259,7 +259,7 @@ def test_an_idle_engine_warms_the_homes_replies(harness, wavs, parts):
         for t in texts:
             cache._audio.pop(t, None)
     h = harness()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # nice 10: slower on a busy machine
     while not all(t in cache for t in texts) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [t for t in texts if t not in cache] == []

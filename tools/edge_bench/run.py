@@ -297,6 +297,13 @@ class Rig:
             if time.monotonic() > deadline or not self.thread.is_alive():
                 raise RuntimeError("the bench engine never opened its microphone")
             time.sleep(0.01)
+        # The steady state a household lives in: the TTS warm-up of the home's replies (once after each start, a few
+        # seconds here, up to a minute or two under a Pi's budget) is done before the first request.
+        t0 = time.monotonic()
+        warm = getattr(self.engine, "_warm_thread", None)
+        if warm is not None:
+            warm.join(timeout=300.0)
+        self.warm_wait_s = round(time.monotonic() - t0, 1)
 
     def quiet(self) -> bool:
         from edge_agent.engine import State
@@ -310,6 +317,19 @@ class Rig:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.quiet():
             time.sleep(0.05)
+
+    def wait_caught_up(self, timeout: float) -> float:
+        """Wait until the engine's loop takes the microphone's chunks as they come again (backlog under
+        ``headroom.LAG_RECOVER_S``); the seconds waited. The baselines run in this process beside the listening
+        engine: under a small CPU budget their decodes and syntheses leave the loop behind, and a request pushed then
+        would be heard late because of the bench, not the engine (a household does not run baselines)."""
+        from edge_agent.headroom import LAG_RECOVER_S
+
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        while time.monotonic() < deadline and self.engine.headroom.lag_s >= LAG_RECOVER_S:
+            time.sleep(0.05)
+        return time.monotonic() - t0
 
     def stop(self) -> None:
         self.engine.stop_event.set()
@@ -328,6 +348,7 @@ def run_e2e(m: Models, root: Path, requests: list[dict[str, Any]], progress: Any
     request right after the engine answered it, up to ``baseline_max`` commands and as many questions, so all three
     see the same load on a shared machine; their order alternates from one request to the next."""
     rig = Rig(m)
+    progress(f"engine started; its TTS warm-up finished {rig.warm_wait_s:.1f} s later")
     rows: list[dict[str, Any]] = []
     base: list[dict[str, Any]] = []
     chains = baseline_chains(m.s)
@@ -338,6 +359,7 @@ def run_e2e(m: Models, root: Path, requests: list[dict[str, Any]], progress: Any
             m.brain.reset()
             rig.responses.clear()
             n0 = len(rig.engine.history)
+            caught_up_s = rig.wait_caught_up(120.0)
             rig.mic.push(i, audio)
             deadline = time.monotonic() + len(audio) / SAMPLE_RATE + 45.0
             while time.monotonic() < deadline and len(rig.engine.history) == n0:
@@ -347,7 +369,7 @@ def run_e2e(m: Models, root: Path, requests: list[dict[str, Any]], progress: Any
             # settle: the mic has played the whole clip, then 0.3 s of silence between requests
             time.sleep(0.3)
             turns = rig.engine.history[n0:]
-            row = {"request": req, "turns": turns, "load": loadavg()}
+            row = {"request": req, "turns": turns, "load": loadavg(), "loop_caught_up_s": round(caught_up_s, 2)}
             rec = next((t for t in turns if t.get("outcome") != "no_speech"), turns[0] if turns else None)
             row["turn"] = rec
             true_end = rig.mic.clip_time(i, req["request_end_s"])
@@ -1071,7 +1093,8 @@ def _run_with(args: argparse.Namespace, full: bool, skip: set[str], progress: An
                     "voice": r["request"]["voice"],
                     "condition": r["request"]["condition"], "verdict": r["verdict"],
                     "lat_ms": {k: _ms(v) for k, v in r["lat"].items()}, "load": r["load"],
-                    "turn": r["turn"], "llm_calls": r["llm_calls"]} for r in rows]
+                    "turn": r["turn"], "llm_calls": r["llm_calls"], "loop_caught_up_s": r.get("loop_caught_up_s")}
+                   for r in rows]
     md = budget.header(args, res) + markdown(res)
     print(md)
     if args.json:
