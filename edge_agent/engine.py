@@ -18,7 +18,6 @@ Subscribers: state changes go to ``state_listeners`` (log, MQTT, systemd status)
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -34,7 +33,7 @@ from .controller import RESPONDING, State, TurnController
 from .errors import AudioError, EdgeAgentError
 from .headroom import Headroom
 from .listener import ContinuationWatch, FollowUpDetector, Listener
-from .priority import lower_other_threads
+from .priority import BACKGROUND_NICE, lower_other_threads, lower_this_thread
 from .recorder import DebugRecorder
 from .responder import HUB_OFFLINE_NOTE, Responder, says_wake_phrase
 from .responder import current as current_responder
@@ -62,7 +61,6 @@ CONTINUE_HOLD_S = 0.2  # voice after the endpoint holds the reply's first audio 
 GIVE_WAY_EVERY_CHUNKS = 4  # once the loop is given way to, threads started since are lowered within this many chunks
 SHUTDOWN_S = 4.0  # ordered shutdown finishes within this (systemd's stop timeout is longer)
 WARM_IDLE_POLL_S = 0.25  # the tts-warm thread waits for an idle engine in steps of this
-WARM_NICE = 10  # the tts-warm thread's nice value: it takes what the turn's threads and the loop leave
 WAKE_RING_S = WAKE_AUDIO_S + 0.5  # the recent audio kept for a second look (a chunk may end after the detection)
 
 
@@ -378,12 +376,10 @@ class Engine:
         """The ``tts-warm`` thread: the home's likely fast-path replies synthesized into the phrase cache, one at a
         time and only while no turn runs and the audio loop keeps up (it peeks at the state and ``headroom``, never
         writes them), so the first command on each device replays its reply instead of synthesizing it on the
-        critical path. It runs at nice ``WARM_NICE``: on a board where each synthesis takes a second or more, the
-        loop, a turn's decode, the LLM and the reply's own synthesis go first. Stops at shutdown."""
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WARM_NICE)
-        except OSError as e:  # not fatal: it still waits for idle turns
-            log.debug("tts warm-up: could not lower its priority: %s", e)
+        critical path. It runs at nice ``BACKGROUND_NICE`` (priority.py): on a board where each synthesis takes a
+        second or more, the loop, a turn's decode, the LLM and the reply's own synthesis go first. Stops at
+        shutdown."""
+        lower_this_thread(BACKGROUND_NICE)  # not fatal where refused: it still waits for idle turns
         texts = self.brain.handler.likely_replies()[: self.s.tts.warm_replies]
         done, t0 = 0, time.monotonic()
         for text in texts:

@@ -251,13 +251,14 @@ class IntentMatcher:
 
         if self.corrector is None:
             return None
+        skeletons = closest_sentences(self.intents)  # waits for the build if it is still running
         for v in variants:
             for sentence, corrections in [(v, []), *self.corrector.corrected_texts(v)]:
                 name_score = min((c.score for c in corrections), default=100.0)
                 if name_score < fuzzy.ASK * 100:
                     continue
                 for form, values in closest.placeholder_forms(closest.normalize(sentence), self._spoken):
-                    for near in closest_sentences(self.intents).closest(form, values):
+                    for near in skeletons.closest(form, values):
                         result = self.recognize(near.sentence, area)
                         if result is None:
                             continue
@@ -328,13 +329,10 @@ def closest_sentences(intents: Any) -> Any:
 def prepare_closest(intents: Any) -> None:
     """Expand the skeletons on a background thread at nice 10 (started with a matcher), so that the first transcript
     to reach the tier finds them built; one that comes sooner waits for the build."""
-    import os
+    from .priority import lower_this_thread
 
     def build() -> None:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        except OSError:
-            pass
+        lower_this_thread()
         try:
             closest_sentences(intents)
         except Exception:  # noqa: BLE001 - the tier then builds (and fails loudly) on first use

@@ -44,4 +44,17 @@ def lower_other_threads(keep: int, nice: int = BACKGROUND_NICE, tasks: str = TAS
     return changed
 
 
-__all__ = ["BACKGROUND_NICE", "lower_other_threads"]
+def lower_this_thread(nice: int = BACKGROUND_NICE) -> bool:
+    """Give the calling thread a nice value of ``nice`` (background work: the TTS warm-up, the closest-sentence
+    build); False where the system does not allow it (the work then runs at the priority it has)."""
+    import threading
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except OSError as e:
+        log.debug("could not lower the priority of thread %s: %s", threading.current_thread().name, e)
+        return False
+    return True
+
+
+__all__ = ["BACKGROUND_NICE", "lower_other_threads", "lower_this_thread"]

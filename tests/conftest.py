@@ -62,6 +62,24 @@ def run_cli_json(*args: str, timeout: float = 600) -> dict:
     return json.loads(proc.stdout)
 
 
+@pytest.fixture(scope="module")
+def para_home():
+    """The home of tests/data/paraphrases.yaml (tests/data/paraphrase_home.yaml), as the paraphrase tool loads it."""
+    from edge_agent.config import HomeSettings
+    from edge_agent.home import Home
+    from tools import paraphrase
+
+    return Home.load(HomeSettings(), paraphrase.load_set()[0])
+
+
+@pytest.fixture(scope="module")
+def tolerant(para_home):
+    """The fast path on that home as the daemon runs it: the templates, then every tolerant step."""
+    from edge_agent.intents import IntentMatcher
+
+    return IntentMatcher(para_home)
+
+
 @pytest.fixture(scope="session")
 def ps_data() -> Path:
     assert PS_DATA.is_dir(), "Debian package pocketsphinx-testdata is missing: apt-get install pocketsphinx-testdata"

@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from edge_agent import closest
-from edge_agent.config import HomeSettings
-from edge_agent.home import Home
 from edge_agent.intents import IntentMatcher, closest_sentences, load_intents
-from tools import paraphrase
-
-HOME_FILE, HALVES = paraphrase.load_set()
 
 
 def test_word_rules_allow_one_small_mishearing_only() -> None:
@@ -51,16 +44,6 @@ def test_placeholder_forms_and_fill() -> None:
     assert closest.signature("set {name} to # and #") == (("#", 2), ("{name}", 1))
 
 
-@pytest.fixture(scope="module")
-def home() -> Home:
-    return Home.load(HomeSettings(), HOME_FILE)
-
-
-@pytest.fixture(scope="module")
-def matcher(home: Home) -> IntentMatcher:
-    return IntentMatcher(home)
-
-
 def test_skeletons_are_expanded_once_with_home_lists_as_placeholders() -> None:
     found = closest_sentences(load_intents())
     assert found is closest_sentences(load_intents())
@@ -78,38 +61,30 @@ def _placeholders(text: str) -> list[str]:
     return re.findall(r"\{\w+\}", text)
 
 
-def test_misheard_words_reach_the_right_intent(matcher: IntentMatcher) -> None:
-    c = matcher.match("What time in it please?")
+def test_misheard_words_reach_the_right_intent(tolerant: IntentMatcher) -> None:
+    c = tolerant.match("What time in it please?")
     assert (c.name, c.tier) == ("HassGetCurrentTime", "closest") and c.clarify is None
     assert c.heard == "what time is it"
-    c = matcher.match("What is the dat today?")
+    c = tolerant.match("What is the dat today?")
     assert c is not None and c.name == "HassGetCurrentDate", c
     # the slots come from hassil on the filled sentence, with the words as said
-    c = matcher.match("Sep brightness of the bedroom lamp to 30%.")
+    c = tolerant.match("Sep brightness of the bedroom lamp to 30%.")
     assert c is not None and (c.name, c.slots.get("brightness"), c.entities) == (
         "HassLightSet", 30, ["light.bedroom_lamp"]), c
 
 
-def test_a_polite_request_whisper_kept_only_the_you_of(matcher: IntentMatcher) -> None:
+def test_a_polite_request_whisper_kept_only_the_you_of(tolerant: IntentMatcher) -> None:
     from edge_agent import fuzzy
 
     assert fuzzy.strip_fillers("You put the heating on twenty two degrees.") == "put the heating on 22 degrees"
-    c = matcher.match("You put the heating on twenty two degrees.")
+    c = tolerant.match("You put the heating on twenty two degrees.")
     assert c is not None and (c.name, c.slots.get("temperature")) == ("HassClimateSetTemperature", 22), c
     assert fuzzy.strip_fillers("you know the kitchen light") == "you know the kitchen light"  # not before a verb
 
 
-def test_close_is_not_enough_to_change_what_is_done(matcher: IntentMatcher) -> None:
+def test_close_is_not_enough_to_change_what_is_done(tolerant: IntentMatcher) -> None:
     for s in ("turn of the kitchen light please",  # "of" is not "off" or "on": left to the LLM
               "what kind is it", "stop me a timer", "lock the kitchen light", "turn on the bathroom light",
               "tell me what time it was yesterday", "is it time to go", "what time is it in tokyo"):
-        c = matcher.match(s, ask_back=True)
+        c = tolerant.match(s, ask_back=True)
         assert c is None or c.tier != "closest", (s, c)
-
-
-def test_paraphrase_set_keeps_its_negatives_and_injections(matcher: IntentMatcher, home: Home) -> None:
-    for half in ("dev", "heldout"):
-        rep = paraphrase.score(matcher, HALVES[half], home)
-        assert not rep.negative_matches, rep.negative_matches
-        assert not rep.injection_bad, rep.injection_bad
-        assert rep.rate >= 0.95, "\n".join(rep.failures)

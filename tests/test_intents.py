@@ -117,17 +117,7 @@ import paraphrase  # noqa: E402
 
 from edge_agent import fuzzy  # noqa: E402
 
-HOME_FILE, HALVES = paraphrase.load_set()
-
-
-@pytest.fixture(scope="module")
-def para_home() -> Home:
-    return Home.load(HomeSettings(), HOME_FILE)
-
-
-@pytest.fixture(scope="module")
-def tolerant(para_home: Home) -> IntentMatcher:
-    return IntentMatcher(para_home)
+_, HALVES = paraphrase.load_set()
 
 
 @pytest.fixture(scope="module")
