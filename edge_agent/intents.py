@@ -170,8 +170,9 @@ class IntentMatcher:
             text = join_split_number(text)  # "to 20. 2 degrees": a number with a pause inside it
         result = self.recognize(text, area)
         if result is not None and self.tolerant and any(
-                e.is_wildcard and fuzzy_trails(str(e.text)) for e in result.entities_list):
-            # a free-text slot (a timer's name) swallowed trailing fillers: "... named pizza for me please"
+                e.is_wildcard and swallowed_trail(str(e.text), text) for e in result.entities_list):
+            # a free-text slot (a timer's name) swallowed trailing fillers: "... named pizza for me please", or
+            # "pause my timer for a sec" (the template's "for {name}" took "a sec" as the name)
             from .fuzzy import strip_fillers
 
             stripped = strip_fillers(text)
@@ -349,6 +350,17 @@ def fuzzy_trails(words: str) -> bool:
     from .fuzzy import _TRAIL
 
     return _TRAIL.search(" " + " ".join(words.casefold().split())) is not None
+
+
+def swallowed_trail(value: str, text: str) -> bool:
+    """True if a free-text slot's ``value`` may hold the sentence's trailing fillers: it ends in fillers itself
+    ("pizza for me please"), or it ends the sentence and the sentence ends in fillers, which the template's own words
+    cut into ("pause timer for {name}" on "pause my timer for a sec": the name "a sec")."""
+    if fuzzy_trails(value):
+        return True
+    v = " ".join(value.casefold().strip(" .,!?").split())
+    t = " ".join(text.casefold().strip(" .,!?").split())
+    return bool(v) and t.endswith(v) and fuzzy_trails(t)
 
 
 _HOLLOW = frozenset("all my the a an me us it that this those these some any every".split())

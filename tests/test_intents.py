@@ -206,6 +206,16 @@ def test_a_timer_is_never_named_by_determiners_alone(tolerant: IntentMatcher, ex
     assert exact_only.match("cancel all my timer").slots == {"name": "all my"}  # the templates alone, as HA reads it
 
 
+def test_a_timer_is_never_named_by_trailing_fillers(tolerant: IntentMatcher, exact_only: IntentMatcher) -> None:
+    # the template "pause timer for {name}" cuts into the filler "for a sec": no timer is named "a sec"
+    assert exact_only.match("Pause my timer for a sec.").slots == {"name": "a sec"}  # the templates alone
+    for said in ("Pause my timer for a sec.", "pause the timer for a second please", "pause my timer for a moment"):
+        call = tolerant.match(said)
+        assert call.name == "HassPauseTimer" and call.slots == {}, (said, call)
+    assert tolerant.match("set a 5 minute timer named pizza for me please").slots.get("name") == "pizza"
+    assert tolerant.match("pause the pizza timer for a sec").slots == {"name": "pizza"}
+
+
 def test_unknown_devices_and_chatter_do_not_act(tolerant: IntentMatcher) -> None:
     for s in ("what is the capital of France", "tell me a joke", "I turned the lights on yesterday",
               "turn on the bathroom light", "turn off the television", "unlock the shed"):
