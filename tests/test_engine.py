@@ -25,7 +25,7 @@ from edge_agent.engine import Engine, State, TurnLog
 
 from .conftest import ROOT, require_model
 from .pulse import active_spans
-from .speech import compose
+from .speech import compose, recognized_clips
 
 pytestmark = pytest.mark.slow
 BLOCK = int(SAMPLE_RATE * 0.08)
@@ -157,6 +157,32 @@ class Harness:
         assert len(self.engine.history) >= n, f"only {len(self.engine.history)} of {n} turns: {self.engine.history}"
         return self.engine.history
 
+    def say_command(self, clips: list[Path], intent: str, timeout: float = 120, attempts: int = 3) -> dict:
+        """Say a command, clip after clip, until a turn carries out ``intent``; return that turn. The clips are
+        phrasings this machine's STT was checked to hear (tests/speech.py: recognized_clips), but the engine cuts
+        the audio its own way and Whisper may still mishear a word: a test of the loop must not hinge on that. Every
+        attempt must end in a turn, and the engine is let back to idle before the next, so each opens as the first."""
+        misheard = []
+        for k in range(attempts):
+            n = len(self.engine.history)
+            self.say(clips[k % len(clips)])
+            rec = self.wait_turns(n + 1, timeout)[n]
+            if [i["name"] for i in rec["intents"]] == [intent]:
+                if misheard:
+                    print(f"(misheard before: {misheard})")
+                return rec
+            misheard.append((rec["transcript"], rec["reply_spoken"]))
+            self.wait_idle(timeout=timeout)
+        raise AssertionError(f"no turn carried out {intent} in {attempts} attempts: {misheard}")
+
+    def wait_idle(self, state: State = State.IDLE, timeout: float = 120) -> None:
+        """Wait until the mic has played out what was pushed and the engine is in ``state`` (idle, or listening for
+        a follow-up) now."""
+        deadline = time.monotonic() + timeout
+        while (self.engine.state != state or not self.mic.idle()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert self.engine.state == state, f"the engine never got to {state}: it is {self.engine.state}"
+
     def wait_state(self, state: State, timeout: float = 120) -> float:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -188,8 +214,29 @@ def harness(parts, tmp_path):
         h.stop()
 
 
+# Phrasings of the two commands the tests say, in order of preference; the first that this machine's STT hears right
+# is used (tests/speech.py: recognized_clip), so no test hinges on "kitchen light" being heard word for word.
+LIGHT_ON = [("piper", "Turn on the kitchen light."), ("piper", "Switch on the kitchen light."),
+            ("piper-slow", "Turn on the kitchen light."), ("piper", "Turn the kitchen light on."),
+            ("espeak", "Turn on the kitchen light.")]
+LIGHT_OFF = [("piper", "Turn off the kitchen light."), ("piper", "Switch off the kitchen light."),
+             ("piper-slow", "Turn off the kitchen light."), ("piper", "Turn the kitchen light off."),
+             ("espeak", "Turn off the kitchen light.")]
+
+
+def light_clips(store, parts, d: Path, wake: str | None = "Hey Jarvis!", pause: float = 0.5) -> dict[str, list[Path]]:
+    """"Turn on the kitchen light" after the wake phrase and "Turn off ..." alone (a follow-up), each in the
+    phrasings this machine's STT hears right (said in turn by Harness.say_command)."""
+    area = parts["s"].site.area or None
+    matcher = parts["brain"].matcher
+    return {"light_on": recognized_clips(store, parts["stt"], matcher, d, "on", LIGHT_ON, "HassTurnOn",
+                                         ["light.kitchen"], area, wake=wake, pause=pause),
+            "light_off": recognized_clips(store, parts["stt"], matcher, d, "off", LIGHT_OFF, "HassTurnOff",
+                                          ["light.kitchen"], area, wake=None)}
+
+
 @pytest.fixture(scope="module")
-def wavs(store, tmp_path_factory):
+def wavs(store, tmp_path_factory, parts):
     d = tmp_path_factory.mktemp("engine_speech")
     wake = ("piper", "Hey Jarvis!")
 
@@ -197,8 +244,7 @@ def wavs(store, tmp_path_factory):
         return compose(store, [("silence", 0.5), *parts], d / name)
 
     return {
-        "light_on": c("on", wake, ("silence", 0.5), ("piper", "Turn on the kitchen light."), ("silence", 0.3)),
-        "light_off": c("off", ("piper", "Turn off the kitchen light."), ("silence", 0.3)),
+        **light_clips(store, parts, d),
         "question": c("q", wake, ("silence", 0.5), ("piper", "What is the capital of France?"), ("silence", 0.3)),
         "story": c("story", wake, ("silence", 0.4),
                    ("piper", "Explain how a refrigerator works."), ("silence", 0.3)),
@@ -228,10 +274,7 @@ def test_command_turn_acts_without_llm_and_speaks(harness, wavs, parts):
     from edge_agent.stt import word_error_rate
 
     h = harness()
-    h.say(wavs["light_on"])
-    rec = h.wait_turns(1)[0]
-    assert "kitchen light" in rec["transcript"].lower()
-    assert [i["name"] for i in rec["intents"]] == ["HassTurnOn"]
+    rec = h.say_command(wavs["light_on"], "HassTurnOn")
     assert rec["intents"][0]["entities"] == ["light.kitchen"]
     assert not rec["used_llm"] and rec["reply_spoken"] and not rec["interrupted"], rec
     _check_times(rec, llm=False)
@@ -264,8 +307,7 @@ def test_an_idle_engine_warms_the_homes_replies(harness, wavs, parts):
         time.sleep(0.05)
     assert [t for t in texts if t not in cache] == []
     hits = cache.hits
-    h.say(wavs["light_on"])
-    rec = h.wait_turns(1)[0]
+    rec = h.say_command(wavs["light_on"], "HassTurnOn")
     assert rec["reply_spoken"] == "Turned on the kitchen light." and cache.hits > hits, rec
 
 
@@ -339,14 +381,21 @@ def test_no_speech_timeout_returns_to_idle_with_a_cue(harness, wavs, parts):
 
 def test_follow_up_without_wake_word(harness, wavs):
     h = harness()
-    h.say(wavs["light_on"])
-    h.wait_turns(1)
-    h.wait_state(State.FOLLOW_UP, timeout=30)
-    h.say(wavs["light_off"])
-    recs = h.wait_turns(2, timeout=60)
-    assert recs[1]["t_wake"] is None
-    assert [i["name"] for i in recs[1]["intents"]] == ["HassTurnOff"]
-    assert recs[1]["intents"][0]["entities"] == ["light.kitchen"]
+    misheard = []
+    for off in wavs["light_off"]:  # a misheard follow-up: the next phrasing, after a new command
+        h.say_command(wavs["light_on"], "HassTurnOn")
+        n = len(h.engine.history)
+        h.wait_idle(State.FOLLOW_UP, timeout=30)
+        h.say(off)
+        rec = h.wait_turns(n + 1, timeout=60)[n]
+        assert rec["t_wake"] is None, rec  # heard in the follow-up window, without the wake word
+        if [i["name"] for i in rec["intents"]] == ["HassTurnOff"]:
+            break
+        misheard.append(rec["transcript"])
+        h.wait_idle()
+    else:
+        raise AssertionError(f"no follow-up was carried out as HassTurnOff: {misheard}")
+    assert rec["intents"][0]["entities"] == ["light.kitchen"]
 
 
 def test_twenty_turns_memory_stays_flat(harness, wavs):
@@ -359,7 +408,7 @@ def test_twenty_turns_memory_stays_flat(harness, wavs):
         return 0.0
 
     h = harness(realtime=False)
-    words = [wavs["time"], wavs["light_on"]]
+    words = [wavs["time"], wavs["light_on"][0]]
     base = None
     for i in range(20):
         h.say(words[i % 2])
