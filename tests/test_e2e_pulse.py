@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edge_agent.audio import SAMPLE_RATE
-from edge_agent.stt import normalize_text, word_error_rate
+from edge_agent.stt import word_error_rate
 
 from .broker import Broker
 from .conftest import require_model
@@ -82,24 +82,35 @@ def wait_turns(daemon: Daemon, n: int, timeout: float = 90) -> list[dict]:
     return daemon.wait_for(lambda: len(daemon.turns()) >= n and daemon.turns(), timeout, f"{n} turn(s) logged")
 
 
+def say_command(rig, store, name: str, phrasings: list[tuple[str, str]], intent: str) -> dict:
+    """Say "Hey Jarvis! <phrasing>" until a turn carries out ``intent`` (each attempt the next phrasing: Whisper tiny
+    may mishear one every time on some CPUs); every attempt must end in a logged turn."""
+    va, daemon = rig["va"], rig["daemon"]
+    heard = []
+    for k, phrasing in enumerate(phrasings):
+        wav = compose(store, [("piper", "Hey Jarvis!"), ("silence", 0.5), phrasing, ("silence", 0.5)],
+                      rig["dir"] / f"{name}{k}.wav")
+        n = len(daemon.turns())
+        va.say(wav)
+        rec = wait_turns(daemon, n + 1)[n]
+        if [i["name"] for i in rec["intents"]] == [intent]:
+            return rec
+        heard.append(rec["transcript"])
+        daemon.wait_for(lambda: daemon.state == "idle", 60, "the daemon back to idle")
+    raise AssertionError(f"no turn carried out {intent}: heard {heard}; {daemon.tail(20)}")
+
+
 def test_spoken_command_reaches_mqtt_and_the_speaker(rig, store):
     from edge_agent.config import Settings
     from edge_agent.stt import make_engine
 
-    va, daemon, sub = rig["va"], rig["daemon"], rig["sub"]
-    wav = compose(store, [("piper", "Hey Jarvis!"), ("silence", 0.5), ("piper", "Turn on the kitchen light."),
-                          ("silence", 0.5)], rig["dir"] / "cmd.wav")
+    va, sub = rig["va"], rig["sub"]
     time.sleep(2.5)  # parec loses its first seconds; let the recording settle
-    # What this test checks is the path (sounddevice, MQTT, the speaker), not Whisper's accuracy: on a busy machine it
-    # once heard "Card on the kitchen light." A misheard request is said again (at most 3 times, all logged).
-    heard = []
-    for attempt in range(3):
-        va.say(wav)
-        rec = wait_turns(daemon, attempt + 1)[-1]
-        heard.append(rec["transcript"])
-        if normalize_text(rec["transcript"]) == "turn on the kitchen light":
-            break
-    assert [i["name"] for i in rec["intents"]] == ["HassTurnOn"], (heard, rec, daemon.tail(20))
+    # What this test checks is the path (sounddevice, MQTT, the speaker), not Whisper's accuracy: it has heard
+    # "Card on the kitchen light." and "... kitchen white." A misheard request is said again in another phrasing.
+    rec = say_command(rig, store, "on", [("piper", "Turn on the kitchen light."),
+                                         ("piper", "Switch on the kitchen light."),
+                                         ("piper-slow", "Turn on the kitchen light.")], "HassTurnOn")
     # the turn log file holds the same record the daemon logged
     logged = [json.loads(x) for x in rig["turn_log"].read_text().splitlines() if x.strip()]
     assert [r for r in logged if r["turn_id"] == rec["turn_id"]] == [rec], logged
@@ -133,13 +144,11 @@ def test_spoken_command_reaches_mqtt_and_the_speaker(rig, store):
 
 
 def test_tasmota_command_and_follow_on_turn(rig, store):
-    va, daemon, sub = rig["va"], rig["daemon"], rig["sub"]
-    n = len(daemon.turns())
-    wav = compose(store, [("piper", "Hey Jarvis!"), ("silence", 0.5), ("piper", "Turn off the living room lamp."),
-                          ("silence", 0.5)], rig["dir"] / "lamp.wav")
-    va.say(wav)
-    rec = wait_turns(daemon, n + 1)[-1]
-    assert [i["name"] for i in rec["intents"]] == ["HassTurnOff"], (rec, daemon.tail(20))
+    sub = rig["sub"]
+    rec = say_command(rig, store, "lamp", [("piper", "Turn off the living room lamp."),
+                                           ("piper", "Switch off the living room lamp."),
+                                           ("piper-slow", "Turn off the living room lamp.")], "HassTurnOff")
+    assert rec["intents"][0]["entities"] == ["light.living_room_lamp"], rec
     msg = sub.wait_for(lambda m: m[0] == "cmnd/lamp1/POWER")
     assert msg[-1][1] == b"OFF"
 
