@@ -118,3 +118,29 @@ def test_bench_measured_every_stage_in_order(bench_run):
     assert res["idle"]["cpu_pct_of_one_core"] > 0 and res["idle"]["false_turns"] == 0
     assert res["negatives"]["hours"] > 0.005
     assert res["wer"]["files"] == 5 and res["wer"]["wer"] < 0.5
+
+
+def test_cpu_by_thread_reads_proc_and_sums_by_name(tmp_path, monkeypatch):
+    """The bench's per-thread CPU (tools/edge_bench/threads.py) on a made-up /proc/self/task: ticks become seconds,
+    a thread's name with spaces and parentheses is read whole, new threads count from zero, the result is by name."""
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    from edge_bench import threads
+
+    tick = threads._TICK
+
+    def task(tid: int, comm: str, utime: int, stime: int) -> None:
+        d = tmp_path / str(tid)
+        d.mkdir(exist_ok=True)
+        rest = ["S"] + ["0"] * 10 + [str(utime), str(stime)] + ["0"] * 30
+        (d / "stat").write_text(f"{tid} ({comm}) {' '.join(rest)}\n")
+
+    task(10, "python", tick, 0)
+    task(11, "ort (pool) 1", 0, 0)
+    before = threads.snapshot(tmp_path)
+    assert before[11] == ("native:ort (pool) 1", 0.0) and before[10] == ("native:python", 1.0)
+    task(10, "python", 3 * tick, tick)  # 3 s more
+    task(11, "ort (pool) 1", tick // 2, 0)
+    task(12, "python", tick, 0)  # started meanwhile: same name as thread 10
+    spent = threads.cpu_by_thread(before, threads.snapshot(tmp_path))
+    assert spent == {"native:python": 4.0, "native:ort (pool) 1": round((tick // 2) / tick, 2)}
+    assert list(spent) == ["native:python", "native:ort (pool) 1"]

@@ -45,7 +45,7 @@ from edge_agent.audio_io import Speaker
 from edge_agent.config import Settings, load_settings
 from edge_agent.errors import ConfigError, EdgeAgentError
 
-from . import budget  # --cpu-budget (the engine under a cgroup CPU quota)
+from . import budget, threads  # --cpu-budget (the engine under a cgroup CPU quota); CPU per thread
 from .bench_set import DEFAULT_DIR, librivox_cases, make_bench_set, negative_stream
 
 log = logging.getLogger(__name__)
@@ -360,6 +360,7 @@ def run_e2e(m: Models, root: Path, requests: list[dict[str, Any]], progress: Any
             rig.responses.clear()
             n0 = len(rig.engine.history)
             caught_up_s = rig.wait_caught_up(120.0)
+            sampler = threads.Sampler().start()
             rig.mic.push(i, audio)
             deadline = time.monotonic() + len(audio) / SAMPLE_RATE + 45.0
             while time.monotonic() < deadline and len(rig.engine.history) == n0:
@@ -369,7 +370,8 @@ def run_e2e(m: Models, root: Path, requests: list[dict[str, Any]], progress: Any
             # settle: the mic has played the whole clip, then 0.3 s of silence between requests
             time.sleep(0.3)
             turns = rig.engine.history[n0:]
-            row = {"request": req, "turns": turns, "load": loadavg(), "loop_caught_up_s": round(caught_up_s, 2)}
+            row = {"request": req, "turns": turns, "load": loadavg(), "loop_caught_up_s": round(caught_up_s, 2),
+                   "threads_cpu_s": sampler.stop()}
             rec = next((t for t in turns if t.get("outcome") != "no_speech"), turns[0] if turns else None)
             row["turn"] = rec
             true_end = rig.mic.clip_time(i, req["request_end_s"])
@@ -379,7 +381,8 @@ def run_e2e(m: Models, root: Path, requests: list[dict[str, Any]], progress: Any
             rows.append(row)
             progress(f"e2e {i + 1}/{len(requests)} {req['file']}: {row['verdict']}"
                      + (f", first audio {1000 * row['lat']['first_audio']:.0f} ms" if row.get("lat", {}).get(
-                         "first_audio") is not None else ""))
+                         "first_audio") is not None else "")
+                     + f"; CPU s by thread: {threads.summary(row['threads_cpu_s'])}")
             if paired.get(req["kind"], baseline_max) < baseline_max and row["lat"].get("first_audio"):
                 paired[req["kind"]] += 1
                 for chain in chains if paired[req["kind"]] % 2 else chains[::-1]:
