@@ -156,7 +156,8 @@ COMMON_RULES: list[tuple[str, str]] = [
     (r"\b(?:a|an|one) (?P<u>second|minute|hour)\b", r"1 \g<u>"),
     # time and date, never mind
     (r"^(?:got|have you got|do you have|you got) the time$", "what time is it"),
-    (r"^what (?:day|date) is it(?: today)?$", "what is the date"),
+    (r"^(?:what|which) (?:day|date) is (?:it(?: today)?|today)$", "what is the date"),
+    (r"^what(?:'s| is) today's day$", "what is the date"),  # Whisper's "day" for "date"
     (r"^what's the (?:time|time now)$", "what time is it"),
     (r"^how much longer$", "how much time is left on my timer"),
     (r"^forget (?:it|that|about it)$", "never mind"),
@@ -215,7 +216,7 @@ DEVICE_RULES: list[tuple[str, str]] = [
     (rf"^(?:turn|make|change)\s+{_OBJ}\s+(?P<c>red|green|blue|yellow|orange|purple|pink|white|brown|black)$",
      r"set \g<obj> to \g<c>"),
     (rf"^(?:change|adjust)\s+{_OBJ}\s+color to\s+(?P<c>.+)$", r"set \g<obj> color to \g<c>"),
-    (r"^(?P<obj>(?!set |turn |what |how |is |are |when |where )[a-z].+?)\s+(?:to|at)\s+(?P<v>\d+%)$",
+    (r"^(?P<obj>(?!set |turn |open |close |what |how |is |are |when |where )[a-z].+?)\s+(?:to|at)\s+(?P<v>\d+%)$",
      r"set the \g<obj> to \g<v>"),
 ]
 _TIMER_RX = [(re.compile(p), r) for p, r in TIMER_RULES]

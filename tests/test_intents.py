@@ -216,6 +216,17 @@ def test_a_timer_is_never_named_by_trailing_fillers(tolerant: IntentMatcher, exa
     assert tolerant.match("pause the pizza timer for a sec").slots == {"name": "pizza"}
 
 
+def test_halfway_and_the_day_as_people_say_them(tolerant: IntentMatcher) -> None:
+    # "open ... halfway" was rewritten to "open ... to 50%" and then, by the bare "X to N%" rule, to "set the open ..."
+    for said in ("Open the living room blind halfway.", "close the living room blinds half way"):
+        call = tolerant.match(said, "Living Room")
+        assert (call.name, call.slots.get("position"), call.entities) == (
+            "HassSetPosition", 50, ["cover.living_room_blinds"]), (said, call)
+    for said in ("What day is today?", "What's today's day?", "which day is it today"):
+        assert tolerant.match(said).name == "HassGetCurrentDate", said
+    assert tolerant.match("what day was it yesterday", ask_back=True) is None
+
+
 def test_unknown_devices_and_chatter_do_not_act(tolerant: IntentMatcher) -> None:
     for s in ("what is the capital of France", "tell me a joke", "I turned the lights on yesterday",
               "turn on the bathroom light", "turn off the television", "unlock the shed"):
