@@ -119,7 +119,8 @@ class VadSettings:
 class WhisperSettings:
     model: str = opt("whisper_tiny_en", "Manifest name (or directory) of a CTranslate2 Whisper model.")
     compute_type: str = opt("int8", "CTranslate2 compute type (int8, int8_float32, float32).")
-    threads: int = opt(2, "CPU threads.", min=1, max=64)
+    threads: int = opt(0, "CPU threads; 0 = two where two CPUs are free to use, else one (a CPU quota counts: "
+                       "edge_agent/cpu_share.py).", min=0, max=64)
     beam_size: int = opt(1, "Beam size (1 = greedy, fastest).", min=1, max=10)
     language: str = opt("en", "Spoken language code.")
     encoder_window_s: float = opt(
@@ -218,8 +219,8 @@ class LlmSettings:
                      "but 2-2.5x slower: docs/benchmarks.md, 'LLM alone').")
     threads: int = opt(
         0,
-        "CPU threads for llama.cpp; 0 = all cores but one (the audio loop needs one: on 2 cores, two llama.cpp "
-        "threads waiting on each other were measured up to 10x slower).",
+        "CPU threads for llama.cpp; 0 = all CPUs but one, at least one (the audio loop needs one: on 2 cores, two "
+        "llama.cpp threads waiting on each other were measured up to 10x slower; a CPU quota counts).",
         min=0,
         max=64,
     )
@@ -292,6 +293,8 @@ class TtsSettings:
     length_scale: float = opt(1.0, "Speaking rate of the local voice: >1 slower, <1 faster (a Wyoming server speaks at "
                               "its own --length-scale: the protocol carries no rate).", min=0.3, max=3.0)
     volume: float = opt(1.0, "Output gain.", min=0.0, max=4.0)
+    threads: int = opt(0, "CPU threads of the local voice (ONNX Runtime); 0 = one under a CPU quota below two CPUs, "
+                       "else ONNX Runtime's choice (edge_agent/cpu_share.py).", min=0, max=64)
     sentence_silence_s: float = opt(0.12, "Silence appended after each spoken sentence.", min=0.0, max=2.0)
     first_clause_words: int = opt(
         4, "Speak the first clause of a reply on its own once it has this many words (0 = whole sentences only).",

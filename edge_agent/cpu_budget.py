@@ -33,6 +33,7 @@ from .cgroup_hierarchy import (  # noqa: F401 - re-exported: callers use the cgr
     parse_mountinfo,
     parse_proc_cgroup,
 )
+from .cpu_share import online_cpus  # noqa: F401 - re-exported: the bench reads it from here
 from .errors import EdgeAgentError
 
 log = logging.getLogger(__name__)
@@ -61,14 +62,6 @@ class CpuBudgetError(EdgeAgentError):
 
 
 # =================================================================================================== pure parts
-
-
-def online_cpus() -> int:
-    """CPUs this process may run on (its affinity mask), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def parse_budget(text: str | float, ncpus: int | None = None) -> float:

@@ -30,7 +30,6 @@ import atexit
 import codecs
 import json
 import logging
-import os
 import threading
 import time
 import weakref
@@ -103,10 +102,10 @@ class Llm:
 
     @property
     def threads(self) -> int:
-        """llama.cpp threads: the setting, or for 0 every core but one (at least one)."""
-        if self.settings.threads > 0:
-            return self.settings.threads
-        return max(1, (os.cpu_count() or 2) - 1)
+        """llama.cpp threads: the setting, or for 0 every CPU but one, at least one (cpu_share.llm_threads)."""
+        from .cpu_share import llm_threads
+
+        return llm_threads(self.settings.threads)
 
     def load(self) -> Llm:
         """Load the GGUF (idempotent). Raises ModelError for a missing/unreadable file or a missing package."""

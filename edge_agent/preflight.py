@@ -198,7 +198,9 @@ def run_checks(s: Settings, config_path: str | os.PathLike[str] | None) -> list[
     checks.append(check_cpu(cpuinfo, platform.machine()))
     checks.append(check_llama_build())
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    checks.append(check_cores(cores, s))
+    from .cpu_share import available_cpus
+
+    checks.append(check_cores(cores, s, available_cpus()))
     try:
         meminfo = parse_meminfo(Path("/proc/meminfo").read_text())
     except OSError:

@@ -53,6 +53,9 @@ class WhisperEngine(SttEngine):
         self.prime_fallbacks = 0  # doubtful primed decodes redone without the home's names
 
     def _load(self) -> None:
+        from .cpu_share import passive_waits, whisper_threads
+
+        passive_waits()  # under a CPU quota OpenMP's waiting threads sleep instead of spinning (before libgomp loads)
         try:
             from faster_whisper import WhisperModel
             from faster_whisper.tokenizer import Tokenizer
@@ -62,7 +65,7 @@ class WhisperEngine(SttEngine):
         s = self.settings
         try:
             self.model = WhisperModel(str(self.model_path), device="cpu", compute_type=s.compute_type,
-                                      cpu_threads=s.threads, local_files_only=True)
+                                      cpu_threads=whisper_threads(s.threads), local_files_only=True)
         except (RuntimeError, ValueError, OSError) as e:
             raise ModelError(f"cannot load the Whisper model in {self.model_path}: {e}",
                              fix="point stt.whisper.model at a CTranslate2 Whisper model folder (model.bin, "
@@ -265,7 +268,13 @@ class WhisperStream(SttStream):
         return self.engine.recognize(self._audio())
 
 
+def _threads(setting: int) -> int:
+    from .cpu_share import whisper_threads
+
+    return whisper_threads(setting)
+
+
 register_stt(SttSpec(
     name="whisper", settings=lambda s: s.stt.whisper, model=lambda w: w.model, model_kind="stt_whisper",
-    create=lambda w, path: WhisperEngine(w, path), package="faster-whisper", threads=lambda w: w.threads,
+    create=lambda w, path: WhisperEngine(w, path), package="faster-whisper", threads=lambda w: _threads(w.threads),
 ))

@@ -40,6 +40,7 @@ sys.path.insert(0, str(HERE.parent))
 from edge_agent import cpu_budget  # noqa: E402
 from edge_agent.audio import SAMPLE_RATE, read_wav  # noqa: E402
 from edge_agent.config import load_settings  # noqa: E402
+from edge_agent.cpu_share import whisper_threads  # noqa: E402
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 DEFAULT_LEVELS = (2.0, 1.0, 0.75, 0.5, 0.3, 0.2, 0.15)
@@ -275,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     wl.load()
     res: dict[str, Any] = {"machine": {"cpus": ncpus, "cpu_model": _cpu_model(), "loadavg_start": os.getloadavg()},
                            "clips": [(n, round(len(a) / SAMPLE_RATE, 2)) for n, a in wl.clips],
-                           "llm_threads": wl.llm.threads, "whisper_threads": wl.settings.stt.whisper.threads,
+                           "llm_threads": wl.llm.threads,
+                           "whisper_threads": whisper_threads(wl.settings.stt.whisper.threads),
                            "prompt_tokens": len(wl.prompt), "gen_tokens": GEN_TOKENS, "levels": []}
     budget = cpu_budget.CpuBudget(levels[0])
     try:

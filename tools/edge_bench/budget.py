@@ -1,9 +1,10 @@
 """``edge-agent bench --cpu-budget pi5|pi4|CPUS``: the benchmark's engine process under a CPU quota.
 
 The cgroup is created (and its permissions checked, so a missing root or cpu controller fails at once with a fix
-line) before the bench set and the models are prepared; the process moves into it right after the models are loaded
-and warmed up, so every measured turn, and every process the bench starts afterwards (the real ``edge-agent run``),
-runs under the quota. Model load times are therefore this machine's, not the board's. The budget is recorded in the
+line) before the bench set is prepared; the process moves into it before the models are loaded, so that each engine
+picks its thread count for the CPU it has (edge_agent/cpu_share.py, as under systemd's ``CPUQuota=``), and every
+measured turn, and every process the bench starts afterwards (the real ``edge-agent run``), runs under the quota.
+Model load times are therefore the quota's too. The budget is recorded in the
 results (``cpu_budget``) and printed in the report's header.
 """
 
@@ -67,5 +68,5 @@ def header(args: argparse.Namespace, res: dict[str, Any]) -> str:
         cb["periods"] = st1.get("nr_periods", 0) - st0.get("nr_periods", 0)
     thr = (f"; throttled in {cb['throttled_periods']} of {cb['periods']} periods" if "periods" in cb else "")
     return (f"**CPU budget: `--cpu-budget {cb['spec']}` = {cb['describe']}**, quota {cb['quota_us']} µs per "
-            f"{cb['period_us']} µs from the end of model loading on{thr}. A quota imitates a board's throughput, "
+            f"{cb['period_us']} µs from model loading on{thr}. A quota imitates a board's throughput, "
             "not its memory system or SIMD width (docs/pi-calibration.md).\n\n")

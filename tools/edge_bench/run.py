@@ -1044,9 +1044,11 @@ def _run_with(args: argparse.Namespace, full: bool, skip: set[str], progress: An
     res["set"] = {"requests": len(manifest["requests"]), "voices": [v["name"] for v in manifest["voices"]],
                   "dropped_voices": manifest["dropped_voices"], "negative_clips": len(manifest["negatives"])}
     progress(f"loading models (voices kept: {res['set']['voices']}, dropped: {manifest['dropped_voices']})")
+    # --cpu-budget: from here on this process runs under the quota, the models' loading included, so that each engine
+    # picks its threads for the CPU it has, as under systemd's CPUQuota= (edge_agent/cpu_share.py)
+    budget.start(args, res)
     m = load_models(s, str(root / manifest["home"]))
     res["model_load_s"] = m.load_s
-    budget.start(args, res)  # --cpu-budget: from here on this process runs under the quota
     res["endpoint_wait_s"] = s.vad.trailing_silence_s
     t0 = time.monotonic()
     cond = None if args.conditions is None else [c for c in args.conditions.split(",") if c]
@@ -1096,7 +1098,8 @@ def _run_with(args: argparse.Namespace, full: bool, skip: set[str], progress: An
                     "voice": r["request"]["voice"],
                     "condition": r["request"]["condition"], "verdict": r["verdict"],
                     "lat_ms": {k: _ms(v) for k, v in r["lat"].items()}, "load": r["load"],
-                    "turn": r["turn"], "llm_calls": r["llm_calls"], "loop_caught_up_s": r.get("loop_caught_up_s")}
+                    "turn": r["turn"], "llm_calls": r["llm_calls"], "loop_caught_up_s": r.get("loop_caught_up_s"),
+                    "threads_cpu_s": r.get("threads_cpu_s")}
                    for r in rows]
     md = budget.header(args, res) + markdown(res)
     print(md)
