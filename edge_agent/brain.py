@@ -100,6 +100,7 @@ class Pending:
     area: str | None
     t: float
     kind: str = "confirm"
+    question: str = ""  # the words the user heard, when the LLM asked (an offer, or its own "Are you sure ...?")
 
     @property
     def ttl_s(self) -> float:
@@ -329,10 +330,11 @@ class Brain(LlmTurn):
             messages.append({"role": "system", "content": context})
         return messages
 
-    def _pending_offer(self, call: IntentCall, area: str | None) -> None:
+    def _pending_offer(self, call: IntentCall, area: str | None, question: str = "") -> None:
         """The LLM offered or asked to confirm ``call``: a yes in the next turn runs it as a normal request (a
-        sensitive device then gets the handler's own "Are you sure?"), a no drops it."""
-        self._pending = Pending(call, area, self.clock(), "clarify")
+        sensitive device then gets the handler's own "Are you sure?", unless ``question`` was that very question),
+        a no drops it."""
+        self._pending = Pending(call, area, self.clock(), "clarify", question)
 
     def reset(self) -> None:
         self.conversation.clear()
@@ -420,6 +422,12 @@ class Brain(LlmTurn):
         """The user's answer to a pending question; returns (StopIteration.value) True if it settled this turn."""
         if YES.match(text):
             result = self._execute(resp, pending.call, pending.area, confirmed=pending.kind == "confirm")
+            if result.needs_confirmation and pending.question and _same_words(result.speech, pending.question):
+                # the LLM had already asked the handler's own question for this very call, and the user said yes
+                # to it: asking it a second time would make them confirm twice
+                resp.results.remove(result)
+                self._pending, resp.pending = None, None
+                result = self._execute(resp, pending.call, pending.area, confirmed=True)
             yield from _pieces(result.speech)
             return True
         if pending.kind == "clarify":  # "no, the desk lamp": the same request on the device named instead
@@ -498,6 +506,14 @@ def _first_piece(said: str, first_clause_words: int) -> bool:
 
 def _lower_first(s: str) -> str:
     return s[:1].lower() + s[1:] if s[:2] != s[:2].upper() else s
+
+
+def _same_words(a: str, b: str) -> bool:
+    """The same sentence, case, spacing and punctuation aside."""
+    def words(t: str) -> list[str]:
+        return re.sub(r"[^\w\s']", " ", t.casefold()).split()
+
+    return words(a) == words(b)
 
 
 __all__ = ["Brain", "Conversation", "HistoryTurn", "Pending", "Response", "cli_ask", "select_tools", "tool_call_schema",

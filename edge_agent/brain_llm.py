@@ -103,7 +103,7 @@ class LlmTurn:
             return out
         call = self.matcher.match(m.group("act"), self._llm_area) if self.matcher is not None else None
         if call is not None and not getattr(call, "clarify", None):
-            self._pending_offer(call, self._llm_area)
+            self._pending_offer(call, self._llm_area, out.text.strip())
             resp.pending = call
             resp.timings["offer"] = call.name
             return out
@@ -111,7 +111,7 @@ class LlmTurn:
             return Verdict(ACTION_NOT_DONE, rewritten=True, reason="confirmation asked for an action not pending")
         return out
 
-    def _pending_offer(self, call: IntentCall, area: str | None) -> None:  # Brain: sets its pending question
+    def _pending_offer(self, call: IntentCall, area: str | None, question: str = "") -> None:  # Brain's
         raise NotImplementedError
 
     def _speak_stream(self, resp: Response, guard: ReplyGuard, messages: Sequence[Message], *, mode: str,

@@ -1059,3 +1059,31 @@ def test_a_confirmation_question_with_nothing_behind_it_is_never_spoken(scripted
     assert resp.rewrites[0]["reason"] == "confirmation asked for an action not pending"
     resp = brain.respond("I am baking bread")  # an offer with no action the fast path can run: said as it is
     assert resp.wait().strip() == "Do you want me to set a timer?" and resp.pending is None
+
+
+def test_a_yes_to_the_llms_own_are_you_sure_is_the_confirmation(scripted):
+    """The LLM asked the handler's own question for a sensitive device, word for word: the user's yes carries it out
+    at once (the spoken conversation "question-then-close" asked "Are you sure ...?" twice and closed nothing). An
+    offer in other words still gets the handler's question: a sensitive action always has its explicit yes."""
+    brain, backend = scripted(streams=[("words", "Are you sure you want to unlock the front door?"),
+                                       ("words", "Shall I unlock the front door?")])
+    published = []
+    brain.on_intent = lambda call, result: published.append((call.name, call.entities))
+    resp = brain.respond("the plumber is at the door")
+    assert resp.wait().strip() == "Are you sure you want to unlock the front door?" and resp.pending is not None
+    brain.commit_turn("the plumber is at the door", resp.text)
+    brain.fast_path = True
+    yes = brain.respond("yes")
+    assert yes.wait().strip() == "Unlocked the front door." and yes.pending is None
+    assert [e for _, e in published] == [["lock.front_door"]]  # (HA's templates call it HassTurnOff on a lock)
+    assert [r.needs_confirmation for r in yes.results] == [False]
+    brain.fast_path = False
+    resp = brain.respond("the plumber is back")
+    assert resp.wait().strip() == "Shall I unlock the front door?" and resp.pending is not None
+    brain.commit_turn("the plumber is back", resp.text)
+    brain.fast_path = True
+    again = brain.respond("yes")
+    assert again.wait().strip() == "Are you sure you want to unlock the front door?" and again.pending is not None
+    assert len(published) == 1  # not yet: the handler's own question comes first
+    assert brain.respond("yes").wait().strip() == "Unlocked the front door."
+    assert len(published) == 2 and len(backend.seen) == 2  # no yes went to the model
