@@ -59,6 +59,7 @@ from .llm_backend import CallStats, LlmBackend, create_backend
 from .llm_tools import LLM_EXCLUDED_TOOLS, TARGET_SLOTS, TOOL_DOMAINS, select_tools, tool_call_schema  # noqa: F401
 from .preempt import PREEMPT_MAX_TOKENS, PREEMPT_WAIT_MAX_S, REUSE, Preempted, PreemptStop, preempt_key, reuse_verdict
 from .response import Response, _pieces
+from .stt_text import normalize_text
 from .text import SentenceBuffer
 from .tool_fit import (  # noqa: F401 - re-exported
     COMMAND_VERBS,
@@ -422,7 +423,8 @@ class Brain(LlmTurn):
         """The user's answer to a pending question; returns (StopIteration.value) True if it settled this turn."""
         if YES.match(text):
             result = self._execute(resp, pending.call, pending.area, confirmed=pending.kind == "confirm")
-            if result.needs_confirmation and pending.question and _same_words(result.speech, pending.question):
+            asked = normalize_text(pending.question) if pending.question else None
+            if result.needs_confirmation and asked is not None and normalize_text(result.speech) == asked:
                 # the LLM had already asked the handler's own question for this very call, and the user said yes
                 # to it: asking it a second time would make them confirm twice
                 resp.results.remove(result)
@@ -506,14 +508,6 @@ def _first_piece(said: str, first_clause_words: int) -> bool:
 
 def _lower_first(s: str) -> str:
     return s[:1].lower() + s[1:] if s[:2] != s[:2].upper() else s
-
-
-def _same_words(a: str, b: str) -> bool:
-    """The same sentence, case, spacing and punctuation aside."""
-    def words(t: str) -> list[str]:
-        return re.sub(r"[^\w\s']", " ", t.casefold()).split()
-
-    return words(a) == words(b)
 
 
 __all__ = ["Brain", "Conversation", "HistoryTurn", "Pending", "Response", "cli_ask", "select_tools", "tool_call_schema",

@@ -33,7 +33,7 @@ from .cgroup_hierarchy import (  # noqa: F401 - re-exported: callers use the cgr
     parse_mountinfo,
     parse_proc_cgroup,
 )
-from .cpu_share import online_cpus  # noqa: F401 - re-exported: the bench reads it from here
+from .cpu_share import online_cpus
 from .errors import EdgeAgentError
 
 log = logging.getLogger(__name__)

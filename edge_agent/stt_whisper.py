@@ -19,6 +19,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE
 from .config import WhisperSettings
+from .cpu_share import passive_waits, whisper_threads
 from .errors import ModelError, SttError
 from .stt import SttEngine, SttSpec, SttStream, register_stt
 from .stt_text import normalize_text
@@ -53,8 +54,6 @@ class WhisperEngine(SttEngine):
         self.prime_fallbacks = 0  # doubtful primed decodes redone without the home's names
 
     def _load(self) -> None:
-        from .cpu_share import passive_waits, whisper_threads
-
         passive_waits()  # under a CPU quota OpenMP's waiting threads sleep instead of spinning (before libgomp loads)
         try:
             from faster_whisper import WhisperModel
@@ -268,13 +267,8 @@ class WhisperStream(SttStream):
         return self.engine.recognize(self._audio())
 
 
-def _threads(setting: int) -> int:
-    from .cpu_share import whisper_threads
-
-    return whisper_threads(setting)
-
-
 register_stt(SttSpec(
     name="whisper", settings=lambda s: s.stt.whisper, model=lambda w: w.model, model_kind="stt_whisper",
-    create=lambda w, path: WhisperEngine(w, path), package="faster-whisper", threads=lambda w: _threads(w.threads),
+    create=lambda w, path: WhisperEngine(w, path), package="faster-whisper",
+    threads=lambda w: whisper_threads(w.threads),
 ))
