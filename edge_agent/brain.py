@@ -102,6 +102,7 @@ class Pending:
     t: float
     kind: str = "confirm"
     question: str = ""  # the words the user heard, when the LLM asked (an offer, or its own "Are you sure ...?")
+    confirms: bool = False  # the question named the sensitive action itself ("Did you mean to lock the back door?")
 
     @property
     def ttl_s(self) -> float:
@@ -399,7 +400,10 @@ class Brain(LlmTurn):
             if call is not None:
                 clarify = getattr(call, "clarify", None)
                 if clarify:  # not sure enough to act: ask, and act only on a yes in the next turn
-                    self._pending = Pending(call, area, self.clock(), "clarify")
+                    sure = self._sensitive_question(call, area)
+                    if sure:  # one question, which a yes answers for both: the device and the confirmation
+                        clarify = sure
+                    self._pending = Pending(call, area, self.clock(), "clarify", confirms=bool(sure))
                     resp.pending = call
                     resp.timings["ask_back"] = True
                     yield from _pieces(clarify)
@@ -419,10 +423,25 @@ class Brain(LlmTurn):
             if not (cancel is not None and cancel.is_set()):
                 yield from _pieces(SORRY_LLM)
 
+    def _sensitive_question(self, call: IntentCall, area: str | None) -> str:
+        """For an ask-back on a sensitive device ("lock up the mark door"): the handler's own question for the call,
+        as "Did you mean to lock the back door?", so that one yes settles which device and confirms the action (a
+        "Did you mean the Back Door?" followed by "Are you sure ...?" made the user say yes twice). Empty when the
+        call needs no confirmation. Asking the handler unconfirmed acts on nothing."""
+        ents = [self.home.entities.get(e) for e in getattr(call, "entities", ()) or ()]
+        if not any(e is not None and self.home.is_sensitive(e) for e in ents):
+            return ""
+        probe = self.handler.handle(call, area, confirmed=False)
+        if not probe.needs_confirmation:
+            return ""
+        m = re.match(r"^are you sure you want to (.+)$", probe.speech.strip(), re.IGNORECASE)
+        return f"Did you mean to {m.group(1)}" if m else probe.speech
+
     def _settle(self, resp: Response, pending: Pending, text: str) -> Iterator[str]:
         """The user's answer to a pending question; returns (StopIteration.value) True if it settled this turn."""
         if YES.match(text):
-            result = self._execute(resp, pending.call, pending.area, confirmed=pending.kind == "confirm")
+            result = self._execute(resp, pending.call, pending.area,
+                                   confirmed=pending.kind == "confirm" or pending.confirms)
             asked = normalize_text(pending.question) if pending.question else None
             if result.needs_confirmation and asked is not None and normalize_text(result.speech) == asked:
                 # the LLM had already asked the handler's own question for this very call, and the user said yes

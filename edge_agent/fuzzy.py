@@ -139,8 +139,14 @@ TIMER_RULES: list[tuple[str, str]] = [
      r"resume \g<t>"),
     (rf"^give\s+{_TIMER}\s+(?P<d>.+?)\s+more$", r"add \g<d> to \g<t>"),
     (rf"^(?:take|knock|shave)\s+(?P<d>.+?)\s+off\s+{_TIMER}$", r"remove \g<d> from \g<t>"),
-    (rf"^how long\s+(?:until|till|til|before)\s+{_TIMER}\s+(?:goes off|rings|is done|finishes|ends|is up)$",
-     r"how much time is left on \g<t>"),
+    # Whisper drops a verb's "s" ("until the timer go off")
+    (rf"^how long\s+(?:until|till|til|before)\s+{_TIMER}\s+(?:goes off|go off|rings?|is done|be done|finish(?:es)?|"
+     r"ends?|is up)$", r"how much time is left on \g<t>"),
+    # "N more minutes" on a timer is always an increase, whatever was (mis)heard before "timer" (at most 3 words)
+    (r"^(?:give\s+|add\s+|put\s+)?(?:(?:the|my|that|this)\s+)?(?:[a-z]+\s+){0,3}?timer\s+(?:(?:for|by)\s+)?"
+     r"(?P<n>\d+)\s+more\s+(?P<u>(?:second|minute|hour)s?)$", r"add \g<n> \g<u> to my timer"),
+    (rf"^(?:give|add)\s+{_TIMER}\s+(?:another\s+)?(?P<n>\d+)\s+(?:more\s+)?(?P<u>(?:second|minute|hour)s?)$",
+     r"add \g<n> \g<u> to \g<t>"),
     (rf"^how (?:long|much time) is left on\s+{_TIMER}$", r"how much time is left on \g<t>"),
     (r"^timer for\s+(?P<d>.+)$", r"set a timer for \g<d>"),
     (r"^(?:put|set|start|get)\s+(?:a|an)\s+timer\s+(?:on|going|up|running)\s+for\s+(?P<d>.+)$",
@@ -167,6 +173,9 @@ COMMON_RULES: list[tuple[str, str]] = [
 ]
 # Rules for device requests (never applied to a sentence about a timer).
 DEVICE_RULES: list[tuple[str, str]] = [
+    # an indirect question: "tell me if the back door is unlocked", "can you check whether the fan is on"
+    (rf"^(?:tell me|let me know|check|see|find out|do you know|you know)\s+(?:if|whether)\s+{_OBJ}\s+"
+     r"(?P<v>is|are)\s+(?P<s>[a-z]+)$", r"\g<v> \g<obj> \g<s>"),
     # temperature
     (r"\b(?:the\s+)?(?:heating|heater|heat)\b", "the temperature"),
     (rf"^(?:(?:a|a bit|a little|a tad|bit|little)\s+)?(?:cooler|warmer|colder|hotter)\s+(?:to\s+)?(?P<n>{NUMBER})"
@@ -237,6 +246,44 @@ def rewrite(text: str) -> tuple[str, list[str]]:
     t = re.sub(r"\s+in\s*$", "", t)
     t = re.sub(r"\bthe the\b", "the", t)
     return t, fired
+
+
+_TAIL_VALUE = re.compile(r"\s(?:to|at|on)\s+(?P<v>\d+(?:\.\d+)?(?:%|\s*degrees?))$")
+# words that make the start of a sentence more than a misheard verb: a question, a condition, a refusal
+_NOT_JUNK = re.compile(r"\b(?:what|how|is|are|was|why|when|where|which|who|does|do|can|could|should|would|if|"
+                       r"whether|no|tell|ask|say|wonder|think|know|check|see)\b")
+TAIL_CONFIDENCE = 0.9  # a value command after a few misheard words: the device and the value were heard as said
+MAX_JUNK_WORDS = 4
+
+
+def junk_tails(text: str) -> list[str]:
+    """A value command after a misheard start: "right on the kitchen light to 80%" (Whisper's "brighten") or "set
+    right the shop the living room lamp to 25%" -> "set the kitchen light to 80%", ... One candidate per "the" within
+    the first ``MAX_JUNK_WORDS`` + 1 words, only when the sentence ends with a value ("to 80%", "on 22 degrees") and
+    the words dropped are no question, condition or refusal."""
+    m = _TAIL_VALUE.search(text)
+    if m is None:
+        return []
+    words = text.split()
+    out: list[str] = []
+    for k in range(1, min(MAX_JUNK_WORDS, len(words) - 4) + 1):
+        if _NOT_JUNK.search(" ".join(words[:k])):
+            break
+        if words[k] == "the":
+            obj = " ".join(words[k:])[: -len(m.group(0))].strip()
+            out.append(f"set {obj} to {m.group('v')}")
+    return out
+
+
+def degrees_guess(text: str) -> str | None:
+    """ "set the feeding to 22 degrees" (a misheard "heating"): a degrees value for something the templates do not
+    know -> "set the temperature to 22 degrees", to be asked back, never acted on."""
+    m = _TAIL_VALUE.search(text)
+    if m is None or "degree" not in m.group("v") or _NOT_JUNK.search(text):
+        return None
+    if not re.match(r"^(?:set|put|make|change|turn|bring|move|adjust)\b", text):
+        return None
+    return f"set the temperature to {m.group('v')}"
 
 
 def refuses(text: str) -> bool:

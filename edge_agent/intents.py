@@ -243,7 +243,29 @@ class IntentMatcher:
                     c = min(corrections, key=lambda c: c.score)
                     call.clarify = f"Did you mean the {c.choice.canonical}?"
                 return call
-        return self._match_closest(text, variants, area)
+        return self._match_tail(text, rewritten, area) or self._match_closest(text, variants, area)
+
+    def _match_tail(self, text: str, rewritten: str, area: str | None) -> FastMatch | None:
+        """A value command after a few misheard words (``fuzzy.junk_tails``), acted on when the rest names a
+        configured device exactly; a degrees value for an unknown thing (``fuzzy.degrees_guess``) is asked back."""
+        from . import fuzzy
+
+        for tail in fuzzy.junk_tails(rewritten):
+            result = self.recognize(tail, area)
+            if result is not None:
+                call = self._call(result, text, tail, "tolerant", fuzzy.TAIL_CONFIDENCE)
+                if self._targets_ok(call):
+                    return call
+        guess = fuzzy.degrees_guess(rewritten)
+        if guess and self.corrector is not None and self.corrector.candidates(rewritten):
+            guess = None  # "set the ceiling fam to 20 degrees": a configured device was named, not the heating
+        result = self.recognize(guess, area) if guess else None
+        if result is not None:
+            call = self._call(result, text, guess, "tolerant", fuzzy.ASK)
+            if self._targets_ok(call):
+                call.clarify = f"Did you mean: {guess}?"
+                return call
+        return None
 
     def _match_closest(self, text: str, variants: list[str], area: str | None) -> FastMatch | None:
         """The closest template sentence (``edge_agent/closest.py``) to the transcript, names as said or corrected:

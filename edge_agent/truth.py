@@ -115,6 +115,12 @@ _DEVICE_WORDS = re.compile(r"\b(lights?|lamps?|fans?|doors?|locks?|blinds?|curta
 _TIMER_LEFT = re.compile(r"\b(left|remaining|to go)\b|\b(?:goes|go|will go|will ring|rings|ends|will end|"
                          r"finishes|will finish|is done|will be done)\s+(?:off\s+)?in\b")
 _TIMER_WORD = re.compile(r"\btimers?\b")
+# a timer's state stated without a number: "All timers are done.", "Your timer is still running.", "You have no timers."
+_TIMER_STATE = re.compile(
+    r"\btimers?\b.*\b(?:is|are|has|have)\s+(?:all\s+)?(?:now\s+|still\s+|already\s+|currently\s+)?(?:been\s+)?"
+    r"(?:done|finished|up|over|running|going|paused|ringing|expired|active|ticking|complete|completed)\b"
+    r"|\b(?:no|zero)\s+(?:\w+\s+)?timers?\b(?:\s+(?:running|set|going|active))?"
+    r"|\bthere\s+(?:is|are)\s+(?:a|one|\d+|\w+)\s+timers?\s+(?:running|set|going|active)\b")
 _TIMER_SET_FOR = re.compile(r"\btimers?\b.*\b(?:is|are|was)\s+(?:currently\s+|still\s+|now\s+)?(?:set|running)\s+"
                             r"(?:for|to)\b")
 # A measured value stated of the home: "the outside temperature is 22 degrees", "the humidity is 40%"
@@ -142,7 +148,7 @@ _ACTION_CATEGORY = {"turn_on": "on", "turn_off": "off", "lock": "lock", "unlock"
 _INTENT_CATEGORY = {"HassStartTimer": "timer_start", "HassCancelTimer": "timer_cancel",
                     "HassCancelAllTimers": "timer_cancel", "HassPauseTimer": "pause", "HassUnpauseTimer": "resume",
                     "HassIncreaseTimer": "set", "HassDecreaseTimer": "set"}
-_TIMER_INTENTS = {"HassStartTimer", "HassTimerStatus", "HassIncreaseTimer", "HassDecreaseTimer",
+_TIMER_INTENTS = {"HassStartTimer", "HassTimerStatus", "HassCancelAllTimers", "HassIncreaseTimer", "HassDecreaseTimer",
                   "HassCancelTimer", "HassPauseTimer", "HassUnpauseTimer"}
 
 
@@ -257,13 +263,16 @@ def _numbers(text: str) -> set[int]:
 
 
 def timer_claim(sentence: str) -> set[int] | None:
-    """The numbers of a claimed timer fact ("5 minutes left", "your timer goes off in ten minutes"), or None."""
+    """The numbers of a claimed timer fact ("5 minutes left", "your timer goes off in ten minutes"), an empty set for
+    a timer's state said without a number ("All timers are done.", "You have no timers running."), or None."""
     t = _norm(sentence)
     if not t or _is_question(t):
         return None
     if (_TIMER_LEFT.search(t) and (_DURATION.search(t) or _TIMER_WORD.search(t))) or (
             _TIMER_SET_FOR.search(t) and _DURATION.search(t)):
         return {n for m in _DURATION.finditer(t) for n in _numbers(m.group(1))}
+    if _TIMER_STATE.search(t):
+        return set()  # a state with no number: true only if a timer intent ran (and read it) in this turn
     return None
 
 

@@ -251,6 +251,20 @@ def test_ask_back_acts_only_on_a_yes(big_home, big_matcher):
     assert published == [("HassTurnOn", ["light.bedroom_lamp"])]
 
 
+def test_ask_back_on_a_sensitive_device_is_one_question(big_home, big_matcher):
+    """A misheard name on a lock ("mark door"): the ask-back names the action, and its yes is the confirmation too
+    (the spoken paraphrases asked "Did you mean the Back Door?", then "Are you sure ...?", and locked nothing)."""
+    brain, published = _big_brain(big_home, big_matcher)
+    ask = brain.respond("lock up the mark door please")
+    assert ask.wait() == "Did you mean to lock the back door?"
+    assert ask.intents == [] and published == [] and ask.pending is not None
+    yes = brain.respond("yes")
+    assert yes.wait() == "Locked the back door." and yes.pending is None
+    assert published == [("HassTurnOn", ["lock.back_door"])]
+    brain.respond("lock up the mark door please").wait()
+    assert brain.respond("no").wait() == "Okay." and len(published) == 1
+
+
 def test_ask_back_no_or_anything_else_cancels_it(big_home, big_matcher):
     brain, published = _big_brain(big_home, big_matcher)
     brain.respond("turn on the bed lamp").wait()

@@ -278,3 +278,42 @@ def test_a_number_with_a_pause_inside_it_is_one_number(small: IntentMatcher) -> 
     assert small.match("Set a timer for 20 minutes. 5 people are coming") is None  # not tens + one digit: untouched
     exact = IntentMatcher(small.home, tolerant=False)
     assert exact.match("Set the desk lamp to 30. 5%.") is None  # the exact tier takes the words as they are
+
+
+@pytest.mark.parametrize(("said", "intent", "slots", "entities"), [
+    # a value command after a misheard first word or two (Whisper's "right on" for "brighten")
+    ("Right on the kitchen light to eighty percent please.", "HassLightSet",
+     {"name": "Kitchen Light", "brightness": 80}, ["light.kitchen"]),
+    ("Set right the shop the living room lamp to twenty five percent.", "HassLightSet",
+     {"name": "Living Room Lamp", "brightness": 25}, ["light.living_room_lamp"]),
+    # "N more minutes" on a timer, whatever was heard before "timer"
+    ("Good night timer 2 more minutes.", "HassIncreaseTimer", {"minutes": 2}, []),
+    ("give the timer two more minutes", "HassIncreaseTimer", {"minutes": 2}, []),
+    # indirect questions, and a verb without its "s"
+    ("Tell me if the back door is unlocked.", "HassGetState", {"name": "Back Door", "state": "unlocked"},
+     ["lock.back_door"]),
+    ("How long until the timer go off?", "HassTimerStatus", {}, []),
+])
+def test_misheard_starts_and_indirect_questions(tolerant: IntentMatcher, said, intent, slots, entities) -> None:
+    call = tolerant.match(said)
+    assert call is not None and (call.name, call.slots, call.entities) == (intent, slots, entities)
+    assert call.clarify is None
+
+
+@pytest.mark.parametrize("said", [
+    "is the kitchen light at 80 percent",  # a question, not a command with a misheard start
+    "what if the kitchen light to 80 percent",
+    "do you know the kitchen light to 80 percent",
+    "don't set the kitchen light to 80 percent",
+])
+def test_a_question_or_refusal_before_a_value_is_no_command(tolerant: IntentMatcher, said) -> None:
+    call = tolerant.match(said, ask_back=True)
+    assert call is None or call.name != "HassLightSet", call
+
+
+def test_degrees_for_an_unknown_thing_are_asked_back(tolerant: IntentMatcher) -> None:
+    # Whisper's "feeding" for "heating": asked, never acted on
+    call = tolerant.match("Can you put the feeding on twenty two degrees?", ask_back=True)
+    assert call is not None and call.name == "HassClimateSetTemperature" and call.slots == {"temperature": 22}
+    assert call.clarify == "Did you mean: set the temperature to 22 degrees?"
+    assert tolerant.match("Can you put the feeding on twenty two degrees?") is None  # a caller that cannot ask

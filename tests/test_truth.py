@@ -128,6 +128,10 @@ CLAIMS = [
     ("The outside temperature is 22 degrees.", STATE_NOT_READ),
     ("The outside temperature is currently twenty two degrees.", STATE_NOT_READ),
     ("The timer is currently set for 10 minutes.", TIMER_NOT_READ),
+    # a timer's state with no number (the 0.5B model's "All timers are done." for a misheard "get rid of all my timers")
+    ("All timers are done.", TIMER_NOT_READ),
+    ("Your timer is still running.", TIMER_NOT_READ),
+    ("You have no timers running.", TIMER_NOT_READ),
     ("It's 3:15 pm.", TIME_NOT_READ),
     ("The time is ten past four.", TIME_NOT_READ),
 ]
@@ -164,6 +168,7 @@ def test_unbacked_claims_are_rewritten(home, sentence, honest):
     ("The outside temperature is 12 degrees.", [TEMP_READ]),
     ("The outside temperature reads twelve degrees right now.", [TEMP_READ]),
     ("The timer is set for 5 minutes.", [TIMER_STARTED]),
+    ("Your timer is still running.", [TIMER_STATUS]),
 ])
 def test_claims_backed_by_this_turn_pass(home, sentence, results):
     v = ReplyGuard(results, home).check(sentence)
