@@ -32,6 +32,25 @@ def test_count_events_rising_edges_and_refractory():
     assert wb.events(np.zeros((0, 2)), 0.5, 2.0) == []
 
 
+def test_false_accepts_are_traced_to_their_scene():
+    """Each event on the one timeline of all negative files goes back to its file and scene (the manifest of
+    make_negative_set.py); a file's offset includes the gap the bench leaves between files."""
+    files = [{"file": "neg-000.wav", "seconds": 60.0, "segments": [
+                 {"scene": "tv", "background": "music", "snr_db": 0.0, "start_s": 0.0, "seconds": 30.0},
+                 {"scene": "near_miss", "start_s": 30.0, "seconds": 30.0}]},
+             {"file": "neg-001.wav", "seconds": 60.0, "segments": [
+                 {"scene": "quiet", "start_s": 0.0, "seconds": 60.0}]}]
+    starts = [(0.0, files[0]), (70.0, files[1])]
+    got = wb.fa_by_scene([(12.0, 0.7), (31.5, 0.9), (45.0, 0.6), (75.0, 0.55)], starts)
+    assert list(got) == ["near_miss", "tv", "quiet"]  # the most first
+    assert got["near_miss"]["fa"] == 2 and got["tv"]["fa"] == 1 and got["quiet"]["fa"] == 1
+    assert got["tv"]["events"] == [{"file": "neg-000.wav", "t_s": 12.0, "score": 0.7, "background": "music",
+                                    "snr_db": 0.0}]
+    assert got["quiet"]["events"][0]["file"] == "neg-001.wav" and got["quiet"]["events"][0]["t_s"] == 5.0
+    assert wb.scene_hours({"files": files}) == {"near_miss": round(30 / 3600, 3), "quiet": round(60 / 3600, 3),
+                                                "tv": round(30 / 3600, 3)}
+
+
 def test_second_look_bench_decides_each_band_from_the_transcripts():
     import wake_second_look_bench as slb
 

@@ -129,8 +129,10 @@ def bench(settings, negatives: Path, pool: Path, log=print) -> dict:
     # negatives: each file on its own stream time, offset so the traces of all files form one timeline
     t_off, t0 = 0.0, time.monotonic()
     cpu0 = det.cpu_s
+    starts: list[tuple[float, dict]] = []  # (timeline offset, manifest entry): where each event came from
     for f in manifest["files"]:
         audio = read_wav(negatives / f["file"])
+        starts.append((t_off, f))
         rec.run(audio, t_off)
         t_off += len(audio) / SAMPLE_RATE + 10.0  # a gap longer than any refractory time between files
         log(f"negatives {f['file']}: {time.monotonic() - t0:.0f} s")
@@ -174,8 +176,46 @@ def bench(settings, negatives: Path, pool: Path, log=print) -> dict:
         out["models"][n] = {"engine": spec.engine, "cutoff": spec.threshold, "sliding_window": spec.sliding_window,
                             "refractory_s": spec.refractory_s, "at_cutoff": row(spec.threshold),
                             "sweep": [row(c) for c in GRID],
-                            "top_negative_scores": sorted(np.round(neg[n][:, 1], 3).tolist())[-5:]}
+                            "top_negative_scores": sorted(np.round(neg[n][:, 1], 3).tolist())[-5:],
+                            "fa_by_scene": fa_by_scene(events(neg[n], spec.threshold, spec.refractory_s), starts)}
+    out["scene_hours"] = scene_hours(manifest)
     return out
+
+
+def locate(t: float, starts: list[tuple[float, dict]]) -> tuple[str, dict | None]:
+    """The negative-set file and scene segment (make_negative_set.py's manifest) a timeline time falls in."""
+    for off, f in reversed(starts):
+        if t >= off:
+            local = t - off
+            for seg in f.get("segments", []):
+                if seg["start_s"] <= local < seg["start_s"] + seg["seconds"] + 0.5:  # a score lags its audio a little
+                    return f["file"], seg
+            return f["file"], None
+    return "?", None
+
+
+def fa_by_scene(evs: list[tuple[float, float]], starts: list[tuple[float, dict]]) -> dict[str, dict]:
+    """False accepts per scene of the negative set: count, and each event's file, second, score and the scene's
+    background (what a household would be doing when the device spoke up)."""
+    out: dict[str, dict] = {}
+    for t, score in evs:
+        file, seg = locate(t, starts)
+        name = seg["scene"] if seg else "?"
+        d = out.setdefault(name, {"fa": 0, "events": []})
+        d["fa"] += 1
+        off = next(o for o, f in starts if f["file"] == file) if file != "?" else 0.0
+        d["events"].append({"file": file, "t_s": round(t - off, 2), "score": round(score, 3),
+                            "background": (seg or {}).get("background"), "snr_db": (seg or {}).get("snr_db")})
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["fa"]))
+
+
+def scene_hours(manifest: dict) -> dict[str, float]:
+    """Hours of each scene in the negative set."""
+    hours: dict[str, float] = {}
+    for f in manifest["files"]:
+        for seg in f.get("segments", []):
+            hours[seg["scene"]] = hours.get(seg["scene"], 0.0) + seg["seconds"] / 3600
+    return {k: round(v, 3) for k, v in sorted(hours.items())}
 
 
 def _cpu_name() -> str:
@@ -246,6 +286,18 @@ def markdown(results: dict) -> str:
                      f"({r['fa']}) | {r['fr_clean']} % ({r['fr_clean_piper']} / {r['fr_clean_espeak']}) | "
                      f"{r['fr_white 20 dB']} / {r['fr_white 10 dB']} % | "
                      f"{r['fr_pink 20 dB']} / {r['fr_pink 10 dB']} % |")
+    hours = results.get("scene_hours") or {}
+    if hours:
+        names = list(results["models"])
+        lines += ["", "False accepts per scene at each model's cutoff (count, per hour of that scene):", "",
+                  "| scene | hours | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+        for scene, h in sorted(hours.items(), key=lambda kv: -sum(
+                results["models"][n].get("fa_by_scene", {}).get(kv[0], {}).get("fa", 0) for n in names)):
+            cells = []
+            for n in names:
+                fa = results["models"][n].get("fa_by_scene", {}).get(scene, {}).get("fa", 0)
+                cells.append(f"{fa} ({fa / h:.1f}/h)" if h else str(fa))
+            lines.append(f"| {scene} | {h:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
