@@ -173,6 +173,8 @@ COMMON_RULES: list[tuple[str, str]] = [
 ]
 # Rules for device requests (never applied to a sentence about a timer).
 DEVICE_RULES: list[tuple[str, str]] = [
+    # Whisper's "It's the" for "Is the": "It's the garage door open" asks for a state (reading it acts on nothing)
+    (r"^it'?s\s+(?P<obj>the\s+.+?)\s+(?P<s>open|closed|shut|on|off|locked|unlocked|running)$", r"is \g<obj> \g<s>"),
     # an indirect question: "tell me if the back door is unlocked", "can you check whether the fan is on"
     (rf"^(?:tell me|let me know|check|see|find out|do you know|you know)\s+(?:if|whether)\s+{_OBJ}\s+"
      r"(?P<v>is|are)\s+(?P<s>[a-z]+)$", r"\g<v> \g<obj> \g<s>"),

@@ -293,6 +293,8 @@ def test_a_number_with_a_pause_inside_it_is_one_number(small: IntentMatcher) -> 
     ("Tell me if the back door is unlocked.", "HassGetState", {"name": "Back Door", "state": "unlocked"},
      ["lock.back_door"]),
     ("How long until the timer go off?", "HassTimerStatus", {}, []),
+    # Whisper's "It's the" for "Is the" (the spoken conversation "question-then-close")
+    ("It's the garage door open.", "HassGetState", {"name": "Garage Door", "state": "open"}, ["cover.garage_door"]),
 ])
 def test_misheard_starts_and_indirect_questions(tolerant: IntentMatcher, said, intent, slots, entities) -> None:
     call = tolerant.match(said)
