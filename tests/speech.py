@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +79,23 @@ def recognized_clips(store, stt, matcher, d: Path, name: str, candidates: list[t
     if misheard:
         print(f"{name}: misheard {misheard}")
     return ok
+
+
+def say_until(say: Callable[[int], dict], intent: str, attempts: int = 3,
+              settle: Callable[[], object] | None = None) -> dict:
+    """Say a command until a turn carries out exactly ``intent``, and return that turn: ``say(k)`` says attempt k (the
+    next checked phrasing, see ``recognized_clips``) and returns the turn record it produced; ``settle()`` runs after
+    a misheard turn (back to idle, so the next attempt opens as the first). What the engine, the daemon or the
+    PulseAudio path is tested for is not Whisper's accuracy on one clip; every attempt must still end in a turn.
+    Fails with what each attempt was heard as."""
+    misheard = []
+    for k in range(attempts):
+        rec = say(k)
+        if [i["name"] for i in rec["intents"]] == [intent]:
+            if misheard:
+                print(f"(misheard before: {misheard})")
+            return rec
+        misheard.append((rec.get("transcript"), rec.get("reply_spoken")))
+        if settle is not None:
+            settle()
+    raise AssertionError(f"no turn carried out {intent} in {attempts} attempts: {misheard}")

@@ -22,7 +22,7 @@ from .broker import Broker
 from .conftest import require_model
 from .daemon import Daemon
 from .pulse import VirtualAudio, active_spans
-from .speech import compose
+from .speech import compose, say_until
 
 pytestmark = pytest.mark.slow
 ORDER = ["t_wake", "t_speech_start", "t_speech_end", "t_endpoint", "t_transcript", "t_first_audio", "t_playback_end"]
@@ -86,18 +86,16 @@ def say_command(rig, store, name: str, phrasings: list[tuple[str, str]], intent:
     """Say "Hey Jarvis! <phrasing>" until a turn carries out ``intent`` (each attempt the next phrasing: Whisper tiny
     may mishear one every time on some CPUs); every attempt must end in a logged turn."""
     va, daemon = rig["va"], rig["daemon"]
-    heard = []
-    for k, phrasing in enumerate(phrasings):
-        wav = compose(store, [("piper", "Hey Jarvis!"), ("silence", 0.5), phrasing, ("silence", 0.5)],
+
+    def say(k: int) -> dict:
+        wav = compose(store, [("piper", "Hey Jarvis!"), ("silence", 0.5), phrasings[k], ("silence", 0.5)],
                       rig["dir"] / f"{name}{k}.wav")
         n = len(daemon.turns())
         va.say(wav)
-        rec = wait_turns(daemon, n + 1)[n]
-        if [i["name"] for i in rec["intents"]] == [intent]:
-            return rec
-        heard.append(rec["transcript"])
-        daemon.wait_for(lambda: daemon.state == "idle", 60, "the daemon back to idle")
-    raise AssertionError(f"no turn carried out {intent}: heard {heard}; {daemon.tail(20)}")
+        return wait_turns(daemon, n + 1)[n]
+
+    return say_until(say, intent, len(phrasings),
+                     lambda: daemon.wait_for(lambda: daemon.state == "idle", 60, "the daemon back to idle"))
 
 
 def test_spoken_command_reaches_mqtt_and_the_speaker(rig, store):

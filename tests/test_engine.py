@@ -25,7 +25,7 @@ from edge_agent.engine import Engine, State, TurnLog
 
 from .conftest import ROOT, require_model
 from .pulse import active_spans
-from .speech import compose, recognized_clips
+from .speech import compose, recognized_clips, say_until
 
 pytestmark = pytest.mark.slow
 BLOCK = int(SAMPLE_RATE * 0.08)
@@ -162,18 +162,12 @@ class Harness:
         phrasings this machine's STT was checked to hear (tests/speech.py: recognized_clips), but the engine cuts
         the audio its own way and Whisper may still mishear a word: a test of the loop must not hinge on that. Every
         attempt must end in a turn, and the engine is let back to idle before the next, so each opens as the first."""
-        misheard = []
-        for k in range(attempts):
+        def say(k: int) -> dict:
             n = len(self.engine.history)
             self.say(clips[k % len(clips)])
-            rec = self.wait_turns(n + 1, timeout)[n]
-            if [i["name"] for i in rec["intents"]] == [intent]:
-                if misheard:
-                    print(f"(misheard before: {misheard})")
-                return rec
-            misheard.append((rec["transcript"], rec["reply_spoken"]))
-            self.wait_idle(timeout=timeout)
-        raise AssertionError(f"no turn carried out {intent} in {attempts} attempts: {misheard}")
+            return self.wait_turns(n + 1, timeout)[n]
+
+        return say_until(say, intent, attempts, lambda: self.wait_idle(timeout=timeout))
 
     def wait_idle(self, state: State = State.IDLE, timeout: float = 120) -> None:
         """Wait until the mic has played out what was pushed and the engine is in ``state`` (idle, or listening for

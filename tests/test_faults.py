@@ -32,7 +32,7 @@ from .broker import Broker
 from .conftest import ROOT, require_model
 from .daemon import HOME, Daemon
 from .pulse import VirtualAudio
-from .speech import compose
+from .speech import compose, recognized_clips, say_until
 
 pytestmark = pytest.mark.slow
 SITE = "kitchen"
@@ -98,14 +98,13 @@ RECOGNITION_ATTEMPTS = 3
 
 
 class Phrasebook:
-    """The spoken commands this machine's STT + fast path recognize, found in the rig's setup by transcribing each
-    candidate clip with the real STT (the request alone, and the whole clip with the wake word stripped as the
-    daemon strips it) and matching the transcripts with the real fast path; a candidate counts only when both map
-    to the intended intent and entities. Each intent rotates over its recognized phrasings."""
+    """The spoken commands this machine's STT + fast path recognize, found in the rig's setup by
+    ``tests/speech.py: recognized_clips`` (the real STT on the request alone and on the whole clip with the wake word
+    stripped as the daemon strips it, both mapped by the real fast path to the intended intent and entities). Each
+    intent rotates over its recognized phrasings."""
 
     def __init__(self, store, settings, d: Path) -> None:
         from edge_agent.config import HomeSettings
-        from edge_agent.engine import strip_wake_words
         from edge_agent.home import Home
         from edge_agent.intents import IntentMatcher
         from edge_agent.stt import make_engine
@@ -114,7 +113,6 @@ class Phrasebook:
         self.stt = make_engine(settings.stt, settings)
         self.stt.load()
         self.matcher = IntentMatcher(Home.load(HomeSettings(), file=HOME))
-        self.strip = strip_wake_words
         self.clips: dict[tuple[str, str, int], Path] = {}
         self.ok: dict[str, list[tuple[str, str]]] = {}
         self.rejected: dict[str, list[str]] = {}
@@ -129,14 +127,6 @@ class Phrasebook:
                                                    (voice, text), ("silence", 0.6)], self.dir / "clip.wav")
         return self.clips[key]
 
-    def heard(self, voice: str, text: str) -> list[str]:
-        """What the STT makes of the request alone and of the whole clip (wake word stripped)."""
-        from edge_agent.audio import read_wav
-
-        alone = compose(self.store, [("silence", 0.3), (voice, text), ("silence", 0.6)], self.dir / "req.wav")
-        return [self.stt.transcribe(read_wav(alone)).text.strip(),
-                self.strip(self.stt.transcribe(read_wav(self.clip(voice, text))).text, ["hey jarvis"])]
-
     def recognized(self, transcript: str, intent: str, entities: list[str] | None = None) -> bool:
         call = self.matcher.match(transcript, area="Kitchen")
         return call is not None and call.name == intent and (entities is None or call.entities == entities)
@@ -146,15 +136,17 @@ class Phrasebook:
         when none is."""
         self.ok[intent], self.rejected[intent] = [], []
         for voice, text, entities in COMMANDS[intent]:
-            heard = self.heard(voice, text)
-            if all(self.recognized(h, intent, entities) for h in heard):
-                self.ok[intent].append((voice, text))
-                for v in range(len(VARIANTS)):
-                    self.clip(voice, text, v)
-                if len(self.ok[intent]) >= want:
-                    break
-            else:
-                self.rejected[intent].append(f"{voice} {text!r} heard as {heard}")
+            try:  # one phrasing at a time: each names its own entities
+                recognized_clips(self.store, self.stt, self.matcher, self.dir, "check", [(voice, text)], intent,
+                                 entities, "Kitchen", want=1)
+            except AssertionError as e:
+                self.rejected[intent].append(str(e).split(": ", 1)[-1])
+                continue
+            self.ok[intent].append((voice, text))
+            for v in range(len(VARIANTS)):
+                self.clip(voice, text, v)
+            if len(self.ok[intent]) >= want:
+                break
         assert self.ok[intent], f"no phrasing of {intent} is recognized by this machine's STT: {self.rejected[intent]}"
         print(f"{intent}: recognized {self.ok[intent]}; rejected {self.rejected[intent]}")
 
@@ -218,16 +210,14 @@ def say_command(rig, intent: str) -> dict:
     (and pauses): recognition is not the recovery under test. Every attempt must produce a turn with a reply, so
     a daemon that is not back in service fails at the first attempt."""
     book: Phrasebook = rig["book"]
-    misheard = []
-    for attempt, (voice, text) in enumerate((book.next(intent) * RECOGNITION_ATTEMPTS)[:RECOGNITION_ATTEMPTS]):
-        rec = ask(rig, book.clip(voice, text, attempt))
+    phrasings = (book.next(intent) * RECOGNITION_ATTEMPTS)[:RECOGNITION_ATTEMPTS]
+
+    def say(k: int) -> dict:
+        rec = ask(rig, book.clip(*phrasings[k], k))
         assert rec["reply_full"].strip(), rec
-        if [i["name"] for i in rec["intents"]] == [intent]:
-            if misheard:
-                print(f"(misheard before: {misheard})")
-            return rec
-        misheard.append(f"{voice} {text!r} heard as {rec['transcript']!r}")
-    raise AssertionError(f"no command was recognized as {intent} in {RECOGNITION_ATTEMPTS} tries: {misheard}")
+        return rec
+
+    return say_until(say, intent, RECOGNITION_ATTEMPTS)
 
 
 def command_works(rig, intent: str = "HassTurnOn") -> dict:
