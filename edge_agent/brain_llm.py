@@ -226,7 +226,7 @@ class LlmTurn:
         calls: list[dict[str, Any]] = []
         resp.timings["llm_calls"] = calls
         # Only what the handler did or read in THIS turn may be reported (resp.results fills as calls run).
-        guard = ReplyGuard(resp.results, self.home, instructions=self.instructions)
+        guard = ReplyGuard(resp.results, self.home, instructions=self.instructions, heard=text)
         # A device command must become a tool call: in free text the small model sometimes just *says* "Turned off
         # the lamp" without doing it. Such transcripts skip the free-text decision and go to the constrained call.
         refers = self.context.refers(text)  # "turn it off": the device is the one of the previous turns

@@ -33,12 +33,20 @@ ACTION_NOT_DONE = "I didn't change anything. Which device did you mean?"
 STATE_NOT_READ = "I haven't checked that device just now."
 TIMER_NOT_READ = "I haven't checked the timers. Ask me how much time is left."
 TIME_NOT_READ = "I haven't checked the clock. Ask me what time it is."
+NOT_CAUGHT = "Sorry, I didn't catch that."
+ECHO_MIN_REPLY_WORDS = 2
+# words the user may well hear back: a greeting ("good morning" -> "Good morning!"), thanks, or a request to say it
+_SAY_BACK = re.compile(r"^(?:hello|hi|hey|good (?:morning|afternoon|evening|night)|thanks|thank you|bye|goodbye|"
+                       r"merry|happy)\b|\b(?:say|repeat|spell|read|pronounce|sing)\b")
 INTERRUPTED_MARK = "—"  # how an interrupted reply ends in the history: the words break off, nothing else
 
 # ------------------------------------------------------------------------------------------------ annotations
 
 _PARENS = re.compile(r"\s*(\([^()]*\)|\[[^\[\]]*\])")
 _STAGE = re.compile(r"\*[^*\n]{1,60}\*")
+# the two halves of an aside that the sentence splitter cut apart: "(I checked the" ... "state) The door is shut."
+_ASIDE_END = re.compile(r"^[^()\[\]]*[)\]]")
+_ASIDE_START = re.compile(r"[(\[][^()\[\]]*$")
 _TRAILING_MARK = re.compile(r"\s*[—–]+\s*$")
 
 
@@ -51,6 +59,7 @@ def strip_annotations(text: str) -> str:
         if t2 == t:
             break
         t = t2
+    t = _ASIDE_START.sub("", _ASIDE_END.sub("", t))  # an unmatched bracket: the rest of an aside
     t = _STAGE.sub("", t)
     t = _TRAILING_MARK.sub(".", t) if t.strip().rstrip("—–").strip() else ""
     return speakable(t)
@@ -326,9 +335,11 @@ class ReplyGuard:
     list: the brain appends to it as tool calls run). ``home`` (optional) lets it see which device a sentence names.
     """
 
-    def __init__(self, results: Sequence[IntentResult], home: Any = None, instructions: str = "") -> None:
+    def __init__(self, results: Sequence[IntentResult], home: Any = None, instructions: str = "",
+                 heard: str = "") -> None:
         self.results = results
         self.home = home
+        self._heard = _words(heard)  # the user's transcript: a reply that only parrots it is no answer
         self._said: set[str] = set()
         self._instructions = " " + " ".join(_words(instructions)) + " "  # the system prompt's rules, as words
 
@@ -375,11 +386,21 @@ class ReplyGuard:
         words = _words(text)
         if len(words) >= ECHO_MIN_WORDS and f" {' '.join(words)} " in self._instructions:
             return Verdict("", rewritten=True, reason="the prompt's own words")  # "No JSON, no lists, no markdown."
+        if text and self._echoes(words):  # "Board it." for a misheard "pause it": the small model parrots
+            return Verdict(NOT_CAUGHT, rewritten=True, reason="echo of the transcript")
         dropped = text != speakable(sentence)
         verdict = self._check_claims(text) if text else Verdict("")
         if verdict.rewritten or not dropped:
             return verdict
         return Verdict(verdict.text, rewritten=True, reason="annotation dropped")
+
+    def _echoes(self, words: list[str]) -> bool:
+        """The sentence is the user's own words back, in order (two words or more, nothing of its own added): what
+        the 0.5B model does with a transcript it cannot make sense of ("4-8 test air comes.")."""
+        if len(words) < ECHO_MIN_REPLY_WORDS or not self._heard or _SAY_BACK.search(" ".join(self._heard)):
+            return False
+        it = iter(self._heard)
+        return all(w in it for w in words)  # a subsequence of the transcript
 
     def _check_claims(self, text: str) -> Verdict:
         done = self._done()

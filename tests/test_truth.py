@@ -11,6 +11,7 @@ import pytest
 from edge_agent.intent import IntentCall, IntentResult
 from edge_agent.truth import (
     ACTION_NOT_DONE,
+    NOT_CAUGHT,
     STATE_NOT_READ,
     TIME_NOT_READ,
     TIMER_NOT_READ,
@@ -266,3 +267,37 @@ def test_the_prompt_and_tool_syntax_are_never_read_out(home):
     for said in ("Paris is the capital of France.", "No problem.", "Answer in plain words, please."):
         v = guard.check(said)
         assert not v.rewritten and v.text == said, (said, v)
+
+
+@pytest.mark.parametrize(("heard", "reply"), [
+    # the 0.5B model's answers to transcripts Whisper garbled (the spoken paraphrases and conversations)
+    ("Board it.", "Board it."),
+    ("Type a 4-8 test air comes.", "4-8 test air comes."),
+    ("I'm at Kula. I'll see the memories.", "I'm at Kula. I'll see the memories."),
+    ("Can you put the feeding on twenty two degrees?", "Feeding on twenty two degrees."),
+])
+def test_a_reply_that_parrots_the_transcript_is_not_said(home, heard, reply):
+    v = ReplyGuard([], home, heard=heard).check(reply)
+    assert v.rewritten and v.text == NOT_CAUGHT and v.reason == "echo of the transcript", v
+
+
+@pytest.mark.parametrize(("heard", "reply"), [
+    ("good morning", "Good morning!"),
+    ("say hello world", "Hello world."),
+    ("what is the capital of france", "The capital of France is Paris."),
+    ("tell me about france", "France."),  # one word back is no parroting
+    ("thank you so much", "Thank you!"),
+])
+def test_words_the_user_may_hear_back_pass(home, heard, reply):
+    v = ReplyGuard([], home, heard=heard).check(reply)
+    assert not v.rewritten and v.text == reply, v
+
+
+@pytest.mark.parametrize(("sentence", "spoken"), [
+    ("state) ", ""),  # the end of an aside the sentence splitter cut off from its start
+    ("(I checked the", ""),
+    ("Okay. (note", "Okay."),
+    ("door state) The door is closed.", "The door is closed."),
+])
+def test_the_halves_of_a_cut_aside_are_never_said(sentence, spoken):
+    assert strip_annotations(sentence).strip() == spoken
