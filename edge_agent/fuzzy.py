@@ -178,6 +178,8 @@ DEVICE_RULES: list[tuple[str, str]] = [
     # an indirect question: "tell me if the back door is unlocked", "can you check whether the fan is on"
     (rf"^(?:tell me|let me know|check|see|find out|do you know|you know)\s+(?:if|whether)\s+{_OBJ}\s+"
      r"(?P<v>is|are)\s+(?P<s>[a-z]+)$", r"\g<v> \g<obj> \g<s>"),
+    # Whisper's "til"/"till" for "to" before a value: "change the temperature til 18"
+    (r"\b(?:til|till)\s+(?=\d)", "to "),
     # temperature
     (r"\b(?:the\s+)?(?:heating|heater|heat)\b", "the temperature"),
     (rf"^(?:(?:a|a bit|a little|a tad|bit|little)\s+)?(?:cooler|warmer|colder|hotter)\s+(?:to\s+)?(?P<n>{NUMBER})"

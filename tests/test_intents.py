@@ -293,6 +293,9 @@ def test_a_number_with_a_pause_inside_it_is_one_number(small: IntentMatcher) -> 
     ("Tell me if the back door is unlocked.", "HassGetState", {"name": "Back Door", "state": "unlocked"},
      ["lock.back_door"]),
     ("How long until the timer go off?", "HassTimerStatus", {}, []),
+    # Whisper's "til" for "to" before a value
+    ("Change the temperature til eighteen please.", "HassClimateSetTemperature", {"temperature": 18},
+     ["climate.thermostat"]),
     # Whisper's "It's the" for "Is the" (the spoken conversation "question-then-close")
     ("It's the garage door open.", "HassGetState", {"name": "Garage Door", "state": "open"}, ["cover.garage_door"]),
 ])
