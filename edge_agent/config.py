@@ -151,8 +151,8 @@ def _validate_semantics(s: Settings) -> None:
 
     for key in ("models", "stop_models"):
         for i, m in enumerate(getattr(s.wake, key)):
-            if m.engine not in ENGINES:
-                raise ConfigError(f"wake.{key}[{i}].engine: {m.engine!r} is not a wake engine; allowed: "
+            if m.engine != "auto" and m.engine not in ENGINES:
+                raise ConfigError(f"wake.{key}[{i}].engine: {m.engine!r} is not a wake engine; allowed: auto, "
                                   f"{', '.join(sorted(ENGINES))}")
     from .stt import stt_engines  # the engines register themselves; imported here, not at the top (no cycle)
 

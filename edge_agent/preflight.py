@@ -130,8 +130,8 @@ def check_models(s: Settings, store: ModelStore) -> list[Check]:
         if kind == "wake" and spec is not None and "NC" in spec.license:
             out.append(Check(f"license {key}", WARN, f"{ref} is {spec.license.split(' ')[0]}: the openWakeWord "
                              "pre-trained wake word models may not be used commercially",
-                             "fine for personal use; for a product, train your own openWakeWord model and set "
-                             f"{key} to the path of its .onnx file"))
+                             "fine for personal use; for a product, use a microWakeWord model (Apache-2.0, e.g. "
+                             f"the default hey_jarvis_v2) or train your own and set {key} to the path of its file"))
     return out
 
 

@@ -29,7 +29,7 @@ import json
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -286,8 +286,15 @@ def resolve_spec(settings: Settings, m: WakeModelSettings, stop: bool = False,
     if path.is_dir():
         raise ModelError(f"wake model {m.model!r} is a folder, not a model file",
                          fix="give the path of the model file itself (.onnx or .tflite)")
-    cls = engine_class(m.engine)
     suffix = path.suffix.lower()
+    engine = m.engine
+    if engine == "auto":  # the engine that runs this file type
+        engine = next((n for n in sorted(ENGINES) if engine_class(n).suffix == suffix), "")
+        if not engine:
+            raise ConfigError(f"{where}: {m.model!r} is a {suffix or 'suffix-less'} file, which no wake engine runs",
+                              fix="give an openWakeWord .onnx or a microWakeWord .tflite model")
+        m = replace(m, engine=engine)
+    cls = engine_class(m.engine)
     if suffix != cls.suffix:
         other = next((n for n in sorted(ENGINES) if engine_class(n).suffix == suffix), None)
         fix = (f"set `engine: {other}` for this model" if other else

@@ -54,7 +54,8 @@ def jarvis(store) -> Path:
 
 @pytest.fixture(scope="module")
 def detector(settings) -> WakeDetector:
-    det = WakeDetector.from_settings(settings)
+    """openWakeWord's hey_jarvis (microWakeWord's hey_jarvis_v2, the default, has its own tests below)."""
+    det = WakeDetector.from_settings(with_models(settings, WakeModelSettings("hey_jarvis")))
     assert det.names == ["hey_jarvis"]
     return det
 
@@ -218,11 +219,11 @@ def test_cli_wake_json(speech, tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["duration"] == pytest.approx(len(audio) / 16000, abs=0.001)
-    # one entry per event (the score stays above threshold for several 80 ms frames each time)
-    assert [d["model"] for d in out["detections"]] == ["hey_jarvis", "hey_jarvis"]
+    # one entry per event (the score stays above the cutoff for several frames each time), by the default model
+    assert [d["model"] for d in out["detections"]] == ["hey_jarvis_v2", "hey_jarvis_v2"]
     assert out["detections"][0]["t"] < 1.5 and out["detections"][1]["t"] == pytest.approx(
         out["detections"][0]["t"] + 3.0, abs=0.25)
-    assert all(d["score"] >= 0.5 for d in out["detections"])
+    assert all(d["score"] >= 0.97 for d in out["detections"])
 
 
 def test_cli_wake_errors(tmp_path, speech):
@@ -362,7 +363,7 @@ def test_both_engines_in_one_detector(settings, speech):
 
 def test_engine_and_model_must_match(settings, tmp_path):
     with pytest.raises(ConfigError, match=r"wake.models\[0\]: 'hey_jarvis_v2' is a .tflite file") as e:
-        WakeDetector.from_settings(with_models(settings, WakeModelSettings("hey_jarvis_v2")))
+        WakeDetector.from_settings(with_models(settings, WakeModelSettings("hey_jarvis_v2", engine="openwakeword")))
     assert "engine: microwakeword" in (e.value.fix or "")
     with pytest.raises(ConfigError, match="is a .onnx file") as e:
         WakeDetector.from_settings(with_models(settings, WakeModelSettings("hey_jarvis", engine="microwakeword")))
@@ -371,13 +372,29 @@ def test_engine_and_model_must_match(settings, tmp_path):
     junk.write_bytes(b"not a model")
     with pytest.raises(ModelError, match="could not load"):
         WakeDetector.from_settings(with_models(settings, WakeModelSettings(str(junk), engine="microwakeword")))
+    other = tmp_path / "model.bin"
+    other.write_bytes(b"x")
+    with pytest.raises(ConfigError, match="is a .bin file, which no wake engine runs"):
+        WakeDetector.from_settings(with_models(settings, WakeModelSettings(str(other))))
+
+
+def test_auto_engine_follows_the_model_file(settings):
+    """engine: auto (the default) runs a .tflite on microWakeWord and an .onnx on openWakeWord; the default model is
+    microWakeWord's hey_jarvis_v2 with its manifest's cutoff and window."""
+    from edge_agent.wake import resolve_spec
+
+    default = WakeModelSettings()
+    assert (default.model, default.engine) == ("hey_jarvis_v2", "auto")
+    spec = resolve_spec(settings, default)
+    assert (spec.engine, spec.threshold, spec.sliding_window) == ("microwakeword", 0.97, 5)
+    assert resolve_spec(settings, WakeModelSettings("hey_jarvis")).engine == "openwakeword"
 
 
 def test_config_names_the_engine_key():
     from edge_agent.config import load_settings
 
     with pytest.raises(ConfigError, match=r"wake.models\[0\].engine: 'porcupine' is not a wake engine; allowed: "
-                                          "microwakeword, openwakeword"):
+                                          "auto, microwakeword, openwakeword"):
         load_settings(data={"wake": {"models": [{"model": "hey_jarvis", "engine": "porcupine"}]}})
     with pytest.raises(ConfigError, match=r"wake.models\[0\].sliding_window: 0 is out of range"):
         load_settings(data={"wake": {"models": [{"model": "hey_jarvis", "sliding_window": 0}]}})

@@ -22,10 +22,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def looked(parts):  # noqa: F811
+    from edge_agent.config import WakeModelSettings
     from edge_agent.wake import WakeDetector
 
     s = parts["s"]
-    wide = dataclasses.replace(s.wake.models[0], second_look_band=1.0)
+    wide = WakeModelSettings("hey_jarvis", second_look_band=1.0)  # openWakeWord (the default is microWakeWord)
     s2 = dataclasses.replace(s, wake=dataclasses.replace(s.wake, models=[wide]))
     return {**parts, "s": s2, "wake": WakeDetector.from_settings(s2)}
 

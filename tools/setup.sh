@@ -112,9 +112,8 @@ fi
 say "models (default profile)"
 .venv/bin/edge-agent models fetch
 if [ "$MODE" = test ]; then
-  # models the tests use beyond the default profile: the Vosk model installable without internet, and the
-  # microWakeWord engine's hey_jarvis
-  .venv/bin/edge-agent models fetch vosk_small_ko hey_jarvis_v2
+  # models the tests use beyond the default profile: the Vosk model installable without internet
+  .venv/bin/edge-agent models fetch vosk_small_ko
 fi
 
 # A wheel from the cache is trusted only once it has run here: one LLM call in a subprocess (a build that uses an
