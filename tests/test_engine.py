@@ -433,7 +433,7 @@ def test_debug_recorder_saves_what_wake_and_stt_heard(harness, wavs, parts, stor
 
     def saved() -> tuple[list[Path], list[Path]] | None:
         # the STT tape is written as the turn ends, just after its record: wait for it (a deadline, not a sleep)
-        wake_files = list(rec_dir.glob(f"{rec['turn_id']}-wake-hey_jarvis-*.wav"))
+        wake_files = list(rec_dir.glob(f"{rec['turn_id']}-wake-{rec['wake_model']}-*.wav"))
         stt_files = list(rec_dir.glob(f"{rec['turn_id']}-stt.wav"))
         return (wake_files, stt_files) if wake_files and stt_files else None
 

@@ -245,13 +245,13 @@ def test_corrupt_model_refuses_to_start(rig, tmp_path):
     copy = tmp_path / "models"
     copy.mkdir()
     for entry in models.iterdir():
-        if entry.name == "hey_jarvis":
+        if entry.name == "hey_jarvis_v2":  # the default wake model
             shutil.copytree(entry, copy / entry.name)
         elif entry.is_dir():
             (copy / entry.name).symlink_to(entry)
         else:
             shutil.copy2(entry, copy / entry.name)
-    victim = copy / "hey_jarvis" / "hey_jarvis_v0.1.onnx"
+    victim = copy / "hey_jarvis_v2" / "hey_jarvis.tflite"
     with open(victim, "r+b") as f:
         f.seek(len(victim.read_bytes()) // 2)
         b = f.read(1)
@@ -265,7 +265,7 @@ def test_corrupt_model_refuses_to_start(rig, tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out
     assert "hey_jarvis" in out and "corrupt" in out, out
-    assert "edge-agent models fetch hey_jarvis --force" in out, out
+    assert "edge-agent models fetch hey_jarvis_v2 --force" in out, out
     assert "Traceback" not in out, out
     print(f"corrupt model refused in {time.monotonic() - t0:.1f} s:\n{proc.stderr.strip()}")
 
