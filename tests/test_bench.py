@@ -144,3 +144,15 @@ def test_cpu_by_thread_reads_proc_and_sums_by_name(tmp_path, monkeypatch):
     spent = threads.cpu_by_thread(before, threads.snapshot(tmp_path))
     assert spent == {"native:python": 4.0, "native:ort (pool) 1": round((tick // 2) / tick, 2)}
     assert list(spent) == ["native:python", "native:ort (pool) 1"]
+
+
+def test_a_turn_still_answering_is_not_called_a_missed_wake_word():
+    """On the Pi 4 budget a question's LLM call can outlast the bench's wait: the brain was asked, so the wake word
+    was heard; the row must not blame the wake word."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from edge_bench.run import judge
+
+    req = {"kind": "question", "text": "What is the capital of France?"}
+    assert judge(req, None)["verdict"] == "no_turn (wake word missed?)"
+    late = judge(req, None, answered=True)
+    assert late["verdict"] == "no_turn (still answering when the bench stopped waiting)" and late["correct"] is False

@@ -377,7 +377,7 @@ def run_e2e(m: Models, root: Path, requests: list[dict[str, Any]], progress: Any
             true_end = rig.mic.clip_time(i, req["request_end_s"])
             row["true_speech_end"] = true_end
             row["llm_calls"] = [c for r in rig.responses for c in r.timings.get("llm_calls", [])]
-            row.update(judge(req, rec))
+            row.update(judge(req, rec, answered=bool(rig.responses)))
             rows.append(row)
             progress(f"e2e {i + 1}/{len(requests)} {req['file']}: {row['verdict']}"
                      + (f", first audio {1000 * row['lat']['first_audio']:.0f} ms" if row.get("lat", {}).get(
@@ -396,11 +396,14 @@ def run_e2e(m: Models, root: Path, requests: list[dict[str, Any]], progress: Any
     return rows, base
 
 
-def judge(req: dict[str, Any], rec: dict[str, Any] | None) -> dict[str, Any]:
-    """Latencies of one turn and whether it did what was asked (intent + entities + slots, or an LLM answer)."""
+def judge(req: dict[str, Any], rec: dict[str, Any] | None, answered: bool = False) -> dict[str, Any]:
+    """Latencies of one turn and whether it did what was asked (intent + entities + slots, or an LLM answer).
+    ``answered``: the brain was asked to respond for this request although no turn was logged in time (a slow LLM
+    turn still running when the bench stopped waiting): the wake word was heard, so it is not called missed."""
     out: dict[str, Any] = {"lat": {}}
     if rec is None:
-        out["verdict"] = "no_turn (wake word missed?)"
+        out["verdict"] = ("no_turn (still answering when the bench stopped waiting)" if answered
+                          else "no_turn (wake word missed?)")
         out["correct"] = False
         return out
     t_end = rec.get("t_speech_end")
