@@ -147,7 +147,7 @@ class WakeDetector:
         # detections the household verifier rejected, newest last: (model, t, score, verifier probability)
         self.rejected: deque[tuple[str, float, float, float]] = deque(maxlen=100)
         self.rejected_count = 0
-        self.cpu_s = 0.0  # process CPU time spent in the engines, for `wake` reports and benchmarks
+        self.cpu_s = 0.0  # CPU time of the calling thread in the engines (single-threaded: ONNX 1 thread, TFLite)
         self.reset()
 
     # ------------------------------------------------------------------ construction from settings
@@ -207,7 +207,7 @@ class WakeDetector:
             raise WakeError(f"wake detector expects int16 samples, got {samples.dtype}")
         samples = samples.reshape(-1)
         out: list[Detection] = []
-        cpu0 = time.process_time()
+        cpu0 = time.thread_time()
         for k, (eng, rechunker) in enumerate(self._engines):
             frames = rechunker.push(samples)
             total = self._pending[k] + len(samples)
@@ -222,7 +222,7 @@ class WakeDetector:
                     det = self._decide(eng, name, float(raw), t_frame)
                     if det is not None:
                         out.append(det)
-        self.cpu_s += time.process_time() - cpu0
+        self.cpu_s += time.thread_time() - cpu0
         if len(self._engines) > 1:
             out.sort(key=lambda d: d.t)
         return out
