@@ -52,6 +52,7 @@ from .brain_llm import REPLY_REQUEST, SORRY_TOOL, TOOL_CALL_MAX_TOKENS, LlmTurn 
 from .config import Settings
 from .context import ConversationContext, Followup
 from .errors import LlmError, ToolError
+from .handlers import CONFIRM_PREFIX
 from .headroom import choose
 from .history import HISTORY_TRIM_TO, Conversation, HistoryTurn  # noqa: F401 - re-exported
 from .intent import IntentCall, IntentResult
@@ -434,8 +435,9 @@ class Brain(LlmTurn):
         probe = self.handler.handle(call, area, confirmed=False)
         if not probe.needs_confirmation:
             return ""
-        m = re.match(r"^are you sure you want to (.+)$", probe.speech.strip(), re.IGNORECASE)
-        return f"Did you mean to {m.group(1)}" if m else probe.speech
+        if not probe.speech.startswith(CONFIRM_PREFIX):
+            return probe.speech
+        return "Did you mean to " + probe.speech[len(CONFIRM_PREFIX):]
 
     def _settle(self, resp: Response, pending: Pending, text: str) -> Iterator[str]:
         """The user's answer to a pending question; returns (StopIteration.value) True if it settled this turn."""

@@ -30,6 +30,7 @@ from .presets import COLOR_RGB, DeviceMapper
 from .timers import Timer, TimerManager, duration_words
 from .validation import ALLOWED_SLOTS, TEMPERATURE_RANGE, CallValidator  # noqa: F401 - re-exported
 
+CONFIRM_PREFIX = "Are you sure you want to "  # a sensitive action's question: this, the action, "?"
 log = logging.getLogger(__name__)
 
 RATE_WINDOW_S = 60.0
@@ -102,7 +103,7 @@ class IntentHandler(CallValidator):
         sensitive = [e for e in ents if self.home.is_sensitive(e)]
         if sensitive and not confirmed:
             verb = action_for(sensitive[0])[0].replace("turn_", "turn ")
-            return ents, [], f"Are you sure you want to {verb} {self._target_text(call, sensitive)}?", {
+            return ents, [], f"{CONFIRM_PREFIX}{verb} {self._target_text(call, sensitive)}?", {
                 "needs_confirmation": True, "entities": [e.id for e in sensitive]}
         now = self.clock()
         allowed, limited = [], []

@@ -340,6 +340,7 @@ class ReplyGuard:
         self.results = results
         self.home = home
         self._heard = _words(heard)  # the user's transcript: a reply that only parrots it is no answer
+        self._may_echo = bool(_SAY_BACK.search(" ".join(self._heard)))  # a greeting, thanks, "say ..."
         self._said: set[str] = set()
         self._instructions = " " + " ".join(_words(instructions)) + " "  # the system prompt's rules, as words
 
@@ -397,7 +398,7 @@ class ReplyGuard:
     def _echoes(self, words: list[str]) -> bool:
         """The sentence is the user's own words back, in order (two words or more, nothing of its own added): what
         the 0.5B model does with a transcript it cannot make sense of ("4-8 test air comes.")."""
-        if len(words) < ECHO_MIN_REPLY_WORDS or not self._heard or _SAY_BACK.search(" ".join(self._heard)):
+        if len(words) < ECHO_MIN_REPLY_WORDS or not self._heard or self._may_echo:
             return False
         it = iter(self._heard)
         return all(w in it for w in words)  # a subsequence of the transcript

@@ -289,14 +289,14 @@ def resolve_spec(settings: Settings, m: WakeModelSettings, stop: bool = False,
     suffix = path.suffix.lower()
     engine = m.engine
     if engine == "auto":  # the engine that runs this file type
-        engine = next((n for n in sorted(ENGINES) if engine_class(n).suffix == suffix), "")
+        engine = engine_for_suffix(suffix) or ""
         if not engine:
             raise ConfigError(f"{where}: {m.model!r} is a {suffix or 'suffix-less'} file, which no wake engine runs",
                               fix="give an openWakeWord .onnx or a microWakeWord .tflite model")
         m = replace(m, engine=engine)
     cls = engine_class(m.engine)
     if suffix != cls.suffix:
-        other = next((n for n in sorted(ENGINES) if engine_class(n).suffix == suffix), None)
+        other = engine_for_suffix(suffix)
         fix = (f"set `engine: {other}` for this model" if other else
                f"the {m.engine} engine runs {cls.suffix} files")
         raise ConfigError(f"{where}: {m.model!r} is a {suffix or 'suffix-less'} file, which the {m.engine} engine "
@@ -331,10 +331,14 @@ def _load_verifier(eng: Any, det_name: str, spec: WakeModelSpec) -> Any:
     return v
 
 
+def engine_for_suffix(suffix: str) -> str | None:
+    """The registered engine that runs model files ending in ``suffix`` (".onnx", ".tflite"), or None."""
+    return next((n for n in sorted(ENGINES) if engine_class(n).suffix == suffix.lower()), None)
+
+
 def engine_for_file(path: Path) -> str:
     """The engine that runs a model file of this type (for a model named on the command line)."""
-    suffix = path.suffix.lower()
-    return next((n for n in ENGINES if engine_class(n).suffix == suffix), "openwakeword")
+    return engine_for_suffix(path.suffix) or "openwakeword"
 
 
 def _feature_paths(settings: Settings, specs: list[WakeModelSpec]) -> tuple[Path | None, Path | None]:
