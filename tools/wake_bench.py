@@ -182,16 +182,17 @@ def bench(settings, negatives: Path, pool: Path, log=print) -> dict:
     return out
 
 
-def locate(t: float, starts: list[tuple[float, dict]]) -> tuple[str, dict | None]:
-    """The negative-set file and scene segment (make_negative_set.py's manifest) a timeline time falls in."""
+def locate(t: float, starts: list[tuple[float, dict]]) -> tuple[str, float, dict | None]:
+    """The negative-set file, the time within it and the scene segment (make_negative_set.py's manifest) a timeline
+    time falls in."""
     for off, f in reversed(starts):
         if t >= off:
             local = t - off
             for seg in f.get("segments", []):
                 if seg["start_s"] <= local < seg["start_s"] + seg["seconds"] + 0.5:  # a score lags its audio a little
-                    return f["file"], seg
-            return f["file"], None
-    return "?", None
+                    return f["file"], local, seg
+            return f["file"], local, None
+    return "?", t, None
 
 
 def fa_by_scene(evs: list[tuple[float, float]], starts: list[tuple[float, dict]]) -> dict[str, dict]:
@@ -199,12 +200,11 @@ def fa_by_scene(evs: list[tuple[float, float]], starts: list[tuple[float, dict]]
     background (what a household would be doing when the device spoke up)."""
     out: dict[str, dict] = {}
     for t, score in evs:
-        file, seg = locate(t, starts)
+        file, local, seg = locate(t, starts)
         name = seg["scene"] if seg else "?"
         d = out.setdefault(name, {"fa": 0, "events": []})
         d["fa"] += 1
-        off = next(o for o, f in starts if f["file"] == file) if file != "?" else 0.0
-        d["events"].append({"file": file, "t_s": round(t - off, 2), "score": round(score, 3),
+        d["events"].append({"file": file, "t_s": round(local, 2), "score": round(score, 3),
                             "background": (seg or {}).get("background"), "snr_db": (seg or {}).get("snr_db")})
     return dict(sorted(out.items(), key=lambda kv: -kv[1]["fa"]))
 
