@@ -104,8 +104,8 @@ class Engine:
         self.loop_lag_max_s = 0.0  # the loop's largest backlog (now - a chunk's end when it was taken) in that time
         self.preroll = PreRoll(settings.vad.pre_roll_s)
         # the last seconds heard, for the second look at a doubtful wake detection (only if a model has a band)
-        self.wake_audio = (PreRoll(WAKE_RING_S) if any(m.second_look_band > 0 for m in settings.wake.models)
-                           else None)
+        specs = getattr(wake, "specs", None) or {}  # (a detector without specs has no bands)
+        self.wake_audio = (PreRoll(WAKE_RING_S) if any(sp.second_look_band > 0 for sp in specs.values()) else None)
         self.recorder = (DebugRecorder(settings.path(str(settings.log.debug_audio_dir)))
                          if settings.log.debug_audio_dir else None)  # what the wake word and STT heard, as WAVs
         self.state_listeners: list[Callable[[State, State], None]] = [self._log_state]

@@ -59,6 +59,7 @@ class ModelSpec:
     sources: list[dict[str, Any]]
     default: bool = False
     required: list[str] = field(default_factory=list)
+    second_look_band: float = 0.0  # wake models: the measured default of wake.models[].second_look_band
 
     @property
     def size(self) -> int:
@@ -82,6 +83,9 @@ def load_manifest(path: Path = MANIFEST_PATH) -> dict[str, ModelSpec]:
         sources = m.get("sources") or []
         if not sources:
             raise ModelError(f"{where}.sources: a model needs at least one source")
+        band = m.get("second_look_band", 0.0)
+        if isinstance(band, bool) or not isinstance(band, (int, float)) or not 0.0 <= band <= 1.0:
+            raise ModelError(f"{where}.second_look_band: {band!r}; a number in 0..1")
         out[name] = ModelSpec(
             name=name,
             kind=m["kind"],
@@ -92,6 +96,7 @@ def load_manifest(path: Path = MANIFEST_PATH) -> dict[str, ModelSpec]:
             sources=sources,
             default=bool(m.get("default", False)),
             required=list(m.get("required") or []),
+            second_look_band=float(band),
         )
     return out
 

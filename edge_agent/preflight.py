@@ -150,7 +150,7 @@ def check_wake(s: Settings) -> list[Check]:
         except EdgeAgentError:
             continue  # the model's own line says what is wrong
         what = f"{spec.name} ({spec.engine}): cutoff {spec.threshold:.2f}, window {spec.sliding_window}"
-        band = m.second_look_band
+        band = spec.second_look_band
         what += (f", second look below {spec.threshold + band:.3f} (band {band:g})" if band > 0
                  else ", no second look")
         if band > 0 and spec.threshold + band > 1.0:

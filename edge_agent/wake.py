@@ -314,8 +314,20 @@ def resolve_spec(settings: Settings, m: WakeModelSettings, stop: bool = False,
         sliding_window=m.sliding_window if m.sliding_window is not None else defaults["sliding_window"],
         phrase=defaults.get("phrase", ""),
         verifier=Path(m.verifier).expanduser() if m.verifier else None,
-        second_look_band=m.second_look_band,
+        second_look_band=m.second_look_band if m.second_look_band is not None else _manifest_band(settings, m.model),
     )
+
+
+def _manifest_band(settings: Settings, ref: str) -> float:
+    """The manifest's measured second-look band of the wake model named ``ref``; 0 for a file given by path."""
+    if _looks_like_path(ref):
+        return 0.0
+    from .models import ModelStore
+
+    try:
+        return ModelStore(settings.models_path).spec(ref).second_look_band
+    except ModelError:
+        return 0.0
 
 
 def _load_verifier(eng: Any, det_name: str, spec: WakeModelSpec) -> Any:

@@ -119,3 +119,33 @@ def test_the_band_is_a_checked_setting_shown_by_the_doctor():
     wide = load_settings(data={"wake": {"models": [{"model": "hey_jarvis", "second_look_band": 0.6}]}})
     warn, ok = check_wake(wide)
     assert warn.status == "warn" and "every detection gets a second look" in warn.detail and ok.status == "ok"
+
+
+def test_the_band_defaults_to_the_models_measured_one(tmp_path):
+    """null = the manifest's band: 0.02 for hey_jarvis_v2 (the default model), 0 for openWakeWord's hey_jarvis and
+    for a model file given by path; an explicit 0 turns the second look off."""
+    import pytest
+
+    from edge_agent.config import load_settings
+    from edge_agent.errors import ModelError
+    from edge_agent.models import load_manifest
+    from edge_agent.preflight import check_wake
+    from edge_agent.wake import resolve_spec
+
+    s = load_settings(data={})
+    assert s.wake.models[0].model == "hey_jarvis_v2" and s.wake.models[0].second_look_band is None
+    assert resolve_spec(s, s.wake.models[0]).second_look_band == 0.02
+    assert "second look below 0.990 (band 0.02)" in check_wake(s)[0].detail
+    off = load_settings(data={"wake": {"models": [{"model": "hey_jarvis_v2", "second_look_band": 0}]}})
+    assert resolve_spec(off, off.wake.models[0]).second_look_band == 0.0
+    assert "no second look" in check_wake(off)[0].detail
+    oww = load_settings(data={"wake": {"models": [{"model": "hey_jarvis"}]}})
+    assert resolve_spec(oww, oww.wake.models[0]).second_look_band == 0.0
+    by_path = load_settings(data={"wake": {"models": [{"model": str(s.models_path / "hey_jarvis_v2" /
+                                                                   "hey_jarvis.tflite")}]}})
+    assert resolve_spec(by_path, by_path.wake.models[0]).second_look_band == 0.0
+    bad = tmp_path / "manifest.yaml"
+    bad.write_text("models:\n  w:\n    kind: wake\n    second_look_band: 2\n    sources: [{url: {}}]\n")
+    with pytest.raises(ModelError) as e:
+        load_manifest(bad)
+    assert "models.w.second_look_band: 2; a number in 0..1" in e.value.message

@@ -2,12 +2,14 @@
 """Wake-to-listening latency through the real loop: from the loop taking the audio chunk on which the wake word
 fired to the listener being open (fed the pre-roll), per detection, split into clear and doubtful detections.
 
-    nice -n 10 .venv/bin/python tools/wake_latency.py [--band 0.3] [--code DIR] [--repeats 3] [--json OUT]
+    nice -n 10 .venv/bin/python tools/wake_latency.py [--model hey_jarvis_v2] [--band 0.02] [--code DIR]
+        [--repeats 3] [--json OUT]
 
-The engine is the real one (``Engine``: openWakeWord and the configured cutoff, Silero VAD, Whisper tiny.en, Piper
-for the cues, the brain's fast path without the LLM), fed in real time by a scripted microphone: "Hey Jarvis." said
-by Piper (6 speed/noise settings) and espeak-ng (8 voices), each after 0.3-0.5 s of silence (the lead varies so the
-80 ms frames fall differently), then silence until the no-speech timeout (0.5 s) ends the turn.
+The engine is the real one (``Engine``: the wake model (``--model``, the default's engine and cutoff), Silero VAD,
+Whisper tiny.en, Piper for the cues, the brain's fast path without the LLM), fed in real time by a scripted
+microphone: "Hey Jarvis." said by Piper (6 speed/noise settings) and espeak-ng (8 voices), each after 0.3-0.5 s of
+silence (the lead varies so the 80 ms frames fall differently), then silence until the no-speech timeout (0.5 s) ends
+the turn.
 
 The measurement wraps the engine's own methods (``_process``, ``_open_listener``, ``dispatch``) on the instance, so
 the same tool measures an older checkout: ``--code DIR`` imports ``edge_agent`` from DIR (e.g. the commit before the
@@ -34,6 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None,
+                    help="wake.models[0].model (default: the settings' default, hey_jarvis_v2 since the eighth "
+                         "session; hey_jarvis = openWakeWord)")
     ap.add_argument("--band", type=float, default=None, help="wake.models[0].second_look_band (None: not set)")
     ap.add_argument("--code", type=Path, default=ROOT, help="the checkout whose edge_agent is measured")
     ap.add_argument("--repeats", type=int, default=3, help="leads per clip (0.3, 0.4, 0.5 s, ...)")
@@ -55,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"edge_agent from {edge_agent.__file__}", file=sys.stderr)
     sys.path.insert(1, str(ROOT / "tools"))  # after edge_agent: make_negative_set puts its own checkout first
     from make_negative_set import PIPER, Piper, espeak
-    wake_model: dict = {"model": "hey_jarvis"}
+    wake_model: dict = {"model": args.model} if args.model else {}
     has_band = "second_look_band" in {f.name for f in dataclasses.fields(WakeModelSettings)}
     if args.band is not None and has_band:  # older code: the band only sorts the detections into clear/doubtful
         wake_model["second_look_band"] = args.band
@@ -76,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     stt.load()
     stt.warmup()
     wake = WakeDetector.from_settings(s)
-    cutoff = wake.threshold_for("hey_jarvis")
-    band = args.band or 0.0
+    (detection_name,) = [n for e, _ in wake._engines for n in e.models]
+    cutoff = wake.threshold_for(detection_name)
+    spec = (getattr(wake, "specs", None) or {}).get(detection_name)  # the band in force (the model's own if not set)
+    band = float(getattr(spec, "second_look_band", None) or args.band or 0.0)
     mic = _Mic(SAMPLE_RATE)
     with tempfile.TemporaryDirectory() as tmp:
         speaker = Speaker(tts.sample_rate, file=Path(tmp) / "out.wav", realtime=True)
@@ -127,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         eng.stop_event.set()
         runner.join(timeout=10)
         looks = [h.get("stages", {}).get("wake_check") for h in eng.history]
-    res = {"code": str(args.code), "band": args.band, "code_has_second_look": has_band, "cutoff": cutoff,
+    res = {"code": str(args.code), "model": detection_name, "band": band, "code_has_second_look": has_band,
+           "cutoff": cutoff,
            "clips": len(clips), "repeats": args.repeats,
            "load_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
            "wall_s": round(time.monotonic() - t_start),
