@@ -47,6 +47,7 @@ from .context_rules import (
     UNDO,
     VALUE_FOR_DOMAIN,
     normalize,
+    then_for_them,
     words_to_number,
 )
 from .home import normalize_name
@@ -148,7 +149,7 @@ class ConversationContext:
 
     def refers(self, text: str) -> bool:
         """The words point back ("it", "that one", "too") and there is something recent to point at."""
-        t = normalize(text)
+        t = then_for_them(normalize(text))
         return self.last() is not None and bool(_PRONOUN_RX.search(t) or _AGAIN.search(t) or _OTHER.search(t))
 
     # ------------------------------------------------------------------ for the LLM
@@ -172,7 +173,7 @@ class ConversationContext:
         last = self.last()
         if last is None:
             return None
-        t = normalize(text)
+        t = then_for_them(normalize(text))
         if not t or _DUMMY_IT.match(t):
             return None
         for rule in (self._correction, self._timer, self._value, self._other, self._also, self._pronoun):

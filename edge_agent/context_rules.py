@@ -68,6 +68,15 @@ _OTHER = re.compile(r"\b(?:the )?other (?:one|ones|light|lamp|fan|device)\b")
 _HAS_VERB = re.compile(r"\b(?:turn|switch|set|dim|brighten|open|close|shut|lock|unlock|start|stop|pause|resume|"
                        r"make|put|raise|lower|is|are|what|how|cut|kill|activate|deactivate)\b")
 _PRONOUN_RX = re.compile(rf"\b{_PRONOUN}\b")
+# Whisper's "close then" for "close them" (a spoken conversation): a bare verb and "then" is a follow-up's pronoun
+_THEN_FOR_THEM = re.compile(r"^(?P<verb>close|open|shut|lock|unlock|dim|brighten|raise|lower|stop|pause|resume|"
+                            r"cancel|(?:turn|switch) (?:on|off)|(?:turn|switch)) then(?P<rest> (?:on|off|up|down))?"
+                            r"(?P<tail>(?: please| now)*)$")
+
+
+def then_for_them(t: str) -> str:
+    """"close then" -> "close them", "turn then off" -> "turn them off" (normalized text); anything else unchanged."""
+    return _THEN_FOR_THEM.sub(lambda m: f"{m['verb']} them{m['rest'] or ''}{m['tail']}", t)
 
 
 def words_to_number(text: str) -> str:

@@ -396,9 +396,14 @@ class ReplyGuard:
         return Verdict(verdict.text, rewritten=True, reason="annotation dropped")
 
     def _echoes(self, words: list[str]) -> bool:
-        """The sentence is the user's own words back, in order (two words or more, nothing of its own added): what
-        the 0.5B model does with a transcript it cannot make sense of ("4-8 test air comes.")."""
-        if len(words) < ECHO_MIN_REPLY_WORDS or not self._heard or self._may_echo:
+        """The sentence is the user's own words back, in order (two words or more, nothing of its own added), or
+        the whole transcript back however short ("Pogit." for a misheard "pause it", "1112"): what the 0.5B model
+        does with a transcript it cannot make sense of ("4-8 test air comes.")."""
+        if not words or not self._heard or self._may_echo:
+            return False
+        if words == self._heard:
+            return True
+        if len(words) < ECHO_MIN_REPLY_WORDS:
             return False
         it = iter(self._heard)
         return all(w in it for w in words)  # a subsequence of the transcript

@@ -18,7 +18,7 @@ from edge_agent.brain import Brain, Conversation, select_tools, tool_call_schema
 from edge_agent.config import ConversationSettings, LlmSettings, Settings
 from edge_agent.llm import Llm, LocalLlamaBackend
 from edge_agent.llm_backend import LLM_BACKENDS, CallStats, TextStream
-from edge_agent.truth import ACTION_NOT_DONE
+from edge_agent.truth import ACTION_NOT_DONE, NOT_CAUGHT
 
 from .conftest import require_model, run_cli
 
@@ -454,6 +454,17 @@ def test_backend_is_chosen_by_name_and_sees_only_messages(scripted):
                         {"role": "system", "content": "The user is in the Kitchen."},
                         {"role": "user", "content": "what is the capital of France?"}]
     assert [c["phase"] for c in resp.timings["llm_calls"]] == ["decide"]
+
+
+def test_a_reply_the_guard_strips_to_nothing_is_never_silence(scripted):
+    """The spoken conversations: for "is the make more locked." the 0.5B model wrote only tool syntax, which the
+    guard drops, and the turn said nothing at all. Nothing left → "Sorry, I didn't catch that.", logged."""
+    brain, _ = scripted(streams=[("words", "HassTurnOn(Make, Kitchen, lock)")])
+    resp = brain.respond("is the make more locked.")
+    assert resp.wait() == NOT_CAUGHT and resp.intents == []
+    assert [r["reason"] for r in resp.rewrites] == ["tool syntax", "nothing left"]
+    brain, _ = scripted(streams=[("words", "")])  # an empty answer (end of text at once)
+    assert brain.respond("hm").wait() == NOT_CAUGHT
 
 
 def test_a_tool_call_after_words_continues_them_and_runs_the_intent(scripted):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from edge_agent.config import Settings
-from edge_agent.context import ConversationContext, normalize, words_to_number
+from edge_agent.context import ConversationContext, normalize, then_for_them, words_to_number
 from edge_agent.intent import IntentCall, IntentResult
 
 from .conftest import ROOT
@@ -68,6 +68,16 @@ def test_pronoun_spells_out_the_last_device(home):
     assert c.resolve("turn that one back on").text == "turn the Kitchen Light on"
     assert c.resolve("is it on?").text == "is the Kitchen Light on"
     assert c.refers("switch it off")
+
+
+def test_whispers_then_for_them_after_a_verb(home):
+    """A spoken conversation: "close them" after the blinds was heard "close then"."""
+    c, _ = ctx_after(home, KITCHEN_ON)
+    assert c.resolve("close then").text == "close the Kitchen Light"
+    assert c.resolve("turn then off").text == "turn the Kitchen Light off" and c.refers("Turn then off.")
+    for other in ("and then turn it off", "close the blinds then", "then", "what then"):
+        assert then_for_them(normalize(other)) == normalize(other), other
+    assert not ConversationContext(home, clock=Clock()).refers("close then")  # nothing recent
 
 
 def test_it_expires(home):

@@ -275,6 +275,8 @@ def test_the_prompt_and_tool_syntax_are_never_read_out(home):
     ("Type a 4-8 test air comes.", "4-8 test air comes."),
     ("I'm at Kula. I'll see the memories.", "I'm at Kula. I'll see the memories."),
     ("Can you put the feeding on twenty two degrees?", "Feeding on twenty two degrees."),
+    ("Pogit.", "Pogit."),  # a misheard "pause it": one word, but the whole transcript back
+    ("1112", "1112"),  # a misheard "the other one too"
 ])
 def test_a_reply_that_parrots_the_transcript_is_not_said(home, heard, reply):
     v = ReplyGuard([], home, heard=heard).check(reply)
@@ -286,6 +288,7 @@ def test_a_reply_that_parrots_the_transcript_is_not_said(home, heard, reply):
     ("say hello world", "Hello world."),
     ("what is the capital of france", "The capital of France is Paris."),
     ("tell me about france", "France."),  # one word back is no parroting
+    ("paris", "Paris is the capital of France."),  # the whole transcript inside an answer of its own
     ("thank you so much", "Thank you!"),
 ])
 def test_words_the_user_may_hear_back_pass(home, heard, reply):
