@@ -113,8 +113,9 @@ _PAST = {k: re.compile(v[0]) for k, v in _VERBS.items()}
 _BASE = {k: re.compile(v[1]) for k, v in _VERBS.items()}
 _STATE_WORDS = {"on": "on", "off": "off", "locked": "lock", "unlocked": "unlock", "open": "open", "opened": "open",
                 "closed": "close", "shut": "close", "paused": "pause", "playing": "resume"}
-_STATE = re.compile(r"\b(?:is|are)\s+(now\s+|currently\s+|still\s+|all\s+)*(?:been\s+)?"
+_STATE = re.compile(r"\b(?:is|are)\s+(now\s+|currently\s+|still\s+|all\s+)*(?:been\s+)?(?:turned\s+|switched\s+)?"
                     r"(on|off|locked|unlocked|open|opened|closed|shut|paused|playing)\b")
+_SWITCHED = re.compile(r"\b(?:turned|switched)\s")  # "is turned on": a device's state, whatever the name
 _STATE_NOW = re.compile(r"\b(?:is|are)\s+now\s+(?:set\s+)?(?:to|at)\s+\d")
 _PASSIVE = re.compile(r"\b(?:has|have)\s+(?:now\s+|just\s+)?been\s+")
 _DONE_ONLY = re.compile(rf"^{_FILLER}(?:done|all done|all set|it is done|that is done)\W*$")
@@ -247,9 +248,11 @@ def _reports_a_deed(head: str) -> bool:
 def state_claims(sentence: str) -> set[str]:
     """States a sentence asserts of a device without "now" ("the front door is locked"): {'lock', 'on', ...}."""
     t = _norm(sentence)
-    if not t or _is_question(t) or not _DEVICE_WORDS.search(t):
+    if not t or _is_question(t):
         return set()
-    return {_STATE_WORDS[m.group(2)] for m in _STATE.finditer(t) if not (m.group(1) and "now" in m.group(1))}
+    device = bool(_DEVICE_WORDS.search(t))  # "the make more locked is turned on": a misheard name, still a state
+    return {_STATE_WORDS[m.group(2)] for m in _STATE.finditer(t)
+            if not (m.group(1) and "now" in m.group(1)) and (device or _SWITCHED.search(m.group(0)))}
 
 
 def _numbers(text: str) -> set[int]:

@@ -284,6 +284,16 @@ def test_a_reply_that_parrots_the_transcript_is_not_said(home, heard, reply):
 
 
 @pytest.mark.parametrize(("heard", "reply"), [
+    # the spoken conversations: "is the back door locked" misheard, and the model answered with a state it never read
+    ("is the make more locked.", "Yes, the make more locked is turned on."),
+    ("Watch him out in the front door.", "Yes, the watch him out in the front door is turned on."),
+])
+def test_a_state_said_of_a_misheard_name_is_not_said(home, heard, reply):
+    v = ReplyGuard([], home, heard=heard).check(reply)
+    assert v.rewritten and v.text == STATE_NOT_READ, v
+
+
+@pytest.mark.parametrize(("heard", "reply"), [
     ("good morning", "Good morning!"),
     ("say hello world", "Hello world."),
     ("what is the capital of france", "The capital of France is Paris."),
