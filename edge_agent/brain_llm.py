@@ -41,6 +41,11 @@ _OFFER = re.compile(r"^(?:(?:so|okay|ok|sure|alright|all right)[,\s]+)?(?:are yo
                     r"do you want me to|would you like me to|shall i|should i|want me to)\s+(?P<act>[^?]+?)\s*\?+\W*$",
                     re.I)
 _CONFIRM_Q = re.compile(r"^\W*(?:(?:so|okay|ok)[,\s]+)?are you (?:sure|certain)\b", re.I)
+# "Sure, I'll unlock the front door.": a deed promised, not reported. Said before a tool call it would be said ahead
+# of the deed (and, if the call never came, of nothing): held back; the handler's sentence reports what ran, and a
+# promise nothing followed becomes an offer a yes answers ("Do you want me to unlock the front door?").
+_PROMISE = re.compile(r"^(?:(?:so|okay|ok|sure|alright|all right|of course|certainly|yes|right)[,!.\s]+)*"
+                      r"(?:i'll|i will|i'm going to|i am going to|let me)\s+(?P<act>[^.?!]+?)\s*[.!]*$", re.I)
 
 TOOL_CALL_MAX_TOKENS = 120  # a tool call's JSON is short; this bounds a runaway grammar-constrained decode
 SORRY_TOOL = "Sorry, I couldn't do that."
@@ -79,10 +84,18 @@ class LlmTurn:
                 del s[key]
         return IntentCall(name=call.name, slots=s, entities=call.entities, text=call.text, source=call.source)
 
-    def _guarded(self, resp: Response, guard: ReplyGuard, pieces: Sequence[str]) -> Iterator[str]:
-        """LLM pieces through the truth guard, one sentence (or first clause) at a time, before they reach TTS."""
+    def _guarded(self, resp: Response, guard: ReplyGuard, pieces: Sequence[str], phase: str = "") -> Iterator[str]:
+        """LLM pieces through the truth guard, one sentence (or first clause) at a time, before they reach TTS. In
+        the decision (``phase`` "decide"), a promise is held back (``_PROMISE``)."""
         for piece in pieces:
             resp.llm_text += piece + " "
+            promise = _PROMISE.match(piece.strip().replace("\u2019", "'"))
+            if promise is not None and phase == "decide" and not resp.results and not resp.promise \
+                    and self._promised_call(promise.group("act")) is not None:  # a deed the fast path knows
+                resp.promise = promise.group("act")
+                log.info("LLM promised %r: held back until the turn knows whether it was done", resp.promise)
+                resp.rewrites.append({"said": piece, "spoken": "", "reason": "a promise, held back"})
+                continue
             out = guard.check(piece)
             if not out.rewritten and out.text:
                 out = self._offer(resp, out)
@@ -111,6 +124,27 @@ class LlmTurn:
             return Verdict(ACTION_NOT_DONE, rewritten=True, reason="confirmation asked for an action not pending")
         return out
 
+    def _promised_call(self, act: str) -> IntentCall | None:
+        """The command a promised deed is ("unlock the front door"), matched sure (no ask-back), or None."""
+        call = self.matcher.match(act, self._llm_area) if self.matcher is not None else None
+        return None if call is None or getattr(call, "clarify", None) else call
+
+    def _unkept_promise(self, resp: Response) -> Iterator[str]:
+        """The LLM said it would do something and no tool call followed: ask whether to, as an offer the next yes
+        answers (the fast path must know the deed), else say honestly that nothing was done."""
+        if not resp.promise or resp.results or resp.pending is not None:
+            return
+        call = self._promised_call(resp.promise)
+        if call is None:
+            yield from _pieces(ACTION_NOT_DONE)
+            return
+        question = f"Do you want me to {resp.promise}?"
+        self._pending_offer(call, self._llm_area, question)
+        resp.pending = call
+        resp.timings["offer"] = call.name
+        resp.rewrites.append({"said": resp.promise, "spoken": question, "reason": "a promise nothing kept: an offer"})
+        yield from _pieces(question)
+
     def _pending_offer(self, call: IntentCall, area: str | None, question: str = "") -> None:  # Brain's
         raise NotImplementedError
 
@@ -129,13 +163,13 @@ class LlmTurn:
                 for frag in stream:
                     if resp.t_first_token is None:
                         resp.t_first_token = stream.stats.t_first_token
-                    yield from self._guarded(resp, guard, buf.push(frag))
+                    yield from self._guarded(resp, guard, buf.push(frag), phase)
             finally:
                 calls.append({"phase": phase, **stream.stats.to_json()})
         if resp.t_first_token is None:
             resp.t_first_token = stream.stats.t_first_token
         if not (cancel is not None and cancel.is_set()):
-            yield from self._guarded(resp, guard, buf.flush())
+            yield from self._guarded(resp, guard, buf.flush(), phase)
         return stream.stats
 
     # ------------------------------------------------------------------ LLM
@@ -254,6 +288,7 @@ class LlmTurn:
                     return
                 if not stats.tool_call:
                     resp.timings["answer_s"] = round(time.monotonic() - t0, 3)
+                    yield from self._unkept_promise(resp)
                     return
                 before = stats.text  # words said before the call ("Sure,") were spoken
             # ---- the tool call, constrained to the tools' schema

@@ -17,7 +17,8 @@ class Response:
     those waiting for confirmation), ``pending`` (the call awaiting a spoken yes), ``t_first_token``
     (``time.monotonic()`` of the first LLM token, None when no LLM ran), ``used_llm``, ``timings`` (seconds),
     ``rewrites`` (LLM sentences the truth guard did not let through as written: ``{"said", "spoken", "reason"}``),
-    ``llm_text`` (everything the LLM wrote in words, before the guard) and ``text`` (all pieces joined) are
+    ``llm_text`` (everything the LLM wrote in words, before the guard), ``promise`` (the deed the LLM said it would
+    do, held back until the turn knows whether it was done) and ``text`` (all pieces joined) are
     complete once iteration ends. Each piece ends with a space, so a downstream sentence splitter cuts at once.
     """
 
@@ -30,6 +31,7 @@ class Response:
         self.error: str | None = None
         self.rewrites: list[dict[str, str]] = []
         self.llm_text = ""
+        self.promise = ""  # what the LLM said it would do ("unlock the front door"), held back (brain_llm)
         self.timings: dict[str, Any] = {}
         self.t_start = time.monotonic()
         self._pieces: list[str] = []

@@ -467,6 +467,37 @@ def test_a_reply_the_guard_strips_to_nothing_is_never_silence(scripted):
     assert brain.respond("hm").wait() == NOT_CAUGHT
 
 
+def test_a_promise_before_the_tool_call_is_not_contradicted(scripted):
+    """"Sure, I'll turn on the kitchen light." then the call: the promise is held back until the deed ran (before,
+    the guard said "I didn't change anything ..." ahead of "Turned on the kitchen light.")."""
+    brain, _ = scripted(streams=[("tool", "Sure, I'll turn on the kitchen light.")],
+                        calls=[{"name": "HassTurnOn", "arguments": {"name": "Kitchen Light"}}])
+    resp = brain.respond("I can hardly see a thing in the kitchen")
+    reply = resp.wait()
+    assert reply.endswith("Turned on the kitchen light.") and "didn't" not in reply, reply
+    assert [c.entities for c in resp.intents] == [["light.kitchen"]]
+    assert [r["reason"] for r in resp.rewrites] == ["a promise, held back"]
+
+
+def test_a_promise_nothing_kept_becomes_an_offer_the_next_yes_answers(scripted):
+    """The spoken conversations: a stray "yes" after a refused unlock, and the model promised "Sure, I'll unlock the
+    front door." with no call. Nothing was done, so it is asked, not claimed; the yes runs it as a request, and the
+    lock still asks for its own confirmation."""
+    brain, _ = scripted(streams=[("words", "Sure, I'll unlock the front door.")])
+    published = []
+    brain.on_intent = lambda call, result: published.append(call)
+    resp = brain.respond("yes")
+    assert resp.wait() == "Do you want me to unlock the front door?" and resp.intents == []
+    assert resp.pending is not None and resp.pending.name == "HassTurnOff"
+    assert brain.respond("yes").wait().startswith("Are you sure") and published == []
+    assert brain.respond("yes").wait() and [c.entities for c in published] == [["lock.front_door"]]
+
+
+def test_a_promise_of_no_known_deed_is_said_as_words(scripted):
+    brain, _ = scripted(streams=[("words", "Sure, I'll tell you a joke. Why did the chicken cross the road?")])
+    assert brain.respond("tell me a joke").wait() == "Sure, I'll tell you a joke. Why did the chicken cross the road?"
+
+
 def test_a_tool_call_after_words_continues_them_and_runs_the_intent(scripted):
     brain, backend = scripted(streams=[("tool", "Sure,")],
                               calls=[{"name": "HassTurnOn", "arguments": {"name": "Kitchen Light"}}])
