@@ -160,12 +160,13 @@ def test_speech_is_streamed_sentence_by_sentence(piper_server, local_voice, whis
     assert engine.turn_record() == {"backend": "wyoming", "sentences": {"wyoming": 3}}
     # each chunk is its own sentence, in order: nearer (by WER) to it than to the others. Piper's voice varies from
     # one synthesis to the next and whisper-tiny sometimes mishears a lone sentence ("The hub and his off."), so the
-    # test asks which sentence each chunk is, not that it was heard word for word
+    # test asks which sentence each chunk is, not that it was heard word for word: strictly nearer to its own sentence
+    # than to either other ("it is by of a clock." is 1.0 from its own and 1.5 from the others)
     said = ["the kettle is on", "the oven is off", "it is five o'clock"]
     for i, chunk in enumerate(chunks):
         text = heard(whisper, chunk, engine.sample_rate)
         errors = [word_error_rate(s, text) for s in said]
-        assert errors[i] < 1.0 and errors[i] == min(errors), (i, text, errors)
+        assert errors[i] < min(e for j, e in enumerate(errors) if j != i), (i, text, errors)
 
 
 def test_a_server_without_streaming_gets_one_synthesize_per_sentence(voice_dir, tmp_path, local_voice, whisper):
