@@ -418,11 +418,8 @@ class Brain(LlmTurn):
             return
         resp.used_llm = True  # (the preempted work is claimed, or dropped, where the LLM turn builds its prompt)
         try:
-            said = False
-            for piece in self._llm_turn(resp, text, area, cancel):
-                said = said or bool(piece.strip())
-                yield piece
-            if not said and not (cancel is not None and cancel.is_set()):  # all of it was the guard's to drop
+            yield from self._llm_turn(resp, text, area, cancel)
+            if not resp.text and not (cancel is not None and cancel.is_set()):  # all of it was the guard's to drop
                 log.warning("the LLM turn left nothing to say for %r: saying %r", text, NOT_CAUGHT)
                 resp.rewrites.append({"said": resp.llm_text.strip(), "spoken": NOT_CAUGHT, "reason": "nothing left"})
                 yield from _pieces(NOT_CAUGHT)

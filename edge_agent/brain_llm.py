@@ -90,10 +90,12 @@ class LlmTurn:
         for piece in pieces:
             resp.llm_text += piece + " "
             promise = _PROMISE.match(piece.strip().replace("\u2019", "'"))
-            if promise is not None and phase == "decide" and not resp.results and not resp.promise \
-                    and self._promised_call(promise.group("act")) is not None:  # a deed the fast path knows
-                resp.promise = promise.group("act")
-                log.info("LLM promised %r: held back until the turn knows whether it was done", resp.promise)
+            call = (self._sure_call(promise.group("act"))  # a deed the fast path knows
+                    if promise is not None and phase == "decide" and not resp.results and resp.promise is None
+                    else None)
+            if call is not None:
+                resp.promise = (promise.group("act"), call)
+                log.info("LLM promised %r: held back until the turn knows whether it was done", resp.promise[0])
                 resp.rewrites.append({"said": piece, "spoken": "", "reason": "a promise, held back"})
                 continue
             out = guard.check(piece)
@@ -114,8 +116,8 @@ class LlmTurn:
         m = _OFFER.match(out.text.strip())
         if m is None or resp.pending is not None or any(r.needs_confirmation for r in resp.results):
             return out
-        call = self.matcher.match(m.group("act"), self._llm_area) if self.matcher is not None else None
-        if call is not None and not getattr(call, "clarify", None):
+        call = self._sure_call(m.group("act"))
+        if call is not None:
             self._pending_offer(call, self._llm_area, out.text.strip())
             resp.pending = call
             resp.timings["offer"] = call.name
@@ -124,25 +126,23 @@ class LlmTurn:
             return Verdict(ACTION_NOT_DONE, rewritten=True, reason="confirmation asked for an action not pending")
         return out
 
-    def _promised_call(self, act: str) -> IntentCall | None:
-        """The command a promised deed is ("unlock the front door"), matched sure (no ask-back), or None."""
+    def _sure_call(self, act: str) -> IntentCall | None:
+        """The command an offered or promised deed is ("unlock the front door"), matched sure (no ask-back), or
+        None."""
         call = self.matcher.match(act, self._llm_area) if self.matcher is not None else None
         return None if call is None or getattr(call, "clarify", None) else call
 
     def _unkept_promise(self, resp: Response) -> Iterator[str]:
-        """The LLM said it would do something and no tool call followed: ask whether to, as an offer the next yes
-        answers (the fast path must know the deed), else say honestly that nothing was done."""
-        if not resp.promise or resp.results or resp.pending is not None:
+        """The LLM said it would do something (a deed the fast path knows) and no tool call followed: ask whether
+        to, as an offer the next yes answers."""
+        if resp.promise is None or resp.results or resp.pending is not None:
             return
-        call = self._promised_call(resp.promise)
-        if call is None:
-            yield from _pieces(ACTION_NOT_DONE)
-            return
-        question = f"Do you want me to {resp.promise}?"
+        act, call = resp.promise
+        question = f"Do you want me to {act}?"
         self._pending_offer(call, self._llm_area, question)
         resp.pending = call
         resp.timings["offer"] = call.name
-        resp.rewrites.append({"said": resp.promise, "spoken": question, "reason": "a promise nothing kept: an offer"})
+        resp.rewrites.append({"said": act, "spoken": question, "reason": "a promise nothing kept: an offer"})
         yield from _pieces(question)
 
     def _pending_offer(self, call: IntentCall, area: str | None, question: str = "") -> None:  # Brain's

@@ -31,7 +31,8 @@ class Response:
         self.error: str | None = None
         self.rewrites: list[dict[str, str]] = []
         self.llm_text = ""
-        self.promise = ""  # what the LLM said it would do ("unlock the front door"), held back (brain_llm)
+        # what the LLM said it would do and the command that is ("unlock the front door"), held back (brain_llm)
+        self.promise: tuple[str, IntentCall] | None = None
         self.timings: dict[str, Any] = {}
         self.t_start = time.monotonic()
         self._pieces: list[str] = []

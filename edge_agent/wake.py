@@ -279,10 +279,12 @@ class WakeDetector:
 def resolve_spec(settings: Settings, m: WakeModelSettings, stop: bool = False,
                  where: str = "wake.models[]") -> WakeModelSpec:
     """A config entry -> a resolved model: a manifest name keeps its name, a custom file is named by its stem. The
-    cutoff and sliding window default to the model's own (its manifest), else the engine's defaults."""
-    from .preflight import resolve_model
+    cutoff and sliding window default to the model's own (its manifest), else the engine's defaults; the second-look
+    band to the manifest entry's (0 for a custom file)."""
+    from .models import ModelStore, resolve
 
-    path = resolve_model(settings, m.model, "wake")
+    store = ModelStore(settings.models_path)
+    path = resolve(m.model, store, "wake")
     if path.is_dir():
         raise ModelError(f"wake model {m.model!r} is a folder, not a model file",
                          fix="give the path of the model file itself (.onnx or .tflite)")
@@ -314,20 +316,9 @@ def resolve_spec(settings: Settings, m: WakeModelSettings, stop: bool = False,
         sliding_window=m.sliding_window if m.sliding_window is not None else defaults["sliding_window"],
         phrase=defaults.get("phrase", ""),
         verifier=Path(m.verifier).expanduser() if m.verifier else None,
-        second_look_band=m.second_look_band if m.second_look_band is not None else _manifest_band(settings, m.model),
+        second_look_band=(m.second_look_band if m.second_look_band is not None else
+                          store.manifest[m.model].second_look_band if m.model in store.manifest else 0.0),
     )
-
-
-def _manifest_band(settings: Settings, ref: str) -> float:
-    """The manifest's measured second-look band of the wake model named ``ref``; 0 for a file given by path."""
-    if _looks_like_path(ref):
-        return 0.0
-    from .models import ModelStore
-
-    try:
-        return ModelStore(settings.models_path).spec(ref).second_look_band
-    except ModelError:
-        return 0.0
 
 
 def _load_verifier(eng: Any, det_name: str, spec: WakeModelSpec) -> Any:

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     stt.load()
     stt.warmup()
     wake = WakeDetector.from_settings(s)
-    (detection_name,) = [n for e, _ in wake._engines for n in e.models]
+    (detection_name,) = wake.names
     cutoff = wake.threshold_for(detection_name)
     spec = (getattr(wake, "specs", None) or {}).get(detection_name)  # the band in force (the model's own if not set)
     band = float(getattr(spec, "second_look_band", None) or args.band or 0.0)
