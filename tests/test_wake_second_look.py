@@ -54,7 +54,7 @@ def test_a_doubtful_wake_word_is_kept_and_a_near_miss_is_dropped(looked, store, 
                 break
         (dropped,) = h.wait_turns(1, timeout=30)
         acted = h.say_command(reals, "HassTurnOn", timeout=60)  # the request is said again if it was misheard
-        kept = h.engine.history[1]
+        tries = h.engine.history[1:]
     finally:
         h.stop()
     cutoff = looked["s"].wake.models[0].threshold or 0.5
@@ -67,12 +67,20 @@ def test_a_doubtful_wake_word_is_kept_and_a_near_miss_is_dropped(looked, store, 
     assert 0 < look["compute_s"] < 3.0
     # the listener opened at once, before the check came back: the turn began at the detection
     assert dropped["t_wake"] is not None and look["t"] > dropped["t_wake"]
-    # the real wake phrase: looked at too, accepted, and the request carried out
-    look = kept["stages"]["wake_check"]
-    assert look["accepted"] is True and look["decision"] == "accepted", kept
+    # the real wake phrase: looked at too, accepted, and the request carried out. Whisper tiny.en may mishear the
+    # phrase itself (the 8adf263 CI run: the first try's wake audio was not heard as "jarvis"); such a try must be
+    # dropped exactly like the near miss (silently, its transcript without the phrase), and a later one kept
+    for t in tries:
+        look = t["stages"]["wake_check"]
+        if not look["accepted"]:
+            assert look["decision"] == "dropped" and t["outcome"] == "wake_rejected" and t["reply_spoken"] == "", t
+            assert "jarvis" not in look["transcript"].lower(), t
+    look = acted["stages"]["wake_check"]
+    assert look["accepted"] is True and look["decision"] == "accepted", acted
     assert "jarvis" in look["transcript"].lower()
-    assert kept["outcome"] != "wake_rejected" and kept["reply_spoken"], kept
-    assert acted["stages"]["wake_check"]["accepted"] is True and acted["intents"][0]["entities"] == ["light.kitchen"]
+    assert acted["outcome"] != "wake_rejected" and acted["reply_spoken"], acted
+    assert acted["intents"][0]["entities"] == ["light.kitchen"]
+    kept = next(t for t in tries if t["stages"]["wake_check"]["accepted"])
     # nothing at all was played for the dropped turn: the only sound is the answer to the second request
     out = h.output()
     rate = h.speaker.rate
