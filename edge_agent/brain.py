@@ -129,6 +129,7 @@ class Brain(LlmTurn):
         self.timers = timers
         self.fast_path = True  # False: every request goes to the LLM (tests, `ask --llm-only`)
         self.on_intent: Callable[[IntentCall, IntentResult], None] | None = None
+        self.may_act: Callable[[IntentCall], bool] | None = None  # asked just before a call runs (the engine's gate)
         self.clock: Callable[[], float] = time.monotonic
         self.conversation = Conversation(settings.conversation,
                                          count_tokens=(llm.count_tokens if llm is not None else None))
@@ -499,6 +500,8 @@ class Brain(LlmTurn):
     # ------------------------------------------------------------------ tools
     def _execute(self, resp: Response, call: IntentCall, area: str | None, confirmed: bool = False) -> IntentResult:
         """Run a (validated) call; publish it through ``on_intent`` unless it waits for a spoken yes."""
+        if self.may_act is not None and not self.may_act(call):  # the turn was dropped or cancelled meanwhile
+            return IntentResult(call=call, success=False, speech="", data={"error": "cancelled before it ran"})
         state = getattr(self.handler, "state", None)
         before = dict(state) if isinstance(state, dict) else {}
         try:

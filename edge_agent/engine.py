@@ -119,6 +119,8 @@ class Engine:
         self.timers = getattr(brain, "timers", None)  # the brain's TimerManager (None: a brain without timers)
         if brain is not None:
             brain.on_intent = self._on_intent
+            brain.may_act = self._may_act
+        self._looking: dict[str, threading.Event] = {}  # turn id -> its wake_settled, while its second look is out
         self.timer_bridge = TimerBridge(self)
         if self.timers is not None:
             self.timers.on_finished = self.timer_bridge.on_finished
@@ -165,6 +167,12 @@ class Engine:
         """Run a command ("turn off the light") as if it had been said now, as a turn of its own."""
         self.post(ev.RunCommand(time.monotonic(), text))
 
+    def _may_act(self, call: Any) -> bool:
+        """Before an intent is executed (on the responder's thread): not before the turn's wake word is settled,
+        and not in a turn that was cancelled meanwhile (a dropped wake word's turn acts on nothing)."""
+        responder = current_responder()
+        return responder.may_act(call) if responder is not None else True
+
     def _on_intent(self, call: Any, result: Any) -> None:
         """An intent was executed (on the responder's thread): published at once, recorded in that turn's record."""
         responder = current_responder()
@@ -205,6 +213,10 @@ class Engine:
                 log.error("error[%s] carrying out %s: %s", e.code, type(action).__name__, e.message)
             except Exception:  # noqa: BLE001 - one failed action must not stop the others or the loop
                 log.exception("carrying out %s failed", type(action).__name__)
+        if isinstance(event, ev.WakeChecked):
+            settled = self._looking.pop(event.turn_id, None)
+            if settled is not None:  # after the controller's verdict (a rejected turn's cancel is set by now)
+                settled.set()
 
     def _drain_events(self) -> None:
         while True:
@@ -505,7 +517,7 @@ class Engine:
             if self.turn is not before and self.state == State.LISTENING:
                 if self.turn is not None and needs_second_look(det.score, getattr(det, "cutoff", 0.0),
                                                                getattr(det, "band", 0.0)):
-                    self._second_look(self.turn.turn_id, det)  # listening is open already; this never delays it
+                    self._second_look(self.turn, det)  # listening is open already; this never delays it
                 if self.recorder is not None and self.turn is not None:
                     self.recorder.wake(self.turn.turn_id, det)
                 if self.bridge is not None and self.turn is not None:
@@ -526,10 +538,15 @@ class Engine:
                 log.info("speech during reply (echo-cancelled source): interrupting")
                 self.dispatch(ev.BargeIn(time.monotonic()))
 
-    def _second_look(self, turn_id: str, det: Any) -> None:
+    def _second_look(self, turn: Turn, det: Any) -> None:
         """A doubtful detection (``wake_verify.needs_second_look``): the turn listens as usual while a worker thread
         transcribes the audio up to the detection and posts ``WakeChecked``; the controller drops the turn if the
-        wake phrase is not in the words. A failed STT accepts (a real user is never dropped for it)."""
+        wake phrase is not in the words. A failed STT accepts (a real user is never dropped for it). Until the
+        verdict is handled the turn's ``wake_settled`` is clear: its responder may listen, transcribe and think, but
+        executes no intent (``Responder.may_act``)."""
+        turn_id = turn.turn_id
+        turn.wake_settled.clear()
+        self._looking[turn_id] = turn.wake_settled
         audio = self.wake_audio.recent(WAKE_AUDIO_S, until=det.t) if self.wake_audio is not None else None
         phrase = wake_phrase(det.model)
         log.info("wake word %s score %.3f is in its second-look band (%.3f .. %.3f): checking %.2f s of audio",

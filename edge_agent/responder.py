@@ -31,6 +31,7 @@ HUB_OFFLINE_NOTE = "The hub is offline; I'll send that when it's back."
 SPECULATION_WAIT_S = 10.0  # the speculative transcript is at most one decode away; past this, transcribe again
 SYNTH_JOIN_S = 30.0  # a synthesis thread that has not ended by then is abandoned (logged), never waited on forever
 PLAYBACK_WAIT_S = 120.0  # the longest reply we wait to finish playing
+WAKE_SETTLE_MAX_S = 10.0  # an intent waits this long at most for its turn's second look (a failed look accepts)
 
 _current = threading.local()  # the Responder running on this thread (brain callbacks find their turn through it)
 
@@ -78,6 +79,7 @@ class Responder:
                  on_transcript: Callable[[str], None] | None = None, ask: Any = None) -> None:
         self.turn_id = turn.turn_id
         self.cancel = turn.cancel
+        self.wake_settled = turn.wake_settled
         self.hold_until = turn.hold_until  # an early end on a source without echo cancel: see ``play``
         self.after_wake = turn.t_wake is not None
         self.post = post
@@ -267,6 +269,22 @@ class Responder:
         if len(self.segments) == 1:
             self.post(ev.ReplyStarted(time.monotonic(), self.turn_id))
         self.speaker.play(seg)
+
+    def may_act(self, call: Any = None) -> bool:
+        """May this turn execute ``call`` now? Not before its wake word is settled (a doubtful detection's second
+        look has been handled: a dropped one's ``cancel`` is set by then), and never once cancelled. Called on this
+        responder's thread, just before the handler runs; the wait is recorded as ``stages.wake_wait_s``."""
+        if not self.wake_settled.is_set():
+            t0 = time.monotonic()
+            if not self.wake_settled.wait(WAKE_SETTLE_MAX_S):
+                log.warning("the second look at this turn's wake word took over %.0f s: acting on %s anyway",
+                            WAKE_SETTLE_MAX_S, getattr(call, "name", "the request"))
+            self.stages["wake_wait_s"] = round(time.monotonic() - t0, 4)
+        if self.cancel.is_set():
+            log.info("turn %s was cancelled before %s ran: nothing executed", self.turn_id,
+                     getattr(call, "name", "its intent"))
+            return False
+        return True
 
     def hold(self, until: float) -> bool:
         """Keep the first audio back until ``until`` (monotonic), unless it already plays; False when it does.

@@ -48,12 +48,20 @@ def playback_times(segments: Sequence[Segment]) -> tuple[float | None, float | N
     return (min(firsts) if firsts else None), (max(ends) if ends else None)
 
 
+def _settled() -> threading.Event:
+    e = threading.Event()
+    e.set()  # a clear detection, a follow-up, a command: nothing to wait for
+    return e
+
+
 @dataclass
 class Turn:
     """Everything one turn measured, said and did; written as one JSON line when it ends.
 
     Only the controller writes these fields. ``cancel`` is the turn's control token: set (by the engine, on the
-    controller's ``Interrupt`` action) to stop its generation and synthesis."""
+    controller's ``Interrupt`` action) to stop its generation and synthesis. ``wake_settled`` is the other: clear
+    while a doubtful wake word's second look is out (the engine clears it when the look starts and sets it once the
+    controller has handled ``WakeChecked``); the responder acts on nothing before it is set."""
 
     turn_id: str
     t_wake: float | None
@@ -88,6 +96,7 @@ class Turn:
     then: str | None = None  # an announcement that asks: "ask" or "conversation" (listen for the reply after it)
     ask: Any = None  # the ask.AskRequest this turn speaks, or answers
     cancel: threading.Event = field(default_factory=threading.Event)
+    wake_settled: threading.Event = field(default_factory=_settled)
 
     def to_json(self) -> dict[str, Any]:
         def r(x: float | None) -> float | None:

@@ -177,6 +177,22 @@ def test_fast_path_runs_without_llm_and_publishes(home):
     assert len(published) == 1 and published[0][1].commands
 
 
+def test_a_call_the_gate_refuses_is_never_run_nor_published(home):
+    # the engine's gate (Responder.may_act): a turn whose wake word was dropped meanwhile acts on nothing
+    brain = _brain(home)
+    published, asked = [], []
+    brain.on_intent = lambda call, result: published.append(call)
+    brain.may_act = lambda call: asked.append(call.name) is not None  # refuses every call
+    state_before = dict(brain.handler.state)
+    resp = brain.respond("turn on the kitchen light")
+    resp.wait()
+    assert asked == ["HassTurnOn"] and published == [] and resp.intents == []
+    assert brain.handler.state == state_before
+    brain.may_act = lambda call: True
+    brain.respond("turn on the kitchen light").wait()
+    assert [c.entities for c in published] == [["light.kitchen"]]
+
+
 def test_sensitive_entity_waits_for_yes(home):
     brain = _brain(home)
     published = []

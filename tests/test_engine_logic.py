@@ -229,3 +229,37 @@ def test_first_clause_setting_reaches_the_voice_through_both_buffers():
     assert spoken[0].strip() == "Sure thing,"
     default = SentenceBuffer()  # what the brain used before: the clause is held back
     assert [p.strip() for p in default.push("Sure thing, ")] == []
+
+
+def _responder(turn: Turn):
+    from edge_agent.responder import Responder
+
+    return Responder(turn, post=lambda e: None, brain=None, tts=None, speaker=None, first_clause_words=4,
+                     area=None, wake_phrases=P)
+
+
+def test_an_intent_waits_for_the_second_look_and_a_dropped_turn_acts_on_nothing():
+    import threading
+
+    clear = Turn("t1", t_wake=1.0)
+    r = _responder(clear)
+    assert clear.wake_settled.is_set() and r.may_act() is True and "wake_wait_s" not in r.stages
+
+    for dropped in (True, False):
+        turn = Turn("t2", t_wake=1.0)
+        turn.wake_settled.clear()  # the engine's second look is out
+        r = _responder(turn)
+        verdict = []
+
+        def check(r=r, verdict=verdict) -> None:
+            verdict.append(r.may_act())
+
+        t = threading.Thread(target=check)
+        t.start()
+        t.join(0.2)
+        assert t.is_alive() and verdict == []  # no intent runs before the verdict
+        if dropped:
+            turn.cancel.set()  # the controller's Interrupt, carried out before the engine settles the look
+        turn.wake_settled.set()
+        t.join(10)
+        assert verdict == [not dropped] and r.stages["wake_wait_s"] >= 0.2
