@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             from .memory import limit_arenas
 
             limit_arenas()  # before the models' thread pools start allocating
-            with applied(args.cpu_budget):  # --cpu-budget: the whole daemon under a cgroup CPU quota
+            with applied(args.cpu_budget, settings):  # --cpu-budget: the whole daemon under a cgroup CPU quota
                 return cli_run(args, settings)
         if args.cmd == "check":
             from .preflight import cli_check

@@ -8,8 +8,9 @@ cores; ``50%`` = half of this machine's online CPUs); ``CpuBudget.run(cmd)`` sta
 cgroup is removed again when the budget is closed (and the process moved back where it was).
 
 A quota imitates throughput only: a board with a slower memory system, smaller caches or narrower SIMD is not
-modelled (docs/pi-calibration.md says which stages that over- or under-states). ``pi5`` and ``pi4`` are the fitted
-fractions from ``tools/calibrate_pi.py``.
+modelled (docs/pi-calibration.md says which stages that over- or under-states). ``pi5`` and ``pi4`` are fitted to
+the machine by ``pi_presets`` (its reference decode's CPU work against the published Pi times); the fixed fractions
+here, from ``tools/calibrate_pi.py`` on a 2-core Intel Xeon, are its fallback.
 """
 
 from __future__ import annotations
@@ -143,8 +144,9 @@ class CpuBudget:
     process back and removes the cgroup. Use as a context manager."""
 
     def __init__(self, cpus: float, *, period_us: int = DEFAULT_PERIOD_US, name: str | None = None,
-                 hierarchy: CpuHierarchy | None = None) -> None:
+                 hierarchy: CpuHierarchy | None = None, description: str | None = None) -> None:
         self.cpus = float(cpus)
+        self.description = description or describe(self.cpus)  # for reports: what the budget imitates
         self.period_us = period_us
         self.name = name or f"edge-agent-budget-{os.getpid()}-{time.monotonic_ns() % 1_000_000}"
         self.hierarchy = hierarchy
@@ -353,13 +355,21 @@ class CpuBudget:
 
 
 @contextlib.contextmanager
-def applied(budget: str | float | None) -> Iterator[CpuBudget | None]:
-    """``with applied(args.cpu_budget) as b:`` — this process runs under the budget inside the block (nothing
-    happens for None)."""
+def applied(budget: str | float | None, settings: Any = None) -> Iterator[CpuBudget | None]:
+    """``with applied(args.cpu_budget, settings) as b:`` — this process runs under the budget inside the block
+    (nothing happens for None). A preset name is fitted to this machine first (``pi_presets``; with settings)."""
     if budget is None or budget == "":
         yield None
         return
-    b = CpuBudget(parse_budget(budget))
+    if settings is not None:
+        from .pi_presets import resolve
+
+        cpus, how = resolve(budget, settings)
+    else:
+        cpus = parse_budget(budget)
+        how = describe(cpus)
+    log.info("cpu budget: %s", how)
+    b = CpuBudget(cpus, description=how)
     try:
         b.enter()
         yield b

@@ -210,7 +210,9 @@ def test_bench_hook_runs_this_process_under_the_budget_and_says_so(monkeypatch: 
     h = _cpu_hierarchy_or_skip()
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "tools"))
     from edge_bench import budget
-    from edge_bench.run import build_parser
+    from edge_bench.run import bench_settings, build_parser
+
+    from edge_agent.pi_presets import machine_presets
 
     args = build_parser().parse_args(["--quick", "--cpu-budget", "pi4"])
     res: dict = {}
@@ -220,10 +222,11 @@ def test_bench_hook_runs_this_process_under_the_budget_and_says_so(monkeypatch: 
         assert os.getpid() not in b.pids()  # not yet: model loading runs at full speed
         budget.start(args, res)
         assert os.getpid() in b.pids()
-        assert res["cpu_budget"]["cpus"] == cb.PI4_CPUS
+        want = machine_presets(bench_settings(None)).cpus["pi4"]  # fitted to this CPU (cached by `prepared`)
+        assert res["cpu_budget"]["cpus"] == want
         head = budget.header(args, res)
         name = b.dir.name
-    assert "--cpu-budget pi4" in head and "pi4 preset" in head and f"{cb.PI4_CPUS:g} CPU" in head
+    assert "--cpu-budget pi4" in head and "pi4 preset" in head and f"{want:g} CPU" in head
     assert Path("/proc/self/cgroup").read_text() == own and not (h.own_dir / name).exists()
     plain = build_parser().parse_args(["--quick"])
     with budget.prepared(plain) as none:

@@ -22,8 +22,9 @@ ATTR = "_cpu_budget_session"
 
 def add_argument(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--cpu-budget", metavar="pi5|pi4|CPUS",
-                    help="run the engine under a CPU quota imitating a slower board: pi5 "
-                         f"({cpu_budget.PI5_CPUS:g} CPU), pi4 ({cpu_budget.PI4_CPUS:g} CPU), a number of CPUs, or a "
+                    help="run the engine under a CPU quota imitating a slower board: pi5 or pi4 (fitted to this "
+                         "CPU from a reference Whisper decode; elsewhere "
+                         f"{cpu_budget.PI5_CPUS:g} / {cpu_budget.PI4_CPUS:g} CPU), a number of CPUs, or a "
                          "share such as 40%% (needs root; docs/pi-calibration.md)")
 
 
@@ -35,7 +36,12 @@ def prepared(args: argparse.Namespace) -> Iterator[cpu_budget.CpuBudget | None]:
         setattr(args, ATTR, None)
         yield None
         return
-    b = cpu_budget.CpuBudget(cpu_budget.parse_budget(spec)).create()
+    from edge_agent.pi_presets import resolve
+
+    from .run import bench_settings
+
+    cpus, how = resolve(spec, bench_settings(getattr(args, "config", None)))  # a preset: fitted to this CPU
+    b = cpu_budget.CpuBudget(cpus, description=how).create()
     setattr(args, ATTR, b)
     try:
         yield b
@@ -52,7 +58,8 @@ def start(args: argparse.Namespace, res: dict[str, Any]) -> None:
     b.enter()
     quota, period = b.quota()
     res["cpu_budget"] = {"spec": args.cpu_budget, "cpus": b.cpus, "quota_us": quota, "period_us": period,
-                         "cgroup": str(b.dir), "stat_start": b.stat(), "describe": cpu_budget.describe(b.cpus)}
+                         "cgroup": str(b.dir), "stat_start": b.stat(),
+                         "describe": b.description}
 
 
 def header(args: argparse.Namespace, res: dict[str, Any]) -> str:

@@ -1,0 +1,183 @@
+"""The ``pi5`` / ``pi4`` CPU budgets, fitted to the machine they run on.
+
+A cgroup quota of q CPUs lets work of W CPU seconds finish in W / q seconds, so the quota that makes this machine
+take a Pi's published time T for a workload is W / T (docs/pi-calibration.md, "CPU-work fit"). W is a property of
+the machine's CPU: an AMD EPYC and an Intel Xeon need different quotas to imitate the same Pi. The reference
+workload is the one the presets were defined on (``tools/calibrate_pi.py``): faster-whisper tiny.en int8 through
+the project's engine with Whisper's full 30 s window, over the five real read sentences of Debian's
+``pocketsphinx-testdata`` (librivox, 3.0-7.1 s), against the published time per utterance (Pi 5 1.26-1.70 s,
+midpoint 1.48 s; Pi 4 3.42 s).
+
+``machine_presets(settings)`` measures W once per machine (about 5 s: the model's load and six decodes at full
+speed, before any quota) and keeps it in ``~/.cache/edge-agent/pi-presets.json`` under a key of the CPU model, the
+CPU count, CTranslate2's version and the model, so ``run --cpu-budget pi5`` costs nothing after the first time.
+Where it cannot measure (no recordings, no Whisper model), it says why and falls back to the fixed fit made on a
+2-core Intel Xeon (``cpu_budget.PI5_CPUS`` / ``PI4_CPUS``), which imitates a different Pi on another CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .cpu_budget import PRESETS, CpuBudgetError
+from .cpu_share import online_cpus
+
+log = logging.getLogger(__name__)
+
+PUBLISHED_WHISPER_S = {"pi5": 1.48, "pi4": 3.42}  # faster-whisper tiny.en int8, one short utterance (issue 10)
+REFERENCE_DIR = Path("/usr/share/pocketsphinx/test/data/librivox")
+REFERENCE_CLIPS = 5
+FITTED_ON = "a 2-core Intel Xeon (AVX-512 VNNI), 2026-11-29"  # where cpu_budget's fixed presets come from
+
+
+@dataclass
+class PiPresets:
+    """The quota per preset name for this machine, and where it came from."""
+
+    cpus: dict[str, float]
+    source: str  # "measured" | "cached" | "fixed"
+    work_s: float | None = None  # CPU seconds of the reference decode per utterance here
+    why: str = ""  # for "fixed": why nothing was measured
+    key: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self, name: str) -> str:
+        if self.source == "fixed":
+            return f"{name} preset, the fixed fit made on {FITTED_ON}"
+        return (f"{name} preset, fitted here: Whisper's reference decode takes {self.work_s:.3f} CPU s per utterance "
+                f"on this CPU, a {PUBLISHED_WHISPER_S[name]:g} s one on a {name[:2].title()} {name[2:]}")
+
+
+def fit(work_s: float, ncpus: int) -> dict[str, float]:
+    """Pure: the quota (CPUs) per preset for a machine whose reference decode takes ``work_s`` CPU seconds.
+
+    A machine that is already as slow as the board (the quota would be at or above all its CPUs) cannot imitate it:
+    CpuBudgetError says so."""
+    if not work_s > 0:
+        raise CpuBudgetError(f"the reference decode took {work_s} CPU s: not a measurement",
+                             fix="run it again on an idle machine")
+    out = {}
+    for name, t in PUBLISHED_WHISPER_S.items():
+        q = work_s / t
+        if q >= ncpus:
+            raise CpuBudgetError(f"this machine needs {work_s:.2f} CPU s for the reference decode that a "
+                                 f"{name} does in {t:g} s: it is no faster than that board, a quota cannot imitate it",
+                                 fix="run without --cpu-budget (its own figures are the board's or slower)")
+        out[name] = round(q, 3)
+    return out
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def _cache_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edge-agent" / "pi-presets.json"
+
+
+def machine_key(settings: Any) -> dict[str, Any]:
+    try:
+        from importlib.metadata import version
+
+        ct2 = version("ctranslate2")
+    except Exception:  # noqa: BLE001 - no CTranslate2: the measurement fails later with its own reason
+        ct2 = None
+    return {"cpu": _cpu_model(), "ncpus": online_cpus(), "ctranslate2": ct2,
+            "model": settings.stt.whisper.model, "threads": settings.stt.whisper.threads}
+
+
+def reference_clips(directory: Path = REFERENCE_DIR, n: int = REFERENCE_CLIPS) -> list[Any]:
+    from .audio import read_wav
+
+    files = sorted(directory.glob("*.wav"))[:n]
+    if not files:
+        raise CpuBudgetError(f"no reference recordings in {directory}: the pi presets cannot be fitted to this CPU",
+                             fix="apt-get install pocketsphinx-testdata (tools/setup.sh does)")
+    return [read_wav(f) for f in files]
+
+
+def measure_work(settings: Any, clips: list[Any]) -> float:
+    """CPU seconds per utterance of the reference decode (median of the clips, after one warm-up decode)."""
+    from .stt import make_engine
+
+    engine = make_engine(settings.stt, settings, engine="whisper")
+    engine.load()
+    full = engine.variant(dataclasses.replace(settings.stt.whisper, encoder_window_s=0.0))
+    full.transcribe(clips[0])  # warm: the first decode allocates
+    per = []
+    for audio in clips:
+        c0 = time.process_time()
+        full.transcribe(audio)
+        per.append(time.process_time() - c0)
+    return statistics.median(per)
+
+
+def machine_presets(settings: Any, *, cache: Path | None = None, clips_dir: Path = REFERENCE_DIR) -> PiPresets:
+    """This machine's ``pi5`` / ``pi4`` quotas: cached, else measured (and cached), else the fixed fit (logged)."""
+    key = machine_key(settings)
+    path = cache if cache is not None else _cache_path()
+    try:
+        saved = json.loads(path.read_text())
+        for entry in saved.get("machines", []):
+            if entry.get("key") == key:
+                work = float(entry["work_s"])
+                return PiPresets(fit(work, key["ncpus"]), "cached", work, key=key)
+    except FileNotFoundError:
+        saved = {}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log.warning("pi presets: ignoring the unreadable cache %s (%s)", path, e)
+        saved = {}
+    try:
+        clips = reference_clips(clips_dir)
+        t0 = time.monotonic()
+        work = measure_work(settings, clips)
+    except CpuBudgetError as e:
+        log.warning("pi presets: %s (fix: %s); using the fixed fit made on %s", e.message, e.fix, FITTED_ON)
+        return PiPresets(dict(PRESETS), "fixed", why=e.message, key=key)
+    except Exception as e:  # noqa: BLE001 - a missing model or engine: say so, keep the fixed fit
+        log.warning("pi presets: the reference decode failed (%s); using the fixed fit made on %s", e, FITTED_ON)
+        return PiPresets(dict(PRESETS), "fixed", why=f"the reference decode failed: {e}", key=key)
+    presets = PiPresets(fit(work, key["ncpus"]), "measured", work, key=key)
+    log.info("pi presets fitted to this CPU in %.1f s: %s CPU s per reference decode -> %s", time.monotonic() - t0,
+             round(work, 4), presets.cpus)
+    machines = [m for m in saved.get("machines", []) if m.get("key") != key]
+    machines.append({"key": key, "work_s": round(work, 5), "measured": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"machines": machines[-16:]}, indent=1))
+        tmp.replace(path)
+    except OSError as e:
+        log.info("pi presets: not cached (%s); they will be measured again next time", e)
+    return presets
+
+
+def resolve(spec: str | float, settings: Any) -> tuple[float, str]:
+    """``--cpu-budget`` → (CPUs, a description for a report): a preset name is fitted to this machine
+    (``machine_presets``), anything else is ``cpu_budget.parse_budget``'s."""
+    from .cpu_budget import describe, parse_budget
+
+    name = str(spec).strip().lower()
+    if name in PUBLISHED_WHISPER_S:
+        presets = machine_presets(settings)
+        cpus = parse_budget(presets.cpus[name])  # still checked against this machine's CPUs
+        return cpus, (f"{cpus:g} CPU = {presets.describe(name)} (cgroup cpu quota; this machine has {online_cpus()} "
+                      "CPUs)")
+    cpus = parse_budget(spec)
+    return cpus, describe(cpus)
