@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cpu import cpu_model
 from .cpu_budget import PRESETS, CpuBudgetError
 from .cpu_share import online_cpus
 
@@ -74,18 +75,6 @@ def fit(work_s: float, ncpus: int) -> dict[str, float]:
     return out
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
 def _cache_path() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "edge-agent" / "pi-presets.json"
@@ -98,7 +87,7 @@ def machine_key(settings: Any) -> dict[str, Any]:
         ct2 = version("ctranslate2")
     except Exception:  # noqa: BLE001 - no CTranslate2: the measurement fails later with its own reason
         ct2 = None
-    return {"cpu": _cpu_model(), "ncpus": online_cpus(), "ctranslate2": ct2,
+    return {"cpu": cpu_model(), "ncpus": online_cpus(), "ctranslate2": ct2,
             "model": settings.stt.whisper.model, "threads": settings.stt.whisper.threads}
 
 
