@@ -44,6 +44,7 @@ class CallStats:
     n_preempted: int = 0  # tokens of the reply generated at the first pause and reused (preemptive generation)
     t_gen_s: float = 0.0  # from the end of prompt evaluation to the last token
     t_start: float = 0.0
+    t_wait_s: float = 0.0  # waiting for the model while another call (an idle prefill, a preemptive one) held it
     t_first_token: float | None = None  # instant the first token was produced
     stopped: str = ""  # "eos", "stop", "max_tokens", "cancelled", "timeout", "tool_call"
     stop_string: str | None = None  # the stop string that ended generation, if one did
@@ -62,6 +63,7 @@ class CallStats:
                 "ttft_s": None if self.t_first_token is None else round(self.t_first_token - self.t_start, 3),
                 "stopped": self.stopped,
                 **({"n_preempted": self.n_preempted} if self.n_preempted else {}),
+                **({"wait_s": round(self.t_wait_s, 3)} if self.t_wait_s >= 0.001 else {}),
                 **({"backend": self.backend} if self.backend else {}),
                 **({"fallback_reason": self.fallback_reason} if self.fallback_reason else {})}
 

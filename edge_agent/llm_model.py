@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import codecs
+import contextlib
 import json
 import logging
 import threading
@@ -218,7 +219,7 @@ class Llm:
         out: list[int] = []
         text = ""
         deadline = stats.t_start + self.settings.timeout_s
-        with self._lock:
+        with self._held(stats):
             for frag in self._generate(tokens, None, max_tokens, temp, stops, stats, cancel, deadline,
                                        self.settings.timeout_s, out=out,
                                        pause=enough or (lambda _said: False)):  # its bound is a pause, not the end
@@ -339,7 +340,7 @@ class Llm:
                 stats.n_cached = len(tokens)
                 return
             gen_tokens = tokens + resume.tokens
-        with self._lock:
+        with self._held(stats):
             for frag in self._generate(gen_tokens, gram, max_tokens, temp, stops, stats, cancel, deadline, timeout_s,
                                        n_before=len(gen_tokens) - len(tokens)):
                 stats.text += frag
@@ -403,7 +404,7 @@ class Llm:
                 stats.stopped = "timeout"
                 raise LlmError(f"the LLM did not finish within {timeout_s:g} s", fix="raise llm.timeout_s")
 
-        with self._lock:
+        with self._held(stats):
             # the prompt's last batch is left to the first choice: evaluated with the text forced before it (one
             # model step fewer than evaluating the prompt, then that text)
             cached = self._cached_prefix(tokens)
@@ -441,6 +442,15 @@ class Llm:
         return g
 
     # ------------------------------------------------------------------ internals
+    @contextlib.contextmanager
+    def _held(self, stats: GenStats) -> Iterator[None]:
+        """The model, for one call; the wait for it (another call held it) is ``stats.t_wait_s``, and counts
+        against the call's deadline like any other delay the user waits through."""
+        t0 = time.monotonic()
+        with self._lock:
+            stats.t_wait_s = time.monotonic() - t0
+            yield
+
     def _grammar(self, grammar: Any) -> Any:
         if grammar is None or not isinstance(grammar, str):
             return grammar
@@ -482,7 +492,9 @@ class Llm:
                 return False
             if time.monotonic() > deadline:
                 stats.t_prompt_s = time.monotonic() - t0
-                raise LlmError(f"the LLM timed out evaluating the prompt ({len(tokens)} tokens)",
+                raise LlmError(f"the LLM timed out evaluating the prompt ({len(tokens)} tokens, {common} of them "
+                               f"cached; {i - common} evaluated in {stats.t_prompt_s:.1f} s after waiting "
+                               f"{stats.t_wait_s:.1f} s for the model)",
                                fix="raise llm.timeout_s, use fewer threads elsewhere, or shorten the prompt")
             llama.eval(tokens[i:i + batch])
         stats.t_prompt_s = time.monotonic() - t0

@@ -45,7 +45,8 @@ def llm_summary(calls: list[dict[str, Any]]) -> dict[str, Any]:
     return {"llm_calls": len(calls), "llm_prompt_tokens": n_prompt, "llm_uncached_tokens": n_prompt - n_cached,
             "llm_prompt_s": round(sum(float(c.get("t_prompt_s", 0.0)) for c in calls), 4),
             "llm_gen_tokens": sum(int(c.get("n_gen", 0)) for c in calls),
-            "llm_gen_s": round(sum(float(c.get("t_gen_s", 0.0)) for c in calls), 4)}
+            "llm_gen_s": round(sum(float(c.get("t_gen_s", 0.0)) for c in calls), 4),
+            "llm_wait_s": round(sum(float(c.get("wait_s", 0.0)) for c in calls), 4)}
 
 
 def says_wake_phrase(responders: list[Responder], phrases: list[str], now: float, echo_tail_s: float) -> bool:

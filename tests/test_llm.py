@@ -209,6 +209,26 @@ def test_deadline_raises_llm_error(backend):
     with pytest.raises(LlmError) as e:
         _complete(backend, _msgs("Fresh words to evaluate: " + "green apple " * 60), deadline=time.monotonic() + 0.3)
     assert e.value.code == "llm" and "timed out" in e.value.message
+    assert "cached" in e.value.message and "evaluated in" in e.value.message and "waiting" in e.value.message
+
+
+def test_a_call_that_waited_for_the_model_says_how_long(llm, backend):
+    # an idle prefill of the history holds the model when a turn's call comes; it stops at its next batch
+    stop = threading.Event()
+    held = threading.Thread(target=llm.prefill, args=("Words of an older conversation. " * 300,),
+                            kwargs={"cancel": stop})
+    held.start()
+    deadline = time.monotonic() + 30
+    while not llm._lock.locked() and held.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert llm._lock.locked(), "the prefill never took the model"
+    timer = threading.Timer(0.3, stop.set)
+    timer.start()
+    _, st = _complete(backend, _msgs("Name a colour."), max_tokens=2)
+    held.join(30)
+    assert not held.is_alive()
+    assert st.t_wait_s >= 0.25, st.to_json()
+    assert st.to_json()["wait_s"] == round(st.t_wait_s, 3)
 
 
 def test_complete_json_follows_the_schema(backend):
