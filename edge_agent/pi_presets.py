@@ -4,9 +4,9 @@ A cgroup quota of q CPUs lets work of W CPU seconds finish in W / q seconds, so 
 take a Pi's published time T for a workload is W / T (docs/pi-calibration.md, "CPU-work fit"). W is a property of
 the machine's CPU: an AMD EPYC and an Intel Xeon need different quotas to imitate the same Pi. The reference
 workload is the one the presets were defined on (``tools/calibrate_pi.py``): faster-whisper tiny.en int8 through
-the project's engine with Whisper's full 30 s window, over the five real read sentences of Debian's
-``pocketsphinx-testdata`` (librivox, 3.0-7.1 s), against the published time per utterance (Pi 5 1.26-1.70 s,
-midpoint 1.48 s; Pi 4 3.42 s).
+the project's engine (one thread, as under a quota below one CPU) with Whisper's full 30 s window, over the five
+real read sentences of Debian's ``pocketsphinx-testdata`` (librivox, 3.0-7.1 s), against the published time per
+utterance (Pi 5 1.26-1.70 s, midpoint 1.48 s; Pi 4 3.42 s).
 
 ``machine_presets(settings)`` measures W once per machine (about 5 s: the model's load and six decodes at full
 speed, before any quota) and keeps it in ``~/.cache/edge-agent/pi-presets.json`` under a key of the CPU model, the
@@ -87,8 +87,8 @@ def machine_key(settings: Any) -> dict[str, Any]:
         ct2 = version("ctranslate2")
     except Exception:  # noqa: BLE001 - no CTranslate2: the measurement fails later with its own reason
         ct2 = None
-    return {"cpu": cpu_model(), "ncpus": online_cpus(), "ctranslate2": ct2,
-            "model": settings.stt.whisper.model, "threads": settings.stt.whisper.threads}
+    return {"cpu": cpu_model(), "ncpus": online_cpus(), "ctranslate2": ct2, "model": settings.stt.whisper.model,
+            "method": "tiny.en int8, 30 s window, 1 thread, median of 5"}
 
 
 def reference_clips(directory: Path = REFERENCE_DIR, n: int = REFERENCE_CLIPS) -> list[Any]:
@@ -102,9 +102,14 @@ def reference_clips(directory: Path = REFERENCE_DIR, n: int = REFERENCE_CLIPS) -
 
 
 def measure_work(settings: Any, clips: list[Any]) -> float:
-    """CPU seconds per utterance of the reference decode (median of the clips, after one warm-up decode)."""
+    """CPU seconds per utterance of the reference decode (median of the clips, after one warm-up decode), on one
+    thread: under a Pi's quota (below one CPU) the engine runs one thread (cpu_share.whisper_threads), and a second
+    thread's synchronisation would add CPU time that depends on how busy the machine is (measured on the EPYC: 0.63
+    CPU s with the machine busy, 0.71 idle with two threads)."""
     from .stt import make_engine
 
+    one = dataclasses.replace(settings.stt.whisper, threads=1)
+    settings = dataclasses.replace(settings, stt=dataclasses.replace(settings.stt, whisper=one))
     engine = make_engine(settings.stt, settings, engine="whisper")
     engine.load()
     full = engine.variant(dataclasses.replace(settings.stt.whisper, encoder_window_s=0.0))
