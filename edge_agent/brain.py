@@ -245,9 +245,10 @@ class Brain(LlmTurn):
             fill = getattr(llm, "prefill_tool_call", None) if kind == "tool_call" else None
             pre.prompt_only = kind == "answer"
             stats = fill(call, cancel=stop) if fill is not None else prefill(messages, cancel=stop)  # type: ignore[misc]
+            halted = stats.stopped in ("cancelled", "yielded")  # yielded: another call wanted the model
             log.info("preempt (%s): %d of %d prompt tokens evaluated in %.3f s%s", kind, stats.n_evaluated,
-                     stats.n_prompt, time.monotonic() - t0, " (stopped)" if stats.stopped == "cancelled" else "")
-            if stats.stopped == "cancelled":
+                     stats.n_prompt, time.monotonic() - t0, f" ({stats.stopped})" if halted else "")
+            if halted:
                 pre.stopped = True
                 return False
             return True

@@ -82,6 +82,21 @@ class Pregen:
     stats: GenStats = field(default_factory=GenStats)
 
 
+class _YieldingStop:
+    """A prefill's stop: its own ``cancel``, or a call waiting for the model (``Llm._waiting``)."""
+
+    def __init__(self, llm: Llm, cancel: Any) -> None:
+        self.llm, self.cancel, self.yielded = llm, cancel, False
+
+    def is_set(self) -> bool:
+        if self.cancel is not None and self.cancel.is_set():
+            return True
+        if self.llm._waiting > 0:
+            self.yielded = True
+            return True
+        return False
+
+
 class Llm:
     """One llama.cpp model. Not re-entrant: calls are serialized by a lock (one CPU-bound model at a time)."""
 
@@ -91,6 +106,8 @@ class Llm:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._llama: Any = None
         self._lock = threading.Lock()
+        self._waiting = 0  # calls waiting for the model (``_held``): a prefill yields to them at its next batch
+        self._waiting_lock = threading.Lock()
         self._closing = threading.Event()  # set by close(): a running evaluation stops at its next batch
         self._grammars = _GrammarCache()
         self.last_stats = GenStats()
@@ -191,14 +208,18 @@ class Llm:
     def prefill(self, text: str, cancel: threading.Event | None = None, batch: int = IDLE_BATCH_TOKENS) -> GenStats:
         """Bring the KV cache to ``text`` (a prompt's start) while nothing else runs: between turns, the spoken
         history is evaluated here instead of on the next turn's critical path. Small batches, so a new request
-        (``cancel``) waits at most one of them; what was evaluated stays in the cache and is reused."""
+        (``cancel``) waits at most one of them; what was evaluated stays in the cache and is reused. It also yields
+        to any call that waits for the model (``stopped`` "yielded"), whoever started it: work nobody waits for never
+        keeps a request waiting (several brains on one model, as in tools/conversations.py, each stop only their
+        own prefill through ``cancel``)."""
         self.load()
         tokens = self.tokenize(text)
         stats = GenStats(n_prompt=len(tokens), t_start=time.monotonic())
+        stop = _YieldingStop(self, cancel)
         with self._lock:
-            if not self._prefill(tokens, stats, cancel=cancel, deadline=time.monotonic() + 300.0, keep_last=False,
+            if not self._prefill(tokens, stats, cancel=stop, deadline=time.monotonic() + 300.0, keep_last=False,
                                  batch=batch):
-                stats.stopped = "cancelled"
+                stats.stopped = "yielded" if stop.yielded else "cancelled"
         return stats
 
     def pregenerate(self, prompt: str, *, max_tokens: int, enough: Callable[[str], bool] | None = None,
@@ -447,9 +468,18 @@ class Llm:
         """The model, for one call; the wait for it (another call held it) is ``stats.t_wait_s``, and counts
         against the call's deadline like any other delay the user waits through."""
         t0 = time.monotonic()
-        with self._lock:
+        with self._waiting_lock:
+            self._waiting += 1
+        try:
+            self._lock.acquire()
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+        try:
             stats.t_wait_s = time.monotonic() - t0
             yield
+        finally:
+            self._lock.release()
 
     def _grammar(self, grammar: Any) -> Any:
         if grammar is None or not isinstance(grammar, str):

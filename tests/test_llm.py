@@ -213,22 +213,42 @@ def test_deadline_raises_llm_error(backend):
 
 
 def test_a_call_that_waited_for_the_model_says_how_long(llm, backend):
-    # an idle prefill of the history holds the model when a turn's call comes; it stops at its next batch
+    # another turn's reply holds the model when this call comes (a timer's command while the voice loop answers)
     stop = threading.Event()
-    held = threading.Thread(target=llm.prefill, args=("Words of an older conversation. " * 300,),
-                            kwargs={"cancel": stop})
+    first = threading.Thread(target=lambda: "".join(llm.stream(_msgs("Count from one to one hundred in words."),
+                                                               max_tokens=400, cancel=stop)))
+    first.start()
+    deadline = time.monotonic() + 30
+    while not llm._lock.locked() and first.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert llm._lock.locked(), "the first call never took the model"
+    timer = threading.Timer(0.3, stop.set)
+    timer.start()
+    _, st = _complete(backend, _msgs("Name a colour."), max_tokens=2)
+    first.join(30)
+    assert not first.is_alive()
+    assert st.t_wait_s >= 0.25, st.to_json()
+    assert st.to_json()["wait_s"] == round(st.t_wait_s, 3)
+
+
+def test_an_idle_prefill_yields_to_any_call_that_wants_the_model(llm, backend):
+    # tools/conversations.py: one model, a fresh Brain per conversation; the last brain's idle prefill is nobody's to
+    # cancel, and once kept the next conversation's call waiting 45 s ("timed out evaluating the prompt")
+    out = {}
+    words = " ".join(f"word{k}" for k in range(300))  # ~1,300 tokens: over ten seconds of evaluation on any CPU here
+    held = threading.Thread(target=lambda: out.update(stats=llm.prefill("History nobody will ask for: " + words)))
     held.start()
     deadline = time.monotonic() + 30
     while not llm._lock.locked() and held.is_alive() and time.monotonic() < deadline:
         time.sleep(0.005)
     assert llm._lock.locked(), "the prefill never took the model"
-    timer = threading.Timer(0.3, stop.set)
-    timer.start()
-    _, st = _complete(backend, _msgs("Name a colour."), max_tokens=2)
+    text, st = _complete(backend, _msgs("Name a colour."), max_tokens=2)
     held.join(30)
-    assert not held.is_alive()
-    assert st.t_wait_s >= 0.25, st.to_json()
-    assert st.to_json()["wait_s"] == round(st.t_wait_s, 3)
+    pre = out["stats"]
+    assert pre.n_prompt > 1000 and pre.stopped == "yielded", pre.to_json()
+    # it stopped at its next batch, far from the end: the whole prompt would need seconds at ~70-90 tokens/s
+    assert pre.t_prompt_s < pre.n_prompt / 200, pre.to_json()
+    assert text and st.stopped != "timeout"
 
 
 def test_complete_json_follows_the_schema(backend):
