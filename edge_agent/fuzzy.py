@@ -148,7 +148,8 @@ TIMER_RULES: list[tuple[str, str]] = [
     (rf"^(?:give|add)\s+{_TIMER}\s+(?:another\s+)?(?P<n>\d+)\s+(?:more\s+)?(?P<u>(?:second|minute|hour)s?)$",
      r"add \g<n> \g<u> to \g<t>"),
     (rf"^how (?:long|much time) is left on\s+{_TIMER}$", r"how much time is left on \g<t>"),
-    (r"^timer for\s+(?P<d>.+)$", r"set a timer for \g<d>"),
+    # "timer for 8 minutes", "a timer for ...", and Whisper's "and a timer for ..." for a "set" it lost
+    (r"^(?:and\s+)?(?:an?\s+)?timer for\s+(?P<d>.+)$", r"set a timer for \g<d>"),
     (r"^(?:put|set|start|get)\s+(?:a|an)\s+timer\s+(?:on|going|up|running)\s+for\s+(?P<d>.+)$",
      r"set a timer for \g<d>"),
     (rf"^how much longer\s+(?:on|for|until|till)\s+{_TIMER}$", r"how much time is left on \g<t>"),

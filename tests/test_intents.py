@@ -216,6 +216,16 @@ def test_a_timer_is_never_named_by_trailing_fillers(tolerant: IntentMatcher, exa
     assert tolerant.match("pause the pizza timer for a sec").slots == {"name": "pizza"}
 
 
+def test_a_timer_asked_for_without_a_verb(tolerant: IntentMatcher) -> None:
+    # the tenth session's spoken conversations: "set a timer for 8 minutes" heard as "and a timer for eight minutes."
+    for said in ("timer for eight minutes", "A timer for 8 minutes, please.", "and a timer for eight minutes."):
+        call = tolerant.match(said)
+        assert call is not None and call.name == "HassStartTimer" and call.slots.get("minutes") == 8, (said, call)
+    for said in ("a timer for the kitchen light", "and a timer"):  # no duration: not a timer request
+        call = tolerant.match(said)
+        assert call is None or call.name != "HassStartTimer", (said, call)
+
+
 def test_halfway_and_the_day_as_people_say_them(tolerant: IntentMatcher) -> None:
     # "open ... halfway" was rewritten to "open ... to 50%" and then, by the bare "X to N%" rule, to "set the open ..."
     for said in ("Open the living room blind halfway.", "close the living room blinds half way"):
