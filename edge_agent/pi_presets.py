@@ -9,8 +9,9 @@ real read sentences of Debian's ``pocketsphinx-testdata`` (librivox, 3.0-7.1 s),
 utterance (Pi 5 1.26-1.70 s, midpoint 1.48 s; Pi 4 3.42 s).
 
 ``machine_presets(settings)`` measures W once per machine (about 5 s: the model's load and six decodes at full
-speed, before any quota) and keeps it in ``~/.cache/edge-agent/pi-presets.json`` under a key of the CPU model, the
-CPU count, CTranslate2's version and the model, so ``run --cpu-budget pi5`` costs nothing after the first time.
+speed, before any quota) and keeps it in ``pi-presets.json`` of the project's cache (``models.cache_dir``,
+``~/.cache/edge-agent``) under a key of the CPU model, the CPU count, CTranslate2's version, the model and the
+method, so ``run --cpu-budget pi5`` costs nothing after the first time.
 Where it cannot measure (no recordings, no Whisper model), it says why and falls back to the fixed fit made on a
 2-core Intel Xeon (``cpu_budget.PI5_CPUS`` / ``PI4_CPUS``), which imitates a different Pi on another CPU.
 """
@@ -20,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from .cpu import cpu_model
-from .cpu_budget import PRESETS, CpuBudgetError
+from .cpu_budget import PRESETS, CpuBudgetError, describe, parse_budget
 from .cpu_share import online_cpus
+from .models import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +74,6 @@ def fit(work_s: float, ncpus: int) -> dict[str, float]:
                                  fix="run without --cpu-budget (its own figures are the board's or slower)")
         out[name] = round(q, 3)
     return out
-
-
-def _cache_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "edge-agent" / "pi-presets.json"
 
 
 def machine_key(settings: Any) -> dict[str, Any]:
@@ -125,7 +121,7 @@ def measure_work(settings: Any, clips: list[Any]) -> float:
 def machine_presets(settings: Any, *, cache: Path | None = None, clips_dir: Path = REFERENCE_DIR) -> PiPresets:
     """This machine's ``pi5`` / ``pi4`` quotas: cached, else measured (and cached), else the fixed fit (logged)."""
     key = machine_key(settings)
-    path = cache if cache is not None else _cache_path()
+    path = cache if cache is not None else cache_dir() / "pi-presets.json"
     try:
         saved = json.loads(path.read_text())
         for entry in saved.get("machines", []):
@@ -165,8 +161,6 @@ def machine_presets(settings: Any, *, cache: Path | None = None, clips_dir: Path
 def resolve(spec: str | float, settings: Any) -> tuple[float, str]:
     """``--cpu-budget`` → (CPUs, a description for a report): a preset name is fitted to this machine
     (``machine_presets``), anything else is ``cpu_budget.parse_budget``'s."""
-    from .cpu_budget import describe, parse_budget
-
     name = str(spec).strip().lower()
     if name in PUBLISHED_WHISPER_S:
         presets = machine_presets(settings)

@@ -41,8 +41,9 @@ from edge_agent import cpu_budget  # noqa: E402
 from edge_agent.audio import SAMPLE_RATE, read_wav  # noqa: E402
 from edge_agent.config import load_settings  # noqa: E402
 from edge_agent.cpu_share import whisper_threads  # noqa: E402
+from edge_agent.pi_presets import REFERENCE_DIR  # noqa: E402
 
-LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+LIBRIVOX = REFERENCE_DIR  # the recordings the pi presets are fitted on (edge_agent/pi_presets.py)
 DEFAULT_LEVELS = (2.0, 1.0, 0.75, 0.5, 0.3, 0.2, 0.15)
 PROMPT_TOKENS = 192
 GEN_TOKENS = 32
