@@ -67,7 +67,12 @@ def test_spoken_hesitations_end_early_only_when_complete_and_leave_no_wrong_comm
 
     matcher = Brain.from_settings(load_settings(he.ROOT / "config.yaml"), home_file=str(se.HOME),
                                   use_llm=False).matcher
-    res = he.run_mode("plain", chosen, tmp_path, matcher)
+    # The early end can only cut the silence once the speculation's verdict is in: the first pause (0.12 s) plus a
+    # decode of 0.15-0.3 s, depending on the CPU (0.25 s on an AVX2-only EPYC, where at the default 0.4 s the normal
+    # end came first). A longer normal silence lets the mechanism show on any CPU; what it wins at the default is
+    # the bench's to measure.
+    normal_s = 0.8
+    res = he.run_mode("plain", chosen, tmp_path, matcher, extra_config=f"vad: {{trailing_silence_s: {normal_s}}}\n")
     assert res["info"].get("exit") == 0, res["info"]
     rows = {r["key"]: r for r in res["rows"]}
     for it in chosen:
@@ -79,8 +84,8 @@ def test_spoken_hesitations_end_early_only_when_complete_and_leave_no_wrong_comm
     early = [r for r in res["rows"] if r["kind"] == "plain" and r["ended_early"]]
     assert early, res["rows"]  # complete commands said in one go end early
     assert all(r["right"] for r in early), early
-    # without echo cancel the reply of an early end waits out the normal 0.4 s of silence
-    assert all(r["first_audio_s"] is not None and r["first_audio_s"] >= 0.35 for r in early), early
+    # without echo cancel the reply of an early end waits out the normal silence
+    assert all(r["first_audio_s"] is not None and r["first_audio_s"] >= normal_s - 0.05 for r in early), early
 
 
 def test_a_timers_delayed_command_is_scored_with_the_item_that_set_it():
