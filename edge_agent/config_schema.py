@@ -309,11 +309,13 @@ class TtsSettings:
         {}, "Fixed phrases (key: text) added to or replacing the built-in ones; synthesized once and cached."
     )
     warm_replies: int = opt(
-        32,
-        "While idle after start, synthesize up to this many fast-path replies into the phrase cache: every "
-        "configured device's turn-on and turn-off reply that needs no confirmation ('Turned on the desk lamp.'), "
-        "~65 KB each, so a board's first command on a device is not synthesized on the critical path. 0 = off.",
-        min=0, max=48,
+        160,
+        "While idle after start, synthesize up to this many fast-path replies into the phrase cache, most likely "
+        "first: every configured device's turn-on and turn-off reply that needs no confirmation ('Turned on the desk "
+        "lamp.'), today's date, then replies with round values (each light at 50%, 100%, 20% ... brightness, each "
+        "cover's position, timers of 5, 10, 1 ... minutes). 60-120 KB each, so a board's first command of a kind is "
+        "not synthesized on the critical path. 0 = off.",
+        min=0, max=1024,
     )
     release_memory: bool = opt(
         True,

@@ -43,6 +43,11 @@ ON_OFF_DOMAINS = frozenset({"light", "switch", "fan", "cover", "valve", "media_p
                             "scene", "script"})  # the domains whose turn-on (scene, script: only that) replies warm
 OPTIMISTIC_STATE = {"turn_on": "on", "turn_off": "off", "open": "open", "close": "closed", "lock": "locked",
                     "unlock": "unlocked", "media_pause": "paused", "media_play": "playing"}
+# The values a warm-up synthesizes replies for, in the order people most often say them (round figures: "half",
+# "full", "twenty percent", "a five minute timer"); a reply with any other value is synthesized when it is needed.
+WARM_BRIGHTNESS = (50, 100, 20, 30, 40, 60, 70, 80, 10, 90)
+WARM_POSITIONS = (50, 100, 0, 25, 75)
+WARM_TIMER_SECONDS = (300, 600, 60, 120, 180, 900, 1200, 1800, 30, 2700, 3600)
 PLURAL = {"light": "lights", "switch": "switches", "fan": "fans", "cover": "covers", "lock": "locks",
           "media_player": "media players", "climate": "thermostats", "valve": "valves", "sensor": "sensors",
           "binary_sensor": "sensors"}
@@ -131,11 +136,18 @@ class IntentHandler(CallValidator):
         return allowed, commands, None, data
 
     def likely_replies(self) -> list[str]:
-        """The replies a fast-path command on one device most often gets, worded as the handlers word them: the
-        turn-on and turn-off reply of every configured device that needs no confirmation, alternating on/off per
-        device in config order ("Turned on the desk lamp.", "Turned off the desk lamp.", ...). The engine warms the
-        TTS phrase cache with them while idle (``tts.warm_replies``)."""
+        """The replies fast-path commands most often get, worded as the handlers word them, most likely first. The
+        engine warms the TTS phrase cache with the first ``tts.warm_replies`` of them while idle, so a board does not
+        synthesize them while the user waits (on a Pi 4 a reply's first synthesis is over a second).
+
+        First the turn-on and turn-off reply of every configured device that needs no confirmation, alternating
+        on/off per device in config order ("Turned on the desk lamp.", "Turned off the desk lamp.", ...); then
+        today's date; then the replies that carry a value, round-robin by how often the value is said: each light's
+        brightness (``WARM_BRIGHTNESS``), each cover's position (``WARM_POSITIONS``) and a timer's length
+        (``WARM_TIMER_SECONDS``): "Set the desk lamp to 50% brightness.", "Timer set for 5 minutes."."""
         out: list[str] = []
+        lights: list[str] = []
+        covers: list[str] = []
         for e in self.home.entities.values():
             if e.domain not in ON_OFF_DOMAINS or self.home.is_sensitive(e):
                 continue
@@ -143,7 +155,19 @@ class IntentHandler(CallValidator):
             out.append(f"{TURN_ON.get(e.domain, ('turn_on', 'Turned on'))[1]} {target}.")
             if e.domain not in ("scene", "script"):
                 out.append(f"{TURN_OFF.get(e.domain, ('turn_off', 'Turned off'))[1]} {target}.")
-        return out
+            if e.domain == "light":
+                lights.append(target)
+            elif e.domain == "cover":
+                covers.append(target)
+        out.append(self._date_reply())
+        for rank in range(max(len(WARM_BRIGHTNESS), len(WARM_POSITIONS), len(WARM_TIMER_SECONDS))):
+            if rank < len(WARM_TIMER_SECONDS):
+                out.append(timer_reply(WARM_TIMER_SECONDS[rank]))
+            if rank < len(WARM_BRIGHTNESS):
+                out += [brightness_reply(t, WARM_BRIGHTNESS[rank]) for t in lights]
+            if rank < len(WARM_POSITIONS):
+                out += [position_reply(t, WARM_POSITIONS[rank]) for t in covers]
+        return list(dict.fromkeys(out))
 
     def _target_text(self, call: IntentCall, ents: list[Entity]) -> str:
         s = call.slots
@@ -188,14 +212,14 @@ class IntentHandler(CallValidator):
         s = call.slots
         if "brightness" in s:
             return self._device_result(call, lambda e: ("set_brightness", "Set"), {"brightness": s["brightness"]},
-                                       confirmed, lambda v, t: f"Set {t} to {s['brightness']}% brightness.")
+                                       confirmed, lambda v, t: brightness_reply(t, s["brightness"]))
         return self._device_result(call, lambda e: ("set_color", "Set"), {"color": s["color"]}, confirmed,
                                    lambda v, t: f"Set {t} to {s['color']}.")
 
     def _h_HassSetPosition(self, call: IntentCall, area: str | None, confirmed: bool) -> IntentResult:
         p = call.slots["position"]
         return self._device_result(call, lambda e: ("set_position", "Set"), {"position": p}, confirmed,
-                                   lambda v, t: f"Set {t} to {p}% open.")
+                                   lambda v, t: position_reply(t, p))
 
     def _h_HassClimateSetTemperature(self, call: IntentCall, area: str | None, confirmed: bool) -> IntentResult:
         t = call.slots["temperature"]
@@ -266,8 +290,11 @@ class IntentHandler(CallValidator):
 
     def _h_HassGetCurrentDate(self, call: IntentCall, area: str | None, confirmed: bool) -> IntentResult:
         now = _dt.datetime.fromtimestamp(self.clock())
-        text = f"Today is {now.strftime('%A, %B')} {now.day}, {now.year}."
-        return IntentResult(call, True, text, {"intent": call.name, "date": now.date().isoformat()})
+        return IntentResult(call, True, self._date_reply(now), {"intent": call.name, "date": now.date().isoformat()})
+
+    def _date_reply(self, now: _dt.datetime | None = None) -> str:
+        now = now or _dt.datetime.fromtimestamp(self.clock())
+        return f"Today is {now.strftime('%A, %B')} {now.day}, {now.year}."
 
     def _h_HassNevermind(self, call: IntentCall, area: str | None, confirmed: bool) -> IntentResult:
         return IntentResult(call, True, "Okay.", {"intent": call.name})
@@ -298,8 +325,7 @@ class IntentHandler(CallValidator):
         data = {"intent": call.name, "timer": t.status(t.started_at)}
         if t.command:
             return IntentResult(call, True, f"In {duration_words(total, adjective=False)}, I'll {t.command}.", data)
-        named = f" named {t.name}" if t.name else ""
-        return IntentResult(call, True, f"Timer set for {duration_words(total, adjective=False)}{named}.", data)
+        return IntentResult(call, True, timer_reply(total, t.name), data)
 
     def _h_HassCancelTimer(self, call: IntentCall, area: str | None, confirmed: bool) -> IntentResult:
         t = self.timers.cancel(**self._sel(call))
@@ -355,6 +381,22 @@ class IntentHandler(CallValidator):
         else:
             text = f"{len(st)} timers: " + _join([one(d) for d in st])
         return IntentResult(call, True, text[0].upper() + text[1:] + ".", data)
+
+
+def brightness_reply(target: str, brightness: Any) -> str:
+    """What a light set to a brightness says ("Set the desk lamp to 50% brightness.")."""
+    return f"Set {target} to {brightness}% brightness."
+
+
+def position_reply(target: str, position: Any) -> str:
+    """What a cover set to a position says ("Set the left curtain to 50% open.")."""
+    return f"Set {target} to {position}% open."
+
+
+def timer_reply(seconds: float, name: str | None = None) -> str:
+    """What a started timer says ("Timer set for 5 minutes named pasta.")."""
+    named = f" named {name}" if name else ""
+    return f"Timer set for {duration_words(seconds, adjective=False)}{named}."
 
 
 def _join(parts: list[str]) -> str:

@@ -270,7 +270,8 @@ class PiperTts:
     def phrases(self) -> PhraseCache:
         """The voice's phrase cache: built-in phrases plus ``settings.phrases``."""
         if self._cache is None:
-            self._cache = PhraseCache(self, {**DEFAULT_PHRASES, **self.settings.phrases})
+            self._cache = PhraseCache(self, {**DEFAULT_PHRASES, **self.settings.phrases},
+                                      max_entries=PHRASE_CACHE_MAX + self.settings.warm_replies)
         return self._cache
 
     def cached(self, text_or_key: str) -> np.ndarray:

@@ -17,7 +17,7 @@ from .errors import TtsError
 if TYPE_CHECKING:
     from .ports import TextToSpeech
 
-PHRASE_CACHE_MAX = 64  # entries; fixed phrases plus a few recently repeated replies
+PHRASE_CACHE_MAX = 64  # entries; fixed phrases plus a few recently repeated replies (plus tts.warm_replies)
 
 # Phrases the assistant says without the LLM. Keys are stable names the engine uses; settings.tts.phrases may add
 # to or replace them.

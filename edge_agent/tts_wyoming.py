@@ -43,7 +43,7 @@ from .errors import TtsError
 from .llm_http import Health, RemoteFailure
 from .text import split_sentences
 from .tts import SynthStats, TtsSpec, register_tts, synthesize_timed
-from .tts_phrases import DEFAULT_PHRASES, PhraseCache
+from .tts_phrases import DEFAULT_PHRASES, PHRASE_CACHE_MAX, PhraseCache
 
 if TYPE_CHECKING:
     from .config import Settings, TtsSettings, WyomingTtsSettings
@@ -143,7 +143,8 @@ class WyomingTts:
         self.streaming: bool | None = None  # what the server's info says; None until it has been asked
         self.server_rate: int | None = None
         self._rate: int | None = None
-        self._cache = PhraseCache(self, {**DEFAULT_PHRASES, **tts.phrases})
+        self._cache = PhraseCache(self, {**DEFAULT_PHRASES, **tts.phrases},
+                                  max_entries=PHRASE_CACHE_MAX + tts.warm_replies)
         self._cues: dict[str, np.ndarray] = {}
         self._last_record: dict[str, Any] = {}
         self._loaded = False

@@ -298,11 +298,11 @@ class Rig:
                 raise RuntimeError("the bench engine never opened its microphone")
             time.sleep(0.01)
         # The steady state a household lives in: the TTS warm-up of the home's replies (once after each start, a few
-        # seconds here, up to a minute or two under a Pi's budget) is done before the first request.
+        # seconds here, a few minutes under a Pi's budget) is done before the first request.
         t0 = time.monotonic()
         warm = getattr(self.engine, "_warm_thread", None)
         if warm is not None:
-            warm.join(timeout=300.0)
+            warm.join(timeout=900.0)
         self.warm_wait_s = round(time.monotonic() - t0, 1)
 
     def quiet(self) -> bool:
