@@ -125,6 +125,7 @@ _DEVICE_WORDS = re.compile(r"\b(lights?|lamps?|fans?|doors?|locks?|blinds?|curta
 _TIMER_LEFT = re.compile(r"\b(left|remaining|to go)\b|\b(?:goes|go|will go|will ring|rings|ends|will end|"
                          r"finishes|will finish|is done|will be done)\s+(?:off\s+)?in\b")
 _TIMER_WORD = re.compile(r"\btimers?\b")
+_TIMER_TALK = re.compile(r"\b(?:timers?|alarms?|countdowns?)\b")
 # a timer's state stated without a number: "All timers are done.", "Your timer is still running.", "You have no timers."
 _TIMER_STATE = re.compile(
     r"\btimers?\b.*\b(?:is|are|has|have)\s+(?:all\s+)?(?:now\s+|still\s+|already\s+|currently\s+)?(?:been\s+)?"
@@ -288,6 +289,16 @@ def timer_claim(sentence: str) -> set[int] | None:
     return None
 
 
+def bare_duration_claim(sentence: str) -> set[int] | None:
+    """The numbers of any length of time a statement gives ("Target: 8 minutes.", "About five minutes."), or None.
+    Asked only when the user spoke of a timer: then a bare duration is the timer's, whatever the sentence's shape."""
+    t = _norm(sentence)
+    if not t or _is_question(t):
+        return None
+    nums = {n for m in _DURATION.finditer(t) for n in _numbers(m.group(1))}
+    return nums or None
+
+
 def value_claim(sentence: str) -> set[int] | None:
     """The numbers a sentence states as a value ("... is 22 degrees", "... reads 40 percent"), or None; the guard
     asks it only of sentences that name a configured device."""
@@ -344,6 +355,8 @@ class ReplyGuard:
         self.home = home
         self._heard = _words(heard)  # the user's transcript: a reply that only parrots it is no answer
         self._may_echo = bool(_SAY_BACK.search(" ".join(self._heard)))  # a greeting, thanks, "say ..."
+        # the user spoke of a timer: any length of time in the answer is then a timer fact ("Target: 8 minutes.")
+        self._about_timer = bool(_TIMER_TALK.search(" ".join(self._heard)))
         self._said: set[str] = set()
         self._instructions = " " + " ".join(_words(instructions)) + " "  # the system prompt's rules, as words
 
@@ -434,6 +447,8 @@ class ReplyGuard:
         if values is not None and not values <= self._read_numbers(done):
             return self._rewrite(STATE_NOT_READ, "device value not read in this turn")
         nums = timer_claim(text)
+        if nums is None and self._about_timer:
+            nums = bare_duration_claim(text)
         if nums is not None:
             timer_results = [r for r in done if r.call.name in _TIMER_INTENTS]
             read: set[int] = set()

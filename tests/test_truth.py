@@ -293,6 +293,23 @@ def test_a_state_said_of_a_misheard_name_is_not_said(home, heard, reply):
     assert v.rewritten and v.text == STATE_NOT_READ, v
 
 
+@pytest.mark.parametrize(("heard", "reply", "results", "rewritten"), [
+    # the spoken conversations: asked about a timer with none running, the model gave a bare length of time
+    ("how long is left on the timer", "Target: 8 minutes.", [], True),
+    ("how much time is on my timer", "About five minutes.", [], True),
+    ("how long is left on the timer", "8 minutes.", [TIMER_STATUS], True),  # not what the timer said
+    ("how long is left on the timer", "3 minutes and 20 seconds.", [TIMER_STATUS], False),  # what it said
+    # no timer in the words: a length of time is knowledge, not a timer fact
+    ("how long do i boil an egg", "About 8 minutes.", [], False),
+    ("how long is a football match", "Ninety minutes.", [], False),
+])
+def test_a_bare_length_of_time_after_a_timer_question_is_a_timer_fact(home, heard, reply, results, rewritten):
+    v = ReplyGuard(results, home, heard=heard).check(reply)
+    assert v.rewritten == rewritten, v
+    if rewritten:
+        assert v.text == TIMER_NOT_READ, v
+
+
 @pytest.mark.parametrize(("heard", "reply"), [
     ("good morning", "Good morning!"),
     ("say hello world", "Hello world."),

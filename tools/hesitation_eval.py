@@ -167,7 +167,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: part(k) for k in ("easy", "hard", "plain")}
 
 
-def run_mode(mode: str, items: list[dict[str, Any]], work: Path, matcher: Any, extra_config: str = "") -> dict[str, Any]:
+def run_mode(mode: str, items: list[dict[str, Any]], work: Path, matcher: Any,
+             extra_config: str = "") -> dict[str, Any]:
     """Say ``items`` through the daemon in ``mode``; ``extra_config`` adds YAML lines (keys the mode does not set)."""
     rig = se.Rig(work / mode, follow_up_s=0.0, extra_config=MODES[mode] + extra_config, keep_records=True)
     try:
