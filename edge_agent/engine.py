@@ -11,6 +11,8 @@ Threads and queues (see docs/architecture.md):
 - synth: Piper turns each sentence into audio and queues it on the speaker.
 - speaker: plays segments in 20 ms blocks; flushes within one block on interruption.
 Control lane: ``Turn.cancel`` stops generation and synthesis; ``Speaker.flush`` drops queued audio.
+The per-chunk work is the data lane (``engine_audio.AudioLane``); the controller's actions are carried out by
+``engine_actions.TurnActions``; both are bases of ``Engine``.
 Subscribers: state changes go to ``state_listeners`` (log, MQTT, systemd status), finished turns to
 ``turn_listeners`` (turn log, history, debug recorder).
 """
@@ -24,24 +26,26 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import controller as ev
-from . import ending, memory
-from .audio import SAMPLE_RATE, AudioChunk
-from .audio_io import FileSource, Segment
+from . import turn_events as ev
+from .audio import SAMPLE_RATE
+from .audio_io import FileSource
 from .config import Settings
-from .controller import RESPONDING, State, TurnController
-from .errors import AudioError, EdgeAgentError
+from .controller import TurnController
+from .engine_actions import TurnActions
+from .engine_audio import AudioLane
+from .errors import EdgeAgentError
 from .headroom import Headroom
 from .listener import ContinuationWatch, FollowUpDetector, Listener
-from .priority import BACKGROUND_NICE, lower_other_threads, lower_this_thread
+from .priority import BACKGROUND_NICE, lower_this_thread
 from .recorder import DebugRecorder
-from .responder import HUB_OFFLINE_NOTE, Responder, says_wake_phrase
+from .responder import HUB_OFFLINE_NOTE, Responder
 from .responder import current as current_responder
 from .timer_bridge import TimerBridge
 from .turn import Turn, TurnLog
+from .turn_events import State
 from .vad import PreRoll, Segmenter
 from .wake_tail import strip_wake_words, wake_phrase
-from .wake_verify import WAKE_AUDIO_S, confirms_wake, needs_second_look
+from .wake_verify import WAKE_AUDIO_S
 
 if TYPE_CHECKING:
     from .audio_io import Speaker
@@ -56,15 +60,12 @@ log = logging.getLogger(__name__)
 
 FILE_TAIL_MAX_S = 60.0  # in file mode, how long to wait after the input ends for the last turn to finish
 HISTORY_KEEP = 500  # turn records kept in memory (the turn log on disk has them all)
-SELF_ECHO_TAIL_S = 0.6  # a detection this soon after a segment ended may still be its echo
-CONTINUE_HOLD_S = 0.2  # voice after the endpoint holds the reply's first audio this long while it may be speech
-GIVE_WAY_EVERY_CHUNKS = 4  # once the loop is given way to, threads started since are lowered within this many chunks
 SHUTDOWN_S = 4.0  # ordered shutdown finishes within this (systemd's stop timeout is longer)
 WARM_IDLE_POLL_S = 0.25  # the tts-warm thread waits for an idle engine in steps of this
 WAKE_RING_S = WAKE_AUDIO_S + 0.5  # the recent audio kept for a second look (a chunk may end after the detection)
 
 
-class Engine:
+class Engine(AudioLane, TurnActions):
     """The whole loop. Components are built by ``build.build_engine`` (``Engine.from_settings``) and passed in, so
     tests can pass their own."""
 
@@ -226,154 +227,6 @@ class Engine:
                 return
             self.dispatch(event)
 
-    def _execute(self, a: ev.Action) -> None:
-        if isinstance(a, ev.SetState):
-            for fn in self.state_listeners:
-                fn(a.state, a.previous)
-        elif isinstance(a, ev.OpenListener):
-            self._open_listener(a.turn, a.after_wake, keep_preroll=a.keep_preroll, no_speech_s=a.no_speech_s,
-                                resume_audio=a.resume_audio)
-        elif isinstance(a, ev.CloseListener):
-            if self.listener is not None and self.listener_turn == a.turn_id:
-                self._keep_audio(a.turn_id, self.listener)
-                self.listener.close()
-                self.listener, self.listener_turn = None, None
-        elif isinstance(a, ev.Interrupt):
-            a.turn.cancel.set()
-            self.speaker.flush()
-        elif isinstance(a, ev.StartResponse):
-            self._start_response(a.turn, a.text)
-        elif isinstance(a, ev.SpeakAnnouncement):
-            r = self._responder(a.turn)
-            self._spawn(a.turn.turn_id, threading.Thread(target=r.speak_text, args=(a.text, a.preannounce),
-                                                         name="announce", daemon=True))
-        elif isinstance(a, ev.PlayCue):
-            self.play_cue(a.kind)
-        elif isinstance(a, ev.ResetDetectors):
-            self.follow_up.reset()
-            self.vad.reset()
-            self.wake.reset()
-        elif isinstance(a, ev.TurnFinished):
-            self.responders.pop(a.turn.turn_id, None)
-            self._threads.pop(a.turn.turn_id, None)
-            record = a.turn.to_json()
-            if self.loop_audio_s > 0:
-                # wake word + VAD (+ the listener's STT feed) per second of audio, since the previous turn ended
-                stages = record.setdefault("stages", {})
-                stages["loop_cpu_per_audio_s"] = round(self.loop_cpu_s / self.loop_audio_s, 4)
-                stages["loop_lag_max_s"] = round(self.loop_lag_max_s, 3)
-                stages["headroom"] = self.headroom.summary()
-                self.loop_cpu_s = self.loop_audio_s = self.loop_lag_max_s = 0.0
-            for fn in self.turn_listeners:
-                try:
-                    fn(a.turn, record)
-                except Exception:  # noqa: BLE001
-                    log.exception("turn subscriber failed")
-            # a turn's buffers are freed: give the pages back (see memory.py). malloc_trim walks the whole heap
-            # (milliseconds to tens of them on a Pi): off the loop thread, which must keep up with the microphone.
-            threading.Thread(target=memory.trim, name="malloc-trim", daemon=True).start()
-
-    def _open_listener(self, turn: Turn, after_wake: bool, *, keep_preroll: bool = True,
-                       no_speech_s: float | None = None, resume_audio: Any = None) -> None:
-        if self.listener is not None:
-            self.listener.close()
-        if self.speaker.busy and not self.controller.responding and keep_preroll:
-            self.speaker.flush()  # a cue still playing: the user speaks now
-        self.follow_up.reset()
-        self.vad.reset()
-        segmenter = self.segmenter_factory()
-        if no_speech_s is not None:
-            segmenter.no_speech_timeout_s = no_speech_s  # an automation's question says how long to wait
-        if not keep_preroll:
-            self.preroll.clear()  # it holds the assistant's own question, not the user's reply
-        self.listener = Listener(vad=self.vad, segmenter=segmenter, stt_stream=self.stt.open_stream(),
-                                 transcribe=self.stt.transcribe, threshold=self.s.vad.threshold,
-                                 keep_audio=bool(self.s.log.debug_audio_dir),
-                                 speculate=self.headroom.speculate(self.s.stt.speculate),
-                                 headroom=self.headroom,
-                                 on_speculation=self._preempt_for(after_wake),
-                                 judge=self._judge_for(after_wake or resume_audio is not None))
-        self.listener_turn = turn.turn_id
-        t_pre = self.preroll.t_start
-        audio = self.preroll.drain()
-        self.preroll.clear()
-        if resume_audio is not None:  # a continued request: its start was heard by the turn it continues
-            self.listener.resume(resume_audio)
-        elif after_wake:
-            self.listener.start_after_wake(audio)
-        elif len(audio):
-            self._feed_listener(AudioChunk(audio, t_pre if t_pre is not None else time.monotonic()))
-
-    def _preempt_for(self, after_wake: bool) -> Any:
-        """Preemptive generation: the speculative transcript at the first pause, as the responder would hand it to
-        the brain, has the LLM evaluate its prompt and generate the first clause of its answer (not a fast-path
-        command; a device command's tool-call prompt is only evaluated), kept for the turn and never spoken before
-        it (``Brain.preempt``, ``edge_agent/preempt.py``). The speculation's cancel token (the user went on) and a
-        turn with other words stop it at the next token."""
-        preempt = getattr(self.brain, "preempt", None)
-        if preempt is None or not self.s.llm.preempt:  # off (the default): no work on the speculation thread
-            return None
-
-        def run(result: Any, cancel: threading.Event) -> None:
-            text = strip_wake_words(result.text, self.wake_phrases, fuzzy=after_wake)
-            preempt(text, area=self.s.site.area or None, cancel=cancel)
-
-        return run
-
-    def _judge_for(self, after_wake: bool) -> Any:
-        """The ending verdict of a speculative transcript (edge_agent/ending.py): how long a silence ends the turn.
-        Off with ``vad.early_end: false`` or a brain without a fast path."""
-        judge = getattr(self.brain, "ending_verdict", None)
-        if judge is None or not self.s.vad.early_end:
-            return None
-
-        def run(result: Any) -> str:
-            return judge(strip_wake_words(result.text, self.wake_phrases, fuzzy=after_wake),
-                         area=self.s.site.area or None)
-
-        return run
-
-    def _keep_audio(self, turn_id: str, listener: Listener) -> None:
-        if self.recorder is not None:
-            self.recorder.keep(turn_id, listener.audio)
-
-    def _responder(self, turn: Turn, **kw: Any) -> Responder:
-        r = Responder(turn, post=self.post, brain=self.brain, tts=self.tts, speaker=self.speaker,
-                      first_clause_words=self.s.tts.first_clause_words, area=self.s.site.area or None,
-                      wake_phrases=self.wake_phrases,
-                      on_transcript=self.bridge.publish_transcript if self.bridge is not None else None, **kw)
-        self.responders[turn.turn_id] = r
-        return r
-
-    def _spawn(self, turn_id: str, thread: threading.Thread) -> None:
-        self._threads[turn_id] = thread
-        thread.start()
-
-    def _start_response(self, turn: Turn, text: str | None) -> None:
-        if text is not None:
-            r = self._responder(turn, text=text)
-        elif turn.ask is not None:
-            stream, spec = (None, None)
-            if self.listener is not None and self.listener_turn == turn.turn_id:
-                stream, spec = self.listener.finish()
-                self.listener, self.listener_turn = None, None
-            r = self._responder(turn, stream=stream, speculation=spec, ask=turn.ask)
-        else:
-            stream, spec = (None, None)
-            if self.listener is not None and self.listener_turn == turn.turn_id:
-                stream, spec = self.listener.finish()
-                self._keep_audio(turn.turn_id, self.listener)
-                self.listener, self.listener_turn = None, None
-            r = self._responder(turn, stream=stream, speculation=spec)
-        self._spawn(turn.turn_id, threading.Thread(target=r.run, name="responder", daemon=True))
-
-    def play_cue(self, kind: str) -> None:
-        try:
-            audio = self.tts.cue_tone(kind)
-            self.speaker.play(Segment(audio=audio, rate=self.tts.sample_rate, text=""))
-        except Exception as e:  # noqa: BLE001
-            log.warning("cue failed: %s", e)
-
     # ------------------------------------------------------------------ main loop
     def _start_services(self) -> None:
         if self.timers is not None:
@@ -458,161 +311,6 @@ class Engine:
         self.shutdown()
         return 0
 
-    def _give_way(self) -> None:
-        """The loop fell behind the microphone once (headroom.yield_to_loop): every other thread gets a lower priority
-        (priority.py), swept every few chunks so threads started since (responders, decodes) follow."""
-        self._sweeps += 1
-        if self._sweeps % GIVE_WAY_EVERY_CHUNKS != 1:
-            return
-        changed = lower_other_threads(threading.get_native_id())
-        if self._sweeps == 1:
-            log.warning("the audio loop fell %.1f s behind the microphone: the other threads now give way to it "
-                        "(%d lowered)", self.headroom.lag_s, changed)
-
-    def _recover_source(self) -> None:
-        """The microphone vanished (USB unplugged): keep running, retry until it is back."""
-        log.warning("microphone lost (%s); reopening it", getattr(self.source, "error", None) or "stream stopped")
-        try:
-            self.source.close()
-            time.sleep(1.0)
-            self.source.open()
-            log.info("microphone reopened")
-        except AudioError as e:
-            log.warning("microphone still unavailable: %s", e.message)
-            time.sleep(1.0)
-
-    def _process(self, chunk: AudioChunk) -> None:
-        self.preroll.push(chunk)
-        if self.wake_audio is not None:
-            self.wake_audio.push(chunk)
-        if self.recorder is not None:
-            self.recorder.push(chunk)
-        state = self.state
-        speaking = state in RESPONDING or self.speaker.busy
-        t_audio = self.speaker.t_any_audio
-        echo_tail = t_audio is not None and time.monotonic() - t_audio < SELF_ECHO_TAIL_S
-        # Half-duplex guard: without echo cancellation the assistant hears itself, so the wake threshold is raised.
-        self.wake.threshold_boost = (self.s.wake.self_trigger_guard
-                                     if (speaking or echo_tail) and not self.s.audio.echo_cancel else 0.0)
-        detections = [] if self.muted else self.wake.process(chunk.samples, chunk.t_end)
-        if detections and (speaking or echo_tail) and not self.s.audio.echo_cancel \
-                and says_wake_phrase(list(self.responders.values()), self.wake_phrases, time.monotonic(),
-                                     SELF_ECHO_TAIL_S):
-            log.info("ignoring wake word %s (%.2f): the reply being played says it", detections[0].model,
-                     detections[0].score)
-            detections = []
-        stops = self.stop_wake.process(chunk.samples, chunk.t_end) if (self.stop_wake and speaking) else []
-        if stops and speaking:
-            log.info("stop word %s (%.2f): interrupting", stops[0].model, stops[0].score)
-            if state in RESPONDING:
-                self.dispatch(ev.StopWord(time.monotonic()))
-            else:
-                self.speaker.flush()
-            return
-        if detections:
-            det = max(detections, key=lambda d: d.score)
-            log.info("wake word %s score %.3f at %.2f", det.model, det.score, det.t)
-            before = self.turn
-            self.dispatch(ev.WakeDetected(time.monotonic(), det.model, det.score, det.t))
-            if self.turn is not before and self.state == State.LISTENING:
-                if self.turn is not None and needs_second_look(det.score, getattr(det, "cutoff", 0.0),
-                                                               getattr(det, "band", 0.0)):
-                    self._second_look(self.turn, det)  # listening is open already; this never delays it
-                if self.recorder is not None and self.turn is not None:
-                    self.recorder.wake(self.turn.turn_id, det)
-                if self.bridge is not None and self.turn is not None:
-                    self.bridge.arbitrate(det.model, det.score, self.turn.turn_id)
-                return
-        watching = self._watch_continuation(chunk)
-        if watching is None:
-            return  # the request goes on: a new listening turn has the chunk
-        if self.state == State.LISTENING:
-            self._feed_listener(chunk)
-        elif self.state == State.FOLLOW_UP and self.follow_up.speech_started(chunk):
-            self.dispatch(ev.FollowUpSpeech(time.monotonic()))
-        elif speaking and self.s.audio.echo_cancel and self.vad is not None and state in RESPONDING \
-                and not watching:
-            # With an echo-cancelled source any speech may interrupt.
-            probs = self.vad.process(chunk.samples)
-            if probs and max(probs) > max(0.8, self.s.vad.threshold):
-                log.info("speech during reply (echo-cancelled source): interrupting")
-                self.dispatch(ev.BargeIn(time.monotonic()))
-
-    def _second_look(self, turn: Turn, det: Any) -> None:
-        """A doubtful detection (``wake_verify.needs_second_look``): the turn listens as usual while a worker thread
-        transcribes the audio up to the detection and posts ``WakeChecked``; the controller drops the turn if the
-        wake phrase is not in the words. A failed STT accepts (a real user is never dropped for it). Until the
-        verdict is handled the turn's ``wake_settled`` is clear: its responder may listen, transcribe and think, but
-        executes no intent (``Responder.may_act``)."""
-        turn_id = turn.turn_id
-        turn.wake_settled.clear()
-        self._looking[turn_id] = turn.wake_settled
-        audio = self.wake_audio.recent(WAKE_AUDIO_S, until=det.t) if self.wake_audio is not None else None
-        phrase = wake_phrase(det.model)
-        log.info("wake word %s score %.3f is in its second-look band (%.3f .. %.3f): checking %.2f s of audio",
-                 det.model, det.score, det.cutoff, det.cutoff + det.band,
-                 0.0 if audio is None else len(audio) / SAMPLE_RATE)
-
-        def run() -> None:
-            t0 = time.monotonic()
-            text, accepted = "", True
-            try:
-                if audio is not None and len(audio):
-                    text = self.stt.unprimed().transcribe(audio).text  # the wake phrase, not the home's names
-                    accepted = confirms_wake(text, phrase)
-            except Exception as e:  # noqa: BLE001 - the check must never take a turn down with it
-                log.warning("second look at wake word %s failed (%s); accepting it", det.model, e)
-            self.post(ev.WakeChecked(time.monotonic(), turn_id, accepted, text, det.model, det.score, det.cutoff,
-                                     det.band, compute_s=time.monotonic() - t0))
-
-        threading.Thread(target=run, name="wake-check", daemon=True).start()
-
-    def _watch_continuation(self, chunk: AudioChunk) -> bool | None:
-        """After the endpoint, while the turn is answered: feed the watch; None when the user went on (a
-        ``Continued`` event was dispatched), else whether the watch still runs. Without echo cancellation it ends
-        when the reply becomes audible (the microphone would hear it), with it after ``CONTINUE_WINDOW_S``."""
-        w = self.watch
-        if w is None:
-            return False
-        turn = self.controller.turn
-        audible = not self.s.audio.echo_cancel and self.speaker.busy
-        if turn is None or turn.turn_id != w.turn_id or self.state not in RESPONDING or w.expired or audible:
-            self.watch = None
-            return False
-        if not w.feed(chunk.samples):
-            responder = self.responders.get(w.turn_id)
-            if w.voiced_s > 0 and not self.s.audio.echo_cancel and responder is not None:
-                # voice, not yet long enough to count as speech: the reply must not start over it
-                responder.hold(time.monotonic() + CONTINUE_HOLD_S)
-            return True
-        self.watch = None
-        log.info("speech resumed %.2f s after the endpoint: the request goes on", w.silence_s)
-        self.dispatch(ev.Continued(time.monotonic(), w.turn_id, audio=w.utterance()))
-        return None
-
-    def _feed_listener(self, chunk: AudioChunk) -> None:
-        listener, turn_id = self.listener, self.listener_turn
-        if listener is None or turn_id is None:
-            return
-        heard = listener.feed(chunk)
-        if heard.speech_start is not None:
-            self.dispatch(ev.SpeechStarted(time.monotonic(), turn_id, heard.speech_start))
-        if heard.endpoint is not None:
-            # what was said so far, for a continuation (speech resuming soon after the endpoint)
-            snapshot = getattr(listener.stream, "snapshot", None) if listener.judge is not None else None
-            prior = snapshot() if snapshot is not None else None
-            hold_s = 0.0
-            if heard.early and not self.s.audio.echo_cancel:  # the reply could not be told from the user going on
-                hold_s = max(0.0, listener.normal_silence_s - heard.silence_s)
-            self.dispatch(ev.Endpointed(time.monotonic(), turn_id, heard.endpoint, verdict=heard.verdict,
-                                        early=heard.early, hold_s=hold_s))
-            if prior is not None and self.state in RESPONDING:
-                vad = self.s.vad
-                self.watch = ContinuationWatch(turn_id, prior, vad=self.vad, threshold=vad.threshold,
-                                               min_speech_s=vad.min_speech_s, silence_s=heard.silence_s,
-                                               window_s=ending.CONTINUE_WINDOW_S)
-        elif heard.no_speech:
-            self.dispatch(ev.NoSpeech(time.monotonic(), turn_id))
 
     # ------------------------------------------------------------------ shutdown
     def shutdown(self, timeout: float = SHUTDOWN_S) -> None:

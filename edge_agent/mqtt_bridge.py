@@ -12,10 +12,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import controller as ev
-from .controller import State
+from . import turn_events as ev
 from .errors import EdgeAgentError
 from .intent import IntentCall
+from .turn_events import State
 
 if TYPE_CHECKING:
     from .engine import Engine

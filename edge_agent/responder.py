@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import controller as ev
+from . import turn_events as ev
 from .audio_io import Segment
 from .errors import EdgeAgentError
 from .listener import wait_speculation

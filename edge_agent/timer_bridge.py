@@ -8,7 +8,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import controller as ev
+from . import turn_events as ev
 
 if TYPE_CHECKING:
     from .engine import Engine

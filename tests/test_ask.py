@@ -7,10 +7,11 @@ import json
 
 import pytest
 
-from edge_agent import controller as ev
+from edge_agent import turn_events as ev
 from edge_agent.ask import AskRequest, match_answer, parse_ask, parse_conversation_start
-from edge_agent.controller import State, TurnController
+from edge_agent.controller import TurnController
 from edge_agent.mqtt_inbound import InboundError
+from edge_agent.turn_events import State
 
 LIMIT = 65536
 DOOR = {"id": "door-1", "question": "Shall I lock the front door?",

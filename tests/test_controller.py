@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import itertools
 
-from edge_agent import controller as ev
-from edge_agent.controller import State, TurnController
+from edge_agent import turn_events as ev
+from edge_agent.controller import TurnController
+from edge_agent.turn_events import State
 
 
 def _ctl(follow_up_s: float = 3.0, queue_max: int = 16) -> TurnController:

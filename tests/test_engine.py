@@ -352,7 +352,7 @@ def test_own_voice_does_not_wake_it(harness, parts, monkeypatch):
     h.stop()  # one loop at a time: the harnesses share the loaded models
     # control: without the guards (own-phrase check and raised threshold) the same echo does wake it
     h2 = harness(echo=True)
-    monkeypatch.setattr("edge_agent.engine.says_wake_phrase", lambda *a: False)
+    monkeypatch.setattr("edge_agent.engine_audio.says_wake_phrase", lambda *a: False)
     s = h2.engine.s
     h2.engine.s = dataclasses.replace(s, wake=dataclasses.replace(s.wake, self_trigger_guard=0.0))
     h2.engine.announce(text)

@@ -191,7 +191,7 @@ def _posted(eng):
 
 
 def test_a_timer_command_missed_while_off_is_announced_not_run(tmp_path):
-    from edge_agent.controller import Announce, RunCommand
+    from edge_agent.turn_events import Announce, RunCommand
 
     eng, brain, timer = _engine(tmp_path)
     eng.timer_bridge.on_finished(timer("turn off the oven", 600.0))

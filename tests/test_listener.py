@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from edge_agent import controller as ev
+from edge_agent import turn_events as ev
 from edge_agent.audio import AudioChunk
 from edge_agent.config import VadSettings
 from edge_agent.headroom import Headroom

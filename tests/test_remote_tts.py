@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent import controller as ev
+from edge_agent import turn_events as ev
 from edge_agent.audio import SAMPLE_RATE, resample
 from edge_agent.check_result import FAIL, OK, WARN
 from edge_agent.config import Settings

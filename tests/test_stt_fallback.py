@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from edge_agent import controller as ev
+from edge_agent import turn_events as ev
 from edge_agent.audio import SAMPLE_RATE, read_wav
 from edge_agent.brain import Brain
 from edge_agent.config import Settings

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from edge_agent import controller as ev
+from edge_agent import turn_events as ev
 from edge_agent.config import ConfigError, load_settings
 from edge_agent.errors import TtsError
 from edge_agent.ports import TextToSpeech

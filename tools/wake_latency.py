@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sys.path.insert(0, str(args.code.resolve()))
     import edge_agent
-    from edge_agent import controller as ev
+    from edge_agent import turn_events as ev
     from edge_agent.audio import SAMPLE_RATE
     from edge_agent.audio_io import Speaker
     from edge_agent.brain import Brain
