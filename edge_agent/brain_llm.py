@@ -17,10 +17,10 @@ from .context import IT_MEANS, ConversationContext
 from .errors import LlmError
 from .history import Conversation
 from .intent import IntentCall, IntentResult
-from .intents import DEVICE_INTENTS
 from .llm_backend import CallStats, LlmBackend, Message
 from .llm_tools import _device_list, _examples, _plain_tool_call, _plain_tools_prompt, _signature, narrowed_call_schema
 from .response import Response, _pieces
+from .targets import DEVICE_INTENTS
 from .text import SentenceBuffer
 from .tool_fit import (
     COMMAND_VERBS,

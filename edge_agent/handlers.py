@@ -25,8 +25,9 @@ from .config import HomeSettings
 from .errors import ToolError
 from .home import Entity, Home
 from .intent import DeviceCommand, IntentCall, IntentResult
-from .intents import DEVICE_INTENTS, color_names
+from .intent_templates import color_names
 from .presets import COLOR_RGB, DeviceMapper
+from .targets import DEVICE_INTENTS
 from .timers import Timer, TimerManager, duration_words
 from .validation import ALLOWED_SLOTS, TEMPERATURE_RANGE, CallValidator  # noqa: F401 - re-exported
 

@@ -4,7 +4,7 @@ A few English phrasings that Home Assistant's 2025 tests use but the packaged 20
 all the lights in the house", "is the phone battery low", "what is the furnace temperature") are added from
 ``SUPPLEMENT_YAML`` below, in the same template language (like Home Assistant's ``custom_sentences``); binary sensor
 questions are built per device class (``_BINARY_SENSORS``). ``language_data`` and ``load_intents`` load and parse it
-all once per process; ``intents.py`` matches with it.
+all once per process (``color_names``: the colour list); ``intents.py`` matches with it.
 """
 
 from __future__ import annotations
@@ -257,3 +257,9 @@ def load_intents(supplement: bool = True) -> Any:
         for data in intent.data:
             _ = data.sentences
     return intents
+
+
+def color_names() -> list[str]:
+    """Color names the English templates know (the HassLightSet ``color`` list)."""
+    vals = language_data()["lists"]["color"]["values"]
+    return [v["out"] if isinstance(v, dict) else v for v in vals]

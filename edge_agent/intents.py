@@ -33,10 +33,10 @@ from .home import Home, normalize_name
 from .intent import IntentCall
 from .intent_templates import (  # noqa: F401 - supplement_dict re-exported: callers import it from here
     SUPPORTED_INTENTS,
-    language_data,
     load_intents,
     supplement_dict,
 )
+from .targets import DEVICE_INTENTS, resolve_targets
 
 log = logging.getLogger(__name__)
 
@@ -393,108 +393,3 @@ def hollow_name(words: str) -> bool:
     request, never a name someone gave a timer."""
     w = [x.strip(".,!?") for x in words.casefold().split()]
     return bool(w) and all(x in _HOLLOW for x in w)
-
-
-def resolve_targets(home: Home, call: IntentCall) -> list[Any]:
-    """The entities an intent's name/area/floor/domain/device_class slots select (empty if it targets none)."""
-    s = call.slots
-    if call.name not in DEVICE_INTENTS:
-        return []
-    domain = s.get("domain") or DEVICE_INTENTS[call.name]
-    name = s.get("name")
-    if isinstance(name, str) and name.casefold() == "all":
-        name = None
-    if name is not None:
-        domain = s.get("domain")  # a named entity: any domain
-    if call.name == "HassGetState" and name is None and domain is None:
-        return []
-    return home.find(name, s.get("area"), domain, s.get("device_class"), s.get("floor"))
-
-
-# Intents that act on (or ask about) entities, with the domains they default to when no name is given.
-DEVICE_INTENTS: dict[str, list[str] | None] = {
-    "HassTurnOn": None, "HassTurnOff": None, "HassLightSet": ["light"], "HassSetPosition": ["cover", "valve"],
-    "HassClimateSetTemperature": ["climate"], "HassGetState": None,
-    "HassMediaPause": ["media_player"], "HassMediaUnpause": ["media_player"], "HassMediaNext": ["media_player"],
-    "HassMediaPrevious": ["media_player"], "HassSetVolume": ["media_player"],
-}
-
-INTENT_DESCRIPTIONS: dict[str, str] = {
-    "HassTurnOn": "Turn on, open, lock or activate a device (light, switch, fan, cover, lock, scene, script).",
-    "HassTurnOff": "Turn off, close or unlock a device.",
-    "HassLightSet": "Set a light's brightness (percent) or color.",
-    "HassSetPosition": "Set a cover's or valve's position (percent open).",
-    "HassClimateSetTemperature": "Set a thermostat's target temperature.",
-    "HassGetState": "Ask the state of a device or sensor (is it on, open, locked; what is its value).",
-    "HassStartTimer": "Start a timer (hours/minutes/seconds, optional name).",
-    "HassCancelTimer": "Cancel a timer.",
-    "HassCancelAllTimers": "Cancel all timers.",
-    "HassPauseTimer": "Pause a timer.",
-    "HassUnpauseTimer": "Resume a paused timer.",
-    "HassIncreaseTimer": "Add time to a running timer.",
-    "HassDecreaseTimer": "Remove time from a running timer.",
-    "HassTimerStatus": "How much time is left on timers.",
-    "HassGetCurrentTime": "The current time.",
-    "HassGetCurrentDate": "Today's date.",
-    "HassMediaPause": "Pause media playback.",
-    "HassMediaUnpause": "Resume media playback.",
-    "HassMediaNext": "Skip to the next track.",
-    "HassMediaPrevious": "Go back to the previous track.",
-    "HassSetVolume": "Set a media player's volume (percent).",
-    "HassNevermind": "The user cancels the request; do nothing.",
-}
-
-
-def color_names() -> list[str]:
-    """Color names the English templates know (the HassLightSet ``color`` list)."""
-    vals = language_data()["lists"]["color"]["values"]
-    return [v["out"] if isinstance(v, dict) else v for v in vals]
-
-
-def tool_specs(home: Home) -> list[dict[str, Any]]:
-    """One JSON-schema tool per supported intent; name/area/floor are enums of what this home has configured."""
-    names = sorted({n for e in home.entities.values() for n in e.names})
-    areas = sorted({n for a in home.areas.values() for n in (a.name, *a.aliases)})
-    floors = sorted({n for f in home.floors.values() for n in (f.name, *f.aliases)})
-    domains = home.domains()
-
-    def enum_str(values: list[str], desc: str) -> dict[str, Any]:
-        d: dict[str, Any] = {"type": "string", "description": desc}
-        if values:
-            d["enum"] = values
-        return d
-
-    target = {"name": enum_str(names, "Device name as configured."),
-              "area": enum_str(areas, "Area (room)."), }
-    if floors:
-        target["floor"] = enum_str(floors, "Floor.")
-    pct = {"type": "integer", "minimum": 0, "maximum": 100}
-    dur = {"hours": {"type": "integer", "minimum": 0, "maximum": 24},
-           "minutes": {"type": "integer", "minimum": 0, "maximum": 1440},
-           "seconds": {"type": "integer", "minimum": 0, "maximum": 86400}}
-    timer_sel = {"name": {"type": "string", "description": "Timer name."},
-                 "area": enum_str(areas, "Area of the timer.")}
-    props: dict[str, dict[str, Any]] = {
-        "HassTurnOn": {**target, "domain": enum_str(domains, "Device type, e.g. light.")},
-        "HassTurnOff": {**target, "domain": enum_str(domains, "Device type, e.g. light.")},
-        "HassLightSet": {**target, "brightness": {**pct, "description": "Brightness in percent."},
-                         "color": enum_str(color_names(), "Color name.")},
-        "HassSetPosition": {**target, "position": {**pct, "description": "Percent open."}},
-        "HassClimateSetTemperature": {**target, "temperature": {"type": "number", "description": "Degrees."}},
-        "HassGetState": {**target, "domain": enum_str(domains, "Device type."),
-                         "state": {"type": "string", "description": "State asked about, e.g. on, open, locked."}},
-        "HassStartTimer": {**dur, "name": {"type": "string", "description": "Optional timer name."}},
-        "HassCancelTimer": timer_sel, "HassCancelAllTimers": {"area": timer_sel["area"]},
-        "HassPauseTimer": timer_sel, "HassUnpauseTimer": timer_sel,
-        "HassIncreaseTimer": {**dur, **timer_sel}, "HassDecreaseTimer": {**dur, **timer_sel},
-        "HassTimerStatus": timer_sel, "HassGetCurrentTime": {}, "HassGetCurrentDate": {},
-        "HassMediaPause": target, "HassMediaUnpause": target, "HassMediaNext": target, "HassMediaPrevious": target,
-        "HassSetVolume": {**target, "volume_level": {**pct, "description": "Volume in percent."}},
-        "HassNevermind": {},
-    }
-    required = {"HassLightSet": [], "HassSetPosition": ["position"], "HassClimateSetTemperature": ["temperature"],
-                "HassSetVolume": ["volume_level"]}
-    return [{"name": n, "description": INTENT_DESCRIPTIONS[n],
-             "parameters": {"type": "object", "properties": props[n], "required": required.get(n, []),
-                            "additionalProperties": False}}
-            for n in SUPPORTED_INTENTS]

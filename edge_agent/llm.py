@@ -17,13 +17,8 @@ from typing import Any
 
 from .config import Settings
 from .llm_backend import CallStats, Message, Mode, TextStream
-from .llm_model import (  # noqa: F401 - re-exported
-    PREFILL_BATCH_TOKENS,
-    WARMUP_BATCH_TOKENS,
-    GenStats,
-    Llm,
-    Pregen,
-)
+from .llm_model import GenStats, Llm  # noqa: F401 - re-exported
+from .llm_prefix import PREFILL_BATCH_TOKENS, WARMUP_BATCH_TOKENS, Pregen  # noqa: F401 - re-exported
 from .llm_prompt import (  # noqa: F401 - re-exported
     IM_END,
     IM_START,

@@ -1,4 +1,5 @@
-"""What the LLM is offered: the tools worth offering for this home (``select_tools``), the tool call's JSON schema
+"""What the LLM is offered: one JSON-schema tool per supported intent (``tool_specs``, names, areas and floors as
+enums of this home's), the tools worth offering for this home (``select_tools``), the tool call's JSON schema
 (``tool_call_schema``, the grammar's source), and the fixed prefix's parts: one-line tool signatures, worked examples
 with this home's names, the device list."""
 
@@ -6,7 +7,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .intent_templates import SUPPORTED_INTENTS, color_names
+
+if TYPE_CHECKING:
+    from .home import Home
+
 
 # Tools offered to the LLM only when the home has a device of one of these domains (None = always offered).
 TOOL_DOMAINS: dict[str, set[str] | None] = {
@@ -20,6 +27,81 @@ TOOL_DOMAINS: dict[str, set[str] | None] = {
 # templates cover them, and every tool offered costs prompt tokens and decision accuracy on a 0.5B model.
 LLM_EXCLUDED_TOOLS = frozenset({"HassNevermind", "HassPauseTimer", "HassUnpauseTimer", "HassIncreaseTimer",
                                 "HassDecreaseTimer", "HassCancelAllTimers"})
+
+
+INTENT_DESCRIPTIONS: dict[str, str] = {
+    "HassTurnOn": "Turn on, open, lock or activate a device (light, switch, fan, cover, lock, scene, script).",
+    "HassTurnOff": "Turn off, close or unlock a device.",
+    "HassLightSet": "Set a light's brightness (percent) or color.",
+    "HassSetPosition": "Set a cover's or valve's position (percent open).",
+    "HassClimateSetTemperature": "Set a thermostat's target temperature.",
+    "HassGetState": "Ask the state of a device or sensor (is it on, open, locked; what is its value).",
+    "HassStartTimer": "Start a timer (hours/minutes/seconds, optional name).",
+    "HassCancelTimer": "Cancel a timer.",
+    "HassCancelAllTimers": "Cancel all timers.",
+    "HassPauseTimer": "Pause a timer.",
+    "HassUnpauseTimer": "Resume a paused timer.",
+    "HassIncreaseTimer": "Add time to a running timer.",
+    "HassDecreaseTimer": "Remove time from a running timer.",
+    "HassTimerStatus": "How much time is left on timers.",
+    "HassGetCurrentTime": "The current time.",
+    "HassGetCurrentDate": "Today's date.",
+    "HassMediaPause": "Pause media playback.",
+    "HassMediaUnpause": "Resume media playback.",
+    "HassMediaNext": "Skip to the next track.",
+    "HassMediaPrevious": "Go back to the previous track.",
+    "HassSetVolume": "Set a media player's volume (percent).",
+    "HassNevermind": "The user cancels the request; do nothing.",
+}
+
+
+def tool_specs(home: Home) -> list[dict[str, Any]]:
+    """One JSON-schema tool per supported intent; name/area/floor are enums of what this home has configured."""
+    names = sorted({n for e in home.entities.values() for n in e.names})
+    areas = sorted({n for a in home.areas.values() for n in (a.name, *a.aliases)})
+    floors = sorted({n for f in home.floors.values() for n in (f.name, *f.aliases)})
+    domains = home.domains()
+
+    def enum_str(values: list[str], desc: str) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": "string", "description": desc}
+        if values:
+            d["enum"] = values
+        return d
+
+    target = {"name": enum_str(names, "Device name as configured."),
+              "area": enum_str(areas, "Area (room)."), }
+    if floors:
+        target["floor"] = enum_str(floors, "Floor.")
+    pct = {"type": "integer", "minimum": 0, "maximum": 100}
+    dur = {"hours": {"type": "integer", "minimum": 0, "maximum": 24},
+           "minutes": {"type": "integer", "minimum": 0, "maximum": 1440},
+           "seconds": {"type": "integer", "minimum": 0, "maximum": 86400}}
+    timer_sel = {"name": {"type": "string", "description": "Timer name."},
+                 "area": enum_str(areas, "Area of the timer.")}
+    props: dict[str, dict[str, Any]] = {
+        "HassTurnOn": {**target, "domain": enum_str(domains, "Device type, e.g. light.")},
+        "HassTurnOff": {**target, "domain": enum_str(domains, "Device type, e.g. light.")},
+        "HassLightSet": {**target, "brightness": {**pct, "description": "Brightness in percent."},
+                         "color": enum_str(color_names(), "Color name.")},
+        "HassSetPosition": {**target, "position": {**pct, "description": "Percent open."}},
+        "HassClimateSetTemperature": {**target, "temperature": {"type": "number", "description": "Degrees."}},
+        "HassGetState": {**target, "domain": enum_str(domains, "Device type."),
+                         "state": {"type": "string", "description": "State asked about, e.g. on, open, locked."}},
+        "HassStartTimer": {**dur, "name": {"type": "string", "description": "Optional timer name."}},
+        "HassCancelTimer": timer_sel, "HassCancelAllTimers": {"area": timer_sel["area"]},
+        "HassPauseTimer": timer_sel, "HassUnpauseTimer": timer_sel,
+        "HassIncreaseTimer": {**dur, **timer_sel}, "HassDecreaseTimer": {**dur, **timer_sel},
+        "HassTimerStatus": timer_sel, "HassGetCurrentTime": {}, "HassGetCurrentDate": {},
+        "HassMediaPause": target, "HassMediaUnpause": target, "HassMediaNext": target, "HassMediaPrevious": target,
+        "HassSetVolume": {**target, "volume_level": {**pct, "description": "Volume in percent."}},
+        "HassNevermind": {},
+    }
+    required = {"HassLightSet": [], "HassSetPosition": ["position"], "HassClimateSetTemperature": ["temperature"],
+                "HassSetVolume": ["volume_level"]}
+    return [{"name": n, "description": INTENT_DESCRIPTIONS[n],
+             "parameters": {"type": "object", "properties": props[n], "required": required.get(n, []),
+                            "additionalProperties": False}}
+            for n in SUPPORTED_INTENTS]
 
 
 def select_tools(tools: Sequence[dict[str, Any]], home: Any) -> list[dict[str, Any]]:

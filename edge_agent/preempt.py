@@ -46,7 +46,7 @@ class Preempted:
     kind: str  # "answer" (prompt + first tokens) or "tool_call" (the call's prompt only)
     done: threading.Event = field(default_factory=threading.Event)  # the work has ended (kept, stopped or failed)
     dropped: threading.Event = field(default_factory=threading.Event)  # no one wants it: stop at the next token
-    work: Any = None  # the backend's kept generation (``llm_model.Pregen``) for an answer; None when stopped
+    work: Any = None  # the backend's kept generation (``llm_prefix.Pregen``) for an answer; None when stopped
     stopped: bool = False  # a prompt evaluation (a tool call's, or a backend's without generation) was stopped
     prompt_only: bool = False  # the backend only evaluates prompts (no ``pregenerate``): the KV cache is the gain
 

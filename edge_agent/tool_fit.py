@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from .intent import IntentCall
-from .intents import DEVICE_INTENTS
+from .targets import DEVICE_INTENTS
 
 _COMMAND_VERB_WORDS = (r"turn|switch|set|dim|brighten|open|close|shut|lock|unlock|start|stop|pause|resume|unpause|"
                        r"raise|lower|increase|decrease|make|put|activate|deactivate|enable|disable|skip|mute|unmute|"

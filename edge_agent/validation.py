@@ -12,8 +12,9 @@ from .config import HomeSettings
 from .errors import ToolError
 from .home import Entity, Home
 from .intent import IntentCall
-from .intents import DEVICE_INTENTS, SUPPORTED_INTENTS, resolve_targets
+from .intents import SUPPORTED_INTENTS
 from .presets import COLOR_RGB
+from .targets import DEVICE_INTENTS, resolve_targets
 
 TEMPERATURE_RANGE = {"C": (5.0, 35.0), "F": (40.0, 95.0)}
 

@@ -123,7 +123,7 @@ def test_zero_turns_keeps_nothing():
 
 
 def test_tool_schema_allows_only_configured_names(home):
-    from edge_agent.intents import tool_specs
+    from edge_agent.llm_tools import tool_specs
 
     tools = select_tools(tool_specs(home), home)
     names = {t["name"] for t in tools}
@@ -746,7 +746,7 @@ def kitchen_ask(home_file, cli_config):
 
 
 def test_ask_llm_tool_call_names_a_configured_entity(kitchen_ask, home):
-    from edge_agent.intents import tool_specs
+    from edge_agent.llm_tools import tool_specs
 
     out = kitchen_ask
     print(f"\n{json.dumps(out, indent=1)}")

@@ -9,7 +9,8 @@ import pytest
 
 from edge_agent.config import HomeSettings
 from edge_agent.home import Home
-from edge_agent.intents import SUPPORTED_INTENTS, IntentMatcher, load_intents, tool_specs
+from edge_agent.intents import SUPPORTED_INTENTS, IntentMatcher, load_intents
+from edge_agent.llm_tools import tool_specs
 
 FIXTURES = Path("/work/shared/conformance/ha-intents-en/_fixtures.yaml")
 

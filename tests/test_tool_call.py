@@ -179,7 +179,7 @@ def home_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def schema(home_file):
     from edge_agent.home import Home
-    from edge_agent.intents import tool_specs
+    from edge_agent.llm_tools import tool_specs
 
     home = Home.load(Settings().home, file=home_file)
     return tool_call_schema(select_tools(tool_specs(home), home))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from edge_agent.claims import action_claims
 from edge_agent.intent import IntentCall, IntentResult
 from edge_agent.truth import (
     ACTION_NOT_DONE,
@@ -16,7 +17,6 @@ from edge_agent.truth import (
     TIME_NOT_READ,
     TIMER_NOT_READ,
     ReplyGuard,
-    action_claims,
     spoken_history_text,
     strip_annotations,
 )

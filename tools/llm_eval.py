@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edge_agent.intent import IntentCall  # noqa: E402
-from edge_agent.intents import DEVICE_INTENTS  # noqa: E402
+from edge_agent.targets import DEVICE_INTENTS  # noqa: E402
 from tools.paraphrase import DEFAULT_SET, Item, judge, load_set  # noqa: E402
 
 ACTED, CONFIRM, OFFERED, REFUSED, BLOCKED, WORDS, ERROR = (

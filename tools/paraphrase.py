@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edge_agent.intent import IntentCall  # noqa: E402
-from edge_agent.intents import DEVICE_INTENTS, resolve_targets  # noqa: E402
+from edge_agent.targets import DEVICE_INTENTS, resolve_targets  # noqa: E402
 
 DEFAULT_SET = ROOT / "tests" / "data" / "paraphrases.yaml"
 TARGET_SLOTS = frozenset({"name", "area", "floor", "domain", "device_class"})

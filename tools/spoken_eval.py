@@ -311,7 +311,7 @@ def sample_paraphrases(n: int, seed: int, voices: Sequence[str] = tuple(VOICES))
 
 def _sensitive_targets(item: PItem, home: Any) -> bool:
     from edge_agent.intent import IntentCall
-    from edge_agent.intents import DEVICE_INTENTS, resolve_targets
+    from edge_agent.targets import DEVICE_INTENTS, resolve_targets
 
     if item.intent not in DEVICE_INTENTS or item.intent == "HassGetState":
         return False
@@ -454,7 +454,7 @@ def _asked_right(it: PItem, req: Heard, question: str, home: Any, tolerant: Any)
     import paraphrase
 
     from edge_agent.intent import IntentCall
-    from edge_agent.intents import DEVICE_INTENTS, resolve_targets
+    from edge_agent.targets import DEVICE_INTENTS, resolve_targets
 
     call = tolerant.match(req.transcript, it.area, ask_back=True)
     if call is not None and paraphrase.judge(paraphrase.Item(it.text, it.intent, it.slots, it.area), call, home)[0]:
@@ -608,7 +608,7 @@ def injection_session(seed: int, matcher: Any, voices: Sequence[str] = tuple(VOI
 
 def score_injections(items: list[dict[str, Any]], heard: list[Heard], home: Any
                      ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from edge_agent.intents import DEVICE_INTENTS
+    from edge_agent.targets import DEVICE_INTENTS
 
     rows = []
     for it in items:

@@ -43,8 +43,8 @@ import paraphrase  # noqa: E402
 import spoken_eval  # noqa: E402
 
 from edge_agent.audio import SAMPLE_RATE  # noqa: E402
-from edge_agent.intents import DEVICE_INTENTS  # noqa: E402
 from edge_agent.stt_text import normalize_text, prime_text, word_error_rate  # noqa: E402
+from edge_agent.targets import DEVICE_INTENTS  # noqa: E402
 
 PAD_S = 0.3  # silence around each utterance, as the endpointer leaves it
 
