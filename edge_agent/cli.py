@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     cut = _bench_cut(raw)
     at = _command_at(raw)
     if raw[at:at + 2] == ["wake", "enroll"]:  # its own parser: `wake FILE` takes a file where enroll takes options
-        from .wake_enroll import enroll_parser
+        from .wake_enroll_cli import enroll_parser
 
         args = enroll_parser().parse_args(raw[:at] + raw[at + 2:])
         args.cmd = "wake-enroll"
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return cli_devices(args, settings)
         if args.cmd == "wake-enroll":
-            from .wake_enroll import cli_enroll
+            from .wake_enroll_cli import cli_enroll
 
             return cli_enroll(args, settings)
         if args.cmd == "wake":
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return cli_transcribe(args, settings)
         if args.cmd == "say":
-            from .tts import cli_say
+            from .say_cli import cli_say
 
             return cli_say(args, settings)
         if args.cmd == "ask":

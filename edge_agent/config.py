@@ -1,6 +1,8 @@
 """Typed settings, one frozen dataclass per component, loaded from YAML and validated at load.
 
-The settings dataclasses are in ``config_schema.py`` (re-exported here); this module loads and validates them.
+The settings dataclasses are in ``config_schema.py`` (the whole, and the device's sections) and ``config_engines.py``
+(the STT, LLM and TTS engines' sections), each field made by ``config_field.opt``; all are re-exported here. This
+module loads and validates them.
 
 Every field carries a docstring-like ``help`` and, where it matters, bounds or allowed choices in its metadata. The
 loader walks the dataclasses: an unknown key, a wrong type or an out-of-range value raises ``ConfigError`` naming the
@@ -20,27 +22,29 @@ from typing import Any, Literal
 
 import yaml
 
+from .config_engines import (  # noqa: F401 - re-exported: callers import the settings from here
+    LlmSettings,
+    OpenAiSettings,
+    SttSettings,
+    TtsSettings,
+    VoskSettings,
+    WhisperSettings,
+    WyomingSttSettings,
+    WyomingTtsSettings,
+)
+from .config_field import opt  # noqa: F401 - re-exported
 from .config_schema import (  # noqa: F401 - re-exported: callers import the settings from here
     REPO_ROOT,
     AudioSettings,
     ConversationSettings,
     HomeSettings,
-    LlmSettings,
     LogSettings,
     MqttSettings,
-    OpenAiSettings,
     Settings,
     SiteSettings,
-    SttSettings,
-    TtsSettings,
     VadSettings,
-    VoskSettings,
     WakeModelSettings,
     WakeSettings,
-    WhisperSettings,
-    WyomingSttSettings,
-    WyomingTtsSettings,
-    opt,
 )
 from .errors import ConfigError
 

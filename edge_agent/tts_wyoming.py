@@ -14,20 +14,19 @@ Why it looks like this:
   else the rate the server spoke at the first time it answered); the speaker converts to the device at the edge.
 * **Every wait has a deadline** (``tts.wyoming.timeout_s`` per sentence, enforced by shutting the socket), and every
   line and payload read is bounded: the package's ``read_event`` cannot tell garbage from a closed connection and
-  would read any length a broken server announces, so events are read here with limits.
+  would read any length a broken server announces, so events are read with limits (wyoming_wire.py).
 * **Fallback, never silence.** Unreachable, slower than the deadline, or garbage: that sentence and the rest of the
   turn are spoken by the local Piper voice (``tts.fallback: piper``), the server is marked down and probed in the
   background (``describe``) with a back-off doubling up to ``retry_max_s``; until it answers, sentences go straight
   to the local voice (no deadline paid per sentence); once it answers, the next turn uses it again. Without a local
   voice the turn says its fixed apology (cached from the server at start) or plays the error cue. Fixed phrases
   always come from the local voice when there is one: the answer to an error never depends on the network.
-* ``for_turn()`` gives the responder a ``WyomingTurn``, which keeps a fallback for the rest of its turn and records
-  which backend served and why it fell back (``turn_record()``, the turn log's ``stages.tts``).
+* ``for_turn()`` gives the responder a ``WyomingTurn`` (tts_wyoming_turn.py), which keeps a fallback for the rest of
+  its turn and records which backend served and why it fell back (``turn_record()``, the turn log's ``stages.tts``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import threading
@@ -44,6 +43,8 @@ from .llm_http import Health, RemoteFailure
 from .text import split_sentences
 from .tts import SynthStats, TtsSpec, register_tts, synthesize_timed
 from .tts_phrases import DEFAULT_PHRASES, PHRASE_CACHE_MAX, PhraseCache
+from .tts_wyoming_turn import WyomingTurn
+from .wyoming_wire import _shutdown, pcm_to_int16, read_event
 
 if TYPE_CHECKING:
     from .config import Settings, TtsSettings, WyomingTtsSettings
@@ -52,79 +53,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_RATE = 22050  # Hz: the rate assumed without a local voice until the server has spoken once
-MAX_LINE = 64 * 1024  # bytes of one event's JSON header
-MAX_DATA = 1 << 20  # bytes of one event's data or payload (an audio chunk is a few KB)
 MAX_SENTENCE_S = 120.0  # seconds of audio for one sentence: more is a broken server, not speech
 WARMUP_TEXT = "Hello."
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-def read_event(f: Any) -> Any:
-    """One Wyoming event (``wyoming.event.Event``) from a socket file, bounded; ``RemoteFailure`` otherwise."""
-    from wyoming.event import Event
-
-    try:
-        line = f.readline(MAX_LINE + 1)
-    except TimeoutError:
-        raise RemoteFailure("timeout", "nothing from the server within the sentence's deadline") from None
-    except OSError as e:
-        raise RemoteFailure("closed", f"the connection failed ({e})") from None
-    if not line:
-        raise RemoteFailure("closed", "the server closed the connection before the audio ended")
-    if len(line) > MAX_LINE or not line.endswith(b"\n"):
-        raise RemoteFailure("malformed", f"an event header longer than {MAX_LINE} bytes")
-    try:
-        header = json.loads(line)
-    except ValueError:
-        raise RemoteFailure("malformed", f"not a Wyoming event: {line[:60]!r}") from None
-    if not isinstance(header, dict) or not isinstance(header.get("type"), str):
-        raise RemoteFailure("malformed", f"an event without a type: {line[:60]!r}")
-    data = header.get("data") or {}
-    lengths = [header.get("data_length") or 0, header.get("payload_length") or 0]
-    if not isinstance(data, dict) or any(not isinstance(n, int) or n < 0 or n > MAX_DATA for n in lengths):
-        raise RemoteFailure("malformed", f"an event with bad data or lengths: {line[:80]!r}")
-    blobs = []
-    for n in lengths:
-        try:
-            blob = f.read(n) if n else b""
-        except TimeoutError:
-            raise RemoteFailure("timeout", "the server stopped mid-event") from None
-        except OSError as e:
-            raise RemoteFailure("closed", f"the connection failed ({e})") from None
-        if len(blob) < n:
-            raise RemoteFailure("closed", "the server closed the connection mid-event")
-        blobs.append(blob)
-    if blobs[0]:
-        try:
-            extra = json.loads(blobs[0])
-        except ValueError:
-            raise RemoteFailure("malformed", "an event's data is not JSON") from None
-        if not isinstance(extra, dict):
-            raise RemoteFailure("malformed", "an event's data is not a mapping")
-        data = {**data, **extra}
-    return Event(type=header["type"], data=data, payload=blobs[1] or None)
-
-
-def pcm_to_int16(payload: bytes, width: int, channels: int) -> np.ndarray:
-    """Little-endian PCM of 1, 2 or 4 bytes per sample, interleaved channels, as int16 mono (channels averaged)."""
-    frame = width * channels
-    if width not in (1, 2, 4) or channels < 1 or len(payload) % frame:
-        raise RemoteFailure("malformed", f"audio of width {width}, {channels} channel(s) and {len(payload)} bytes")
-    if width == 1:  # unsigned 8-bit
-        x = (np.frombuffer(payload, dtype=np.uint8).astype(np.int32) - 128) << 8
-    elif width == 2:
-        x = np.frombuffer(payload, dtype="<i2").astype(np.int32)
-    else:
-        x = np.frombuffer(payload, dtype="<i4").astype(np.int64) >> 16
-    if channels > 1:
-        x = x.reshape(-1, channels).mean(axis=1)
-    return np.clip(x, -32768, 32767).astype(np.int16)
 
 
 class WyomingTts:
@@ -395,98 +325,6 @@ class WyomingTts:
         if not parts or rate is None:
             raise RemoteFailure("malformed", "the server ended the sentence without any audio")
         return np.concatenate(parts), rate
-
-
-class WyomingTurn:
-    """What one turn speaks through: the server, or once it failed in this turn, the local voice for the rest of
-    it; ``turn_record()`` names the backend that served and why it fell back."""
-
-    def __init__(self, engine: WyomingTts) -> None:
-        self.engine = engine
-        self.name = engine.name
-        self.served: dict[str, int] = {}  # backend -> sentences ("cache" for replayed ones)
-        self.fallback_reason = ""
-        self.fallback_detail = ""
-        self.apologised = False
-
-    @property
-    def sample_rate(self) -> int:
-        return self.engine.sample_rate
-
-    @property
-    def phrases(self) -> PhraseCache:
-        return self.engine.phrases
-
-    def for_turn(self) -> WyomingTurn:
-        return self
-
-    def turn_record(self) -> dict[str, Any]:
-        served = dict(self.served)
-        remote = [b for b in ("wyoming", "piper") if b in served]
-        rec: dict[str, Any] = {"backend": "+".join(remote) or ("cache" if served else self.engine.name)}
-        if self.fallback_reason:
-            rec["fallback_reason"] = self.fallback_reason
-        if served:
-            rec["sentences"] = served
-        return rec
-
-    def _count(self, backend: str) -> None:
-        self.served[backend] = self.served.get(backend, 0) + 1
-
-    def synthesize(self, text: str) -> Iterator[np.ndarray]:
-        for sentence in split_sentences(text):
-            audio = self.synthesize_all(sentence)
-            if len(audio):
-                yield audio
-
-    def synthesize_all(self, text: str) -> np.ndarray:
-        """The text's audio: from the server while it serves this turn, else from the local voice; ``TtsError``
-        when neither can (no local voice: the responder then apologises)."""
-        eng = self.engine
-        if not self.fallback_reason and eng.health.up:
-            try:
-                parts = [eng._remote(sentence) for sentence in split_sentences(text)]
-            except RemoteFailure as e:
-                eng.health.mark_down(e)
-                self.fallback_reason, self.fallback_detail = e.reason, e.detail
-                log.warning("tts: the Wyoming server %s failed (%s): %s", eng.address, e,
-                            "the local voice speaks the rest of the turn" if eng.fallback else "no local voice")
-            else:
-                self._count("wyoming")
-                return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
-        elif not self.fallback_reason:
-            self.fallback_reason = eng.health.reason or "down"
-            self.fallback_detail = "the server is down; retrying in the background"
-        if eng.fallback is None:
-            raise TtsError(f"the Wyoming TTS server {eng.address} failed ({self.fallback_reason}: "
-                           f"{self.fallback_detail})", fix="check the server (edge-agent check), or set tts.fallback: "
-                           "piper")
-        self._count("piper")
-        return eng.fallback.synthesize_all(text)
-
-    def cached(self, text_or_key: str) -> np.ndarray:
-        """Fixed phrases from the local voice when there is one; other repeated replies (and, without a local voice,
-        the fixed phrases too) from the server once, then replayed. Fallback audio is not kept for a reply: the
-        server's voice says it next time."""
-        eng = self.engine
-        if eng.fallback is not None and eng.fallback.phrases.is_fixed(text_or_key):
-            self._count("cache")
-            return eng.fallback.cached(text_or_key)
-        cache = eng._cache
-        audio = cache.lookup(text_or_key)
-        if audio is not None:
-            self._count("cache")
-            return audio
-        before = self.served.get("piper", 0)
-        audio = self.synthesize_all(cache.text_of(text_or_key))
-        if len(audio) == 0:
-            raise TtsError(f"phrase {text_or_key!r} has nothing speakable", fix="give the phrase some words")
-        if self.served.get("piper", 0) > before:
-            return audio
-        return cache.store(text_or_key, audio)
-
-    def cue_tone(self, kind: str) -> np.ndarray:
-        return self.engine.cue_tone(kind)
 
 
 def _create(settings: Settings) -> WyomingTts:

@@ -178,7 +178,7 @@ def _args(text: str, output: str | None = None, as_json: bool = True):
 def test_cli_say_no_output_device_raises_the_hint(settings, monkeypatch) -> None:
     import sys
 
-    from edge_agent.tts import cli_say
+    from edge_agent.say_cli import cli_say
 
     monkeypatch.setitem(sys.modules, "sounddevice", FakeSd(has_output=False))
     with pytest.raises(AudioError) as e:
@@ -189,7 +189,7 @@ def test_cli_say_no_output_device_raises_the_hint(settings, monkeypatch) -> None
 def test_cli_say_plays_each_sentence_resampled_for_the_device(settings, monkeypatch, capsys) -> None:
     import sys
 
-    from edge_agent.tts import cli_say
+    from edge_agent.say_cli import cli_say
 
     fake = FakeSd(has_output=True)
     monkeypatch.setitem(sys.modules, "sounddevice", fake)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_agent.errors import ConfigError
-from edge_agent.wake_enroll import speakers_from
+from edge_agent.wake_enroll_cli import speakers_from
 from edge_agent.wake_micro import VERIFY_ROWS, pooled_features
 from edge_agent.wake_verifier import FORMAT, Verifier, fit_logistic, load, train
 
@@ -181,7 +181,7 @@ def test_the_doctor_shows_each_cutoff_and_whether_a_verifier_loads(tmp_path: Pat
 
 
 def test_enroll_command_line_keeps_members_other_speech_and_impostors_apart() -> None:
-    from edge_agent.wake_enroll import enroll_parser
+    from edge_agent.wake_enroll_cli import enroll_parser
 
     args = enroll_parser().parse_args(["--speaker", "anna", "a1.wav", "a2.wav", "a3.wav", "--other-speech", "t.wav",
                                        "--impostors", "guest.wav", "tv.wav", "--speaker", "ben", "b1.wav", "b2.wav",
