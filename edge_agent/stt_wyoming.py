@@ -4,7 +4,9 @@
 The audio goes out while the user speaks: ``feed()`` only queues the chunk (the loop thread never waits on the
 network), and one sender thread per utterance connects, sends ``transcribe`` + ``audio-start``, then each chunk as it
 arrives. ``finish()`` sends ``audio-stop`` and waits for the ``transcript`` at most ``stt.wyoming.timeout_s``; an
-unreachable, hung or garbled server is an ``SttError`` naming the server, never a hang.
+unreachable, hung or garbled server is an ``SttError`` naming the server, never a hang. The server's events are read
+with limits (``wyoming_wire.read_event``): a header line or an announced length past any real event's is garbage,
+never a read of whatever a broken server announces.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import numpy as np
 from .audio import SAMPLE_RATE
 from .config import WyomingSttSettings
 from .errors import SttError
+from .llm_http import RemoteFailure
 from .stt import SttEngine, SttSpec, SttStream, register_stt
+from .wyoming_wire import read_event
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +64,17 @@ class WyomingSttEngine(SttEngine):
 
     def describe(self) -> tuple[dict[str, Any], float]:
         """The server's ``info`` (Wyoming ``describe``) and the round-trip time in seconds."""
-        from wyoming.event import read_event, write_event
+        from wyoming.event import write_event
         from wyoming.info import Describe
 
         t0 = time.monotonic()
         with self._connect() as sock, sock.makefile("rwb") as f:
             write_event(Describe().event(), f)
-            event = read_event(f)
-        if event is None or event.type != "info":
+            try:
+                event = read_event(f)
+            except RemoteFailure as e:
+                raise SttError(f"the Wyoming server {self.address} did not answer describe ({e.detail})") from None
+        if event.type != "info":
             raise SttError(f"the Wyoming server {self.address} did not answer describe with info")
         return event.data, time.monotonic() - t0
 
@@ -145,7 +152,7 @@ class WyomingStream(SttStream):
     def _run(self) -> None:
         from wyoming.asr import Transcribe
         from wyoming.audio import AudioChunk, AudioStart, AudioStop
-        from wyoming.event import read_event, write_event
+        from wyoming.event import write_event
 
         fmt = {"rate": SAMPLE_RATE, "width": 2, "channels": 1}
         try:
@@ -164,14 +171,13 @@ class WyomingStream(SttStream):
                     write_event(AudioChunk(audio=item, **fmt).event(), f)
                 write_event(AudioStop().event(), f)
                 chunks: list[str] = []
-                tap = _LineTap(f)
                 while True:
-                    event = read_event(tap)  # type: ignore[arg-type]
-                    if event is None:  # read_event says None for the end of the stream and for garbage alike
-                        if tap.last.strip():
-                            self._fail("malformed", f"not a Wyoming event: {tap.last[:80]!r}")
-                        else:
-                            self._fail("connection", "the connection closed before the transcript")
+                    try:
+                        event = read_event(f)
+                    except RemoteFailure as e:  # closed, timed out, or not a Wyoming event within the limits
+                        reason = {"closed": "connection"}.get(e.reason, e.reason)
+                        self._fail(reason, e.detail if reason != "connection" else "the connection closed before "
+                                   f"the transcript ({e.detail})")
                         return
                     if event.type == "transcript":
                         text = event.data.get("text")
@@ -195,20 +201,6 @@ class WyomingStream(SttStream):
             self._fail("malformed", f"{type(e).__name__}: {e}")
         finally:
             self._done.set()
-
-
-class _LineTap:
-    """The reader handed to ``read_event``, keeping the last line it read (to tell garbage from a closed socket)."""
-
-    def __init__(self, f: Any) -> None:
-        self.f, self.last = f, b""
-
-    def readline(self) -> bytes:
-        self.last = self.f.readline()
-        return self.last
-
-    def read(self, n: int) -> bytes:
-        return self.f.read(n)
 
 
 register_stt(SttSpec(

@@ -31,11 +31,11 @@ def read_event(f: Any) -> Any:
     try:
         line = f.readline(MAX_LINE + 1)
     except TimeoutError:
-        raise RemoteFailure("timeout", "nothing from the server within the sentence's deadline") from None
+        raise RemoteFailure("timeout", "nothing from the server within the deadline") from None
     except OSError as e:
         raise RemoteFailure("closed", f"the connection failed ({e})") from None
     if not line:
-        raise RemoteFailure("closed", "the server closed the connection before the audio ended")
+        raise RemoteFailure("closed", "the server closed the connection before its answer ended")
     if len(line) > MAX_LINE or not line.endswith(b"\n"):
         raise RemoteFailure("malformed", f"an event header longer than {MAX_LINE} bytes")
     try:

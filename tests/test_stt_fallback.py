@@ -229,3 +229,22 @@ def test_without_fallback_the_turn_apologises(command):
         assert done.reply_text == "error" or done.reply_spoken, done  # the fixed apology, by its key
     finally:
         hung.close()
+
+
+@pytest.mark.parametrize("reply", [
+    b'{"type": "transcript", "data_length": 100000000000}\n',  # announces 100 GB of data, sends none
+    b'{"type": "transcript", "payload_length": 3000000}\n' + b"x" * 1000,  # a payload past any audio chunk's size
+    b"x" * 200_000,  # a header line that never ends
+], ids=["huge-data-length", "huge-payload", "endless-line"])
+def test_a_server_announcing_too_much_falls_back_at_once(command, local_whisper, reply):
+    """The server's event header is read with limits (wyoming_wire): an announced length past any real event's, or a
+    line that never ends, is garbage now, not a 100 GB read, nor a wait for bytes that never come."""
+    bad = GarbageServer(reply=reply)
+    engine = engine_for(fallback_settings(bad.port), local_whisper)
+    try:
+        result, wait_s = feed(engine.open_stream(), command)
+        assert result.engine == "whisper" and result.fallback_reason == "malformed", result
+        assert word_error_rate("turn on the kitchen light", result.text) <= 0.4 and wait_s < LOCAL_DECODE_S, result
+    finally:
+        engine.close()
+        bad.close()
