@@ -40,6 +40,14 @@ class RemoteFailure(Exception):
         self.detail = detail
 
 
+def shutdown_socket(sock: socket.socket) -> None:
+    """Shut a socket both ways so a read blocked on it returns at once (a deadline, a cancel); closed is fine."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 def api_key(s: OpenAiSettings) -> str | None:
     """The API key from ``api_key_env`` or ``api_key_file`` (never logged), or None."""
     if s.api_key_env:
@@ -207,10 +215,7 @@ def _watch(cancel: threading.Event, done: threading.Event, conn: http.client.HTT
         if cancel.is_set():
             sock = getattr(conn, "sock", None)
             if sock is not None:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                shutdown_socket(sock)
             return
 
 
@@ -294,4 +299,4 @@ def _usage(stats: CallStats, event: dict[str, Any]) -> None:
 
 
 __all__ = ["CANCEL_POLL_S", "MAX_ERROR_BODY", "MAX_LINE", "RETRY_MIN_S", "Endpoint", "Health", "Http", "RemoteFailure",
-           "api_key"]
+           "api_key", "shutdown_socket"]

@@ -24,7 +24,7 @@ import numpy as np
 from .audio import SAMPLE_RATE
 from .config import WyomingSttSettings
 from .errors import SttError
-from .llm_http import RemoteFailure
+from .llm_http import RemoteFailure, shutdown_socket
 from .stt import SttEngine, SttSpec, SttStream, register_stt
 from .wyoming_wire import read_event
 
@@ -144,10 +144,7 @@ class WyomingStream(SttStream):
     def _abort(self) -> None:
         sock = self._sock
         if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            shutdown_socket(sock)
 
     def _run(self) -> None:
         from wyoming.asr import Transcribe

@@ -39,12 +39,12 @@ import numpy as np
 from .audio import resample, to_int16
 from .cues import cue_tone
 from .errors import TtsError
-from .llm_http import Health, RemoteFailure
+from .llm_http import Health, RemoteFailure, shutdown_socket
 from .text import split_sentences
 from .tts import SynthStats, TtsSpec, register_tts, synthesize_timed
 from .tts_phrases import DEFAULT_PHRASES, PHRASE_CACHE_MAX, PhraseCache
 from .tts_wyoming_turn import WyomingTurn
-from .wyoming_wire import _shutdown, pcm_to_int16, read_event
+from .wyoming_wire import pcm_to_int16, read_event
 
 if TYPE_CHECKING:
     from .config import Settings, TtsSettings, WyomingTtsSettings
@@ -255,7 +255,7 @@ class WyomingTts:
         t0 = time.monotonic()
         deadline = t0 + s.timeout_s
         sock = self._connect(deadline)
-        timer = threading.Timer(max(0.0, deadline - time.monotonic()), _shutdown, args=(sock,))
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), shutdown_socket, args=(sock,))
         timer.daemon = True
         timer.start()
         try:

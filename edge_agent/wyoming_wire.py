@@ -1,12 +1,11 @@
 """Wyoming's wire, read with limits: one event (``read_event``) from a socket file with its header line and data
 bounded (the package's own ``read_event`` cannot tell garbage from a closed connection and would read any length a
-broken server announces), its PCM audio as int16 mono (``pcm_to_int16``), and a socket shut to end a wait at its
-deadline (``_shutdown``). Anything but a well-formed event is a ``RemoteFailure`` with its reason."""
+broken server announces) and its PCM audio as int16 mono (``pcm_to_int16``); a wait is ended at its deadline by
+``llm_http.shutdown_socket``. Anything but a well-formed event is a ``RemoteFailure`` with its reason."""
 
 from __future__ import annotations
 
 import json
-import socket
 from typing import Any
 
 import numpy as np
@@ -15,13 +14,6 @@ from .llm_http import RemoteFailure
 
 MAX_LINE = 64 * 1024  # bytes of one event's JSON header
 MAX_DATA = 1 << 20  # bytes of one event's data or payload (an audio chunk is a few KB)
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 def read_event(f: Any) -> Any:
