@@ -156,3 +156,29 @@ def test_a_turn_still_answering_is_not_called_a_missed_wake_word():
     assert judge(req, None)["verdict"] == "no_turn (wake word missed?)"
     late = judge(req, None, answered=True)
     assert late["verdict"] == "no_turn (still answering when the bench stopped waiting)" and late["correct"] is False
+
+
+def test_a_request_ended_early_and_continued_is_judged_by_the_turn_that_continued_it():
+    """The thirteenth session's bench called "Could the kitchen be a little brighter, say eighty percent?" wrong:
+    the engine ended the turn early at "brighter?", the user went on, the first turn was dropped as ``continued``
+    and the next one set the light to 80 %. The row must judge (and time) that next turn."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from edge_bench.run import judge, request_turn
+
+    req = {"kind": "command", "text": "Could the kitchen be a little brighter, say eighty percent?",
+           "expected": {"name": "HassLightSet", "entities": ["light.kitchen"], "slots": {"brightness": 80}}}
+    silence = {"outcome": "no_speech", "intents": []}
+    first = {"outcome": "continued", "intents": [], "transcript": "Could the kitchen be a little brighter?",
+             "t_speech_end": 10.0, "t_endpoint": 10.26}
+    second = {"outcome": "ok", "transcript": "Could the kitchen be a little brighter, say eighty percent?",
+              "intents": [{"name": "HassLightSet", "entities": ["light.kitchen"], "slots": {"brightness": 80}}],
+              "t_speech_end": 11.5, "t_endpoint": 11.9, "t_transcript": 11.91, "t_intent": 13.0,
+              "t_first_audio": 13.1}
+    assert request_turn([silence, first, second]) is second
+    row = judge(req, request_turn([first, second]))
+    assert row["verdict"] == "ok" and row["correct"] is True
+    assert abs(row["lat"]["first_audio"] - 1.6) < 1e-9  # from the end of the words that continued it
+    assert judge(req, first)["verdict"].startswith("wrong")  # what the bench said before
+    # a continued turn with nothing after it (the bench stopped waiting) is still judged, not dropped
+    assert request_turn([silence, first]) is first
+    assert request_turn([silence]) is silence and request_turn([]) is None

@@ -372,8 +372,9 @@ def run_e2e(m: Models, root: Path, requests: list[dict[str, Any]], progress: Any
             turns = rig.engine.history[n0:]
             row = {"request": req, "turns": turns, "load": loadavg(), "loop_caught_up_s": round(caught_up_s, 2),
                    "threads_cpu_s": sampler.stop()}
-            rec = next((t for t in turns if t.get("outcome") != "no_speech"), turns[0] if turns else None)
+            rec = request_turn(turns)
             row["turn"] = rec
+            row["continued"] = sum(t.get("outcome") == "continued" for t in turns)
             true_end = rig.mic.clip_time(i, req["request_end_s"])
             row["true_speech_end"] = true_end
             row["llm_calls"] = [c for r in rig.responses for c in r.timings.get("llm_calls", [])]
@@ -394,6 +395,19 @@ def run_e2e(m: Models, root: Path, requests: list[dict[str, Any]], progress: Any
     finally:
         rig.stop()
     return rows, base
+
+
+def request_turn(turns: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The turn that answered a request: the first with speech in it, or, where that one was ended early and the
+    user went on (outcome ``continued``: the turn is dropped and its words are heard again in the next one), the
+    turn that continued it. Judging the dropped first part called a command answered right "wrong: None"."""
+    heard = [t for t in turns if t.get("outcome") != "no_speech"]
+    if not heard:
+        return turns[0] if turns else None
+    i = 0
+    while heard[i].get("outcome") == "continued" and i + 1 < len(heard):
+        i += 1
+    return heard[i]
 
 
 def judge(req: dict[str, Any], rec: dict[str, Any] | None, answered: bool = False) -> dict[str, Any]:
