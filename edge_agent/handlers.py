@@ -286,12 +286,20 @@ class IntentHandler(CallValidator):
 
     def _h_HassGetCurrentTime(self, call: IntentCall, area: str | None, confirmed: bool) -> IntentResult:
         now = _dt.datetime.fromtimestamp(self.clock())
-        return IntentResult(call, True, f"It is {now.hour}:{now.minute:02d}.",
-                            {"intent": call.name, "time": now.strftime("%H:%M")})
+        return IntentResult(call, True, time_reply(now), {"intent": call.name, "time": now.strftime("%H:%M")})
 
     def _h_HassGetCurrentDate(self, call: IntentCall, area: str | None, confirmed: bool) -> IntentResult:
         now = _dt.datetime.fromtimestamp(self.clock())
         return IntentResult(call, True, self._date_reply(now), {"intent": call.name, "date": now.date().isoformat()})
+
+    def clock_replies(self) -> list[str]:
+        """What "what time is it" and "what's the date" will be answered with soon: the time for this minute and the
+        next, today's date (and the next minute's, at midnight). The engine keeps them synthesized as the clock
+        moves (``Engine._warm_clock``), so a board does not synthesize them while the user waits."""
+        now = _dt.datetime.fromtimestamp(self.clock())
+        later = now + _dt.timedelta(minutes=1)
+        return list(dict.fromkeys([time_reply(now), time_reply(later), self._date_reply(now),
+                                   self._date_reply(later)]))
 
     def _date_reply(self, now: _dt.datetime | None = None) -> str:
         now = now or _dt.datetime.fromtimestamp(self.clock())
@@ -382,6 +390,11 @@ class IntentHandler(CallValidator):
         else:
             text = f"{len(st)} timers: " + _join([one(d) for d in st])
         return IntentResult(call, True, text[0].upper() + text[1:] + ".", data)
+
+
+def time_reply(now: _dt.datetime) -> str:
+    """The handler's words for the time of day ("It is 0:38.")."""
+    return f"It is {now.hour}:{now.minute:02d}."
 
 
 def brightness_reply(target: str, brightness: Any) -> str:

@@ -46,7 +46,7 @@ from .cues import (  # noqa: F401 - re-exported: callers import the cues from he
 from .errors import ModelError, TtsError
 from .registry import Registry
 from .text import split_sentences
-from .tts_phrases import DEFAULT_PHRASES, PHRASE_CACHE_MAX, PhraseCache  # noqa: F401 - re-exported
+from .tts_phrases import CLOCK_ENTRIES, DEFAULT_PHRASES, PHRASE_CACHE_MAX, PhraseCache  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     from .config import Settings, TtsSettings
@@ -264,7 +264,7 @@ class PiperTts:
         """The voice's phrase cache: built-in phrases plus ``settings.phrases``."""
         if self._cache is None:
             self._cache = PhraseCache(self, {**DEFAULT_PHRASES, **self.settings.phrases},
-                                      max_entries=PHRASE_CACHE_MAX + self.settings.warm_replies)
+                                      max_entries=PHRASE_CACHE_MAX + self.settings.warm_replies + CLOCK_ENTRIES)
         return self._cache
 
     def cached(self, text_or_key: str) -> np.ndarray:

@@ -17,6 +17,7 @@ from .errors import TtsError
 if TYPE_CHECKING:
     from .ports import TextToSpeech
 
+CLOCK_ENTRIES = 4  # the clock's replies kept warm on top (Handlers.clock_replies: two times, up to two dates)
 PHRASE_CACHE_MAX = 64  # entries; fixed phrases plus a few recently repeated replies (plus tts.warm_replies)
 
 # Phrases the assistant says without the LLM. Keys are stable names the engine uses; settings.tts.phrases may add
@@ -91,6 +92,11 @@ class PhraseCache:
             while len(self._audio) > self.max_entries:
                 self._audio.popitem(last=False)
         return audio
+
+    def discard(self, text_or_key: str) -> None:
+        """Forget a phrase's audio (a warmed reply gone stale: the last minute's time); absent is fine."""
+        with self._lock:
+            self._audio.pop(self.text_of(text_or_key), None)
 
     def is_fixed(self, text_or_key: str) -> bool:
         """A key of the phrase table or one of its texts (not a reply that merely repeats)."""

@@ -42,7 +42,7 @@ from .errors import TtsError
 from .llm_http import Health, RemoteFailure, shutdown_socket
 from .text import split_sentences
 from .tts import SynthStats, TtsSpec, register_tts, synthesize_timed
-from .tts_phrases import DEFAULT_PHRASES, PHRASE_CACHE_MAX, PhraseCache
+from .tts_phrases import CLOCK_ENTRIES, DEFAULT_PHRASES, PHRASE_CACHE_MAX, PhraseCache
 from .tts_wyoming_turn import WyomingTurn
 from .wyoming_wire import pcm_to_int16, read_event
 
@@ -74,7 +74,7 @@ class WyomingTts:
         self.server_rate: int | None = None
         self._rate: int | None = None
         self._cache = PhraseCache(self, {**DEFAULT_PHRASES, **tts.phrases},
-                                  max_entries=PHRASE_CACHE_MAX + tts.warm_replies)
+                                  max_entries=PHRASE_CACHE_MAX + tts.warm_replies + CLOCK_ENTRIES)
         self._cues: dict[str, np.ndarray] = {}
         self._last_record: dict[str, Any] = {}
         self._loaded = False

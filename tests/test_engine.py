@@ -305,6 +305,38 @@ def test_an_idle_engine_warms_the_homes_replies(harness, wavs, parts):
     assert rec["reply_spoken"] == "Turned on the kitchen light." and cache.hits > hits, rec
 
 
+def test_an_idle_engine_keeps_the_clocks_replies_warm_as_the_clock_moves(harness, parts, monkeypatch):
+    """After the likely replies the tts-warm thread keeps "It is H:MM." for this minute and the next, and today's
+    date, in the phrase cache; when the clock moves on, the new ones are synthesized and the stale ones dropped."""
+    import datetime as dt
+
+    from edge_agent import engine as engine_mod
+
+    monkeypatch.setattr(engine_mod, "CLOCK_WARM_POLL_S", 0.2)
+    handler, cache = parts["brain"].handler, parts["tts"].phrases
+    t = [dt.datetime(2026, 12, 2, 9, 41, 20).timestamp()]
+    monkeypatch.setattr(handler, "clock", lambda: t[0])
+    morning = handler.clock_replies()
+    assert morning[:2] == ["It is 9:41.", "It is 9:42."]
+    for text in morning:
+        cache.discard(text)
+    harness()
+
+    def wait_for(cond, what: str) -> None:
+        deadline = time.monotonic() + 180  # after the likely replies, at nice 10
+        while not cond() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cond(), what
+
+    wait_for(lambda: all(x in cache for x in morning), f"not warmed: {[x for x in morning if x not in cache]}")
+    t[0] += 2 * 3600  # two hours on: 11:41
+    later = handler.clock_replies()
+    assert later[:2] == ["It is 11:41.", "It is 11:42."]
+    wait_for(lambda: all(x in cache for x in later), f"not warmed: {[x for x in later if x not in cache]}")
+    wait_for(lambda: "It is 9:41." not in cache and "It is 9:42." not in cache, "the stale times were kept")
+    assert all(x in cache for x in set(morning) & set(later))  # today's date stays
+
+
 def test_question_goes_to_llm_and_is_streamed(harness, wavs):
     h = harness()
     h.say(wavs["question"])

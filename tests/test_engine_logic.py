@@ -263,3 +263,23 @@ def test_an_intent_waits_for_the_second_look_and_a_dropped_turn_acts_on_nothing(
         turn.wake_settled.set()
         t.join(10)
         assert verdict == [not dropped] and r.stages["wake_wait_s"] >= 0.2
+
+
+def test_a_reply_the_phrase_cache_holds_whole_is_spoken_whole():
+    """The thirteenth session's bench: "Today is Wednesday, December 2, 2026." was warmed, but the voice's buffer cut
+    it at its first clause ("Today is Wednesday, December 2,"), a piece no cache holds, so it was synthesized while
+    the user waited. A piece the cache holds whole goes whole; one it does not hold is cut as before."""
+    from edge_agent.text import SentenceBuffer
+
+    warmed = "Today is Wednesday, December 2, 2026."
+    r = _responder(Turn("t1", t_wake=1.0))
+    r.tts = type("Voice", (), {"phrases": {warmed}})()
+    buf = SentenceBuffer(first_clause_words=4)
+    assert r._pieces(buf, warmed + " ") == [warmed]
+    other = "Today is Thursday, December 3, 2026. "
+    assert r._pieces(SentenceBuffer(first_clause_words=4), other) == ["Today is Thursday, December 3,"]
+    buf = SentenceBuffer(first_clause_words=4)
+    assert r._pieces(buf, "Well, ") == []  # something pending: the cached text is not a piece on its own
+    assert r._pieces(buf, warmed + " ") != [warmed]
+    r.tts = None  # a voice without a phrase cache (a test's fake): the buffer as before
+    assert r._pieces(SentenceBuffer(first_clause_words=4), warmed + " ") == ["Today is Wednesday, December 2,"]

@@ -332,3 +332,22 @@ def test_value_replies_come_after_every_on_off_reply_and_an_odd_value_is_not_war
         "Set the kitchen light to 90% brightness.")  # the likelier value first
     r = h.handle(m.match("set the kitchen light to 37 percent"))
     assert r.success and r.speech not in replies
+
+
+def test_the_clock_replies_are_what_the_time_and_date_questions_will_say(env) -> None:
+    """``clock_replies`` names the replies the engine keeps warm: the time now and a minute on, and today's date,
+    word for word as the handler says them; at 23:59 tomorrow's date too."""
+    h, m, clock = env
+    said = lambda text: h.handle(m.match(text)).speech  # noqa: E731
+    now = said("what time is it")
+    assert now.startswith("It is ") and now in h.clock_replies()
+    assert said("what is the date") in h.clock_replies()
+    clock.t += 60
+    assert said("what time is it") in h.clock_replies()  # the next minute's was warm a minute ago
+    nearly = dt.datetime.fromtimestamp(clock.t).replace(hour=23, minute=59, second=30)
+    clock.t = nearly.timestamp()
+    today = said("what is the date")
+    soon = h.clock_replies()
+    assert today in soon and "It is 23:59." in soon and "It is 0:00." in soon and len(soon) == 4
+    clock.t += 60
+    assert said("what is the date") != today and said("what is the date") in soon

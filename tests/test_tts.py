@@ -311,6 +311,9 @@ def test_phrase_cache_is_bounded(tts) -> None:
     for t in ("One.", "Two.", "Three."):
         cache.get(t)
     assert len(cache) == 2 and "One." not in cache and "Three." in cache
+    cache.discard("Three.")  # a stale reply (the last minute's time) is forgotten; one not held is fine
+    cache.discard("Never said.")
+    assert len(cache) == 1 and "Three." not in cache and "Two." in cache
 
 
 def test_cue_tones(tts) -> None:
