@@ -97,6 +97,7 @@ class Engine(AudioLane, TurnActions):
         self.responders: dict[str, Responder] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._warm_thread: threading.Thread | None = None  # tts-warm (``_warm_replies``)
+        self.replies_warm = threading.Event()  # set once tts-warm has the likely replies (then it keeps the clock's)
         self.loop_cpu_s = 0.0  # the loop thread's CPU (wake word, VAD, listener) since the last finished turn
         self.loop_audio_s = 0.0  # seconds of audio it processed in that time
         self.headroom = Headroom(settings.vad.trailing_silence_s)  # what this machine affords (headroom.py)
@@ -259,6 +260,7 @@ class Engine(AudioLane, TurnActions):
                 log.warning("tts warm-up of %r failed: %s", text, e.message)
         if texts:
             log.info("tts: %d of %d likely replies warmed in %.1f s", done, len(texts), time.monotonic() - t0)
+        self.replies_warm.set()
         self._warm_clock()
 
     def _wait_idle(self) -> bool:

@@ -300,9 +300,8 @@ class Rig:
         # The steady state a household lives in: the TTS warm-up of the home's replies (once after each start, a few
         # seconds here, a few minutes under a Pi's budget) is done before the first request.
         t0 = time.monotonic()
-        warm = getattr(self.engine, "_warm_thread", None)
-        if warm is not None:
-            warm.join(timeout=900.0)
+        if getattr(self.engine, "_warm_thread", None) is not None:  # it goes on keeping the clock's replies warm
+            self.engine.replies_warm.wait(timeout=900.0)
         self.warm_wait_s = round(time.monotonic() - t0, 1)
 
     def quiet(self) -> bool:
