@@ -204,7 +204,8 @@ class TtsSettings:
         "first: every configured device's turn-on and turn-off reply that needs no confirmation ('Turned on the desk "
         "lamp.'), today's date, then replies with round values (each light at 50%, 100%, 20% ... brightness, each "
         "cover's position, timers of 5, 10, 1 ... minutes). 60-120 KB each, so a board's first command of a kind is "
-        "not synthesized on the critical path. 0 = off.",
+        "not synthesized on the critical path; then the time of day for this minute and the next is kept warm "
+        "as the clock moves (about one synthesis a minute). 0 = off.",
         min=0, max=1024,
     )
     release_memory: bool = opt(
