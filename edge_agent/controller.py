@@ -163,13 +163,16 @@ class TurnController:
                 decision = "interrupted"
                 self._interrupt("wake_rejected", out)
                 self._set(State.IDLE, ev.t, out)
-        log.info("second look at wake word %s (score %.3f, cutoff %.3f, band %.3f): heard %r -> %s (%s)", ev.model,
-                 ev.score, ev.cutoff, ev.band, ev.transcript, "accepted" if ev.accepted else "rejected", decision)
+        log.info("second look at wake word %s (score %.3f, cutoff %.3f, band %.3f): heard %r%s -> %s (%s)",
+                 ev.model, ev.score, ev.cutoff, ev.band, ev.transcript,
+                 "" if ev.name_prob is None else f", the name's probability {ev.name_prob:.2f}",
+                 "accepted" if ev.accepted else "rejected", decision)
         if turn is not None:
             turn.stages["wake_check"] = {"model": ev.model, "score": round(ev.score, 4), "cutoff": round(ev.cutoff, 4),
                                          "band": ev.band, "transcript": ev.transcript, "accepted": ev.accepted,
                                          "decision": decision, "t": round(ev.t, 4),
-                                         "compute_s": None if ev.compute_s is None else round(ev.compute_s, 4)}
+                                         "compute_s": None if ev.compute_s is None else round(ev.compute_s, 4),
+                                         **({} if ev.name_prob is None else {"name_prob": round(ev.name_prob, 4)})}
         if decision == "dropped":
             self._start_pending(ev.t, out)
 

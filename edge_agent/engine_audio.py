@@ -24,7 +24,7 @@ from .priority import lower_other_threads
 from .responder import says_wake_phrase
 from .turn_events import RESPONDING, State
 from .wake_tail import wake_phrase
-from .wake_verify import WAKE_AUDIO_S, confirms_wake, needs_second_look
+from .wake_verify import WAKE_AUDIO_S, confirms_wake, heard_wake, needs_second_look, phrase_parts
 
 if TYPE_CHECKING:
     from .audio_io import Speaker
@@ -173,15 +173,19 @@ class AudioLane:
 
         def run() -> None:
             t0 = time.monotonic()
-            text, accepted = "", True
+            text, accepted, name_prob = "", True, None
             try:
                 if audio is not None and len(audio):
-                    text = self.stt.unprimed().transcribe(audio).text  # the wake phrase, not the home's names
+                    stt = self.stt.unprimed()  # the wake phrase, not the home's names
+                    text = stt.transcribe(audio).text
                     accepted = confirms_wake(text, phrase)
+                    if not accepted:  # a name heard but spelled otherwise ("Hey, Jardis."): does the model hear it?
+                        name_prob = stt.word_probability(audio, *phrase_parts(phrase))
+                        accepted = heard_wake(text, phrase, name_prob)
             except Exception as e:  # noqa: BLE001 - the check must never take a turn down with it
                 log.warning("second look at wake word %s failed (%s); accepting it", det.model, e)
             self.post(ev.WakeChecked(time.monotonic(), turn_id, accepted, text, det.model, det.score, det.cutoff,
-                                     det.band, compute_s=time.monotonic() - t0))
+                                     det.band, compute_s=time.monotonic() - t0, name_prob=name_prob))
 
         threading.Thread(target=run, name="wake-check", daemon=True).start()
 

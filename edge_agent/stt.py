@@ -158,6 +158,12 @@ class SttEngine:
         the home's names); the same model, not a second copy."""
         return self
 
+    def word_probability(self, samples: np.ndarray, before: str, word: str) -> float | None:
+        """How likely the model finds ``word`` said right after ``before`` in int16 16 kHz ``samples`` (forced
+        decoding), or None where the engine cannot tell; the wake word's second look then goes by the transcript
+        alone."""
+        return None
+
     def transcribe(self, samples: np.ndarray, chunk_s: float | None = None) -> SttResult:
         """A whole utterance at once (``chunk_s`` None) or streamed in chunks of ``chunk_s`` seconds."""
         stream = self.open_stream()

@@ -92,6 +92,10 @@ class FallbackSttEngine(SttEngine):
             return FallbackStream(self, self.server.open_stream())
         return FallbackStream(self, None, reason=self.health.reason or "down")
 
+    def word_probability(self, samples: np.ndarray, before: str, word: str) -> float | None:
+        """The local model's forced decoding (loaded as the fallback anyway): the server cannot score words."""
+        return self.local.word_probability(samples, before, word)
+
 
 class FallbackStream(SttStream):
     """One utterance: to the server with a copy kept, or to the local engine (from the start, or from the moment the

@@ -132,6 +132,29 @@ class WhisperEngine(SttEngine):
         )
         return " ".join(seg.text.strip() for seg in segments).strip()
 
+    def word_probability(self, samples: np.ndarray, before: str, word: str) -> float | None:
+        """P(``word`` | ``before``, audio) by forced decoding (CTranslate2's ``align`` gives each text token's
+        probability): the product over the word's tokens, the best of ``before`` with and without a comma after
+        it. One encoder pass and two decoder passes over the short window."""
+        if len(samples) == 0 or not word:
+            return None
+        self.load()
+        x = samples.astype(np.float32) / 32768.0
+        feats = self.model.feature_extractor(x)
+        frames = self.window_frames(feats.shape[-1])
+        encoded = self._encode(feats, frames)
+        tok = self._tokenizer
+        start = [*tok.sot_sequence, tok.no_timestamps]
+        name = tok.encode(" " + word)
+        best = 0.0
+        for head in ([" " + before, " " + before + ","] if before else [""]):
+            lead = tok.encode(head) if head else []
+            result = self.model.model.align(encoded, start, [lead + name], min(frames, feats.shape[-1]))[0]
+            probs = list(result.text_token_probs)[len(lead):]
+            if probs:
+                best = max(best, float(np.prod(probs)))
+        return best
+
     def window_frames(self, feature_frames: int) -> int:
         """Mel frames to encode for an utterance of ``feature_frames`` frames (see ``encoder_window_s``)."""
         full = int(WHISPER_WINDOW_S * MEL_FRAMES_PER_S)

@@ -103,6 +103,7 @@ class WakeChecked(Event):
     cutoff: float = 0.0
     band: float = 0.0
     compute_s: float | None = None
+    name_prob: float | None = None  # the STT model's P(name | first words) where the transcript missed it
 
 
 @dataclass(frozen=True)

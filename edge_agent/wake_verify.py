@@ -5,8 +5,10 @@ A detection scoring in a band just above the model's cutoff (``cutoff <= score <
 above. Such a detection opens listening at once like any other; meanwhile the engine's wake-check thread transcribes
 the ``WAKE_AUDIO_S`` seconds up to the detection and the turn is dropped (``controller.WakeChecked``) unless the
 transcript contains the wake phrase or a known rendering of it (tiny STT models write "hey jarvis" as "hey jervis",
-"a jarvis", "hey, jarvis"...; the words of the request that follow do not matter). A clear detection (at or above
-the band) is never looked at, so it is never delayed by this; a doubtful one is not delayed either.
+"a jarvis", "hey, jarvis"...; the words of the request that follow do not matter), or, where the STT model can
+score words (Whisper), the model finds the phrase's name likely right after its first words (``NAME_PROB_MIN``).
+A clear detection (at or above the band) is never looked at, so it is never delayed by this; a doubtful one is not
+delayed either.
 
 Pure decisions only: the engine supplies the score, the cutoff and, when asked for one, the transcript.
 """
@@ -28,6 +30,20 @@ RENDERINGS: dict[str, tuple[str, ...]] = {
 }
 
 
+# The name of the wake phrase heard by forced decoding: how likely the STT model finds the phrase's last word
+# ("Jarvis") right after its first ones ("Hey", "Hey,") in the wake audio. A transcript that misspells a name the
+# model did hear ("Hey, Jardis." for Piper's "Hey Jarvis") still gives it 0.4-0.9; near misses ("Hey, Jarmic",
+# "Hey Chavez") and speech over music at most 0.16 on the 3-hour negative set (docs/wake.md, "Second look").
+NAME_PROB_MIN = 0.25
+
+
+def phrase_parts(phrase: str) -> tuple[str, str]:
+    """("Hey", "Jarvis") for "hey jarvis": the words before the name, capitalized as a transcript writes them, and
+    the name; ("", "Alexa") for a one-word phrase."""
+    words = [w.capitalize() for w in phrase.split()]
+    return " ".join(words[:-1]), (words[-1] if words else "")
+
+
 def _words(text: str) -> str:
     return " " + " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()) + " "
 
@@ -44,7 +60,15 @@ def confirms_wake(transcript: str, phrase: str, renderings: dict[str, tuple[str,
     return any(_words(f) in heard for f in forms)
 
 
-def decide(score: float, cutoff: float, band: float, phrase: str, transcript: str | None = None) -> str:
+def heard_wake(transcript: str, phrase: str, name_prob: float | None = None) -> bool:
+    """The second look's verdict: the transcript says the phrase, or (where the STT can tell) the model finds the
+    phrase's name likely in the audio (``name_prob`` >= ``NAME_PROB_MIN``) though the transcript spelled it
+    otherwise."""
+    return confirms_wake(transcript, phrase) or (name_prob is not None and name_prob >= NAME_PROB_MIN)
+
+
+def decide(score: float, cutoff: float, band: float, phrase: str, transcript: str | None = None,
+           name_prob: float | None = None) -> str:
     """ACCEPT or REJECT a detection; CHECK when a doubtful one needs the transcript of the wake audio first."""
     if score < cutoff:
         return REJECT
@@ -52,4 +76,4 @@ def decide(score: float, cutoff: float, band: float, phrase: str, transcript: st
         return ACCEPT
     if transcript is None:
         return CHECK
-    return ACCEPT if confirms_wake(transcript, phrase) else REJECT
+    return ACCEPT if heard_wake(transcript, phrase, name_prob) else REJECT

@@ -305,6 +305,29 @@ def test_whisper_gives_no_text_for_silence_and_noise(whisper):
     assert whisper.transcribe(np.zeros(0, dtype=np.int16)).text == ""
 
 
+def test_whisper_scores_the_wake_name_it_hears_and_not_a_near_miss(whisper, store, tmp_path):
+    """The wake word's second look asks Whisper how likely "Jarvis" is right after "Hey" in the wake audio
+    (``word_probability``, forced decoding): the real phrase in Piper's voice, at two speeds, scores above
+    ``NAME_PROB_MIN``; near misses of the negative set's kind ("Hey Jarred", "Hey Chavez", "Hey Jarmic") score below.
+    Noise-free renderings, the same in every run."""
+    from edge_agent.wake_verify import NAME_PROB_MIN
+
+    from .conftest import piper_wav
+
+    def prob(text: str, length: float = 1.0) -> float:
+        path = piper_wav(store, text, tmp_path / f"{text[:12]}-{length}.wav", length_scale=length, noise=False)
+        audio = read_wav(path)[-int(1.5 * SAMPLE_RATE):]  # the look's 1.5 s up to the detection
+        p = whisper.word_probability(audio, "Hey", "Jarvis")
+        assert p is not None and 0.0 <= p <= 1.0
+        return p
+
+    heard = {f"{t} x{k}": prob(t, k) for t in ("Hey Jarvis.",) for k in (1.0, 1.2)}
+    near = {t: prob(t) for t in ("Hey Jarred.", "Hey Chavez.", "Hey Jarmic.")}
+    assert min(heard.values()) >= NAME_PROB_MIN, (heard, near)
+    assert max(near.values()) < NAME_PROB_MIN, (heard, near)
+    assert whisper.word_probability(np.zeros(0, dtype=np.int16), "Hey", "Jarvis") is None
+
+
 def test_whisper_reads_pocketsphinx_raw(whisper, ps_data):
     r = whisper.transcribe(read_wav(ps_data / "goforward.raw"))
     assert word_error_rate("go forward ten meters", r.text) <= 0.25, r.text

@@ -61,6 +61,10 @@ def test_second_look_bench_decides_each_band_from_the_transcripts():
     assert slb.accepted(near, 0.5, 0.0, "hey jarvis")  # band 0: the second look is off
     assert slb.accepted(clear, 0.5, 0.3, "hey jarvis")
     assert slb.accepted({**near, "peak": 0.97}, 0.5, 0.3, "hey jarvis", key="peak")  # its run rose out of the band
+    # a transcript that spells the name otherwise is decided by Whisper's probability of it, as the engine does
+    spelled = {"score": 0.62, "transcript": "Hey, Jardis.", "name_prob": 0.71}
+    assert slb.accepted(spelled, 0.5, 0.3, "hey jarvis")
+    assert not slb.accepted({**spelled, "name_prob": 0.08}, 0.5, 0.3, "hey jarvis")
 
 
 def test_png_writer_round_trip(tmp_path):

@@ -14,6 +14,8 @@ import dataclasses
 import numpy as np
 import pytest
 
+from edge_agent.wake_verify import NAME_PROB_MIN
+
 from .speech import compose
 from .test_engine import Harness, light_clips, parts  # noqa: F401 - parts is the module's model fixture
 
@@ -63,6 +65,7 @@ def test_a_doubtful_wake_word_is_kept_and_a_near_miss_is_dropped(looked, store, 
     assert cutoff <= look["score"] < cutoff + 1.0 and look["band"] == 1.0, dropped
     assert look["accepted"] is False and look["decision"] == "dropped", dropped
     assert "jarvis" not in look["transcript"].lower() and look["transcript"], dropped
+    assert look["name_prob"] < NAME_PROB_MIN, dropped  # Whisper does not hear the name in it either
     assert dropped["outcome"] == "wake_rejected" and dropped["intents"] == [] and dropped["reply_spoken"] == ""
     assert 0 < look["compute_s"] < 3.0
     # the listener opened at once, before the check came back: the turn began at the detection
@@ -74,10 +77,11 @@ def test_a_doubtful_wake_word_is_kept_and_a_near_miss_is_dropped(looked, store, 
         look = t["stages"]["wake_check"]
         if not look["accepted"]:
             assert look["decision"] == "dropped" and t["outcome"] == "wake_rejected" and t["reply_spoken"] == "", t
-            assert "jarvis" not in look["transcript"].lower(), t
+            assert "jarvis" not in look["transcript"].lower() and look["name_prob"] < NAME_PROB_MIN, t
     look = acted["stages"]["wake_check"]
     assert look["accepted"] is True and look["decision"] == "accepted", acted
-    assert "jarvis" in look["transcript"].lower()
+    # said by the transcript, or (spelled otherwise: "Hey, Jardis.") by Whisper's probability of the name
+    assert "jarvis" in look["transcript"].lower() or look["name_prob"] >= NAME_PROB_MIN, acted
     assert acted["outcome"] != "wake_rejected" and acted["reply_spoken"], acted
     assert acted["intents"][0]["entities"] == ["light.kitchen"]
     kept = next(t for t in tries if t["stages"]["wake_check"]["accepted"])

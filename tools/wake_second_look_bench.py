@@ -39,7 +39,7 @@ from edge_agent.audio import SAMPLE_RATE, read_wav  # noqa: E402
 from edge_agent.config import load_settings  # noqa: E402
 from edge_agent.wake import WakeDetector, resolve_spec  # noqa: E402
 from edge_agent.wake_tail import wake_phrase  # noqa: E402
-from edge_agent.wake_verify import ACCEPT, WAKE_AUDIO_S, confirms_wake, decide  # noqa: E402
+from edge_agent.wake_verify import ACCEPT, WAKE_AUDIO_S, confirms_wake, decide, heard_wake, phrase_parts  # noqa: E402
 
 # bands per model (0 = the second look off); the widest one decides which detections are transcribed
 BANDS = {"hey_jarvis": [0.0, 0.1, 0.2, 0.3, 0.4, 0.45, 0.49], "hey_jarvis_v2": [0.0, 0.01, 0.02, 0.025, 0.029]}
@@ -56,15 +56,20 @@ class Looker:
         self.stt.warmup()
         self.wall: list[float] = []
         self.cpu: list[float] = []
-        self.cache: dict[tuple[str, float], str] = {}
+        self.cache: dict[tuple[str, float], tuple[str, float | None]] = {}
 
-    def transcript(self, key: str, audio: np.ndarray, t: float) -> str:
+    def look(self, key: str, audio: np.ndarray, t: float, phrase: str) -> tuple[str, float | None]:
+        """The transcript of the audio up to ``t`` and, where it does not say the phrase, the STT model's
+        probability of the phrase's name (``SttEngine.word_probability``), as the engine's second look does."""
         end = int(round(t * SAMPLE_RATE))
         k = (key, round(t, 3))
         if k not in self.cache:
             piece = audio[max(0, end - int(WAKE_AUDIO_S * SAMPLE_RATE)):end]
             w0, c0 = time.perf_counter(), time.process_time()  # CTranslate2 computes on its own threads
-            self.cache[k] = self.stt.transcribe(piece).text
+            text = self.stt.transcribe(piece).text
+            name_prob = None if confirms_wake(text, phrase) else self.stt.word_probability(piece,
+                                                                                           *phrase_parts(phrase))
+            self.cache[k] = (text, name_prob)
             self.wall.append(time.perf_counter() - w0)
             self.cpu.append(time.process_time() - c0)
         return self.cache[k]
@@ -85,7 +90,9 @@ def detections(rec: wb.Recorder, specs: dict, audio: np.ndarray, key: str, looke
             e = {"t": round(t, 3), "score": round(score, 5), "peak": round(float(run[:end].max()), 5),
                  "run_s": round(end * float(np.median(np.diff(trace[:, 0]))), 3)}
             if score < spec.threshold + max(BANDS[n]):
-                e["transcript"] = looker.transcript(key, audio, t)
+                e["transcript"], name_prob = looker.look(key, audio, t, wake_phrase(n))
+                if name_prob is not None:
+                    e["name_prob"] = round(name_prob, 4)
             evs.append(e)
         out[n] = evs
     return out
@@ -93,7 +100,7 @@ def detections(rec: wb.Recorder, specs: dict, audio: np.ndarray, key: str, looke
 
 def accepted(e: dict, cutoff: float, band: float, phrase: str, key: str = "score") -> bool:
     """The decision on one detection, by the score it fired with (``key`` "score") or its run's peak ("peak")."""
-    return decide(e[key], cutoff, band, phrase, e.get("transcript")) == ACCEPT
+    return decide(e[key], cutoff, band, phrase, e.get("transcript"), e.get("name_prob")) == ACCEPT
 
 
 def summarize(neg: list[dict], pos: list[dict], specs: dict, hours: float, looker: Looker) -> dict:
@@ -122,11 +129,11 @@ def summarize(neg: list[dict], pos: list[dict], specs: dict, hours: float, looke
         widest = max(BANDS[n])
         res["models"][n] = {
             "engine": spec.engine, "cutoff": cut, "phrase": phrase, "rows": rows,
-            "negatives_passed_at_widest": sorted({e["transcript"] for e in neg_ev
-                                                  if "transcript" in e and confirms_wake(e["transcript"], phrase)}),
+            "negatives_passed_at_widest": sorted({e["transcript"] for e in neg_ev if "transcript" in e
+                                                  and heard_wake(e["transcript"], phrase, e.get("name_prob"))}),
             "positives_rejected_at_widest": sorted({e["transcript"] for p in pos for e in p["detections"][n][:1]
                                                     if "transcript" in e and e["score"] < cut + widest
-                                                    and not confirms_wake(e["transcript"], phrase)}),
+                                                    and not heard_wake(e["transcript"], phrase, e.get("name_prob"))}),
         }
     w, c = np.asarray(looker.wall), np.asarray(looker.cpu)
     res["second_look_stt"] = {"n": len(w), "wall_median_s": round(float(np.median(w)), 3) if len(w) else None,
