@@ -276,7 +276,7 @@ class Engine(AudioLane, TurnActions):
         the ones gone stale (the last minute, yesterday) dropped from the cache. About one synthesis a minute (the
         thirteenth session's bench synthesized "It is 0:43." 0.36 s after the intent on the simulated Pi 5)."""
         phrases = getattr(self.tts, "phrases", None)
-        if phrases is None:
+        if not (hasattr(phrases, "__contains__") and hasattr(phrases, "discard")):  # a voice that keeps no cache
             return
         warm: set[str] = set()
         failed: set[str] = set()  # a voice that cannot say it is not asked again every poll

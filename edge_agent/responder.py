@@ -234,8 +234,8 @@ class Responder:
         first clause, neither part is in the cache and both are synthesized while the user waits (the thirteenth
         session's bench: the date's reply 0.37 CPU s on this machine, warmed but never replayed)."""
         text = fragment.strip()
-        phrases = getattr(self.tts, "phrases", None)
-        if text and not sentences.pending.strip() and phrases is not None and text in phrases:
+        holds = getattr(getattr(self.tts, "phrases", None), "__contains__", None)  # a voice may keep no cache
+        if text and not sentences.pending.strip() and holds is not None and holds(text):
             return [text]
         return sentences.push(fragment)
 
