@@ -179,7 +179,7 @@ class AudioLane:
                     stt = self.stt.unprimed()  # the wake phrase, not the home's names
                     text = stt.transcribe(audio).text
                     accepted = confirms_wake(text, phrase)
-                    if not accepted:  # a name heard but spelled otherwise ("Hey, Jardis."): does the model hear it?
+                    if not accepted:  # the name spelled otherwise: does the model find it likely?
                         name_prob = stt.word_probability(audio, *phrase_parts(phrase))
                         accepted = heard_wake(text, phrase, name_prob)
             except Exception as e:  # noqa: BLE001 - the check must never take a turn down with it

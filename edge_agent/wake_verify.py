@@ -31,9 +31,10 @@ RENDERINGS: dict[str, tuple[str, ...]] = {
 
 
 # The name of the wake phrase heard by forced decoding: how likely the STT model finds the phrase's last word
-# ("Jarvis") right after its first ones ("Hey", "Hey,") in the wake audio. A transcript that misspells a name the
-# model did hear ("Hey, Jardis." for Piper's "Hey Jarvis") still gives it 0.4-0.9; near misses ("Hey, Jarmic",
-# "Hey Chavez") and speech over music at most 0.16 on the 3-hour negative set (docs/wake.md, "Second look").
+# ("Jarvis") right after its first ones ("Hey", "Hey,") in the wake audio. Piper's "Hey Jarvis" gives 0.92-0.97;
+# near misses ("Hey, Jarmic", "Hey Chavez") and speech over music at most 0.16 on the 3-hour negative set. It rescues
+# some misspelled transcripts, not all: a rendering Whisper hears as "Hey, Jardis." can score 0.03 (docs/wake.md,
+# "Second look").
 NAME_PROB_MIN = 0.25
 
 
