@@ -175,6 +175,10 @@ def test_a_request_ended_early_and_continued_is_judged_by_the_turn_that_continue
               "t_speech_end": 11.5, "t_endpoint": 11.9, "t_transcript": 11.91, "t_intent": 13.0,
               "t_first_audio": 13.1}
     assert request_turn([silence, first, second]) is second
+    # the fourteenth session's Pi 4 column: the 5-minute timer of an earlier request rang during this one
+    ring = {"kind": "announcement", "outcome": "announcement", "transcript": "", "intents": [],
+            "reply_spoken": "Your 5 minute timer is done."}
+    assert request_turn([ring, first, second]) is second and request_turn([ring, second]) is second
     row = judge(req, request_turn([first, second]))
     assert row["verdict"] == "ok" and row["correct"] is True
     assert abs(row["lat"]["first_audio"] - 1.6) < 1e-9  # from the end of the words that continued it

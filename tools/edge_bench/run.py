@@ -399,8 +399,11 @@ def run_e2e(m: Models, root: Path, requests: list[dict[str, Any]], progress: Any
 def request_turn(turns: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The turn that answered a request: the first with speech in it, or, where that one was ended early and the
     user went on (outcome ``continued``: the turn is dropped and its words are heard again in the next one), the
-    turn that continued it. Judging the dropped first part called a command answered right "wrong: None"."""
-    heard = [t for t in turns if t.get("outcome") != "no_speech"]
+    turn that continued it. Judging the dropped first part called a command answered right "wrong: None"; a timer's
+    announcement between them is skipped."""
+    # a timer set by an earlier request may ring meanwhile (the Pi 4 column runs for minutes): its announcement is
+    # a turn too, but not this request's
+    heard = [t for t in turns if t.get("outcome") != "no_speech" and t.get("kind") != "announcement"]
     if not heard:
         return turns[0] if turns else None
     i = 0
