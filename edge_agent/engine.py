@@ -278,24 +278,20 @@ class Engine(AudioLane, TurnActions):
         phrases = getattr(self.tts, "phrases", None)
         if not (hasattr(phrases, "__contains__") and hasattr(phrases, "discard")):  # a voice that keeps no cache
             return
-        warm: set[str] = set()
+        before: list[str] = []  # the last poll's replies: those no longer wanted are stale
         failed: set[str] = set()  # a voice that cannot say it is not asked again every poll
         while not self.stop_event.is_set():
             wanted = self.brain.handler.clock_replies()
-            for stale in warm.difference(wanted):
+            for stale in set(before).difference(wanted):
                 phrases.discard(stale)
-            warm.intersection_update(wanted)
+            before = wanted
             for text in wanted:
-                if text in warm or text in failed:
-                    continue
-                if text in phrases:  # a turn said it already: kept, and dropped when stale like the rest
-                    warm.add(text)
+                if text in phrases or text in failed:  # warm already (or said by a turn)
                     continue
                 if not self._wait_idle():
                     return
                 try:
                     self.tts.prewarm([text])
-                    warm.add(text)
                 except EdgeAgentError as e:
                     failed.add(text)
                     log.warning("tts warm-up of %r failed: %s", text, e.message)

@@ -24,7 +24,7 @@ from .priority import lower_other_threads
 from .responder import says_wake_phrase
 from .turn_events import RESPONDING, State
 from .wake_tail import wake_phrase
-from .wake_verify import WAKE_AUDIO_S, confirms_wake, heard_wake, needs_second_look, phrase_parts
+from .wake_verify import WAKE_AUDIO_S, heard_wake, look, needs_second_look
 
 if TYPE_CHECKING:
     from .audio_io import Speaker
@@ -176,12 +176,9 @@ class AudioLane:
             text, accepted, name_prob = "", True, None
             try:
                 if audio is not None and len(audio):
-                    stt = self.stt.unprimed()  # the wake phrase, not the home's names
-                    text = stt.transcribe(audio).text
-                    accepted = confirms_wake(text, phrase)
-                    if not accepted:  # the name spelled otherwise: does the model find it likely?
-                        name_prob = stt.word_probability(audio, *phrase_parts(phrase))
-                        accepted = heard_wake(text, phrase, name_prob)
+                    # the wake phrase, not the home's names
+                    text, name_prob = look(self.stt.unprimed(), audio, phrase)
+                    accepted = heard_wake(text, phrase, name_prob)
             except Exception as e:  # noqa: BLE001 - the check must never take a turn down with it
                 log.warning("second look at wake word %s failed (%s); accepting it", det.model, e)
             self.post(ev.WakeChecked(time.monotonic(), turn_id, accepted, text, det.model, det.score, det.cutoff,

@@ -10,12 +10,14 @@ score words (Whisper), the model finds the phrase's name likely right after its 
 A clear detection (at or above the band) is never looked at, so it is never delayed by this; a doubtful one is not
 delayed either.
 
-Pure decisions only: the engine supplies the score, the cutoff and, when asked for one, the transcript.
+Pure decisions (and ``look``, which only calls the STT engine it is given): the engine supplies the score, the cutoff
+and, when asked for one, the transcript.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 ACCEPT, REJECT, CHECK = "accept", "reject", "check"
 WAKE_AUDIO_S = 1.5  # the audio up to a detection that the second look transcribes: "hey jarvis" said slowly fits
@@ -66,6 +68,17 @@ def heard_wake(transcript: str, phrase: str, name_prob: float | None = None) -> 
     phrase's name likely in the audio (``name_prob`` >= ``NAME_PROB_MIN``) though the transcript spelled it
     otherwise."""
     return confirms_wake(transcript, phrase) or (name_prob is not None and name_prob >= NAME_PROB_MIN)
+
+
+def look(stt: Any, audio: Any, phrase: str) -> tuple[str, float | None]:
+    """The second look on ``stt`` (an ``SttEngine``): the transcript of the wake audio and, only where it does not
+    say the phrase, the model's probability of the phrase's name (``SttEngine.word_probability``; None where the
+    engine cannot tell). ``heard_wake`` decides from the two; the engine and tools/wake_second_look_bench.py both
+    look this way."""
+    text = stt.transcribe(audio).text
+    if confirms_wake(text, phrase):
+        return text, None
+    return text, stt.word_probability(audio, *phrase_parts(phrase))
 
 
 def decide(score: float, cutoff: float, band: float, phrase: str, transcript: str | None = None,

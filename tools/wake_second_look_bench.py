@@ -39,7 +39,8 @@ from edge_agent.audio import SAMPLE_RATE, read_wav  # noqa: E402
 from edge_agent.config import load_settings  # noqa: E402
 from edge_agent.wake import WakeDetector, resolve_spec  # noqa: E402
 from edge_agent.wake_tail import wake_phrase  # noqa: E402
-from edge_agent.wake_verify import ACCEPT, WAKE_AUDIO_S, confirms_wake, decide, heard_wake, phrase_parts  # noqa: E402
+from edge_agent.wake_verify import ACCEPT, WAKE_AUDIO_S, decide, heard_wake  # noqa: E402
+from edge_agent.wake_verify import look as wake_look  # noqa: E402
 
 # bands per model (0 = the second look off); the widest one decides which detections are transcribed
 BANDS = {"hey_jarvis": [0.0, 0.1, 0.2, 0.3, 0.4, 0.45, 0.49], "hey_jarvis_v2": [0.0, 0.01, 0.02, 0.025, 0.029]}
@@ -66,10 +67,7 @@ class Looker:
         if k not in self.cache:
             piece = audio[max(0, end - int(WAKE_AUDIO_S * SAMPLE_RATE)):end]
             w0, c0 = time.perf_counter(), time.process_time()  # CTranslate2 computes on its own threads
-            text = self.stt.transcribe(piece).text
-            name_prob = None if confirms_wake(text, phrase) else self.stt.word_probability(piece,
-                                                                                           *phrase_parts(phrase))
-            self.cache[k] = (text, name_prob)
+            self.cache[k] = wake_look(self.stt, piece, phrase)
             self.wall.append(time.perf_counter() - w0)
             self.cpu.append(time.process_time() - c0)
         return self.cache[k]
