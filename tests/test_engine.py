@@ -157,7 +157,8 @@ class Harness:
         assert len(self.engine.history) >= n, f"only {len(self.engine.history)} of {n} turns: {self.engine.history}"
         return self.engine.history
 
-    def say_command(self, clips: list[Path], intent: str, timeout: float = 120, attempts: int = 3) -> dict:
+    def say_command(self, clips: list[Path], intent: str, timeout: float = 120, attempts: int = 3,
+                    fast: bool = False) -> dict:
         """Say a command, clip after clip, until a turn carries out ``intent``; return that turn. The clips are
         phrasings this machine's STT was checked to hear (tests/speech.py: recognized_clips), but the engine cuts
         the audio its own way and Whisper may still mishear a word: a test of the loop must not hinge on that. Every
@@ -167,7 +168,7 @@ class Harness:
             self.say(clips[k % len(clips)])
             return self.wait_turns(n + 1, timeout)[n]
 
-        return say_until(say, intent, attempts, lambda: self.wait_idle(timeout=timeout))
+        return say_until(say, intent, attempts, lambda: self.wait_idle(timeout=timeout), fast=fast)
 
     def wait_idle(self, state: State = State.IDLE, timeout: float = 120) -> None:
         """Wait until the mic has played out what was pushed and the engine is in ``state`` (idle, or listening for
@@ -268,7 +269,7 @@ def test_command_turn_acts_without_llm_and_speaks(harness, wavs, parts):
     from edge_agent.stt import word_error_rate
 
     h = harness()
-    rec = h.say_command(wavs["light_on"], "HassTurnOn")
+    rec = h.say_command(wavs["light_on"], "HassTurnOn", fast=True)
     assert rec["intents"][0]["entities"] == ["light.kitchen"]
     assert not rec["used_llm"] and rec["reply_spoken"] and not rec["interrupted"], rec
     _check_times(rec, llm=False)
