@@ -81,3 +81,24 @@ def test_png_writer_round_trip(tmp_path):
     raw = zlib.decompress(data[start:start + length])
     rows = np.frombuffer(raw, np.uint8).reshape(7, 1 + 15)
     assert (rows[:, 0] == 0).all() and tuple(rows[3, 1 + 6:1 + 9]) == (10, 200, 30)
+
+
+def test_wake_look_renderings_runs_the_real_detector_and_look(store, tmp_path):
+    """tools/wake_look_renderings.py on real parts (Piper, microWakeWord, Whisper tiny.en): every fresh rendering of
+    "Hey Jarvis!" is detected, and one that fired in the band (the whole band, 0.97-0.9999) was looked at with a
+    transcript."""
+    import json
+
+    import wake_look_renderings as wlr
+
+    from .conftest import require_model
+
+    for m in ("hey_jarvis_v2", "oww_features", "whisper_tiny_en", "piper_joe_medium"):
+        require_model(store, m)
+    out = tmp_path / "r.json"
+    assert wlr.main(["Hey Jarvis!", "-n", "3", "--band", "0.0299", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 3 and all(r.get("score", 0) >= 0.97 for r in rows), rows
+    looks = [r["look0.0"] for r in rows if "look0.0" in r]
+    assert len(looks) == 3 and all(lk["transcript"] for lk in looks), rows
+    assert sum(lk["accepted"] for lk in looks) >= 2, rows  # about 1 in 60 is heard "Hey, Jardis."

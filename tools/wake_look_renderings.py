@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -54,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from edge_agent.stt import make_engine
 
-    os.chdir(ROOT)
     s = load_settings(args.config)
     spec = resolve_spec(s, wb.MODELS[1])  # microWakeWord hey_jarvis_v2, the default
     features = s.path(s.models_dir) / "oww_features"
