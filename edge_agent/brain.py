@@ -83,6 +83,12 @@ SORRY_NO_LLM = "Sorry, I can only control your devices right now."
 SORRY_LLM = "Sorry, I couldn't work that out."
 SORRY_BUSY = "Sorry, I'm still busy with something else."
 OKAY_NOT_DONE = "Okay, I won't."
+# A bare yes or no (or "okay") when nothing was asked: the LLM, given the history, asked again about the sensitive
+# action the user had just declined ("Do you want me to unlock the front door?"). Answered without it.
+BARE_YES = re.compile(r"^\s*(yes|yeah|yep|yup|sure|confirm(ed)?|do it|go ahead|please do|affirmative)(,? please)?"
+                      r"[\s.!]*$", re.I)
+BARE_NO = re.compile(r"^\s*(no|nope|nah|ok|okay|never ?mind)(,? thanks?( you)?)?[\s.!]*$", re.I)
+NOTHING_ASKED = "There's nothing to confirm right now."
 # A turn waits at most this long for the one before it (LLM timeout + a long reply); beyond it the earlier response
 # was abandoned without being closed, and waiting on would hang this turn for good.
 TURN_WAIT_MAX_S = 120.0
@@ -243,6 +249,10 @@ class Brain(Preemption, LlmTurn):
             if settled:
                 return
             log.info("pending %s (%s) cancelled by a new request", pending.call.name, pending.kind)
+        if (BARE_YES.match(text) or BARE_NO.match(text)) and not self.conversation.last_reply().endswith("?"):
+            resp.timings["context"] = "nothing_asked"
+            yield from _pieces(NOTHING_ASKED if BARE_YES.match(text) else "Okay.")
+            return
 
         if self.fast_path and self.matcher is not None:
             t0 = time.monotonic()

@@ -79,6 +79,12 @@ class Conversation:
             out.append({"role": "assistant", "content": _assistant_text(t)})
         return out
 
+    def last_reply(self) -> str:
+        """What the assistant said last (stripped), or "" when the history is empty or forgotten."""
+        with self._lock:
+            self._expire()
+            return _assistant_text(self.turns[-1]).strip() if self.turns else ""
+
     def clear(self) -> None:
         with self._lock:
             self.turns.clear()

@@ -285,7 +285,7 @@ def test_ask_back_no_or_anything_else_cancels_it(big_home, big_matcher):
     brain, published = _big_brain(big_home, big_matcher)
     brain.respond("turn on the bed lamp").wait()
     assert brain.respond("no").wait() == "Okay."
-    assert brain.respond("yes").wait().startswith("Sorry") and published == []
+    assert brain.respond("yes").wait() == "There's nothing to confirm right now." and published == []
     brain.respond("turn on the bed lamp").wait()
     other = brain.respond("what time is it")  # a new request: handled as such, the question is dropped
     other.wait()
@@ -496,13 +496,13 @@ def test_a_promise_before_the_tool_call_is_not_contradicted(scripted):
 
 
 def test_a_promise_nothing_kept_becomes_an_offer_the_next_yes_answers(scripted):
-    """The spoken conversations: a stray "yes" after a refused unlock, and the model promised "Sure, I'll unlock the
-    front door." with no call. Nothing was done, so it is asked, not claimed; the yes runs it as a request, and the
-    lock still asks for its own confirmation."""
+    """The spoken conversations: after a stray "yes" (now answered without the LLM when nothing was asked) the model
+    promised "Sure, I'll unlock the front door." with no call. Nothing was done, so it is asked, not claimed; the yes
+    runs it as a request, and the lock still asks for its own confirmation."""
     brain, _ = scripted(streams=[("words", "Sure, I'll unlock the front door.")])
     published = []
     brain.on_intent = lambda call, result: published.append(call)
-    resp = brain.respond("yes")
+    resp = brain.respond("the guest is at the door")
     assert resp.wait() == "Do you want me to unlock the front door?" and resp.intents == []
     assert resp.pending is not None and resp.pending.name == "HassTurnOff"
     assert brain.respond("yes").wait().startswith("Are you sure") and published == []
@@ -1159,3 +1159,30 @@ def test_a_yes_to_the_llms_own_are_you_sure_is_the_confirmation(scripted):
     assert len(published) == 1  # not yet: the handler's own question comes first
     assert brain.respond("yes").wait().strip() == "Unlocked the front door."
     assert len(published) == 2 and len(backend.seen) == 2  # no yes went to the model
+
+
+def test_a_bare_yes_or_no_when_nothing_was_asked_never_reaches_the_llm(scripted):
+    """The conversation "confirm-unlock-no": unlock, "no", then a stray "yes". Given the history, the LLM asked
+    about the declined unlock again; with no question pending and the last reply no question, a bare yes or no is
+    answered at once and nothing is done. After a question in the LLM's own words it still goes to the LLM."""
+    from edge_agent.brain import NOTHING_ASKED
+
+    brain, backend = scripted(streams=[("words", "Would you like some music?"), ("words", "Playing is not possible.")],
+                              fast_path=True)
+    published = []
+    brain.on_intent = lambda call, result: published.append(call.name)
+    for said, reply in (("unlock the front door", "Are you sure you want to unlock the front door?"),
+                        ("no", "Okay, I won't.")):
+        resp = brain.respond(said)
+        assert resp.wait().strip() == reply
+        brain.commit_turn(said, resp.text)
+    for said, reply in (("yes", NOTHING_ASKED), ("Yes, please.", NOTHING_ASKED), ("go ahead", NOTHING_ASKED),
+                        ("no", "Okay."), ("okay", "Okay."), ("no thanks", "Okay.")):
+        resp = brain.respond(said)
+        assert resp.wait().strip() == reply, said
+        assert not resp.used_llm and resp.intents == [] and resp.pending is None, said
+    assert published == [] and backend.seen == []
+    resp = brain.respond("I'm bored")
+    assert resp.wait().strip() == "Would you like some music?"
+    brain.commit_turn("I'm bored", resp.text)
+    assert brain.respond("yes").wait().strip() == "Playing is not possible." and len(backend.seen) == 2
