@@ -119,6 +119,15 @@ class LlmSettings:
         min=0,
         max=64,
     )
+    first_threads: int = opt(
+        0,
+        "CPU threads for llama.cpp while a turn waits for it: a tool call, and a reply's prompt and first sentence "
+        "(or first clause of 4 words), when nothing else needs the CPU; then llm.threads again, so the voice has a "
+        "core. 0 = both CPUs on a 2-CPU machine (a CPU quota counts; measured there: docs/benchmarks.md), else as "
+        "llm.threads; 1 = as llm.threads.",
+        min=0,
+        max=64,
+    )
     n_ctx: int = opt(2048, "Context window in tokens.", min=256, max=32768)
     max_tokens: int = opt(96, "Maximum tokens of one reply.", min=8, max=4096)
     temperature: float = opt(0.2, "Sampling temperature.", min=0.0, max=2.0)

@@ -88,6 +88,15 @@ def llm_threads(setting: int, cpus: float | None = None) -> int:
     return max(1, _whole(available_cpus() if cpus is None else cpus) - 1)
 
 
+def llm_first_threads(setting: int, threads: int, cpus: float | None = None) -> int:
+    """``llm.first_threads``: the setting, or for 0 both CPUs of a 2-CPU machine (where ``llm.threads`` leaves
+    llama.cpp half of it; measured there, docs/benchmarks.md) and ``threads`` elsewhere; never fewer than
+    ``threads``."""
+    if setting > 0:
+        return max(setting, threads)
+    return max(threads, 2) if _whole(available_cpus() if cpus is None else cpus) == 2 else threads
+
+
 def tts_threads(setting: int, cpus: float | None = None) -> int:
     """``tts.threads`` (Piper's ONNX Runtime intra-op threads): the setting, or for 0 one thread under a quota below
     two CPUs, else 0 (ONNX Runtime's own choice: one per physical core)."""

@@ -42,6 +42,7 @@ class ConstrainedOutput:
     tokenize: Callable[[str], list[int]]
     complete: Callable[..., str]
     _held: Callable[[GenStats], contextlib.AbstractContextManager[None]]
+    _burst: Callable[[], contextlib.AbstractContextManager[Callable[[], None]]]
     _cached_prefix: Callable[[list[int]], int]
     _prefill: Callable[..., bool]
 
@@ -99,7 +100,7 @@ class ConstrainedOutput:
                 stats.stopped = "timeout"
                 raise LlmError(f"the LLM did not finish within {timeout_s:g} s", fix="raise llm.timeout_s")
 
-        with self._held(stats):
+        with self._held(stats), self._burst():  # a tool call: the turn waits for all of it
             # the prompt's last batch is left to the first choice: evaluated with the text forced before it (one
             # model step fewer than evaluating the prompt, then that text)
             cached = self._cached_prefix(tokens)

@@ -55,6 +55,11 @@ def test_thread_rules_follow_the_cpu_there_is() -> None:
     # llama.cpp: all CPUs but the audio loop's, at least one
     assert [cs.llm_threads(0, c) for c in (0.17, 1.0, 2.0, 4.0)] == [1, 1, 1, 3]
     assert cs.llm_threads(2, 0.17) == 2
+    # llm.first_threads: both CPUs of a 2-CPU machine while a turn waits for the model (measured there), else as
+    # llm.threads; never fewer than llm.threads
+    assert [cs.llm_first_threads(0, cs.llm_threads(0, c), c) for c in (0.17, 1.0, 1.9, 2.0, 4.0)] == [1, 1, 2, 2, 3]
+    assert cs.llm_first_threads(0, 3, 2.0) == 3
+    assert cs.llm_first_threads(1, 3, 4.0) == 3 and cs.llm_first_threads(6, 1, 2.0) == 6
     # Piper: one thread under a quota below two CPUs, else ONNX Runtime's choice (0)
     assert [cs.tts_threads(0, c) for c in (0.17, 0.38, 1.5, 2.0, 4.0)] == [1, 1, 1, 0, 0]
     assert cs.tts_threads(2, 0.17) == 2

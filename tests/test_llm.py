@@ -336,3 +336,33 @@ def test_a_closed_model_refuses_calls_with_a_clear_error(store):
     assert not m.loaded
     with pytest.raises(ModelError, match="closed"):
         m.prefill("<|im_start|>system\nhello<|im_end|>\n")
+
+
+def test_a_turn_has_every_cpu_until_its_first_sentence_is_written(llm, monkeypatch):
+    """llm.first_threads: a reply's prompt and first sentence run on more llama.cpp threads (nothing else needs the
+    CPU then); as soon as the voice's buffer would start on a piece, llama.cpp goes back to llm.threads, so Piper has
+    a core for it. Leaving the call always restores the count."""
+    import llama_cpp
+
+    from edge_agent.llm_model import Llm
+    from edge_agent.text import SentenceBuffer
+
+    calls = []
+    real = llama_cpp.llama_set_n_threads
+
+    def spy(ctx, n, n_batch):
+        calls.append((n, n_batch, llm.last_stats.text))
+        return real(ctx, n, n_batch)
+
+    monkeypatch.setattr(llama_cpp, "llama_set_n_threads", spy)
+    monkeypatch.setattr(Llm, "first_threads", property(lambda self: self.threads + 1))
+    text = llm.complete([{"role": "user", "content": "Explain step by step how a refrigerator keeps food cold."}],
+                        max_tokens=48)
+    assert [c[:2] for c in calls] == [(2, 2), (1, 1)], calls
+    at_calm = calls[1][2]
+    assert SentenceBuffer().push(at_calm) and len(at_calm) < len(text), (at_calm, text)  # a piece, not the end
+    assert llama_cpp.llama_n_threads(llm._llama._ctx.ctx) == 1
+    calls.clear()
+    monkeypatch.setattr(Llm, "first_threads", property(lambda self: self.threads))  # first_threads 1: no switch
+    llm.complete(_msgs("Say hello."), max_tokens=8)
+    assert calls == []
