@@ -58,19 +58,21 @@ def check_cpu(cpuinfo: str, machine: str) -> Check:
 
 def check_cores(n: int, s: Settings, cpus: float | None = None) -> Check:
     """``n`` usable cores, ``cpus`` of them allowed by a CPU quota (None: no quota); the threads each engine gets."""
-    from .cpu_share import llm_threads
+    from .cpu_share import llm_first_threads, llm_threads
 
     cpus = float(n) if cpus is None else min(float(n), cpus)
     spec = stt_spec(s.stt.engine)
     stt_threads = spec.threads(spec.settings(s))
     llm = llm_threads(s.llm.threads, cpus)
+    first = llm_first_threads(s.llm.first_threads, llm, cpus)
     quota = f", a CPU quota of {cpus:.2g} of them" if cpus < n else ""
-    detail = f"{n} usable cores{quota} (llm threads {llm}, stt.{s.stt.engine} threads {stt_threads})"
+    burst = f", {first} until a reply's first piece is written" if first > llm else ""
+    detail = f"{n} usable cores{quota} (llm threads {llm}{burst}, stt.{s.stt.engine} threads {stt_threads})"
     if n < 2:
         return Check("cpu cores", WARN, detail, "one core cannot listen and think at once: replies will stutter")
-    if llm > n or stt_threads > n:
+    if first > n or stt_threads > n:
         return Check("cpu cores", WARN, detail + ": more threads than cores",
-                     f"set llm.threads and stt.{s.stt.engine}.threads to at most {n}")
+                     f"set llm.threads, llm.first_threads and stt.{s.stt.engine}.threads to at most {n}")
     return Check("cpu cores", OK, detail)
 
 

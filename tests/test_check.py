@@ -87,6 +87,11 @@ def test_cores_and_threads(settings) -> None:
     over = check_cores(2, greedy)
     assert over.status == WARN and "more threads than cores" in over.detail and "at most 2" in over.fix
     assert check_cores(4, greedy).status == OK
+    # a turn's LLM call on both cores of a 2-CPU machine (llm.first_threads), said; too many is a warning
+    assert "llm threads 1, 2 until a reply's first piece is written" in check_cores(2, settings).detail
+    assert "until a reply" not in check_cores(4, settings).detail
+    bursty = dataclasses.replace(settings, llm=dataclasses.replace(settings.llm, first_threads=6))
+    assert check_cores(4, bursty).status == WARN and "llm.first_threads" in check_cores(4, bursty).fix
 
 
 def test_python_version() -> None:
