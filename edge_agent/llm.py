@@ -32,7 +32,7 @@ from .llm_prompt import (  # noqa: F401 - re-exported
     render_chatml,
     render_messages,
 )
-from .tool_choice import CALL_START, ToolPlan, tool_plan, write_tool_call
+from .tool_choice import CALL_START, ToolPlan, said_values, tool_plan, write_tool_call
 
 
 class LocalLlamaBackend:
@@ -168,8 +168,10 @@ class LocalLlamaBackend:
         timeout_s = None if deadline is None else max(0.0, deadline - time.monotonic())
         plan = self._tool_plan(schema) if tool_call and self.choice_tool_calls else None
         if plan is not None:
-            text = self.llm.choose(prompt + CALL_START, lambda dec: write_tool_call(dec, plan), max_tokens=max_tokens,
-                                   cancel=cancel, timeout_s=timeout_s, stats=stats)
+            words = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+            said = said_values(words)
+            text = self.llm.choose(prompt + CALL_START, lambda dec: write_tool_call(dec, plan, said),
+                                   max_tokens=max_tokens, cancel=cancel, timeout_s=timeout_s, stats=stats)
             return parse_json_output(text, schema), stats
         obj = self.llm.complete_json(prompt, schema, max_tokens=max_tokens, cancel=cancel, timeout_s=timeout_s,
                                      stats=stats)

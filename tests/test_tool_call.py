@@ -201,6 +201,42 @@ def test_the_call_is_the_json_the_grammar_allowed(schema):
     assert text == want and parse_json_output(text, schema)["arguments"]["brightness"] == 30
 
 
+def test_a_number_the_words_state_costs_no_model_step(schema):
+    """"... like thirty percent": once the model has chosen the brightness, 30 is written without a step (a digit
+    is a model step of ~0.1 s here); only the end (close, or another argument) is still the model's. A number out
+    of the argument's range, or none said, is the model's to write."""
+    from edge_agent.tool_choice import said_values
+
+    want = '{"name": "HassLightSet", "arguments": {"name": "Kitchen Light", "brightness": 30}}'
+    plain, m0 = _write(schema, want)
+    m1 = ScriptedModel(want[len(CALL_START):].encode())
+    said = said_values("Make the kitchen light a bit dimmer, like thirty percent.")
+    assert said["brightness"] == 30
+    assert write_tool_call(decoder(m1), tool_plan(schema), said) == plain == want
+    assert len(m1.evaluations) < len(m0.evaluations), (m0.evaluations, m1.evaluations)
+    # the model would write 45: the words said 30
+    m2 = ScriptedModel(want.replace("30", "45")[len(CALL_START):].encode())
+    assert json.loads(write_tool_call(decoder(m2), tool_plan(schema), said))["arguments"]["brightness"] == 30
+    # out of range (brightness is 0..100): written by the model, as without the words
+    m3 = ScriptedModel(want[len(CALL_START):].encode())
+    assert write_tool_call(decoder(m3), tool_plan(schema), {"brightness": 150}) == want
+    assert len(m3.evaluations) == len(m0.evaluations)
+
+
+def test_numbers_said_with_their_unit_only():
+    from edge_agent.tool_choice import said_values
+
+    assert said_values("The living room lamp should be at about forty percent.")["brightness"] == 40
+    assert said_values("dim it to 40%")["position"] == 40
+    assert said_values("set a timer for 5 minutes") == {"minutes": 5}
+    assert said_values("set a timer for one hour") == {"hours": 1}
+    assert said_values("Set the thermostat to 21 degrees, please.") == {"temperature": 21}
+    # a decimal, two numbers for one unit, or a number without a unit: the model's
+    assert said_values("set the heat to 21.5 degrees") == {} and said_values("twenty one point five degrees") == {}
+    assert said_values("a timer for 5 minutes and one for 10 minutes") == {}
+    assert said_values("set lamp 2 to half brightness") == {}
+
+
 def test_a_device_tool_always_gets_a_target(schema):
     # the model would close the arguments at once ({} fits every shape and names no device, so every device
     # would match it): a target is chosen instead
