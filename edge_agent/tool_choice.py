@@ -14,7 +14,9 @@ by area remains); the handler needs neither. A tool whose arguments have alterna
 argument: ``{}`` fits every shape and names no target.
 A number the words state outright with its unit ("thirty percent", "for 5 minutes", "21 degrees": ``said_values``)
 is written for that argument without a model step once the model has chosen the argument (on this machine a digit
-is a step of ~0.1 s); a number said any other way, or two numbers with one unit, are the model's to write.
+is a step of ~0.1 s); a number said any other way, or two numbers with one unit, are the model's to write. Where the
+words give a length of time in some units, the others are not offered ("for 45 seconds" was written as 45 minutes,
+"for two hours" as 2 hours, 0 minutes and 0 seconds).
 Pure: the output is validated against the whole schema by the caller (``parse_json_output``).
 """
 
@@ -37,6 +39,7 @@ CLOSE = b"}}"  # the arguments and the call end together
 # a unit word after a number -> the arguments such a number fills
 UNIT_KEYS = {"percent": ("brightness", "position", "volume_level"), "degrees": ("temperature",),
              "hours": ("hours",), "minutes": ("minutes",), "seconds": ("seconds",)}
+TIME_KEYS = frozenset({"hours", "minutes", "seconds"})  # where the words said one, the others are not offered
 _UNIT = re.compile(r"(?<![\d.])(?<!point )(\d+) (percent|per cent|degrees?|hours?|minutes?|seconds?)\b(?![.,]\d)")
 
 
@@ -117,10 +120,19 @@ def write_tool_call(dec: ChoiceDecoder, plan: ToolPlan, said: dict[str, int] | N
     out: list[bytes] = []
     used: list[str] = []
     sep = b""
+    comma = False  # a number was followed by a comma: another entry must come, not the close
+
+    def offered(fits: list[Shape], can_close: bool) -> list[str]:
+        keys = list(dict.fromkeys(k for s in fits for k in s.props if k not in used))
+        if said and TIME_KEYS & set(said):  # "for 45 seconds": a timer's length only in the units said
+            narrowed = [k for k in keys if k not in TIME_KEYS or k in said]
+            return narrowed if narrowed or can_close else keys
+        return keys
+
     while True:
         fits = [s for s in shapes if set(used) <= set(s.props)]
-        keys = list(dict.fromkeys(k for s in fits for k in s.props if k not in used))
         can_close = any(s.required <= set(used) for s in fits) and (bool(used) or len(shapes) == 1)
+        keys = offered(fits, can_close and not comma)
         entries: dict[bytes, tuple[str, Any]] = {}
         for k in keys:
             spec = next(s.props[k] for s in fits if k in s.props)
@@ -130,9 +142,10 @@ def write_tool_call(dec: ChoiceDecoder, plan: ToolPlan, said: dict[str, int] | N
                     entries[head + _dump(v)] = (k, v)
             else:
                 entries[head] = (k, None)
-        if can_close:
+        if can_close and not comma:
             entries[CLOSE] = ("", None)
         picked = dec.choose(list(entries))
+        comma = False
         if picked == CLOSE:
             break
         key, _ = entries[picked]
@@ -144,8 +157,8 @@ def write_tool_call(dec: ChoiceDecoder, plan: ToolPlan, said: dict[str, int] | N
             continue
         # a number, then its end: close, or a comma before the next entry
         fits_after = [s for s in shapes if set(used) <= set(s.props)]
-        more = any(k not in used for s in fits_after for k in s.props)
         close_after = any(s.required <= set(used) for s in fits_after)
+        more = bool(offered(fits_after, close_after))
         ends = ([CLOSE] if close_after else []) + ([b","] if more else [])
         lo = int(spec.get("minimum", 0))
         hi = int(spec.get("maximum", NUMBER_MAX))
@@ -161,6 +174,7 @@ def write_tool_call(dec: ChoiceDecoder, plan: ToolPlan, said: dict[str, int] | N
             break
         out.append(b",")
         sep = b" "
+        comma = True
     return (CALL_START.encode() + _dump(tool)[1:] + ARGS_OPEN + b"".join(out) + CLOSE).decode()
 
 

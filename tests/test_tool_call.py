@@ -223,6 +223,24 @@ def test_a_number_the_words_state_costs_no_model_step(schema):
     assert len(m3.evaluations) == len(m0.evaluations)
 
 
+def test_a_timers_length_is_written_in_the_units_said(schema):
+    """The LLM eval: "set a timer for 45 seconds" was written {"minutes": 45}, "for two hours" {"hours": 2,
+    "minutes": 0, "seconds": 0}. Where the words give a length in some units, only those are offered."""
+    from edge_agent.tool_choice import said_values
+
+    wrong = '{"name": "HassStartTimer", "arguments": {"minutes": 45}}'
+    m = ScriptedModel(wrong[len(CALL_START):].encode())
+    text = write_tool_call(decoder(m), tool_plan(schema), said_values("set a timer for 45 seconds"))
+    assert json.loads(text)["arguments"] == {"seconds": 45}, text
+    padded = '{"name": "HassStartTimer", "arguments": {"hours": 2, "minutes": 0, "seconds": 0}}'
+    m = ScriptedModel(padded[len(CALL_START):].encode())
+    text = write_tool_call(decoder(m), tool_plan(schema), said_values("set a timer for two hours"))
+    assert json.loads(text)["arguments"] == {"hours": 2}, text
+    # nothing said in units of time: every unit is the model's to choose, as before
+    m = ScriptedModel(wrong[len(CALL_START):].encode())
+    assert write_tool_call(decoder(m), tool_plan(schema), said_values("a timer please")) == wrong
+
+
 def test_numbers_said_with_their_unit_only():
     from edge_agent.tool_choice import said_values
 
