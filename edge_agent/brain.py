@@ -249,9 +249,10 @@ class Brain(Preemption, LlmTurn):
             if settled:
                 return
             log.info("pending %s (%s) cancelled by a new request", pending.call.name, pending.kind)
-        if (BARE_YES.match(text) or BARE_NO.match(text)) and not self.conversation.last_reply().endswith("?"):
+        yes = BARE_YES.match(text) is not None
+        if (yes or BARE_NO.match(text)) and not self.conversation.last_reply().endswith("?"):
             resp.timings["context"] = "nothing_asked"
-            yield from _pieces(NOTHING_ASKED if BARE_YES.match(text) else "Okay.")
+            yield from _pieces(NOTHING_ASKED if yes else "Okay.")
             return
 
         if self.fast_path and self.matcher is not None:

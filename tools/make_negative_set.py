@@ -159,15 +159,20 @@ class Piper:
 
         self.voice = PiperVoice.load(str(ModelStore(models_dir).require("piper_joe_medium")))
 
-    def say(self, text: str, length: float, noise: float, pool: Path) -> np.ndarray:
-        path = pool / f"p-{_key(text, length, noise)}.wav"
-        if not path.exists():
-            from piper.config import SynthesisConfig
+    def say(self, text: str, length: float, noise: float, pool: Path | None) -> np.ndarray:
+        """``text`` at 16 kHz, cached in ``pool`` by its words and settings (the same rendering every time); with
+        no pool a fresh one (Piper samples its voice's variation at random)."""
+        path = None if pool is None else pool / f"p-{_key(text, length, noise)}.wav"
+        if path is not None and path.exists():
+            return read_wav(path)
+        from piper.config import SynthesisConfig
 
-            cfg = SynthesisConfig(length_scale=length, noise_scale=noise)
-            audio = np.concatenate([c.audio_int16_array for c in self.voice.synthesize(text, cfg)])
-            write_wav(path, resample(audio, self.voice.config.sample_rate, SAMPLE_RATE))
-        return read_wav(path)
+        cfg = SynthesisConfig(length_scale=length, noise_scale=noise)
+        audio = np.concatenate([c.audio_int16_array for c in self.voice.synthesize(text, cfg)])
+        audio = resample(audio, self.voice.config.sample_rate, SAMPLE_RATE)
+        if path is not None:
+            write_wav(path, audio)
+        return audio
 
 
 def real_recordings() -> list[Clip]:

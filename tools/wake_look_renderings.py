@@ -28,9 +28,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import wake_bench as wb  # noqa: E402
 
-from edge_agent.audio import SAMPLE_RATE, resample  # noqa: E402
+from edge_agent.audio import SAMPLE_RATE  # noqa: E402
 from edge_agent.config import load_settings  # noqa: E402
-from edge_agent.models import ModelStore  # noqa: E402
 from edge_agent.wake import WakeDetector, resolve_spec  # noqa: E402
 from edge_agent.wake_tail import wake_phrase  # noqa: E402
 from edge_agent.wake_verify import WAKE_AUDIO_S, heard_wake, look  # noqa: E402
@@ -48,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.n < 1 or not 0 < args.band < 1:
         ap.error("-n must be at least 1 and --band in (0, 1)")
 
-    from piper import PiperVoice
-    from piper.config import SynthesisConfig
+    from make_negative_set import Piper
 
     from edge_agent.stt import make_engine
 
@@ -60,12 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     stt = make_engine(s.stt, s)
     stt.load()
     stt.warmup()
-    voice = PiperVoice.load(str(ModelStore(s.path(s.models_dir)).require("piper_joe_medium")))
+    piper = Piper(s.path(s.models_dir))
     phrase = wake_phrase(spec.name)
 
-    def say(text: str) -> np.ndarray:
-        audio = np.concatenate([c.audio_int16_array for c in voice.synthesize(text, SynthesisConfig())])
-        return resample(audio, voice.config.sample_rate, SAMPLE_RATE)
+    def say(text: str) -> np.ndarray:  # a fresh rendering at Piper's default settings, as tests/conftest.py's
+        return piper.say(text, 1.0, 0.667, None)
 
     def gap(seconds: float) -> np.ndarray:
         return np.zeros(int(seconds * SAMPLE_RATE), np.int16)
