@@ -222,12 +222,22 @@ def test_a_call_that_waited_for_the_model_says_how_long(llm, backend):
     while not llm._lock.locked() and first.is_alive() and time.monotonic() < deadline:
         time.sleep(0.005)
     assert llm._lock.locked(), "the first call never took the model"
-    timer = threading.Timer(0.3, stop.set)
-    timer.start()
-    _, st = _complete(backend, _msgs("Name a colour."), max_tokens=2)
+    got: list = []
+    second = threading.Thread(target=lambda: got.append(_complete(backend, _msgs("Name a colour."), max_tokens=2)))
+    second.start()
+    # the first call keeps the model 0.3 s after the second is seen waiting for it (not after the second was
+    # started: its prompt is built first, which took 70 ms on one CPU and would come out of the 0.3 s)
+    deadline = time.monotonic() + 30
+    while llm._waiting < 1 and second.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert llm._waiting >= 1 and first.is_alive(), "the second call never waited for the model"
+    time.sleep(0.3)
+    stop.set()
     first.join(30)
-    assert not first.is_alive()
-    assert st.t_wait_s >= 0.25, st.to_json()
+    second.join(30)
+    assert not first.is_alive() and not second.is_alive() and got
+    _, st = got[0]
+    assert st.t_wait_s >= 0.3, st.to_json()
     assert st.to_json()["wait_s"] == round(st.t_wait_s, 3)
 
 
