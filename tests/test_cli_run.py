@@ -22,7 +22,7 @@ def request_wav(store, tmp_path_factory):
     d = tmp_path_factory.mktemp("cli_run")
     # a request every plausible transcription of which the fast path answers the same way ("kitchen light" was
     # once heard as "kitchen white" on a busy machine, which asks back instead of acting)
-    return compose(store, [("silence", 0.5), ("piper", "Hey Jarvis!"), ("silence", 0.5),
+    return compose(store, [("silence", 0.5), ("wake", "Hey Jarvis!"), ("silence", 0.5),
                            ("piper", "What time is it?"), ("silence", 1.0)], d / "req.wav")
 
 

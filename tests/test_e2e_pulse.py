@@ -88,7 +88,7 @@ def say_command(rig, store, name: str, phrasings: list[tuple[str, str]], intent:
     va, daemon = rig["va"], rig["daemon"]
 
     def say(k: int) -> dict:
-        wav = compose(store, [("piper", "Hey Jarvis!"), ("silence", 0.5), phrasings[k], ("silence", 0.5)],
+        wav = compose(store, [("wake", "Hey Jarvis!"), ("silence", 0.5), phrasings[k], ("silence", 0.5)],
                       rig["dir"] / f"{name}{k}.wav")
         n = len(daemon.turns())
         va.say(wav)
@@ -155,9 +155,9 @@ def test_wake_word_interrupts_the_reply_on_the_real_speaker(rig, store):
     """The wake word during a long reply: the virtual speaker falls silent within 200 ms of the detection."""
     va, daemon = rig["va"], rig["daemon"]
     n = len(daemon.turns())
-    ask = compose(store, [("piper", "Hey Jarvis!"), ("silence", 0.5), ("piper", "Explain how a refrigerator works."),
+    ask = compose(store, [("wake", "Hey Jarvis!"), ("silence", 0.5), ("piper", "Explain how a refrigerator works."),
                           ("silence", 0.5)], rig["dir"] / "fridge.wav")
-    wake = compose(store, [("piper", "Hey Jarvis!")], rig["dir"] / "wake.wav")
+    wake = compose(store, [("wake", "Hey Jarvis!")], rig["dir"] / "wake.wav")
     t0 = time.monotonic()
     va.say(ask)
     t_speaking = daemon.wait_state("speaking", t0, timeout=180)

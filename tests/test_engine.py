@@ -233,7 +233,7 @@ def light_clips(store, parts, d: Path, wake: str | None = "Hey Jarvis!", pause: 
 @pytest.fixture(scope="module")
 def wavs(store, tmp_path_factory, parts):
     d = tmp_path_factory.mktemp("engine_speech")
-    wake = ("piper", "Hey Jarvis!")
+    wake = ("wake", "Hey Jarvis!")
 
     def c(name, *parts):
         return compose(store, [("silence", 0.5), *parts], d / name)

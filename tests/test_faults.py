@@ -127,7 +127,7 @@ class Phrasebook:
         lead, pause = VARIANTS[variant % len(VARIANTS)]
         key = (voice, text, variant % len(VARIANTS))
         if key not in self.clips:
-            self.clips[key] = compose(self.store, [("silence", lead), ("piper", "Hey Jarvis!"), ("silence", pause),
+            self.clips[key] = compose(self.store, [("silence", lead), ("wake", "Hey Jarvis!"), ("silence", pause),
                                                    (voice, text), ("silence", 0.6)], self.dir / "clip.wav")
         return self.clips[key]
 
@@ -184,7 +184,7 @@ def rig(tmp_path_factory, store):
     book = Phrasebook(store, load_settings(config), d)  # the daemon's own STT settings
     for intent in COMMANDS:
         book.check(intent)
-    question = compose(store, [("piper", "Hey Jarvis!"), ("silence", 0.5), ("piper", "Why is the sky blue?"),
+    question = compose(store, [("wake", "Hey Jarvis!"), ("silence", 0.5), ("piper", "Why is the sky blue?"),
                                ("silence", 0.6)], d / "question.wav")
     print(f"phrasings checked in {time.monotonic() - t0:.1f} s")
     del book.stt  # the daemon needs the memory more

@@ -337,7 +337,7 @@ def test_the_daemon_speaks_through_the_server_and_then_without_it(piper_server, 
     from .conftest import ROOT, run_cli
     from .speech import compose
 
-    request = compose(store, [("silence", 0.5), ("piper", "Hey Jarvis!"), ("silence", 0.5),
+    request = compose(store, [("silence", 0.5), ("wake", "Hey Jarvis!"), ("silence", 0.5),
                               ("piper", "What time is it?"), ("silence", 1.0)], tmp_path / "req.wav")
     config = tmp_path / "config.yaml"
     config.write_text(f"tts:\n  engine: wyoming\n  wyoming: {{port: {piper_server.port}, timeout_s: 10.0}}\n")

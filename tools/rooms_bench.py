@@ -247,7 +247,7 @@ class Rig:
         self.work.mkdir(parents=True, exist_ok=True)
         store = ModelStore(load_settings(ROOT / "config.yaml").models_path)
         for r in REQUESTS:  # the wake word, a pause, the request, as a user says it
-            self.wavs[r.kind] = read_wav(compose(store, [("piper", "Hey Jarvis!"), ("silence", 0.5),
+            self.wavs[r.kind] = read_wav(compose(store, [("wake", "Hey Jarvis!"), ("silence", 0.5),
                                                          ("piper", r.text), ("silence", 1.5)],
                                                  self.work / "speech" / f"{r.kind}.wav"))
         self.broker = Broker(self.work / "broker").start()

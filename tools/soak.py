@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     # speech: wake word, a pause, the request; a few noise beds for the gaps
     clips = []
     for i, (kind, text, intent) in enumerate(REQUESTS):
-        wav = compose(store, [("piper", "Hey Jarvis!"), ("silence", 0.5), ("piper", text), ("silence", 0.6)],
+        wav = compose(store, [("wake", "Hey Jarvis!"), ("silence", 0.5), ("piper", text), ("silence", 0.6)],
                       work / f"req{i}.wav")
         clips.append((kind, text, intent, wav))
     noise = np.random.default_rng(args.seed)
