@@ -67,9 +67,9 @@ class WakeModelSettings:
         None, "Second look for doubtful detections: a detection scoring below cutoff + this band opens listening at "
         "once, and the turn is dropped (outcome wake_rejected) unless speech-to-text of the audio up to it says the "
         "wake phrase; a detection at or above cutoff + band is never looked at; 0 = off; null = the model's own from "
-        "the manifest (0 for every shipped model and for model files given by path). 0.02 for hey_jarvis_v2 took "
-        "the negative set's false accepts from 3.3 to 0 per hour but drops a true wake Whisper misreads "
-        "(docs/wake.md has the figures per band).", min=0.0, max=1.0)
+        "the manifest (0.02 for hey_jarvis_v2, the default: it took the negative set's false accepts from 3.3 to 0 "
+        "per hour and drops about 1 % of true wakes, those Whisper misreads; 0 for the other shipped models and for "
+        "model files given by path; docs/wake.md has the figures per band).", min=0.0, max=1.0)
 
 
 @dataclass(frozen=True)

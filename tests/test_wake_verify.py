@@ -144,8 +144,8 @@ def test_the_band_is_a_checked_setting_shown_by_the_doctor():
 
 
 def test_the_band_defaults_to_the_models_measured_one(tmp_path):
-    """null = the manifest's band (0 for every shipped model: the look is off by default) and 0 for a model file
-    given by path; an explicit band is taken as given."""
+    """null = the manifest's band (0.02 for the default hey_jarvis_v2, 0 for the other shipped models) and 0 for a
+    model file given by path; an explicit band is taken as given."""
     import pytest
 
     from edge_agent.config import load_settings
@@ -156,11 +156,11 @@ def test_the_band_defaults_to_the_models_measured_one(tmp_path):
 
     s = load_settings(data={})
     assert s.wake.models[0].model == "hey_jarvis_v2" and s.wake.models[0].second_look_band is None
-    assert resolve_spec(s, s.wake.models[0]).second_look_band == 0.0
-    assert "no second look" in check_wake(s)[0].detail
-    on = load_settings(data={"wake": {"models": [{"model": "hey_jarvis_v2", "second_look_band": 0.02}]}})
-    assert resolve_spec(on, on.wake.models[0]).second_look_band == 0.02
-    assert "second look below 0.990 (band 0.02)" in check_wake(on)[0].detail
+    assert resolve_spec(s, s.wake.models[0]).second_look_band == 0.02
+    assert "second look below 0.990 (band 0.02)" in check_wake(s)[0].detail
+    off = load_settings(data={"wake": {"models": [{"model": "hey_jarvis_v2", "second_look_band": 0.0}]}})
+    assert resolve_spec(off, off.wake.models[0]).second_look_band == 0.0
+    assert "no second look" in check_wake(off)[0].detail
     oww = load_settings(data={"wake": {"models": [{"model": "hey_jarvis"}]}})
     assert resolve_spec(oww, oww.wake.models[0]).second_look_band == 0.0
     by_path = load_settings(data={"wake": {"models": [{"model": str(s.models_path / "hey_jarvis_v2" /
