@@ -22,7 +22,7 @@ from .audio_io import Segment
 from .errors import EdgeAgentError
 from .listener import wait_speculation
 from .text import SentenceBuffer, split_sentences
-from .turn import Turn, playback_times, spoken_text
+from .turn import Turn, playback_gaps, playback_times, spoken_text
 from .wake_tail import mentions_wake, strip_wake_words
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,9 @@ class Responder:
             _current.responder = None
             self._wait_playback()
             self._record_tts()
+            gaps = playback_gaps(self.segments)
+            if gaps is not None:
+                self.stages["playback_gaps"] = gaps
             t_first, t_end = playback_times(self.segments)
             self.post(ev.ResponseDone(time.monotonic(), self.turn_id, reply_text=self.reply_text,
                                       reply_spoken=spoken_text(self.segments), used_llm=self.used_llm,

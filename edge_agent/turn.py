@@ -48,6 +48,25 @@ def playback_times(segments: Sequence[Segment]) -> tuple[float | None, float | N
     return (min(firsts) if firsts else None), (max(ends) if ends else None)
 
 
+# A silence longer than this between two sentences of one reply means the voice ran dry: the next sentence was not
+# synthesized (or not written by the LLM) by the time the one before had played. Sentences are queued back to
+# back, so between them the speaker's own hand-over takes at most a block or two (20 ms each).
+GAP_MIN_S = 0.06
+
+
+def playback_gaps(segments: Sequence[Segment], min_s: float = GAP_MIN_S) -> dict[str, float | int] | None:
+    """The reply's underruns: silences of at least ``min_s`` between a sentence played to its end and the next
+    one's first sample (the voice waited for text or synthesis). None for a reply of fewer than two played
+    sentences; else ``{"count", "total_s", "max_s"}`` (zeros when the voice never ran dry)."""
+    played = [s for s in segments if s.played > 0 and s.t_first is not None]
+    if len(played) < 2:
+        return None
+    gaps = [round(b.t_first - a.t_done, 4) for a, b in zip(played, played[1:], strict=False)
+            if a.t_done is not None and a.played >= len(a.audio)]
+    over = [g for g in gaps if g >= min_s]
+    return {"count": len(over), "total_s": round(sum(over), 4), "max_s": round(max(over, default=0.0), 4)}
+
+
 def _settled() -> threading.Event:
     e = threading.Event()
     e.set()  # a clear detection, a follow-up, a command: nothing to wait for

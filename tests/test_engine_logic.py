@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge_agent.audio_io import Segment
-from edge_agent.turn import Turn, playback_times, spoken_text
+from edge_agent.turn import GAP_MIN_S, Turn, playback_gaps, playback_times, spoken_text
 from edge_agent.wake_tail import WAKE_HOLD_MAX_S, WakeTailGate, strip_wake_words, wake_phrase, wake_tail_cut
 
 P = ["hey jarvis"]
@@ -145,6 +145,27 @@ def test_playback_times_come_from_the_turns_own_segments():
     never.t_done = 9.0  # dropped by a flush: not played, not counted
     assert playback_times([a, b, never]) == (5.0, 5.8)
     assert playback_times([never]) == (None, None)
+
+
+def test_a_reply_whose_voice_ran_dry_counts_its_gaps():
+    """Underruns: the silence between a sentence played to its end and the next one's first sample, counted from
+    ``GAP_MIN_S`` (the speaker's own hand-over between queued sentences stays below it)."""
+    a, b, c, d = (_seg(t, 10, 10) for t in ("One.", "Two.", "Three.", "Four."))
+    a.t_first, a.t_done = 1.0, 2.0
+    b.t_first, b.t_done = 2.02, 3.0  # queued behind a: handed over at once
+    c.t_first, c.t_done = 3.5, 4.0  # the voice waited half a second for it
+    d.t_first, d.t_done = 4.0 + GAP_MIN_S, 5.0  # just at the limit
+    assert playback_gaps([a, b, c, d]) == {"count": 2, "total_s": round(0.5 + GAP_MIN_S, 4), "max_s": 0.5}
+    assert playback_gaps([a, b]) == {"count": 0, "total_s": 0.0, "max_s": 0.0}
+    assert playback_gaps([a]) is None  # one sentence: nothing to run dry between
+    cut, never = _seg("Cut.", 10, 4), _seg("Never.", 10, 0)
+    cut.t_first, cut.t_done = 2.01, 2.2
+    never.t_done = 9.0
+    # an interrupted sentence and one never played are not gaps in the voice
+    assert playback_gaps([a, cut, never]) == {"count": 0, "total_s": 0.0, "max_s": 0.0}
+    late = _seg("Late.", 10, 10)
+    late.t_first, late.t_done = 9.0, 9.5
+    assert playback_gaps([a, cut, late])["count"] == 0  # after a cut sentence: the flush, not the voice
 
 
 def test_turn_json_has_every_timestamp():
