@@ -81,6 +81,9 @@ YES = re.compile(r"^\s*(yes|yeah|yep|yup|sure|ok|okay|confirm(ed)?|do it|go ahea
 NO = re.compile(r"^\s*(no|nope|nah|cancel|stop|never ?mind|don'?t|do not)\b", re.I)
 SORRY_NO_LLM = "Sorry, I can only control your devices right now."
 SORRY_LLM = "Sorry, I couldn't work that out."
+# An answer the LLM's time limit cut after some of it was said: what was said stands (whole sentences only: the cut
+# one is never spoken), and the user hears that the rest is missing, not that nothing was worked out.
+SORRY_CUT = "Sorry, I ran out of time for the rest."
 SORRY_BUSY = "Sorry, I'm still busy with something else."
 OKAY_NOT_DONE = "Okay, I won't."
 # A bare yes or no (or "okay") when nothing was asked: the LLM, given the history, asked again about the sensitive
@@ -298,7 +301,7 @@ class Brain(Preemption, LlmTurn):
             log.warning("LLM failed: %s", e)
             resp.error = f"llm: {e.message}"
             if not (cancel is not None and cancel.is_set()):
-                yield from _pieces(SORRY_LLM)
+                yield from _pieces(SORRY_CUT if resp.text.strip() else SORRY_LLM)
 
     def _sensitive_question(self, call: IntentCall, area: str | None) -> str:
         """For an ask-back on a sensitive device ("lock up the mark door"): the handler's own question for the call,

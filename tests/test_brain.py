@@ -14,8 +14,9 @@ import time
 import jsonschema
 import pytest
 
-from edge_agent.brain import Brain, Conversation, select_tools, tool_call_schema
+from edge_agent.brain import SORRY_CUT, SORRY_LLM, Brain, Conversation, select_tools, tool_call_schema
 from edge_agent.config import ConversationSettings, LlmSettings, Settings
+from edge_agent.errors import LlmError
 from edge_agent.llm import Llm, LocalLlamaBackend
 from edge_agent.llm_backend import LLM_BACKENDS, CallStats, TextStream
 from edge_agent.truth import ACTION_NOT_DONE, NOT_CAUGHT
@@ -360,8 +361,8 @@ def test_nothing_is_carried_over_from_what_failed(big_home, big_matcher):
 
 
 class ScriptedBackend:
-    """An ``LlmBackend`` that plays a script: each ``stream`` call takes the next ("words", text) or
-    ("tool", words_before) entry, each ``complete_json`` the next dict. Records every call's messages and mode, and
+    """An ``LlmBackend`` that plays a script: each ``stream`` call takes the next ("words", text),
+    ("tool", words_before) or ("timeout", words_before_the_time_limit) entry, each ``complete_json`` the next dict. Records every call's messages and mode, and
     the greatest number of calls in progress at once (two turns interleaving would make it 2)."""
 
     load_s = 0.01
@@ -423,6 +424,9 @@ class ScriptedBackend:
                     yield frag
                     if i == 0 and self.gate is not None:
                         assert self.gate.wait(10.0), "the test never released the first turn"
+                if kind == "timeout":  # the time limit ends the call after these words
+                    stats.stopped = "timeout"
+                    raise LlmError("the LLM did not finish within 20 s", fix="raise llm.timeout_s")
                 stats.tool_call = kind == "tool" and mode == "free"
                 stats.stopped = "tool_call" if stats.tool_call else "eos"
             finally:
@@ -454,6 +458,20 @@ def scripted(monkeypatch, home_file):
         return brain, backend
 
     return build
+
+
+def test_an_answer_cut_by_the_time_limit_keeps_its_whole_sentences_and_says_the_rest_is_missing(scripted):
+    """On a slow board (the pi4 quota: 2-3 tokens/s against llm.timeout_s 20 s) a long answer is cut mid-sentence:
+    the sentences already written are said, the cut one never, and the apology says the rest is missing, not that
+    nothing was worked out. Cut before a whole sentence: the plain apology."""
+    brain, _ = scripted(streams=[("timeout", "A fridge moves heat out of its box. It pumps a cold gas through the"),
+                                 ("timeout", "A fridge moves heat out of")])
+    resp = brain.respond("explain how a fridge works")
+    said = resp.wait()
+    assert said == "A fridge moves heat out of its box. " + SORRY_CUT, said
+    assert resp.error.startswith("llm:") and "did not finish" in resp.error
+    resp = brain.respond("explain it again")
+    assert resp.wait() == SORRY_LLM and resp.error.startswith("llm:")
 
 
 def test_backend_is_chosen_by_name_and_sees_only_messages(scripted):
