@@ -362,8 +362,9 @@ def test_nothing_is_carried_over_from_what_failed(big_home, big_matcher):
 
 class ScriptedBackend:
     """An ``LlmBackend`` that plays a script: each ``stream`` call takes the next ("words", text),
-    ("tool", words_before) or ("timeout", words_before_the_time_limit) entry, each ``complete_json`` the next dict. Records every call's messages and mode, and
-    the greatest number of calls in progress at once (two turns interleaving would make it 2)."""
+    ("tool", words_before) or ("timeout", words_before_the_time_limit) entry, each ``complete_json`` the next dict.
+    Records every call's messages and mode, and the greatest number of calls in progress at once (two turns
+    interleaving would make it 2)."""
 
     load_s = 0.01
 
