@@ -70,6 +70,14 @@ def heard_wake(transcript: str, phrase: str, name_prob: float | None = None) -> 
     return confirms_wake(transcript, phrase) or (name_prob is not None and name_prob >= NAME_PROB_MIN)
 
 
+def look_window(audio: Any, t_s: float, rate: int, after_s: float = 0.0) -> Any:
+    """The part of ``audio`` (an array from stream time 0 at ``rate``) that a look transcribes for a detection at
+    ``t_s``: the ``WAKE_AUDIO_S`` seconds up to it, and ``after_s`` after it (the tools' variant). The engine cuts
+    the same window from its ring of recent audio (``PreRoll.recent``)."""
+    end = int(round(t_s * rate))
+    return audio[max(0, end - int(WAKE_AUDIO_S * rate)):end + int(after_s * rate)]
+
+
 def look(stt: Any, audio: Any, phrase: str) -> tuple[str, float | None]:
     """The second look on ``stt`` (an ``SttEngine``): the transcript of the wake audio and, only where it does not
     say the phrase, the model's probability of the phrase's name (``SttEngine.word_probability``; None where the

@@ -77,7 +77,7 @@ class WakeCheck:
         both over the whole rendering and over the ``WAKE_AUDIO_S`` before the detection (what the engine's look
         transcribes); else what went wrong."""
         from edge_agent.wake_tail import wake_phrase
-        from edge_agent.wake_verify import WAKE_AUDIO_S, confirms_wake
+        from edge_agent.wake_verify import confirms_wake, look_window
 
         gap = np.zeros(SAMPLE_RATE // 2, np.int16)
         audio = np.concatenate([gap, phrase_audio, gap])
@@ -89,9 +89,8 @@ class WakeCheck:
         if not hits:
             return f"not detected by {self.model}"
         phrase = wake_phrase(self.model)
-        end = int(round(hits[0].t * SAMPLE_RATE))
         heard = [self.stt.transcribe(audio).text,
-                 self.stt.transcribe(audio[max(0, end - int(WAKE_AUDIO_S * SAMPLE_RATE)):end]).text]
+                 self.stt.transcribe(look_window(audio, hits[0].t, SAMPLE_RATE)).text]
         if not all(confirms_wake(h, phrase) for h in heard):
             return f"score {hits[0].score:.4f}, heard as {heard}"
         return None

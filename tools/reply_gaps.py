@@ -29,6 +29,10 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import spoken_eval as se  # noqa: E402
 
+from edge_agent.config import load_settings  # noqa: E402
+from edge_agent.cpu_budget import applied  # noqa: E402
+from edge_agent.text import split_sentences  # noqa: E402
+
 # Questions a household asks whose answers run to several sentences (none is a command; none in the bench's set).
 QUESTIONS = [
     "Explain how a refrigerator works.",
@@ -60,9 +64,6 @@ def main(argv: list[str] | None = None) -> int:
         try:
             session = se.Session("gaps", "Living Room", [se.Utt(f"q{i}", q, "piper-joe", gap_s=args.answer_s)
                                                          for i, q in enumerate(QUESTIONS[:args.n])])
-            from edge_agent.config import load_settings
-            from edge_agent.cpu_budget import applied
-
             # the speech is rendered inside, before the daemon starts: slower under a quota, not measured
             with applied(args.cpu_budget, load_settings(ROOT / "config.yaml")) as budget:
                 heard, info = rig.run(session)
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         first = (rec["t_first_audio"] - rec["t_speech_end"]
                  if rec.get("t_first_audio") and rec.get("t_speech_end") else None)
         row = {"key": h.key, "transcript": h.transcript, "outcome": h.outcome, "used_llm": h.used_llm,
-               "sentences": len(se_sentences(rec.get("reply_spoken") or "")), "gaps": gaps,
+               "sentences": len(split_sentences(rec.get("reply_spoken") or "")), "gaps": gaps,
                "first_audio_s": None if first is None else round(first, 3),
                "playback_s": (round(rec["t_playback_end"] - rec["t_first_audio"], 2)
                               if rec.get("t_playback_end") and rec.get("t_first_audio") else None),
@@ -108,12 +109,6 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({"config_extra": args.config_extra, "summary": summary, "rows": rows},
                                         indent=1))
     return 0 if rows else 1
-
-
-def se_sentences(text: str) -> list[str]:
-    from edge_agent.text import split_sentences
-
-    return split_sentences(text) if text else []
 
 
 if __name__ == "__main__":

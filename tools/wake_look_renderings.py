@@ -32,7 +32,7 @@ from edge_agent.audio import SAMPLE_RATE  # noqa: E402
 from edge_agent.config import load_settings  # noqa: E402
 from edge_agent.wake import WakeDetector, resolve_spec  # noqa: E402
 from edge_agent.wake_tail import wake_phrase  # noqa: E402
-from edge_agent.wake_verify import WAKE_AUDIO_S, heard_wake, look  # noqa: E402
+from edge_agent.wake_verify import heard_wake, look, look_window  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,10 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             t, score = fired[0]
             row.update(t=round(float(t), 3), score=round(float(score), 4))
             if score < spec.threshold + args.band:
-                end = int(round(t * SAMPLE_RATE))
                 for after in looks:
-                    piece = audio[max(0, end - int(WAKE_AUDIO_S * SAMPLE_RATE)):end + int(after * SAMPLE_RATE)]
-                    text, prob = look(stt, piece, phrase)
+                    text, prob = look(stt, look_window(audio, t, SAMPLE_RATE, after), phrase)
                     row[f"look{after}"] = {"transcript": text, "name_prob": None if prob is None else round(prob, 4),
                                            "accepted": heard_wake(text, phrase, prob)}
                     if not row[f"look{after}"]["accepted"]:

@@ -39,7 +39,7 @@ from edge_agent.audio import SAMPLE_RATE, read_wav  # noqa: E402
 from edge_agent.config import load_settings  # noqa: E402
 from edge_agent.wake import WakeDetector, resolve_spec  # noqa: E402
 from edge_agent.wake_tail import wake_phrase  # noqa: E402
-from edge_agent.wake_verify import ACCEPT, WAKE_AUDIO_S, decide, heard_wake  # noqa: E402
+from edge_agent.wake_verify import ACCEPT, WAKE_AUDIO_S, decide, heard_wake, look_window  # noqa: E402
 from edge_agent.wake_verify import look as wake_look  # noqa: E402
 
 # bands per model (0 = the second look off); the widest one decides which detections are transcribed
@@ -62,10 +62,9 @@ class Looker:
     def look(self, key: str, audio: np.ndarray, t: float, phrase: str) -> tuple[str, float | None]:
         """The transcript of the audio up to ``t`` and, where it does not say the phrase, the STT model's
         probability of the phrase's name (``SttEngine.word_probability``), as the engine's second look does."""
-        end = int(round(t * SAMPLE_RATE))
         k = (key, round(t, 3))
         if k not in self.cache:
-            piece = audio[max(0, end - int(WAKE_AUDIO_S * SAMPLE_RATE)):end]
+            piece = look_window(audio, t, SAMPLE_RATE)
             w0, c0 = time.perf_counter(), time.process_time()  # CTranslate2 computes on its own threads
             self.cache[k] = wake_look(self.stt, piece, phrase)
             self.wall.append(time.perf_counter() - w0)
