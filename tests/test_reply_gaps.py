@@ -27,7 +27,8 @@ def test_a_long_answer_says_whether_its_voice_ran_dry(tmp_path, store, capsys):
     assert reply_gaps.main(["-n", "1", "--answer-s", "35", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     (row,) = res["rows"]
-    assert "refrigerator" in row["transcript"].lower() and row["used_llm"], row
+    # the question reached the LLM (not one exact transcription of it: Whisper tiny.en's spelling varies by CPU)
+    assert row["transcript"] and row["used_llm"] and row["outcome"] == "answered", row
     assert row["sentences"] >= 2 and row["playback_s"] > 2.0, row
     gaps = row["gaps"]  # a reply of two or more pieces always has the record, zeros when it never ran dry
     assert set(gaps) == {"count", "total_s", "max_s"}, row
