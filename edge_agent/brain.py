@@ -12,7 +12,9 @@ Flow of one ``respond(text)``:
    templates.
 3. **Fast path**: Home Assistant's templates, then the tolerant tier (``IntentMatcher.match(..., ask_back=True)``)
    -> ``IntentHandler.handle`` -> its sentence is spoken at once; a match not sure enough asks back instead. No
-   LLM, milliseconds.
+   LLM, milliseconds. Then, for a spoken turn whose transcript all of that refused, the **sound tier**
+   (``sound_match.py``): the template sentences nearest in spelling scored against the turn's audio by the STT
+   model; a clear winner is acted on, a near one asked back (tens to a few hundred ms, only on such turns).
 4. **LLM path**, through the ``LlmBackend`` port (``llm_backend.py``; ``llm.backend`` picks one): the brain hands
    over chat messages and reads back text and one ``CallStats`` per call; the chat template, grammars and KV cache
    are the backend's. The model sees a FIXED prefix (system prompt, guardrail profile, this home's devices, worked
@@ -46,6 +48,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from . import sound_match
 from .ask_cli import cli_ask
 from .brain_llm import REPLY_REQUEST, SORRY_TOOL, TOOL_CALL_MAX_TOKENS, LlmTurn  # noqa: F401 - re-exported
 from .brain_preempt import Preemption
@@ -73,6 +76,9 @@ from .tool_fit import (  # noqa: F401 - re-exported
 from .truth import NOT_CAUGHT
 
 log = logging.getLogger(__name__)
+
+# sentences -> their scores against the turn's audio (``SttStream.sentence_scores``), None where it cannot score
+Sound = Callable[[list[str]], "list[float] | None"]
 
 CONFIRM_TTL_S = 30.0  # a pending "are you sure?" is forgotten after this long
 CLARIFY_TTL_S = 20.0  # a pending "Did you mean the bedroom lamp?" is forgotten after this long
@@ -215,13 +221,16 @@ class Brain(Preemption, LlmTurn):
         self._pending = None
 
     # ------------------------------------------------------------------ respond
-    def respond(self, text: str, *, area: str | None = None, cancel: threading.Event | None = None) -> Response:
+    def respond(self, text: str, *, area: str | None = None, cancel: threading.Event | None = None,
+                sound: Sound | None = None) -> Response:
         """Start handling ``text``; the work runs as the returned ``Response`` is iterated, holding the brain's turn
-        lock from the first piece asked for until iteration ends (or the response is closed)."""
-        return Response(lambda resp: self._locked_run(resp, text.strip(), area, cancel))
+        lock from the first piece asked for until iteration ends (or the response is closed). ``sound``: scores
+        sentences against the audio ``text`` was heard from (the STT stream's ``sentence_scores``), for the sound
+        tier; None (typed text, an engine that cannot score) skips it."""
+        return Response(lambda resp: self._locked_run(resp, text.strip(), area, cancel, sound))
 
-    def _locked_run(self, resp: Response, text: str, area: str | None, cancel: threading.Event | None
-                    ) -> Iterator[str]:
+    def _locked_run(self, resp: Response, text: str, area: str | None, cancel: threading.Event | None,
+                    sound: Sound | None = None) -> Iterator[str]:
         if not text:
             return
         t0 = time.monotonic()
@@ -240,11 +249,12 @@ class Brain(Preemption, LlmTurn):
         if waited > 0.01:
             resp.timings["waited_for_turn_s"] = round(waited, 3)
         try:
-            yield from self._run(resp, text, area, cancel)
+            yield from self._run(resp, text, area, cancel, sound)
         finally:
             self._turn_lock.release()
 
-    def _run(self, resp: Response, text: str, area: str | None, cancel: threading.Event | None) -> Iterator[str]:
+    def _run(self, resp: Response, text: str, area: str | None, cancel: threading.Event | None,
+             sound: Sound | None = None) -> Iterator[str]:
         self.context.begin_turn()
         pending, self._pending = self._pending, None
         if pending is not None and self.clock() - pending.t <= pending.ttl_s:
@@ -273,6 +283,8 @@ class Brain(Preemption, LlmTurn):
             if call is None:
                 call = self.matcher.match(text, area, ask_back=True)
             resp.timings["fast_path_s"] = round(time.monotonic() - t0, 4)
+            if call is None and sound is not None:
+                call = self._sound_tier(resp, text, area, sound)
             if call is not None:
                 clarify = getattr(call, "clarify", None)
                 if clarify:  # not sure enough to act: ask, and act only on a yes in the next turn
@@ -302,6 +314,33 @@ class Brain(Preemption, LlmTurn):
             resp.error = f"llm: {e.message}"
             if not (cancel is not None and cancel.is_set()):
                 yield from _pieces(SORRY_CUT if resp.text.strip() else SORRY_LLM)
+
+    def _sound_tier(self, resp: Response, text: str, area: str | None, sound: Sound) -> IntentCall | None:
+        """The template sentences near a transcript the text tiers refused, scored against its audio
+        (``sound_match.py``): the call to act on, one to ask back about (``clarify``), or None (on to the LLM)."""
+        find = getattr(self.matcher, "sound_candidates", None)
+        if find is None:
+            return None
+        t0 = time.monotonic()
+        try:
+            said, candidates = find(text, area)
+            scores = sound([sound_match.spoken_form(said)] + [sound_match.spoken_form(c.heard) for c in candidates]
+                           ) if candidates else None
+        except Exception as e:  # noqa: BLE001 - a scoring failure costs the tier, never the turn
+            log.warning("sound tier failed on %r: %s", text, e)
+            return None
+        if not candidates or not scores or len(scores) != len(candidates) + 1:
+            return None
+        verdict = sound_match.choose(scores[0], list(zip(candidates, scores[1:], strict=True)))
+        resp.timings["sound_s"] = round(time.monotonic() - t0, 4)
+        resp.timings["sound"] = {**verdict.log(), "candidates": len(candidates)}
+        log.info("sound tier on %r: %s (%s)", text, verdict.action, resp.timings["sound"])
+        if verdict.action == "pass":
+            return None
+        call = verdict.call
+        if verdict.action == "ask":
+            call.clarify = f"Did you mean: {call.heard}?"
+        return call
 
     def _sensitive_question(self, call: IntentCall, area: str | None) -> str:
         """For an ask-back on a sensitive device ("lock up the mark door"): the handler's own question for the call,

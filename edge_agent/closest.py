@@ -287,6 +287,51 @@ class ClosestSentences:
         return found
 
 
+    def near(self, form: str, *, cutoff: float, limit: int) -> list[tuple[str, float]]:
+        """Skeletons of the transcript's placeholder signature, a word or two longer or shorter, whose content words
+        are at least ``cutoff`` close (rapidfuzz ratio), best first, without ``word_edits``'s rules. (full
+        skeleton, ratio) pairs; empty for a transcript too short to compare."""
+        key = content(form)
+        heard = key.split()
+        if len(form.split()) < MIN_WORDS or len(heard) < MIN_CONTENT:
+            return []
+        sig = signature(key)
+        pool: dict[str, str] = {}
+        for n in range(len(heard) - 2, len(heard) + 3):
+            pool.update(self.by_signature.get((sig, n), {}))
+        return [(pool[text], score) for text, score, _ in process.extract(
+            key, list(pool), scorer=fuzz.ratio, limit=limit, score_cutoff=cutoff) if pool[text] != form]
+
+    def substitutions(self, form: str, *, cutoff: float, limit: int, most: int = 1) -> list[str]:
+        """The transcript's own words with at most ``most`` of them (one or two words each) replaced by what a near
+        skeleton (``near``) says there: candidates for the sound tier (``sound_match.py``), where the audio, not the
+        spelling, decides between "pause" and "post" or "on" and "off". Words the skeleton lacks and function words
+        it adds stay as heard (the text tiers judge the result); a placeholder is never touched. So a candidate
+        says what was heard but for a word or two, and its score against the audio compares like for like."""
+        heard = form.split()
+        out: list[str] = []
+        for skeleton, _ in self.near(form, cutoff=cutoff, limit=limit):
+            skel = [w for i, w in enumerate(skeleton.split()) if i == 0 or w != skeleton.split()[i - 1]]  # "the the"
+            new, changes = list(heard), 0
+            for op in reversed(Levenshtein.opcodes(heard, skel)):
+                if op.tag == "equal":
+                    continue
+                a, b = heard[op.src_start:op.src_end], skel[op.dest_start:op.dest_end]
+                if op.tag == "delete" or all(w in SOFT for w in (*a, *b)):
+                    continue  # words the skeleton lacks, or a function word swapped or added: as heard
+                if op.tag != "replace" or len(a) > 2 or len(b) > 2 or any(_slot(w) for w in (*a, *b)):
+                    changes = most + 1
+                    break
+                if len(a) == len(b):  # word for word: a function word against a function word stays as heard
+                    b = [x if x in SOFT and y in SOFT else y for x, y in zip(a, b, strict=True)]
+                new[op.src_start:op.src_end] = b
+                changes += 1
+            sentence = " ".join(new)
+            if 1 <= changes <= most and sentence not in out:
+                out.append(sentence)
+        return out
+
+
 def fill(skeleton: str, values: dict[str, list[str]]) -> str:
     """The skeleton with each placeholder replaced by the transcript's words for it, in order."""
     taken: dict[str, int] = defaultdict(int)

@@ -90,6 +90,7 @@ class Responder:
         self.area = area
         self.wake_phrases = wake_phrases
         self.stream, self.speculation, self.text = stream, speculation, text
+        self.heard_before: str | None = None  # set with the transcript: the words heard ahead of the request
         self.on_transcript = on_transcript
         self.ask = ask  # an automation's question this turn answers: matched, not sent to the brain
         self.segments: list[Segment] = []
@@ -163,6 +164,8 @@ class Responder:
         heard = result.text
         # only a turn opened by the wake word can start with its misheard tail
         text = strip_wake_words(heard, self.wake_phrases, fuzzy=self.after_wake)
+        at = heard.casefold().rfind(text.casefold()) if text else -1
+        self.heard_before = heard[:at] if at >= 0 else None  # the words ahead of the request (the wake phrase)
         if text != heard.strip():
             log.info("transcript: %r (heard %r)", text, heard)
         else:
@@ -178,9 +181,17 @@ class Responder:
             self.on_transcript(text)
         return text
 
+    def _sound(self) -> Any:
+        """The sound tier's scorer: sentences against this turn's audio, after the words heard ahead of the request;
+        None for a turn without audio or whose request could not be found in the transcript."""
+        stream, before = self.stream, self.heard_before
+        if stream is None or before is None:
+            return None
+        return lambda sentences: stream.sentence_scores(sentences, before=before)
+
     def _answer(self, text: str) -> None:
         c0 = time.process_time()
-        response = self.brain.respond(text, area=self.area, cancel=self.cancel)
+        response = self.brain.respond(text, area=self.area, cancel=self.cancel, sound=self._sound())
         sentences = SentenceBuffer(first_clause_words=self.first_clause_words)
         synth_q: queue.Queue[tuple[str, bool] | None] = queue.Queue()  # (sentence, worth caching)
         synth = threading.Thread(target=self._synth_worker, args=(synth_q,), name="synth", daemon=True)

@@ -103,6 +103,11 @@ class SttStream:
         None where streaming already keeps up (Vosk)."""
         return None
 
+    def sentence_scores(self, sentences: list[str], before: str = "") -> list[float] | None:
+        """How well each of ``sentences`` fits the audio this stream heard (``SttEngine.sentence_scores``), after
+        ``before`` (words heard ahead of them, e.g. the wake phrase); None where the engine cannot tell."""
+        return None
+
     # engine-specific parts
     def _feed(self, samples: np.ndarray) -> str | None:
         raise NotImplementedError
@@ -162,6 +167,12 @@ class SttEngine:
         """How likely the model finds ``word`` said right after ``before`` in int16 16 kHz ``samples`` (forced
         decoding), or None where the engine cannot tell; the wake word's second look then goes by the transcript
         alone."""
+        return None
+
+    def sentence_scores(self, samples: np.ndarray, sentences: list[str], before: str = "") -> list[float] | None:
+        """Each sentence's mean log-probability per token given int16 16 kHz ``samples``, by
+        forced decoding, after ``before``; None where the engine cannot score text (the matcher's sound tier is
+        then skipped). Higher is likelier; the transcript the engine wrote itself scores near the top."""
         return None
 
     def transcribe(self, samples: np.ndarray, chunk_s: float | None = None) -> SttResult:

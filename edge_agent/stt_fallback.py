@@ -97,6 +97,10 @@ class FallbackSttEngine(SttEngine):
         return self.local.word_probability(samples, before, word)
 
 
+    def sentence_scores(self, samples: np.ndarray, sentences: list[str], before: str = "") -> list[float] | None:
+        return self.local.sentence_scores(samples, sentences, before)
+
+
 class FallbackStream(SttStream):
     """One utterance: to the server with a copy kept, or to the local engine (from the start, or from the moment the
     server failed)."""
@@ -142,6 +146,14 @@ class FallbackStream(SttStream):
 
     def snapshot(self) -> np.ndarray | None:
         return self.local_stream.snapshot() if self.local_stream is not None else None
+
+    def sentence_scores(self, sentences: list[str], before: str = "") -> list[float] | None:
+        """The local model scores (the server cannot): over the audio the server was sent, or the local stream's."""
+        if self.local_stream is not None:
+            return self.local_stream.sentence_scores(sentences, before)
+        if not self.kept:
+            return None
+        return self.engine.local.sentence_scores(np.concatenate(self.kept), sentences, before)
 
     def finish(self) -> SttResult:
         if self._finished:

@@ -31,6 +31,7 @@ MEL_FRAMES_PER_S = 100  # Whisper's mel hop is 10 ms
 WINDOW_TAIL_S = 1.0  # at least this much silence after the utterance in a short encoder window
 WINDOW_STEP_FRAMES = 500  # short windows grow in 5 s steps
 COMPRESSION_RATIO_MAX = 2.4  # Whisper's threshold for a degenerate (repetitive) decode
+TOKEN_PROB_MIN = 1e-6  # sentence_scores: a token's probability counts at least this (log: -13.8)
 PRIME_MAX_TOKENS = 200  # Whisper's previous-text prompt holds at most 223 tokens (half its 448-token context)
 
 
@@ -52,6 +53,7 @@ class WhisperEngine(SttEngine):
         self._commas: list[int] = []  # "," tokens: never decoded after the home's names (see _decode)
         self.fallbacks = 0  # doubtful short-window decodes redone over the full 30 s (for the benchmark)
         self.prime_fallbacks = 0  # doubtful primed decodes redone without the home's names
+        self._last_encoded: tuple[Any, ...] | None = None  # (audio key, encoder output, frames, feature frames)
 
     def _load(self) -> None:
         passive_waits()  # under a CPU quota OpenMP's waiting threads sleep instead of spinning (before libgomp loads)
@@ -155,6 +157,40 @@ class WhisperEngine(SttEngine):
                 best = max(best, float(np.prod(probs)))
         return best
 
+    def sentence_scores(self, samples: np.ndarray, sentences: list[str], before: str = "") -> list[float] | None:
+        """Log-probability of each sentence given the audio (the sum over its tokens), by forced decoding
+        (CTranslate2's ``align``) after the task tokens and ``before``; the home's names are left out of the
+        prompt (every sentence pays for the same prompt, and without them each pass reads a handful of tokens, not
+        two hundred). A sentence should end as Whisper ends one ("." or "?"): that token is what tells a sentence
+        cut short from the whole. A token's probability counts at least ``TOKEN_PROB_MIN``, so one impossible
+        token costs a bounded amount. The encoder's output of the utterance just decoded is reused; one decoder
+        pass per sentence."""
+        if len(samples) == 0 or not sentences:
+            return None
+        self.load()
+        x = samples.astype(np.float32) / 32768.0
+        encoded, frames, n = self._encoded(x)
+        tok = self._tokenizer
+        lead = tok.encode(" " + before.strip()) if before.strip() else []
+        scores: list[float] = []
+        for sentence in sentences:
+            ids = tok.encode(" " + sentence.strip())
+            result = self.model.model.align(encoded, self._base_prompt, [lead + ids], min(frames, n))[0]
+            probs = np.asarray(list(result.text_token_probs)[len(lead):], dtype=np.float64)
+            scores.append(float(np.sum(np.log(np.maximum(probs, TOKEN_PROB_MIN)))) if len(probs) else float("-inf"))
+        return scores
+
+    def _encoded(self, x: np.ndarray) -> tuple[Any, int, int]:
+        """(encoder output, window frames, feature frames) of float audio ``x``: the last utterance's, kept from its
+        decode (``_recognize_window``), or computed now."""
+        key = _audio_key(x)
+        last = self._last_encoded
+        if last is not None and last[0] == key:
+            return last[1], last[2], last[3]
+        feats = self.model.feature_extractor(x)
+        frames = self.window_frames(feats.shape[-1])
+        return self._encode(feats, frames), frames, feats.shape[-1]
+
     def window_frames(self, feature_frames: int) -> int:
         """Mel frames to encode for an utterance of ``feature_frames`` frames (see ``encoder_window_s``)."""
         full = int(WHISPER_WINDOW_S * MEL_FRAMES_PER_S)
@@ -177,6 +213,7 @@ class WhisperEngine(SttEngine):
         max_tokens = _max_tokens(len(x) / SAMPLE_RATE)
         prompt = self._prompt
         encoded = self._encode(feats, frames)
+        self._last_encoded = (_audio_key(x), encoded, frames, feats.shape[-1])  # for sentence_scores
         text, doubtful = self._decode(encoded, max_tokens, prompt)
         if doubtful and prompt != self._base_prompt:
             # the home's names can lead Whisper on past the words ("turn on the kitchen light, turn on the kitchen
@@ -225,6 +262,11 @@ class WhisperEngine(SttEngine):
         looped = (len(ids) >= max_tokens or _compression_ratio(text) > COMPRESSION_RATIO_MAX
                   or has_repetition(normalize_text(text).split()))
         return text, looped
+
+
+def _audio_key(x: np.ndarray) -> tuple[int, bytes]:
+    """Which utterance float audio ``x`` is, cheaply: its length and every 211th sample."""
+    return len(x), x[::211].tobytes()
 
 
 def _comma_tokens(tokenizer: Any) -> list[int]:
@@ -280,6 +322,9 @@ class WhisperStream(SttStream):
 
     def snapshot(self) -> np.ndarray | None:
         return self._audio().copy()
+
+    def sentence_scores(self, sentences: list[str], before: str = "") -> list[float] | None:
+        return self.engine.sentence_scores(self._audio(), sentences, before)
 
     def _audio(self) -> np.ndarray:
         if len(self._chunks) > 1:

@@ -328,6 +328,31 @@ def test_whisper_scores_the_wake_name_it_hears_and_not_a_near_miss(whisper, stor
     assert whisper.word_probability(np.zeros(0, dtype=np.int16), "Hey", "Jarvis") is None
 
 
+def test_whisper_scores_the_sentence_said_above_the_ones_a_mishearing_comes_from(whisper, store, tmp_path):
+    """The sound tier asks Whisper how well template sentences fit a request's audio (``sentence_scores``, forced
+    decoding): the sentence said scores above the same sentence with another action word, above one cut short,
+    and about as well as (or better than) Whisper's own transcript; after the wake phrase (``before``) as well."""
+    from edge_agent.sound_match import HEARD_MARGIN
+
+    from .conftest import piper_wav
+
+    said = "Pause my timer for a second."
+    others = ["Post my timer for a second.", "Start my timer for a second.", "Pause my timer."]
+    for length in (1.0, 1.2):
+        audio = read_wav(piper_wav(store, said, tmp_path / f"pause-{length}.wav", length_scale=length, noise=False))
+        heard = whisper.transcribe(audio).text
+        scores = whisper.sentence_scores(audio, [heard, said, *others])
+        assert scores is not None and len(scores) == 5 and all(x <= 0 for x in scores)
+        assert scores[1] >= scores[0] - HEARD_MARGIN, (heard, scores)
+        assert all(scores[1] > x for x in scores[2:]), scores
+    wake = read_wav(piper_wav(store, "Hey Jarvis, pause my timer for a second.", tmp_path / "wake.wav",
+                              noise=False))
+    after = whisper.sentence_scores(wake, [said, *others], before="Hey Jarvis,")
+    assert after is not None and all(after[0] > x for x in after[1:]), after
+    assert whisper.sentence_scores(np.zeros(0, dtype=np.int16), [said]) is None
+    assert whisper.sentence_scores(audio, []) is None
+
+
 def test_whisper_reads_pocketsphinx_raw(whisper, ps_data):
     r = whisper.transcribe(read_wav(ps_data / "goforward.raw"))
     assert word_error_rate("go forward ten meters", r.text) <= 0.25, r.text

@@ -1,0 +1,96 @@
+"""The sound tier: when every text tier refused a transcript, let the audio choose between the template sentences
+near it.
+
+Whisper tiny.en mishears one word of a request now and then ("Post my timer for a sec.", "Check the living room
+blinds."), and the text tiers must refuse those: a word that decides the action may never be guessed from spelling
+("post" is as near to "pause" as "off" is to "on"). The audio can tell, though. Like Home Assistant's
+speech-to-phrase, which only ever hears sentences of its templates, this tier asks the speech model itself how well
+each nearby template sentence fits the same audio (forced decoding: ``SttEngine.sentence_scores``, the mean
+log-probability per token) and compares that with the transcript it wrote:
+
+- the candidates (``IntentMatcher.sound_candidates``) are the template skeletons closest in spelling with the same
+  names and numbers, filled and matched by hassil for real, naming configured devices only;
+- the best candidate must fit the audio nearly as well as the transcript itself (within ``HEARD_MARGIN``: Whisper's
+  own greedy decode is close to the likeliest wording, so a candidate far below it is not what was said);
+- and clearly better than any candidate that does something else (``ACT_LEAD`` ahead of the best rival meaning,
+  e.g. "turn off" against "turn on" the same lamp); a smaller lead (``ASK_LEAD``) asks back ("Did you mean: pause
+  my timer?"), and a yes does it.
+
+Everything else goes on to the LLM as before. Pure decisions on numbers; the scores come from the STT port.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+MIN_RATIO = 60.0  # rapidfuzz ratio of the content words below which a template sentence lends no words
+CANDIDATES = 10  # distinct sentences scored at most (one decoder pass each)
+SUBSTITUTIONS = 2  # words (or pairs of words) of the transcript one candidate may replace
+HEARD_MARGIN = 2.0  # nats the best candidate's log-probability may fall below the transcript's (e^2: ~7x less likely)
+ACT_LEAD = 3.0  # nats ahead of the best candidate that does something else: acted on
+ASK_LEAD = 1.0  # ... at least this far ahead (and below ACT_LEAD): asked back
+QUESTION_WORDS = frozenset("what what's whats how how's hows when which who where is are does do can".split())
+# the skeletons are written without apostrophes ("hows the kitchen light"); Whisper writes them
+APOSTROPHES = {"whats": "what's", "hows": "how's", "wheres": "where's", "whos": "who's", "thats": "that's",
+               "dont": "don't", "isnt": "isn't", "arent": "aren't", "im": "I'm", "ive": "I've"}
+
+
+def spoken_form(sentence: str) -> str:
+    """A template sentence written as Whisper writes speech: capitalised, with a full stop or a question mark (the
+    scores of a sentence without them would all pay for the missing end the same way, but not as the transcript)."""
+    s = " ".join(APOSTROPHES.get(w, w) for w in sentence.split())
+    if not s:
+        return s
+    end = "?" if s.split()[0].casefold() in QUESTION_WORDS else "."
+    return s[0].upper() + s[1:] + ("" if s[-1] in ".?!" else end)
+
+
+def meaning(call: Any) -> tuple[Any, ...]:
+    """What a call does: its intent, slots and target entities (two wordings of one action are one meaning)."""
+    slots = tuple(sorted((k, str(v)) for k, v in (call.slots or {}).items()))
+    return call.name, slots, tuple(sorted(getattr(call, "entities", []) or []))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The sound tier's decision: ``action`` "act", "ask" or "pass" (to the LLM), with the numbers it went by."""
+
+    action: str
+    call: Any = None
+    reason: str = ""
+    heard: float = 0.0  # the transcript's own score
+    best: float | None = None  # the best candidate's
+    rival: float | None = None  # the best candidate of another meaning's
+
+    def log(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"action": self.action, "reason": self.reason, "heard": round(self.heard, 3)}
+        if self.best is not None:
+            out["best"] = round(self.best, 3)
+            out["sentence"] = getattr(self.call, "heard", "")
+        if self.rival is not None:
+            out["rival"] = round(self.rival, 3)
+        return out
+
+
+def choose(heard: float, scored: list[tuple[Any, float]]) -> Verdict:
+    """Decide from the transcript's score ``heard`` and each candidate call's score (mean log-probability per
+    token, higher is likelier)."""
+    best_by: dict[tuple[Any, ...], tuple[Any, float]] = {}
+    for call, score in scored:
+        key = meaning(call)
+        if key not in best_by or score > best_by[key][1]:
+            best_by[key] = (call, score)
+    if not best_by:
+        return Verdict("pass", reason="no candidate", heard=heard)
+    ranked = sorted(best_by.values(), key=lambda cs: -cs[1])
+    call, best = ranked[0]
+    rival = ranked[1][1] if len(ranked) > 1 else None
+    if heard - best > HEARD_MARGIN:
+        return Verdict("pass", call, "the transcript fits the audio better", heard, best, rival)
+    lead = best - rival if rival is not None else float("inf")
+    if lead >= ACT_LEAD:
+        return Verdict("act", call, "clearly the likeliest", heard, best, rival)
+    if lead >= ASK_LEAD:
+        return Verdict("ask", call, "likeliest, not by much", heard, best, rival)
+    return Verdict("pass", call, "two meanings fit alike", heard, best, rival)

@@ -1,0 +1,163 @@
+"""The sound tier (edge_agent/sound_match.py): its decisions with plain numbers, its candidates from the real
+templates and home, and the brain acting on, asking about or passing on what the scores say. The scorer here is a
+table of numbers (pure logic); tests/test_stt.py scores real speech with the real Whisper model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from edge_agent import sound_match
+from edge_agent.sound_match import ACT_LEAD, ASK_LEAD, HEARD_MARGIN, choose, spoken_form
+
+
+@dataclass
+class Call:
+    name: str
+    slots: dict = field(default_factory=dict)
+    entities: list = field(default_factory=list)
+    heard: str = ""
+
+
+ON = Call("HassTurnOn", {"name": "Kitchen Light"}, ["light.kitchen"], "turn on the kitchen light")
+ON_AGAIN = Call("HassTurnOn", {"name": "Kitchen Light"}, ["light.kitchen"], "switch on the kitchen light")
+OFF = Call("HassTurnOff", {"name": "Kitchen Light"}, ["light.kitchen"], "turn off the kitchen light")
+
+
+def test_a_clear_winner_that_fits_the_audio_like_the_transcript_is_acted_on():
+    v = choose(-5.0, [(ON, -6.0), (OFF, -6.0 - ACT_LEAD - 0.01)])
+    assert v.action == "act" and v.call is ON and v.rival == pytest.approx(-9.01)
+
+
+def test_a_candidate_the_audio_fits_far_worse_than_the_transcript_is_passed_on():
+    v = choose(-0.5, [(ON, -0.5 - HEARD_MARGIN - 0.01)])
+    assert v.action == "pass" and "transcript" in v.reason
+    assert choose(-0.5, [(ON, -0.5 - HEARD_MARGIN + 0.01)]).action == "act"  # alone: no rival meaning
+
+
+def test_a_small_lead_asks_and_two_meanings_alike_pass():
+    assert choose(-1.0, [(ON, -1.0), (OFF, -1.0 - (ASK_LEAD + ACT_LEAD) / 2)]).action == "ask"
+    assert choose(-1.0, [(ON, -1.0), (OFF, -1.0 - ASK_LEAD / 2)]).action == "pass"
+
+
+def test_two_wordings_of_one_action_are_not_each_others_rival():
+    # "turn on" and "switch on" the same light: one meaning, its best wording counts; the rival is "off"
+    v = choose(-1.0, [(ON, -1.0), (ON_AGAIN, -1.05), (OFF, -1.0 - ACT_LEAD)])
+    assert v.action == "act" and v.call is ON and v.rival == -1.0 - ACT_LEAD
+
+
+def test_no_candidates_pass():
+    assert choose(-1.0, []).action == "pass"
+
+
+def test_candidates_are_written_as_whisper_writes_speech():
+    assert spoken_form("turn on the kitchen light") == "Turn on the kitchen light."
+    assert spoken_form("what time is it") == "What time is it?"
+    assert spoken_form("  is the front door locked ") == "Is the front door locked?"
+    assert spoken_form("Pause the timer.") == "Pause the timer."
+    assert spoken_form("hows the kitchen light") == "How's the kitchen light?"
+
+
+# ------------------------------------------------------------------------------ the real templates and home
+
+@pytest.fixture(scope="module")
+def brain_home(tmp_path_factory):
+    from edge_agent.config import Settings
+    from edge_agent.home import Home
+
+    from .test_brain import HOME_YAML
+
+    p = tmp_path_factory.mktemp("home") / "home.yaml"
+    p.write_text(HOME_YAML)
+    return Home.load(Settings().home, file=p)
+
+
+@pytest.fixture(scope="module")
+def matcher(brain_home):
+    from edge_agent.intents import IntentMatcher
+
+    return IntentMatcher(brain_home)
+
+
+def test_candidates_are_the_transcript_with_a_word_from_a_template_sentence(matcher):
+    heard = "Turn the kitchen light of."
+    assert matcher.match(heard, ask_back=True) is None  # every text tier refuses it: it would go to the LLM
+    said, cands = matcher.sound_candidates(heard)
+    assert said == "turn the kitchen light of"
+    assert 1 <= len(cands) <= sound_match.CANDIDATES
+    assert all(c.tier == "sound" and c.entities == ["light.kitchen"] for c in cands)
+    by_sentence = {c.heard: c.name for c in cands}
+    # the audio, not the spelling, decides between them; the rest of the words stay as heard
+    assert by_sentence["turn the kitchen light off"] == "HassTurnOff"
+    assert by_sentence["turn the kitchen light on"] == "HassTurnOn"
+    assert all(len(c.heard.split()) == len(said.split()) for c in cands)
+    # a timer verb misheard: "post" -> "pause" (or "stop"), "my timer for a sec" kept
+    _, timer = matcher.sound_candidates("Post my timer for a sec.")
+    assert "pause my timer for a sec" in {c.heard for c in timer}
+
+
+def test_no_candidates_for_refused_words_or_unknown_devices(matcher):
+    assert matcher.sound_candidates("don't turn on the kitchen light")[1] == []  # a negation: the LLM's
+    assert matcher.sound_candidates("right on the garage heater")[1] == []  # no such device: nothing to fill
+    assert matcher.sound_candidates("hello")[1] == []
+    assert matcher.sound_candidates("I love the kitchen light in the evening")[1] == []
+
+
+def _scorer(table: dict[str, float], heard: float, calls: list):
+    def score(sentences: list[str]) -> list[float]:
+        calls.append(sentences)
+        return [heard] + [table.get(s.casefold().rstrip(".?"), heard - 30.0) for s in sentences[1:]]
+    return score
+
+
+def _brain(home):
+    from .test_brain import _brain as make
+
+    return make(home)
+
+
+def test_the_brain_acts_on_the_sentence_the_audio_fits_and_logs_why(brain_home):
+    brain = _brain(brain_home)
+    asked: list = []
+    resp = brain.respond("Turn the kitchen light of.",
+                         sound=_scorer({"turn the kitchen light off": -6.5}, -6.0, asked))
+    reply = resp.wait()
+    assert [(c.name, c.entities) for c in resp.intents] == [("HassTurnOff", ["light.kitchen"])]
+    assert not resp.used_llm and "kitchen light" in reply.lower()
+    assert asked and asked[0][0] == "Turn the kitchen light of."  # the transcript is scored with them
+    assert "Turn the kitchen light off." in asked[0]
+    assert resp.timings["sound"]["action"] == "act" and resp.timings["sound_s"] >= 0
+
+
+def test_the_brain_asks_back_when_the_lead_is_small_and_a_yes_does_it(brain_home):
+    brain = _brain(brain_home)
+    lead = (ASK_LEAD + ACT_LEAD) / 2
+    resp = brain.respond("Turn the kitchen light of.", sound=_scorer(
+        {"turn the kitchen light off": -6.5, "turn the kitchen light on": -6.5 - lead}, -6.0, []))
+    assert resp.wait().startswith("Did you mean: turn the kitchen light off?")
+    assert resp.intents == []
+    yes = brain.respond("yes")
+    yes.wait()
+    assert [(c.name, c.entities) for c in yes.intents] == [("HassTurnOff", ["light.kitchen"])]
+
+
+def test_without_a_scorer_or_with_alike_scores_nothing_is_done(brain_home):
+    brain = _brain(brain_home)
+    for sound in (None, lambda s: None,
+                  _scorer({"turn the kitchen light off": -6.5, "turn the kitchen light on": -6.6}, -6.0, []),
+                  _scorer({"turn the kitchen light off": -6.0 - HEARD_MARGIN - 0.1}, -6.0, [])):
+        resp = brain.respond("Turn the kitchen light of.", sound=sound)
+        resp.wait()
+        assert resp.intents == [] and resp.timings.get("sound", {}).get("action", "pass") == "pass"
+
+
+def test_a_scorer_that_fails_costs_the_tier_not_the_turn(brain_home):
+    brain = _brain(brain_home)
+
+    def broken(sentences):
+        raise RuntimeError("decoder gone")
+
+    resp = brain.respond("Turn the kitchen light of.", sound=broken)
+    assert resp.wait()  # the turn still answers (no LLM here: the fast path's apology)
+    assert resp.intents == []

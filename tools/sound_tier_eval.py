@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""The sound tier (edge_agent/sound_match.py) on spoken paraphrases: what it takes from the transcripts every text
+tier refused, and whether it takes them right.
+
+Each positive and negative of one half of tests/data/paraphrases.yaml is said in voices drawn per item with
+``--seed`` from tools/spoken_eval.py's ``VOICES`` (Piper joe at two speeds, four espeak-ng voices; ``--per-item``
+draws per sentence), transcribed by the configured STT engine primed with the home's names as the daemon primes it,
+and matched by the fast path (templates, tolerant tier) in-process. A transcript the fast path refused goes to the
+sound tier: its candidates (``IntentMatcher.sound_candidates``) scored against the same audio, and the verdict
+(act / ask / pass to the LLM) judged like tools/paraphrase.py judges a call. In-process, no daemon and no LLM: the
+figure is what the tier adds on the same transcripts, not an end-to-end score (tools/spoken_eval.py is that).
+
+Every score is saved (``--json``), so the margins can be tried again without decoding anything:
+``--replay OUT.json --margins HEARD,ACT,ASK``.
+
+    .venv/bin/python tools/sound_tier_eval.py --half dev [--per-item 2] [--seed 1] [--json OUT.json]
+    .venv/bin/python tools/sound_tier_eval.py --replay OUT.json [--margins 0.35,0.5,0.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+import paraphrase  # noqa: E402
+import spoken_eval  # noqa: E402
+
+from edge_agent import sound_match  # noqa: E402
+from edge_agent.audio import SAMPLE_RATE  # noqa: E402
+
+PAD_S = 0.3  # silence around each sentence, as the endpointer leaves it
+
+
+class _Call:
+    """A saved candidate, enough for ``sound_match.choose`` and the judgement."""
+
+    def __init__(self, d: dict[str, Any]) -> None:
+        self.name, self.slots, self.entities, self.heard = d["name"], d["slots"], d["entities"], d["sentence"]
+        self.right = d["right"]
+
+
+def collect(half: str, per_item: int, seed: int, cache: Path) -> dict[str, Any]:
+    from edge_agent.config import HomeSettings, load_settings
+    from edge_agent.home import Home
+    from edge_agent.intents import IntentMatcher
+    from edge_agent.stt import make_engine, prime_with_home
+
+    settings = load_settings(ROOT / "config.yaml")
+    home_file, sets = paraphrase.load_set()
+    home = Home.load(HomeSettings(), home_file)
+    matcher = IntentMatcher(home)
+    engine = make_engine(settings.stt, settings)
+    engine.load()
+    prime_with_home(engine, settings.stt, home)
+    engine.warmup()
+    voices = spoken_eval.Voices(cache)
+    rng = random.Random(seed)
+    names = list(spoken_eval.VOICES)
+    pad = np.zeros(int(PAD_S * SAMPLE_RATE), dtype=np.int16)
+    rows: list[dict[str, Any]] = []
+    items = [it for it in sets[half] if it.kind in ("positive", "negative")]
+    for n, it in enumerate(items):
+        for voice in rng.sample(names, per_item):
+            audio = np.concatenate([pad, voices.say(voice, it.text), pad])
+            heard = engine.open_stream()
+            heard.feed(audio)
+            text = heard.finish().text.strip()
+            row: dict[str, Any] = {"said": it.text, "kind": it.kind, "intent": it.intent, "voice": voice,
+                                   "heard": text}
+            call = matcher.match(text, it.area, ask_back=True) if text else None
+            if call is not None:
+                ok, _ = paraphrase.judge(it, call, home) if it.kind == "positive" else (False, "")
+                row.update(tier=call.tier, asked=bool(call.clarify), right=ok)
+                rows.append(row)
+                continue
+            row["tier"] = "llm"
+            t0 = time.perf_counter()
+            said, cands = matcher.sound_candidates(text, it.area) if text else ("", [])
+            t1 = time.perf_counter()
+            scores = engine.sentence_scores(audio, [sound_match.spoken_form(said)] + [
+                sound_match.spoken_form(c.heard) for c in cands]) if cands else None
+            row["candidates_ms"] = round(1000 * (t1 - t0), 1)
+            row["scores_ms"] = round(1000 * (time.perf_counter() - t1), 1)
+            if scores:
+                row["heard_score"] = scores[0]
+                row["candidates"] = [{"sentence": c.heard, "name": c.name, "slots": c.slots,
+                                      "entities": c.entities, "score": s,
+                                      "right": it.kind == "positive" and paraphrase.judge(it, c, home)[0]}
+                                     for c, s in zip(cands, scores[1:], strict=True)]
+            rows.append(row)
+        print(f"\r{n + 1}/{len(items)}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return {"half": half, "seed": seed, "per_item": per_item, "rows": rows}
+
+
+def decide(rows: list[dict[str, Any]], margins: tuple[float, float, float]) -> dict[str, Any]:
+    """The tier's verdicts on the saved scores with ``margins`` (heard, act lead, ask lead)."""
+    saved = sound_match.HEARD_MARGIN, sound_match.ACT_LEAD, sound_match.ASK_LEAD
+    sound_match.HEARD_MARGIN, sound_match.ACT_LEAD, sound_match.ASK_LEAD = margins
+    try:
+        pos = [r for r in rows if r["kind"] == "positive"]
+        neg = [r for r in rows if r["kind"] == "negative"]
+        out: dict[str, Any] = {"positives": len(pos), "negatives": len(neg),
+                               "fast_right": sum(1 for r in pos if r["tier"] != "llm" and r["right"]
+                                                 and not r["asked"]),
+                               "to_llm": sum(1 for r in pos if r["tier"] == "llm"),
+                               "acted_right": 0, "acted_wrong": [], "asked_right": 0, "asked_wrong": [],
+                               "negatives_acted": [], "negatives_asked": [], "missed": []}
+        for r in rows:
+            if r["tier"] != "llm" or not r.get("candidates"):
+                if r["tier"] == "llm" and r["kind"] == "positive":
+                    out["missed"].append((r["said"], r["heard"], "no candidate"))
+                continue
+            v = sound_match.choose(r["heard_score"], [(_Call(c), c["score"]) for c in r["candidates"]])
+            line = (r["said"], r["heard"], v.action, getattr(v.call, "heard", ""),
+                    round(r["heard_score"], 2), v.best and round(v.best, 2), v.rival and round(v.rival, 2))
+            if r["kind"] == "negative":
+                if v.action == "act":
+                    out["negatives_acted"].append(line)
+                elif v.action == "ask":
+                    out["negatives_asked"].append(line)
+                continue
+            if v.action == "pass":
+                right = [c for c in r["candidates"] if c["right"]]
+                out["missed"].append((*line, "right one among them" if right else "none right"))
+            elif v.action == "act":
+                if v.call.right:
+                    out["acted_right"] += 1
+                else:
+                    out["acted_wrong"].append(line)
+            elif v.call.right:
+                out["asked_right"] += 1
+            else:
+                out["asked_wrong"].append(line)
+        return out
+    finally:
+        sound_match.HEARD_MARGIN, sound_match.ACT_LEAD, sound_match.ASK_LEAD = saved
+
+
+def report(data: dict[str, Any], margins: tuple[float, float, float], show: bool) -> dict[str, Any]:
+    rows = data["rows"]
+    d = decide(rows, margins)
+    p = d["positives"]
+    print(f"half {data['half']}, seed {data['seed']}, {data.get('per_item', 1)} voice(s) per sentence, margins "
+          f"heard {margins[0]}, act {margins[1]}, ask {margins[2]}")
+    print(f"positives {p}: fast path right {d['fast_right']} ({100 * d['fast_right'] / max(1, p):.1f} %), "
+          f"to the LLM {d['to_llm']}")
+    print(f"  sound tier: acted right {d['acted_right']}, acted WRONG {len(d['acted_wrong'])}, "
+          f"asked right {d['asked_right']}, asked wrong {len(d['asked_wrong'])}, passed on "
+          f"{d['to_llm'] - d['acted_right'] - len(d['acted_wrong']) - d['asked_right'] - len(d['asked_wrong'])}")
+    both = d["fast_right"] + d["acted_right"]
+    print(f"  fast path + sound tier right without asking: {both} ({100 * both / max(1, p):.1f} %)")
+    print(f"negatives {d['negatives']}: sound tier acted on {len(d['negatives_acted'])}, asked on "
+          f"{len(d['negatives_asked'])}")
+    ms = [r["candidates_ms"] + r["scores_ms"] for r in rows if "scores_ms" in r]
+    if ms:
+        print(f"  tier cost per LLM-bound turn: median {statistics.median(ms):.0f} ms, max {max(ms):.0f} ms "
+              f"(candidates + scoring, in-process)")
+    for key in ("acted_wrong", "asked_wrong", "negatives_acted", "negatives_asked"):
+        for line in d[key]:
+            print(f"  {key}: {line}")
+    if show:
+        for line in d["missed"]:
+            print(f"  missed: {line}")
+    return d
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--half", choices=("dev", "heldout"), default="dev")
+    ap.add_argument("--per-item", type=int, default=1, help="voices per sentence (drawn without repeats)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", type=Path, help="save every transcript and score here")
+    ap.add_argument("--replay", type=Path, help="decide again on a saved run (no decoding)")
+    ap.add_argument("--margins", default="", help="HEARD,ACT,ASK (default: sound_match's)")
+    ap.add_argument("--show-missed", action="store_true", help="list the LLM-bound items the tier passed on")
+    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "edge-agent" / "spoken-voices")
+    a = ap.parse_args(argv)
+    margins = tuple(float(x) for x in a.margins.split(",")) if a.margins else (
+        sound_match.HEARD_MARGIN, sound_match.ACT_LEAD, sound_match.ASK_LEAD)
+    if len(margins) != 3:
+        ap.error("--margins takes three numbers: HEARD,ACT,ASK")
+    if a.replay:
+        data = json.loads(a.replay.read_text())
+    else:
+        data = collect(a.half, a.per_item, a.seed, a.cache)
+        if a.json:
+            a.json.parent.mkdir(parents=True, exist_ok=True)
+            a.json.write_text(json.dumps(data, indent=1))
+    report(data, margins, a.show_missed)  # type: ignore[arg-type]
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
