@@ -115,6 +115,20 @@ def answer(stream, settings: Settings) -> tuple[ev.ResponseDone, str]:
     return next(e for e in events if isinstance(e, ev.ResponseDone)), heard
 
 
+def test_a_turn_the_server_heard_is_still_scored_by_the_local_model(server, command, local_whisper):
+    """The sound tier's scores (``sentence_scores``) come from the local Whisper over the audio the server was
+    sent: a server cannot score sentences."""
+    engine = engine_for(fallback_settings(server.port, timeout_s=SERVER_TIMEOUT_S), local_whisper)
+    try:
+        stream = engine.open_stream()
+        result, _ = feed(stream, command)
+        assert result.engine == "wyoming" and not result.fallback_reason, result
+        scores = stream.sentence_scores(["Turn on the kitchen light.", "Turn off the kitchen light."])
+        assert scores is not None and scores[0] > scores[1], scores
+    finally:
+        engine.close()
+
+
 def test_server_killed_mid_utterance_then_back(server, command, local_whisper):
     settings = fallback_settings(server.port, timeout_s=SERVER_TIMEOUT_S)
     engine = engine_for(settings, local_whisper)
