@@ -104,6 +104,9 @@ _TIMER_INTENTS = {"HassStartTimer", "HassTimerStatus", "HassCancelAllTimers", "H
 
 
 ECHO_MIN_WORDS = 4  # a reply sentence this long found word for word in the instructions is the prompt read back
+# ... or shorter, down to two words, when it names what the rules are about: "no markdown." (a spoken conversation,
+# seventeenth session: the whole reply to a garbled "is the make more locked.")
+PROMPT_WORDS = frozenset("json markdown lists list emoji rules prompt instructions tool tools mqtt topics".split())
 _TOOL_SYNTAX = re.compile(r"\bHass[A-Z]\w+|\b(?:function|tool)\b[^.]*\barguments?\b|\"(?:name|arguments)\"\s*:")
 
 
@@ -189,7 +192,8 @@ class ReplyGuard:
         if text and _TOOL_SYNTAX.search(text):  # "... call the HassTurnOff function with the arguments ..."
             return Verdict("", rewritten=True, reason="tool syntax")
         words = _words(text)
-        if len(words) >= ECHO_MIN_WORDS and f" {' '.join(words)} " in self._instructions:
+        if (len(words) >= ECHO_MIN_WORDS or (len(words) >= 2 and PROMPT_WORDS & set(words))) \
+                and f" {' '.join(words)} " in self._instructions:
             return Verdict("", rewritten=True, reason="the prompt's own words")  # "No JSON, no lists, no markdown."
         if text and self._echoes(words):  # "Board it." for a misheard "pause it": the small model parrots
             return Verdict(NOT_CAUGHT, rewritten=True, reason="echo of the transcript")
