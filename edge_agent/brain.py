@@ -13,8 +13,9 @@ Flow of one ``respond(text)``:
 3. **Fast path**: Home Assistant's templates, then the tolerant tier (``IntentMatcher.match(..., ask_back=True)``)
    -> ``IntentHandler.handle`` -> its sentence is spoken at once; a match not sure enough asks back instead. No
    LLM, milliseconds. Then, for a spoken turn whose transcript all of that refused, the **sound tier**
-   (``sound_match.py``): the template sentences nearest in spelling scored against the turn's audio by the STT
-   model; a clear winner is acted on, a near one asked back (tens to a few hundred ms, only on such turns).
+   (``sound_match.py``): the transcript with a word or two taken from a nearby template sentence, scored against
+   the turn's audio by the STT model; a clear winner is acted on, a near one asked back (tens to a few hundred
+   ms, only on such turns).
 4. **LLM path**, through the ``LlmBackend`` port (``llm_backend.py``; ``llm.backend`` picks one): the brain hands
    over chat messages and reads back text and one ``CallStats`` per call; the chat template, grammars and KV cache
    are the backend's. The model sees a FIXED prefix (system prompt, guardrail profile, this home's devices, worked
@@ -316,8 +317,9 @@ class Brain(Preemption, LlmTurn):
                 yield from _pieces(SORRY_CUT if resp.text.strip() else SORRY_LLM)
 
     def _sound_tier(self, resp: Response, text: str, area: str | None, sound: Sound) -> IntentCall | None:
-        """The template sentences near a transcript the text tiers refused, scored against its audio
-        (``sound_match.py``): the call to act on, one to ask back about (``clarify``), or None (on to the LLM)."""
+        """A transcript the text tiers refused, and its candidates (``IntentMatcher.sound_candidates``), scored
+        against its audio (``sound_match.py``): the call to act on, one to ask back about (``clarify``), or None (on
+        to the LLM)."""
         find = getattr(self.matcher, "sound_candidates", None)
         if find is None:
             return None

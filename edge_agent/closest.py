@@ -260,13 +260,7 @@ class ClosestSentences:
         ``word_edits`` allows. Empty when the transcript is too short or nothing is close."""
         key = content(form)
         heard = key.split()
-        if len(form.split()) < MIN_WORDS or len(heard) < MIN_CONTENT:
-            return []
-        sig = signature(key)
-        # word_edits lets a question's aux and a split or merged word differ: a word or two either way
-        pool: dict[str, str] = {}
-        for n in range(len(heard) - 2, len(heard) + 3):
-            pool.update(self.by_signature.get((sig, n), {}))
+        pool = self._pool(form)
         if not pool:
             return []
         found: list[Closest] = []
@@ -286,21 +280,27 @@ class ClosestSentences:
         found.sort(key=lambda c: (-c.score, -fuzz.ratio(form, c.skeleton)))  # a tie: the closer wording
         return found
 
-
     def near(self, form: str, *, cutoff: float, limit: int) -> list[tuple[str, float]]:
         """Skeletons of the transcript's placeholder signature, a word or two longer or shorter, whose content words
         are at least ``cutoff`` close (rapidfuzz ratio), best first, without ``word_edits``'s rules. (full
         skeleton, ratio) pairs; empty for a transcript too short to compare."""
+        pool = self._pool(form)
+        return [(pool[text], score) for text, score, _ in process.extract(
+            content(form), list(pool), scorer=fuzz.ratio, limit=limit, score_cutoff=cutoff) if pool[text] != form]
+
+    def _pool(self, form: str) -> dict[str, str]:
+        """{content words: full skeleton} of the skeletons a transcript in placeholder form is compared with: the
+        same placeholders, a word or two more or fewer content words (a question's aux, a split or merged word);
+        empty when the transcript is too short to compare."""
         key = content(form)
-        heard = key.split()
-        if len(form.split()) < MIN_WORDS or len(heard) < MIN_CONTENT:
-            return []
+        n = len(key.split())
+        if len(form.split()) < MIN_WORDS or n < MIN_CONTENT:
+            return {}
         sig = signature(key)
         pool: dict[str, str] = {}
-        for n in range(len(heard) - 2, len(heard) + 3):
-            pool.update(self.by_signature.get((sig, n), {}))
-        return [(pool[text], score) for text, score, _ in process.extract(
-            key, list(pool), scorer=fuzz.ratio, limit=limit, score_cutoff=cutoff) if pool[text] != form]
+        for k in range(n - 2, n + 3):
+            pool.update(self.by_signature.get((sig, k), {}))
+        return pool
 
     def substitutions(self, form: str, *, cutoff: float, limit: int, most: int = 1) -> list[str]:
         """The transcript's own words with at most ``most`` of them (one or two words each) replaced by what a near
@@ -311,7 +311,8 @@ class ClosestSentences:
         heard = form.split()
         out: list[str] = []
         for skeleton, _ in self.near(form, cutoff=cutoff, limit=limit):
-            skel = [w for i, w in enumerate(skeleton.split()) if i == 0 or w != skeleton.split()[i - 1]]  # "the the"
+            words = skeleton.split()
+            skel = [w for i, w in enumerate(words) if i == 0 or w != words[i - 1]]  # "is the the {name}": one "the"
             new, changes = list(heard), 0
             for op in reversed(Levenshtein.opcodes(heard, skel)):
                 if op.tag == "equal":

@@ -1,22 +1,24 @@
-"""The sound tier: when every text tier refused a transcript, let the audio choose between the template sentences
-near it.
+"""The sound tier: when every text tier refused a transcript, let the audio choose between it and the same words
+with one or two of them taken from a nearby template sentence.
 
-Whisper tiny.en mishears one word of a request now and then ("Post my timer for a sec.", "Check the living room
-blinds."), and the text tiers must refuse those: a word that decides the action may never be guessed from spelling
-("post" is as near to "pause" as "off" is to "on"). The audio can tell, though. Like Home Assistant's
-speech-to-phrase, which only ever hears sentences of its templates, this tier asks the speech model itself how well
-each nearby template sentence fits the same audio (forced decoding: ``SttEngine.sentence_scores``, the mean
-log-probability per token) and compares that with the transcript it wrote:
+Whisper tiny.en mishears one word of a request now and then ("Wights out in the office.", "Watch the outside
+temperature."), and the text tiers must refuse those: a word that decides the action may never be guessed from
+spelling ("post" is as near to "pause" as "off" is to "on"). The audio can tell, though. Like Home Assistant's
+speech-to-phrase, which only ever hears sentences of its templates, this tier asks the speech model itself how
+likely each candidate is given the same audio (forced decoding: ``SttEngine.sentence_scores``, the log-probability
+of the sentence, summed over its tokens) and compares that with the transcript it wrote:
 
-- the candidates (``IntentMatcher.sound_candidates``) are the template skeletons closest in spelling with the same
-  names and numbers, filled and matched by hassil for real, naming configured devices only;
-- the best candidate must fit the audio nearly as well as the transcript itself (within ``HEARD_MARGIN``: Whisper's
-  own greedy decode is close to the likeliest wording, so a candidate far below it is not what was said);
+- the candidates (``IntentMatcher.sound_candidates``) are the transcript with at most ``SUBSTITUTIONS`` of its
+  words (one or two words each) replaced by what a template sentence close in spelling says there, with the same
+  names and numbers; each must match the text tiers for real and name configured devices only;
+- the best candidate must fit the audio nearly as well as the transcript itself (at most ``HEARD_MARGIN`` below it:
+  Whisper's own greedy decode is close to the likeliest wording, so a candidate far below it is not what was said);
 - and clearly better than any candidate that does something else (``ACT_LEAD`` ahead of the best rival meaning,
   e.g. "turn off" against "turn on" the same lamp); a smaller lead (``ASK_LEAD``) asks back ("Did you mean: pause
-  my timer?"), and a yes does it.
+  my timer for a sec?"), and a yes does it.
 
-Everything else goes on to the LLM as before. Pure decisions on numbers; the scores come from the STT port.
+Everything else goes on to the LLM as before. Pure decisions on numbers; the scores come from the STT port. The
+margins were set on the dev half of tests/data/paraphrases.yaml spoken (``tools/sound_tier_eval.py``).
 """
 
 from __future__ import annotations
@@ -74,8 +76,8 @@ class Verdict:
 
 
 def choose(heard: float, scored: list[tuple[Any, float]]) -> Verdict:
-    """Decide from the transcript's score ``heard`` and each candidate call's score (mean log-probability per
-    token, higher is likelier)."""
+    """Decide from the transcript's score ``heard`` and each candidate call's score (log-probabilities in nats,
+    higher is likelier)."""
     best_by: dict[tuple[Any, ...], tuple[Any, float]] = {}
     for call, score in scored:
         key = meaning(call)

@@ -170,9 +170,9 @@ class SttEngine:
         return None
 
     def sentence_scores(self, samples: np.ndarray, sentences: list[str], before: str = "") -> list[float] | None:
-        """Each sentence's mean log-probability per token given int16 16 kHz ``samples``, by
-        forced decoding, after ``before``; None where the engine cannot score text (the matcher's sound tier is
-        then skipped). Higher is likelier; the transcript the engine wrote itself scores near the top."""
+        """Each sentence's log-probability (summed over its tokens) given int16 16 kHz ``samples``, by forced
+        decoding, after ``before``; None where the engine cannot score text (the brain's sound tier is then
+        skipped). Higher is likelier; the transcript the engine wrote itself scores near the top."""
         return None
 
     def transcribe(self, samples: np.ndarray, chunk_s: float | None = None) -> SttResult:

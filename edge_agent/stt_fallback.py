@@ -96,7 +96,6 @@ class FallbackSttEngine(SttEngine):
         """The local model's forced decoding (loaded as the fallback anyway): the server cannot score words."""
         return self.local.word_probability(samples, before, word)
 
-
     def sentence_scores(self, samples: np.ndarray, sentences: list[str], before: str = "") -> list[float] | None:
         return self.local.sentence_scores(samples, sentences, before)
 
