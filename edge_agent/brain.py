@@ -286,6 +286,12 @@ class Brain(Preemption, LlmTurn):
             resp.timings["fast_path_s"] = round(time.monotonic() - t0, 4)
             if call is None and sound is not None:
                 call = self._sound_tier(resp, text, area, sound)
+            if call is None and sound is not None and follow is None:
+                heard_follow = self._sound_followup(resp, text, area, sound)
+                if heard_follow is not None:
+                    resp.timings["context"] = heard_follow.kind
+                    yield from self._run_followup(resp, heard_follow, area)
+                    return
             if call is not None:
                 clarify = getattr(call, "clarify", None)
                 if clarify:  # not sure enough to act: ask, and act only on a yes in the next turn
@@ -343,6 +349,40 @@ class Brain(Preemption, LlmTurn):
         if verdict.action == "ask":
             call.clarify = f"Did you mean: {call.heard}?"
         return call
+
+    def _sound_followup(self, resp: Response, text: str, area: str | None, sound: Sound) -> Followup | None:
+        """A short follow-up misheard ("Pull it." for "pause it"): the follow-ups the context can resolve
+        (``sound_match.followup_sentences``) scored against the audio; the clear winner's calls, or None. Never
+        asked back: a question about a word the user did not say helps less than the LLM's try."""
+        said = normalize_text(text)
+        options: list[sound_match.Calls] = []
+        for sentence in sound_match.followup_sentences(said):
+            follow = self.context.resolve(sentence)
+            if follow is None or follow.undo:
+                continue
+            calls = list(follow.calls)
+            if not calls and follow.text and self.matcher is not None:
+                call = self.matcher.match(follow.text, area)
+                calls = [call] if call is not None and not getattr(call, "clarify", None) else []
+            if calls:
+                options.append(sound_match.Calls(sentence, tuple(calls)))
+        if not options:
+            return None
+        t0 = time.monotonic()
+        try:
+            scores = sound([sound_match.spoken_form(said)] + [sound_match.spoken_form(o.heard) for o in options])
+        except Exception as e:  # noqa: BLE001 - a scoring failure costs the tier, never the turn
+            log.warning("sound tier failed on %r: %s", text, e)
+            return None
+        if not scores or len(scores) != len(options) + 1:
+            return None
+        verdict = sound_match.choose(scores[0], list(zip(options, scores[1:], strict=True)))
+        resp.timings["sound_s"] = round(resp.timings.get("sound_s", 0.0) + time.monotonic() - t0, 4)
+        resp.timings["sound_followup"] = {**verdict.log(), "candidates": len(options)}
+        log.info("sound tier (follow-up) on %r: %s (%s)", text, verdict.action, resp.timings["sound_followup"])
+        if verdict.action != "act":
+            return None
+        return Followup("sound", calls=list(verdict.call.calls))
 
     def _sensitive_question(self, call: IntentCall, area: str | None) -> str:
         """For an ask-back on a sensitive device ("lock up the mark door"): the handler's own question for the call,

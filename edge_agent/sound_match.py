@@ -48,6 +48,44 @@ def spoken_form(sentence: str) -> str:
     return s[0].upper() + s[1:] + ("" if s[-1] in ".?!" else end)
 
 
+# Short follow-ups ("pause it" heard "Pull it.", "resume it" heard "review it."): the verbs a follow-up of the
+# conversation context may take, each with the pronoun heard; the context must resolve the candidate.
+FOLLOW_VERBS = ("pause {p}", "resume {p}", "stop {p}", "cancel {p}", "close {p}", "open {p}", "lock {p}",
+                "unlock {p}", "turn {p} on", "turn {p} off")
+PRONOUNS = ("it", "that", "them", "this")
+FOLLOW_MAX_WORDS = 4  # longer transcripts are not a short follow-up misheard
+
+
+def followup_sentences(said: str) -> list[str]:
+    """The short follow-ups a transcript of at most ``FOLLOW_MAX_WORDS`` normalized words with a pronoun may have
+    been (``said`` lower case, no punctuation): each of ``FOLLOW_VERBS`` with that pronoun, but ``said`` itself."""
+    words = said.split()
+    pronoun = next((w for w in words if w in PRONOUNS), None)
+    if pronoun is None or not 2 <= len(words) <= FOLLOW_MAX_WORDS:
+        return []
+    return [s for s in (v.format(p=pronoun) for v in FOLLOW_VERBS) if s != said]
+
+
+@dataclass(frozen=True)
+class Calls:
+    """Several calls as one candidate (a follow-up's), with what ``meaning`` reads."""
+
+    heard: str
+    calls: tuple[Any, ...]
+
+    @property
+    def name(self) -> str:
+        return "+".join(c.name for c in self.calls)
+
+    @property
+    def slots(self) -> dict[str, Any]:
+        return {f"{i}.{k}": v for i, c in enumerate(self.calls) for k, v in (c.slots or {}).items()}
+
+    @property
+    def entities(self) -> list[str]:
+        return sorted({e for c in self.calls for e in (getattr(c, "entities", None) or [])})
+
+
 def meaning(call: Any) -> tuple[Any, ...]:
     """What a call does: its intent, slots and target entities (two wordings of one action are one meaning)."""
     slots = tuple(sorted((k, str(v)) for k, v in (call.slots or {}).items()))

@@ -161,3 +161,39 @@ def test_a_scorer_that_fails_costs_the_tier_not_the_turn(brain_home):
     resp = brain.respond("Turn the kitchen light of.", sound=broken)
     assert resp.wait()  # the turn still answers (no LLM here: the fast path's apology)
     assert resp.intents == []
+
+
+# ------------------------------------------------------------------------------ short follow-ups
+
+def test_a_short_follow_up_may_have_been_any_verb_the_context_takes():
+    from edge_agent.sound_match import followup_sentences
+
+    cands = followup_sentences("pull it")
+    assert {"pause it", "resume it", "stop it", "turn it off"} <= set(cands)
+    assert "pause it" not in followup_sentences("pause it")  # not the transcript itself
+    assert "close them" in followup_sentences("clothes them")
+    assert followup_sentences("what is the time") == []  # no pronoun
+    assert followup_sentences("could you please pull it now") == []  # too long for a short follow-up
+
+
+def test_a_misheard_pause_it_pauses_the_timer_just_set(brain_home):
+    brain = _brain(brain_home)
+    brain.respond("set a timer for 5 minutes").wait()
+    asked: list = []
+    resp = brain.respond("Pull it.", sound=_scorer({"pause it": -4.2}, -4.7, asked))
+    reply = resp.wait()
+    assert [c.name for c in resp.intents] == ["HassPauseTimer"], (reply, resp.timings)
+    assert not resp.used_llm and resp.timings["context"] == "sound"
+    assert "Pause it." in asked[0] and "Resume it." in asked[0]
+    # a transcript that fits its audio far better than any follow-up is left alone
+    resp = brain.respond("Pull it.", sound=_scorer({"resume it": -4.7 - HEARD_MARGIN - 0.5}, -4.7, []))
+    resp.wait()
+    assert resp.intents == [] and resp.timings["sound_followup"]["action"] == "pass"
+
+
+def test_no_follow_up_candidates_without_anything_to_refer_to(brain_home):
+    brain = _brain(brain_home)
+    asked: list = []
+    resp = brain.respond("Pull it.", sound=_scorer({"pause it": -1.0}, -4.7, asked))
+    resp.wait()
+    assert resp.intents == [] and asked == [] and "sound_followup" not in resp.timings

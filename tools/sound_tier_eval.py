@@ -14,7 +14,8 @@ Every score is saved (``--json``), so the margins can be tried again without dec
 ``--replay OUT.json --margins HEARD,ACT,ASK``.
 
     .venv/bin/python tools/sound_tier_eval.py --half dev [--per-item 2] [--seed 1] [--json OUT.json]
-    .venv/bin/python tools/sound_tier_eval.py --replay OUT.json [--margins 0.35,0.5,0.2]
+    .venv/bin/python tools/sound_tier_eval.py --replay OUT.json [--margins 2,3,1]
+    .venv/bin/python tools/sound_tier_eval.py --followups      # short follow-ups ("pause it") in every voice
 """
 
 from __future__ import annotations
@@ -105,6 +106,68 @@ def collect(half: str, per_item: int, seed: int, cache: Path) -> dict[str, Any]:
     return {"half": half, "seed": seed, "per_item": per_item, "rows": rows}
 
 
+# Short follow-ups said after a device or a timer (the conversations' kind), and short sentences with a pronoun that
+# ask for nothing: every follow-up verb is offered for each (as if the context resolved them all, the worst case).
+FOLLOWUPS = ["pause it", "resume it", "stop it", "cancel it", "turn it off", "turn it on", "close them", "open it",
+             "lock it", "unlock it"]
+NOT_FOLLOWUPS = ["forget it", "I love it", "leave it", "that's it", "what is it", "never mind that", "I like this",
+                 "do it later", "is that so", "thanks for that"]
+
+
+def followups(seed: int, cache: Path) -> int:
+    """Short follow-ups in every voice: the transcript, then ``sound_match.followup_sentences`` scored and decided."""
+    from edge_agent.config import HomeSettings, load_settings
+    from edge_agent.home import Home
+    from edge_agent.stt import make_engine, prime_with_home
+    from edge_agent.stt_text import normalize_text
+
+    settings = load_settings(ROOT / "config.yaml")
+    home_file, _ = paraphrase.load_set()
+    engine = make_engine(settings.stt, settings)
+    engine.load()
+    prime_with_home(engine, settings.stt, Home.load(HomeSettings(), home_file))
+    engine.warmup()
+    voices = spoken_eval.Voices(cache)
+    pad = np.zeros(int(PAD_S * SAMPLE_RATE), dtype=np.int16)
+    counts = {"heard right": 0, "acted right": 0, "acted wrong": 0, "passed": 0, "negatives acted": 0,
+              "negatives": 0}
+    for said in FOLLOWUPS + NOT_FOLLOWUPS:
+        for voice in spoken_eval.VOICES:
+            audio = np.concatenate([pad, voices.say(voice, said), pad])
+            stream = engine.open_stream()
+            stream.feed(audio)
+            heard = normalize_text(stream.finish().text)
+            positive = said in FOLLOWUPS
+            if positive and heard == said:
+                counts["heard right"] += 1
+                continue  # the context takes it as it is
+            options = [sound_match.Calls(c, (_Call({"name": c, "slots": {}, "entities": [], "sentence": c,
+                                                    "right": c == said}),))
+                       for c in sound_match.followup_sentences(heard)]
+            if not options:
+                counts["passed" if positive else "negatives"] += 1
+                continue
+            scores = engine.sentence_scores(audio, [sound_match.spoken_form(heard)] + [
+                sound_match.spoken_form(o.heard) for o in options])
+            v = sound_match.choose(scores[0], list(zip(options, scores[1:], strict=True)))
+            line = f"  {said!r:20} {voice:16} heard {heard!r:22} -> {v.action} {getattr(v.call, 'heard', '')!r}"
+            if not positive:
+                counts["negatives"] += 1
+                if v.action == "act":
+                    counts["negatives acted"] += 1
+                    print(line, "(NOT A FOLLOW-UP)")
+                continue
+            if v.action != "act":
+                counts["passed"] += 1
+            elif v.call.heard == said:
+                counts["acted right"] += 1
+            else:
+                counts["acted wrong"] += 1
+            print(line)
+    print(f"short follow-ups: {len(FOLLOWUPS)} x {len(spoken_eval.VOICES)} voices, {counts}")
+    return 0
+
+
 def decide(rows: list[dict[str, Any]], margins: tuple[float, float, float]) -> dict[str, Any]:
     """The tier's verdicts on the saved scores with ``margins`` (heard, act lead, ask lead)."""
     saved = sound_match.HEARD_MARGIN, sound_match.ACT_LEAD, sound_match.ASK_LEAD
@@ -186,12 +249,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replay", type=Path, help="decide again on a saved run (no decoding)")
     ap.add_argument("--margins", default="", help="HEARD,ACT,ASK (default: sound_match's)")
     ap.add_argument("--show-missed", action="store_true", help="list the LLM-bound items the tier passed on")
+    ap.add_argument("--followups", action="store_true", help="short follow-ups ('pause it') in every voice instead")
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "edge-agent" / "spoken-voices")
     a = ap.parse_args(argv)
     margins = tuple(float(x) for x in a.margins.split(",")) if a.margins else (
         sound_match.HEARD_MARGIN, sound_match.ACT_LEAD, sound_match.ASK_LEAD)
     if len(margins) != 3:
         ap.error("--margins takes three numbers: HEARD,ACT,ASK")
+    if a.followups:
+        return followups(a.seed, a.cache)
     if a.replay:
         data = json.loads(a.replay.read_text())
     else:
