@@ -13,9 +13,9 @@ Flow of one ``respond(text)``:
 3. **Fast path**: Home Assistant's templates, then the tolerant tier (``IntentMatcher.match(..., ask_back=True)``)
    -> ``IntentHandler.handle`` -> its sentence is spoken at once; a match not sure enough asks back instead. No
    LLM, milliseconds. Then, for a spoken turn whose transcript all of that refused, the **sound tier**
-   (``sound_match.py``): the transcript with a word or two taken from a nearby template sentence, scored against
-   the turn's audio by the STT model; a clear winner is acted on, a near one asked back (tens to a few hundred
-   ms, only on such turns).
+   (``brain_sound.py``, ``sound_match.py``): the transcript with a word or two from a nearby template sentence,
+   or a short follow-up the context resolves, scored against the turn's audio by the STT model; a clear winner is
+   acted on, a near one asked back (tens to a few hundred ms, only on such turns).
 4. **LLM path**, through the ``LlmBackend`` port (``llm_backend.py``; ``llm.backend`` picks one): the brain hands
    over chat messages and reads back text and one ``CallStats`` per call; the chat template, grammars and KV cache
    are the backend's. The model sees a FIXED prefix (system prompt, guardrail profile, this home's devices, worked
@@ -49,10 +49,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from . import sound_match
 from .ask_cli import cli_ask
 from .brain_llm import REPLY_REQUEST, SORRY_TOOL, TOOL_CALL_MAX_TOKENS, LlmTurn  # noqa: F401 - re-exported
 from .brain_preempt import Preemption
+from .brain_sound import Sound, SoundTier
 from .config import Settings
 from .context import ConversationContext, Followup
 from .errors import LlmError, ToolError
@@ -77,9 +77,6 @@ from .tool_fit import (  # noqa: F401 - re-exported
 from .truth import NOT_CAUGHT
 
 log = logging.getLogger(__name__)
-
-# sentences -> their scores against the turn's audio (``SttStream.sentence_scores``), None where it cannot score
-Sound = Callable[[list[str]], "list[float] | None"]
 
 CONFIRM_TTL_S = 30.0  # a pending "are you sure?" is forgotten after this long
 CLARIFY_TTL_S = 20.0  # a pending "Did you mean the bedroom lamp?" is forgotten after this long
@@ -128,7 +125,7 @@ class Pending:
 # --------------------------------------------------------------------------------------------------- brain
 
 
-class Brain(Preemption, LlmTurn):
+class Brain(Preemption, LlmTurn, SoundTier):
     """Transcript -> intents + streamed reply. One turn at a time: a ``respond`` started while another runs (a
     timer's delayed command on its thread while the voice loop answers) waits until the first one's iteration ends.
     """
@@ -321,68 +318,6 @@ class Brain(Preemption, LlmTurn):
             resp.error = f"llm: {e.message}"
             if not (cancel is not None and cancel.is_set()):
                 yield from _pieces(SORRY_CUT if resp.text.strip() else SORRY_LLM)
-
-    def _sound_tier(self, resp: Response, text: str, area: str | None, sound: Sound) -> IntentCall | None:
-        """A transcript the text tiers refused, and its candidates (``IntentMatcher.sound_candidates``), scored
-        against its audio (``sound_match.py``): the call to act on, one to ask back about (``clarify``), or None (on
-        to the LLM)."""
-        find = getattr(self.matcher, "sound_candidates", None)
-        if find is None:
-            return None
-        t0 = time.monotonic()
-        try:
-            said, candidates = find(text, area)
-            scores = sound([sound_match.spoken_form(said)] + [sound_match.spoken_form(c.heard) for c in candidates]
-                           ) if candidates else None
-        except Exception as e:  # noqa: BLE001 - a scoring failure costs the tier, never the turn
-            log.warning("sound tier failed on %r: %s", text, e)
-            return None
-        if not candidates or not scores or len(scores) != len(candidates) + 1:
-            return None
-        verdict = sound_match.choose(scores[0], list(zip(candidates, scores[1:], strict=True)))
-        resp.timings["sound_s"] = round(time.monotonic() - t0, 4)
-        resp.timings["sound"] = {**verdict.log(), "candidates": len(candidates)}
-        log.info("sound tier on %r: %s (%s)", text, verdict.action, resp.timings["sound"])
-        if verdict.action == "pass":
-            return None
-        call = verdict.call
-        if verdict.action == "ask":
-            call.clarify = f"Did you mean: {call.heard}?"
-        return call
-
-    def _sound_followup(self, resp: Response, text: str, area: str | None, sound: Sound) -> Followup | None:
-        """A short follow-up misheard ("Pull it." for "pause it"): the follow-ups the context can resolve
-        (``sound_match.followup_sentences``) scored against the audio; the clear winner's calls, or None. Never
-        asked back: a question about a word the user did not say helps less than the LLM's try."""
-        said = normalize_text(text)
-        options: list[sound_match.Calls] = []
-        for sentence in sound_match.followup_sentences(said):
-            follow = self.context.resolve(sentence)
-            if follow is None or follow.undo:
-                continue
-            calls = list(follow.calls)
-            if not calls and follow.text and self.matcher is not None:
-                call = self.matcher.match(follow.text, area)
-                calls = [call] if call is not None and not getattr(call, "clarify", None) else []
-            if calls:
-                options.append(sound_match.Calls(sentence, tuple(calls)))
-        if not options:
-            return None
-        t0 = time.monotonic()
-        try:
-            scores = sound([sound_match.spoken_form(said)] + [sound_match.spoken_form(o.heard) for o in options])
-        except Exception as e:  # noqa: BLE001 - a scoring failure costs the tier, never the turn
-            log.warning("sound tier failed on %r: %s", text, e)
-            return None
-        if not scores or len(scores) != len(options) + 1:
-            return None
-        verdict = sound_match.choose(scores[0], list(zip(options, scores[1:], strict=True)))
-        resp.timings["sound_s"] = round(resp.timings.get("sound_s", 0.0) + time.monotonic() - t0, 4)
-        resp.timings["sound_followup"] = {**verdict.log(), "candidates": len(options)}
-        log.info("sound tier (follow-up) on %r: %s (%s)", text, verdict.action, resp.timings["sound_followup"])
-        if verdict.action != "act":
-            return None
-        return Followup("sound", calls=list(verdict.call.calls))
 
     def _sensitive_question(self, call: IntentCall, area: str | None) -> str:
         """For an ask-back on a sensitive device ("lock up the mark door"): the handler's own question for the call,

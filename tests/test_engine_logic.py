@@ -182,7 +182,7 @@ class _Brain:
         self.asked: list[str] = []
         self.timers = None
 
-    def respond(self, text: str, area=None, cancel=None):
+    def respond(self, text: str, area=None, cancel=None, sound=None):
         self.asked.append(text)
         return iter(["Done."])
 

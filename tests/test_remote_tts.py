@@ -202,7 +202,7 @@ class Brain:
     def __init__(self, reply: Reply) -> None:
         self.reply = reply
 
-    def respond(self, text, area=None, cancel=None):
+    def respond(self, text, area=None, cancel=None, sound=None):
         return self.reply
 
 

@@ -128,7 +128,7 @@ class Brain:
     def __init__(self, text: str) -> None:
         self.text = text
 
-    def respond(self, text, area=None, cancel=None):
+    def respond(self, text, area=None, cancel=None, sound=None):
         return Reply(self.text)
 
 

@@ -1,0 +1,91 @@
+"""The brain's sound tier (``SoundTier``, a base of ``Brain``): a spoken turn whose transcript every text tier
+refused, checked against its audio before the LLM gets it. The candidates are the matcher's (the transcript with a
+word or two from a nearby template sentence) and the context's (a short follow-up it resolves); the decision is
+``sound_match.choose``'s; the scores come from the turn's STT stream (``Responder._sound``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import sound_match
+from .context import ConversationContext, Followup
+from .intent import IntentCall
+from .response import Response
+from .stt_text import normalize_text
+
+log = logging.getLogger("edge_agent.brain")
+
+# sentences -> their scores against the turn's audio (``SttStream.sentence_scores``), None where it cannot score
+Sound = Callable[[list[str]], "list[float] | None"]
+
+
+class SoundTier:
+    """The sound tier of ``Brain``, which supplies the attributes below."""
+
+    matcher: Any
+    context: ConversationContext
+
+    def _sound_tier(self, resp: Response, text: str, area: str | None, sound: Sound) -> IntentCall | None:
+        """A transcript the text tiers refused, and its candidates (``IntentMatcher.sound_candidates``), scored
+        against its audio (``sound_match.py``): the call to act on, one to ask back about (``clarify``), or None (on
+        to the LLM)."""
+        find = getattr(self.matcher, "sound_candidates", None)
+        if find is None:
+            return None
+        t0 = time.monotonic()
+        try:
+            said, candidates = find(text, area)
+            scores = sound([sound_match.spoken_form(said)] + [sound_match.spoken_form(c.heard) for c in candidates]
+                           ) if candidates else None
+        except Exception as e:  # noqa: BLE001 - a scoring failure costs the tier, never the turn
+            log.warning("sound tier failed on %r: %s", text, e)
+            return None
+        if not candidates or not scores or len(scores) != len(candidates) + 1:
+            return None
+        verdict = sound_match.choose(scores[0], list(zip(candidates, scores[1:], strict=True)))
+        resp.timings["sound_s"] = round(time.monotonic() - t0, 4)
+        resp.timings["sound"] = {**verdict.log(), "candidates": len(candidates)}
+        log.info("sound tier on %r: %s (%s)", text, verdict.action, resp.timings["sound"])
+        if verdict.action == "pass":
+            return None
+        call = verdict.call
+        if verdict.action == "ask":
+            call.clarify = f"Did you mean: {call.heard}?"
+        return call
+
+    def _sound_followup(self, resp: Response, text: str, area: str | None, sound: Sound) -> Followup | None:
+        """A short follow-up misheard ("Pull it." for "pause it"): the follow-ups the context can resolve
+        (``sound_match.followup_sentences``) scored against the audio; the clear winner's calls, or None. Never
+        asked back: a question about a word the user did not say helps less than the LLM's try."""
+        said = normalize_text(text)
+        options: list[sound_match.Calls] = []
+        for sentence in sound_match.followup_sentences(said):
+            follow = self.context.resolve(sentence)
+            if follow is None or follow.undo:
+                continue
+            calls = list(follow.calls)
+            if not calls and follow.text and self.matcher is not None:
+                call = self.matcher.match(follow.text, area)
+                calls = [call] if call is not None and not getattr(call, "clarify", None) else []
+            if calls:
+                options.append(sound_match.Calls(sentence, tuple(calls)))
+        if not options:
+            return None
+        t0 = time.monotonic()
+        try:
+            scores = sound([sound_match.spoken_form(said)] + [sound_match.spoken_form(o.heard) for o in options])
+        except Exception as e:  # noqa: BLE001 - a scoring failure costs the tier, never the turn
+            log.warning("sound tier failed on %r: %s", text, e)
+            return None
+        if not scores or len(scores) != len(options) + 1:
+            return None
+        verdict = sound_match.choose(scores[0], list(zip(options, scores[1:], strict=True)))
+        resp.timings["sound_s"] = round(resp.timings.get("sound_s", 0.0) + time.monotonic() - t0, 4)
+        resp.timings["sound_followup"] = {**verdict.log(), "candidates": len(options)}
+        log.info("sound tier (follow-up) on %r: %s (%s)", text, verdict.action, resp.timings["sound_followup"])
+        if verdict.action != "act":
+            return None
+        return Followup("sound", calls=list(verdict.call.calls))
