@@ -1,7 +1,8 @@
 """The brain's sound tier (``SoundTier``, a base of ``Brain``): a spoken turn whose transcript every text tier
 refused, checked against its audio before the LLM gets it. The candidates are the matcher's (the transcript with a
-word or two from a nearby template sentence) and the context's (a short follow-up it resolves); the decision is
-``sound_match.choose``'s; the scores come from the turn's STT stream (``Responder._sound``)."""
+word or two from a nearby template sentence, and the speech model's other readings of the audio) and the context's
+(a short follow-up it resolves); the decision is ``sound_match.choose``'s; the scores come from the turn's STT
+stream (``Responder._sound``, a ``TurnAudio``)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,34 @@ from .stt_text import normalize_text
 
 log = logging.getLogger("edge_agent.brain")
 
-# sentences -> their scores against the turn's audio (``SttStream.sentence_scores``), None where it cannot score
+# sentences -> their scores against the turn's audio (``SttStream.sentence_scores``), None where it cannot score;
+# it may also have ``alternatives()``: the speech model's other readings of the request (``TurnAudio``)
 Sound = Callable[[list[str]], "list[float] | None"]
+
+
+class TurnAudio:
+    """A spoken turn's audio as the sound tier sees it (``Responder._sound``): called with sentences, their scores
+    against the audio after ``before`` (the words heard ahead of the request, e.g. the wake phrase); and
+    ``alternatives()``, the speech model's n-best readings of the request, each with the wake phrase taken off as
+    the transcript's was (``strip``; without it, a reading must start with ``before``'s words)."""
+
+    def __init__(self, stream: Any, before: str, strip: Callable[[str], str] | None = None) -> None:
+        self.stream, self.before, self.strip = stream, before, strip
+
+    def __call__(self, sentences: list[str]) -> list[float] | None:
+        return self.stream.sentence_scores(sentences, before=self.before)
+
+    def alternatives(self) -> list[str]:
+        readings = self.stream.alternatives(sound_match.ALTERNATIVES + 1) or []
+        if self.strip is not None:
+            return [r for r in (self.strip(reading).strip() for reading in readings) if r]
+        head = normalize_text(self.before).split()
+        out: list[str] = []
+        for reading in readings:
+            words = reading.split()
+            if [normalize_text(w) for w in words[:len(head)]] == head and words[len(head):]:
+                out.append(" ".join(words[len(head):]).strip(" ,"))
+        return out
 
 
 class SoundTier:
@@ -37,7 +64,8 @@ class SoundTier:
             return None
         t0 = time.monotonic()
         try:
-            said, candidates = find(text, area)
+            readings = getattr(sound, "alternatives", None)
+            said, candidates = find(text, area, readings() if readings is not None else ())
             scores = sound([sound_match.spoken_form(said)] + [sound_match.spoken_form(c.heard) for c in candidates]
                            ) if candidates else None
         except Exception as e:  # noqa: BLE001 - a scoring failure costs the tier, never the turn

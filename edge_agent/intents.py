@@ -36,6 +36,7 @@ from .intent_templates import (  # noqa: F401 - supplement_dict re-exported: cal
     load_intents,
     supplement_dict,
 )
+from .intents_sound import SoundCandidates
 from .targets import DEVICE_INTENTS, resolve_targets
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ INTENT_DOMAINS: dict[str, frozenset[str]] = {
 INTENT_DOMAINS["HassTurnOff"] = INTENT_DOMAINS["HassTurnOn"]
 
 
-class IntentMatcher:
+class IntentMatcher(SoundCandidates):
     """Text -> IntentCall with Home Assistant's templates and this home's names, areas and floors.
 
     Two tiers: the exact templates, then (``tolerant=True``, the default) the tolerant tier of ``edge_agent/fuzzy.py``
@@ -297,40 +298,6 @@ class IntentMatcher:
                             call.clarify = f"Did you mean: {near.sentence}?"
                         return call
         return None
-
-    def sound_candidates(self, text: str, area: str | None = None) -> tuple[str, list[FastMatch]]:
-        """The sound tier's sentences for a transcript every text tier refused (``sound_match.py``): (the transcript
-        as they are written, calls). Each call's ``heard`` is the transcript with one word (or two together)
-        replaced by what a near template sentence says there (``ClosestSentences.substitutions``; its names as said
-        or corrected), which the text tiers then match for real; it names configured devices only. At most
-        ``sound_match.CANDIDATES``, the closest in spelling first. ("", []) where the tolerant tier stands aside
-        (``fuzzy.refuses``: negations, instructions, chained commands)."""
-        from . import closest, fuzzy, sound_match
-
-        if self.corrector is None or fuzzy.refuses(text):
-            return "", []
-        skeletons = closest_sentences(self.intents)
-        said = fuzzy.words_to_digits(closest.normalize(text))
-        found: dict[str, FastMatch] = {}
-        for sentence, corrections in [(said, []), *self.corrector.corrected_texts(said)]:
-            if min((c.score for c in corrections), default=100.0) < fuzzy.ASK * 100:
-                continue
-            for form, values in closest.placeholder_forms(sentence, self._spoken):
-                for sub in skeletons.substitutions(form, cutoff=sound_match.MIN_RATIO, limit=sound_match.CANDIDATES,
-                                                   most=sound_match.SUBSTITUTIONS):
-                    filled = closest.fill(sub, values)
-                    if filled in found or len(found) >= sound_match.CANDIDATES:
-                        continue
-                    call = self.match(filled, area)
-                    if call is None or call.clarify or not self._targets_ok(call):
-                        continue
-                    if corrections:
-                        call.corrections = {c.heard: c.choice.canonical for c in corrections}
-                        if not self._corrections_fit(call, corrections):
-                            continue
-                    call.text, call.heard, call.tier = text, filled, "sound"
-                    found[filled] = call
-        return said, list(found.values())
 
     def _area_cover(self, text: str) -> str | None:
         """ "open the garage": an area named as the thing to open/close means its one cover, if it has exactly one."""

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import turn_events as ev
 from .audio_io import Segment
+from .brain_sound import TurnAudio
 from .errors import EdgeAgentError
 from .listener import wait_speculation
 from .text import SentenceBuffer, split_sentences
@@ -187,7 +188,7 @@ class Responder:
         stream, before = self.stream, self.heard_before
         if stream is None or before is None:
             return None
-        return lambda sentences: stream.sentence_scores(sentences, before=before)
+        return TurnAudio(stream, before, lambda h: strip_wake_words(h, self.wake_phrases, fuzzy=self.after_wake))
 
     def _answer(self, text: str) -> None:
         c0 = time.process_time()

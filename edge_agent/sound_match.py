@@ -8,9 +8,11 @@ speech-to-phrase, which only ever hears sentences of its templates, this tier as
 likely each candidate is given the same audio (forced decoding: ``SttEngine.sentence_scores``, the log-probability
 of the sentence, summed over its tokens) and compares that with the transcript it wrote:
 
-- the candidates (``IntentMatcher.sound_candidates``) are the transcript with at most ``SUBSTITUTIONS`` of its
-  words (one or two words each) replaced by what a template sentence close in spelling says there, with the same
-  names and numbers; each must match the text tiers for real and name configured devices only;
+- the candidates (``IntentMatcher.sound_candidates``, ``intents_sound.py``) are the transcript with at most
+  ``SUBSTITUTIONS`` of its words (one or two words each) replaced by what a template sentence close in spelling says
+  there, with the same names and numbers, and up to ``ALTERNATIVES`` of the speech model's other readings of the
+  audio (its n-best) with the transcript's numbers (and, as rivals, the numbers Whisper confuses with them:
+  ``confusable_numbers``); each must match the text tiers for real and name configured devices only;
 - the best candidate must fit the audio nearly as well as the transcript itself (at most ``HEARD_MARGIN`` below it:
   Whisper's own greedy decode is close to the likeliest wording, so a candidate far below it is not what was said);
 - and clearly better than any candidate that does something else (``ACT_LEAD`` ahead of the best rival meaning,
@@ -23,11 +25,13 @@ margins were set on the dev half of tests/data/paraphrases.yaml spoken (``tools/
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 MIN_RATIO = 60.0  # rapidfuzz ratio of the content words below which a template sentence lends no words
 CANDIDATES = 10  # distinct sentences scored at most (one decoder pass each)
+ALTERNATIVES = 4  # the speech model's other readings of the audio that may be candidates (n-best, after the first)
 SUBSTITUTIONS = 2  # words (or pairs of words) of the transcript one candidate may replace
 HEARD_MARGIN = 2.0  # nats the best candidate's log-probability may fall below the transcript's (e^2: ~7x less likely)
 ACT_LEAD = 3.0  # nats ahead of the best candidate that does something else: acted on
@@ -64,6 +68,30 @@ def followup_sentences(said: str) -> list[str]:
     if pronoun is None or not 2 <= len(words) <= FOLLOW_MAX_WORDS:
         return []
     return [s for s in (v.format(p=pronoun) for v in FOLLOW_VERBS) if s != said]
+
+
+def numbers(sentence: str) -> list[str]:
+    """The numbers written in digits in a normalized sentence, in order."""
+    return re.findall(r"\d+", sentence)
+
+
+def confusable_numbers(sentence: str) -> list[str]:
+    """``sentence`` with one of its numbers replaced by one Whisper confuses it with in speech: seven, seventeen and
+    seventy ("seventy percent" heard "seven to percent"). Scored as rivals, they stop the tier from acting on a
+    number the audio does not settle."""
+    out: list[str] = []
+    for m in re.finditer(r"\b\d+\b", sentence):
+        n = int(m.group())
+        if 1 <= n <= 9:
+            others = [n + 10, n * 10]
+        elif 11 <= n <= 19:
+            others = [n - 10, (n - 10) * 10]
+        elif n % 10 == 0 and 20 <= n <= 90:
+            others = [n // 10, n // 10 + 10]
+        else:
+            others = []
+        out += [sentence[:m.start()] + str(o) + sentence[m.end():] for o in others]
+    return out
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,11 @@ class SttStream:
         ``before`` (words heard ahead of them, e.g. the wake phrase); None where the engine cannot tell."""
         return None
 
+    def alternatives(self, n: int) -> list[str] | None:
+        """Up to ``n`` other readings of the audio this stream heard, likeliest first
+        (``SttEngine.alternatives``); None where the engine has none."""
+        return None
+
     # engine-specific parts
     def _feed(self, samples: np.ndarray) -> str | None:
         raise NotImplementedError
@@ -173,6 +178,11 @@ class SttEngine:
         """Each sentence's log-probability (summed over its tokens) given int16 16 kHz ``samples``, by forced
         decoding, after ``before``; None where the engine cannot score text (the brain's sound tier is then
         skipped). Higher is likelier; the transcript the engine wrote itself scores near the top."""
+        return None
+
+    def alternatives(self, samples: np.ndarray, n: int) -> list[str] | None:
+        """Up to ``n`` readings of int16 16 kHz ``samples`` (an n-best list, likeliest first, the engine's own
+        transcript usually among them), for the brain's sound tier; None where the engine cannot give them."""
         return None
 
     def transcribe(self, samples: np.ndarray, chunk_s: float | None = None) -> SttResult:

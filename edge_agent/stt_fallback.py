@@ -99,6 +99,9 @@ class FallbackSttEngine(SttEngine):
     def sentence_scores(self, samples: np.ndarray, sentences: list[str], before: str = "") -> list[float] | None:
         return self.local.sentence_scores(samples, sentences, before)
 
+    def alternatives(self, samples: np.ndarray, n: int) -> list[str] | None:
+        return self.local.alternatives(samples, n)
+
 
 class FallbackStream(SttStream):
     """One utterance: to the server with a copy kept, or to the local engine (from the start, or from the moment the
@@ -153,6 +156,14 @@ class FallbackStream(SttStream):
         if not self.kept:
             return None
         return self.engine.local.sentence_scores(np.concatenate(self.kept), sentences, before)
+
+    def alternatives(self, n: int) -> list[str] | None:
+        """The local model's n-best (the server gives one reading), over the same audio as ``sentence_scores``."""
+        if self.local_stream is not None:
+            return self.local_stream.alternatives(n)
+        if not self.kept:
+            return None
+        return self.engine.local.alternatives(np.concatenate(self.kept), n)
 
     def finish(self) -> SttResult:
         if self._finished:

@@ -32,6 +32,7 @@ WINDOW_TAIL_S = 1.0  # at least this much silence after the utterance in a short
 WINDOW_STEP_FRAMES = 500  # short windows grow in 5 s steps
 COMPRESSION_RATIO_MAX = 2.4  # Whisper's threshold for a degenerate (repetitive) decode
 TOKEN_PROB_MIN = 1e-6  # sentence_scores: a token's probability counts at least this (log: -13.8)
+ALT_BEAM = 5  # alternatives: the beam's width at least
 PRIME_MAX_TOKENS = 200  # Whisper's previous-text prompt holds at most 223 tokens (half its 448-token context)
 
 
@@ -180,6 +181,29 @@ class WhisperEngine(SttEngine):
             scores.append(float(np.sum(np.log(np.maximum(probs, TOKEN_PROB_MIN)))) if len(probs) else float("-inf"))
         return scores
 
+    def alternatives(self, samples: np.ndarray, n: int) -> list[str] | None:
+        """Whisper's n-best: a beam search of width ``max(n, ALT_BEAM)`` over the utterance's encoder output (kept
+        from its decode), with the prompt and suppressed tokens the decode had; distinct texts, likeliest first.
+        One decoder pass of the beam's width."""
+        if len(samples) == 0 or n <= 0:
+            return None
+        self.load()
+        x = samples.astype(np.float32) / 32768.0
+        encoded, _frames, _n = self._encoded(x)
+        prompt = self._prompt
+        suppress = self._suppress + self._commas if prompt != self._base_prompt else self._suppress
+        result = self.model.model.generate(
+            encoded, [prompt], beam_size=max(n, ALT_BEAM), num_hypotheses=n,
+            max_length=len(prompt) + _max_tokens(len(x) / SAMPLE_RATE), suppress_blank=True,
+            suppress_tokens=suppress,
+        )[0]
+        texts: list[str] = []
+        for ids in result.sequences_ids:
+            text = self._tokenizer.decode([t for t in ids if t < self._tokenizer.eot]).strip()
+            if text and text not in texts:
+                texts.append(text)
+        return texts
+
     def _encoded(self, x: np.ndarray) -> tuple[Any, int, int]:
         """(encoder output, window frames, feature frames) of float audio ``x``: the last utterance's, kept from its
         decode (``_recognize_window``), or computed now."""
@@ -325,6 +349,9 @@ class WhisperStream(SttStream):
 
     def sentence_scores(self, sentences: list[str], before: str = "") -> list[float] | None:
         return self.engine.sentence_scores(self._audio(), sentences, before)
+
+    def alternatives(self, n: int) -> list[str] | None:
+        return self.engine.alternatives(self._audio(), n)
 
     def _audio(self) -> np.ndarray:
         if len(self._chunks) > 1:

@@ -197,3 +197,93 @@ def test_no_follow_up_candidates_without_anything_to_refer_to(brain_home):
     resp = brain.respond("Pull it.", sound=_scorer({"pause it": -1.0}, -4.7, asked))
     resp.wait()
     assert resp.intents == [] and asked == [] and "sound_followup" not in resp.timings
+
+
+# ------------------------------------------------------------------------------ the speech model's other readings
+
+def test_other_readings_of_the_audio_that_mean_something_are_candidates(matcher):
+    heard = "What may it to me?"  # no template sentence within two words of it
+    readings = ["What may it to me?", "Turn of the kitchen light.", "Turn off the kitchen light.",
+                "Don't turn on the kitchen light.", "Turn on the garage heater."]
+    said, cands = matcher.sound_candidates(heard, None, readings)
+    by_sentence = {c.heard: c for c in cands}
+    # the transcript itself, a reading that means nothing, a negation, and an unknown device are not candidates
+    assert "turn off the kitchen light" in by_sentence
+    assert by_sentence["turn off the kitchen light"].name == "HassTurnOff"
+    assert by_sentence["turn off the kitchen light"].tier == "sound"
+    assert by_sentence["turn off the kitchen light"].text == heard  # what was heard stays on record
+    assert not any("garage" in s or "don't" in s for s in by_sentence)
+    assert said not in by_sentence
+    # at most ALTERNATIVES readings are taken
+    many = [f"Turn off the kitchen light{'!' * i}" for i in range(3)] + [
+        "Turn on the kitchen light.", "Switch off the kitchen light.", "Switch on the kitchen light.",
+        "Turn the kitchen light off.", "Turn the kitchen light on."]
+    _, cands = matcher.sound_candidates("What may it to me?", None, many)
+    assert 1 <= len(cands) <= sound_match.ALTERNATIVES
+
+
+class _Stream:
+    def __init__(self, readings):
+        self.readings, self.asked = readings, []
+
+    def alternatives(self, n):
+        self.asked.append(n)
+        return self.readings[:n]
+
+    def sentence_scores(self, sentences, before=""):
+        return [-1.0] * len(sentences)
+
+
+def test_turn_audio_takes_the_wake_phrase_off_each_reading():
+    from edge_agent.brain_sound import TurnAudio
+    from edge_agent.wake_tail import strip_wake_words
+
+    stream = _Stream(["Hey Jarvis, turn off the light.", "Hey, Jarvis. Turn of the light.", "Hey Jarvis."])
+    strip = TurnAudio(stream, "Hey Jarvis, ", lambda h: strip_wake_words(h, ["hey jarvis"]))
+    assert strip.alternatives() == ["turn off the light.", "Turn of the light."]
+    assert stream.asked == [sound_match.ALTERNATIVES + 1]
+    # without the wake phrase's stripper: a reading must start with the words heard before the request
+    plain = TurnAudio(_Stream(["Hey Jarvis, turn off the light.", "Hey Travis turn off the light."]), "Hey Jarvis, ")
+    assert plain.alternatives() == ["turn off the light."]
+    assert plain(["a", "b"]) == [-1.0, -1.0]
+
+
+def test_the_brain_acts_on_another_reading_the_audio_fits(brain_home):
+    brain = _brain(brain_home)
+    asked: list = []
+    score = _scorer({"turn off the kitchen light": -5.5}, -6.0, asked)
+
+    class Audio:
+        def __call__(self, sentences):
+            return score(sentences)
+
+        def alternatives(self):
+            return ["Turn off the kitchen light."]
+
+    resp = brain.respond("Done of the kitten lied.", sound=score)  # the near template sentences alone: nothing
+    resp.wait()
+    assert resp.intents == []
+    resp = brain.respond("Done of the kitten lied.", sound=Audio())
+    resp.wait()
+    assert [(c.name, c.entities) for c in resp.intents] == [("HassTurnOff", ["light.kitchen"])], resp.timings
+    assert "Turn off the kitchen light." in asked[-1]
+
+
+def test_numbers_whisper_confuses_are_rivals():
+    from edge_agent.sound_match import confusable_numbers, numbers
+
+    assert numbers("kitchen light at 7 to %") == ["7"]
+    assert confusable_numbers("kitchen light at 7 %") == ["kitchen light at 17 %", "kitchen light at 70 %"]
+    assert confusable_numbers("set it to 19") == ["set it to 9", "set it to 90"]
+    assert confusable_numbers("set it to 80") == ["set it to 8", "set it to 18"]
+    assert confusable_numbers("set it to 22") == [] and confusable_numbers("turn it off") == []
+
+
+def test_a_reading_with_a_number_the_transcript_lacks_is_no_candidate(matcher):
+    _, cands = matcher.sound_candidates("Set the kitchen light to IIT percent.", None,
+                                        ["Set the kitchen light to eighty percent."])
+    assert not any("80" in c.heard for c in cands)
+    _, cands = matcher.sound_candidates("Kitchen light at seven to percent.", None, ["Kitchen light at seven percent."])
+    heard = {c.heard: c.slots.get("brightness") for c in cands}
+    assert heard.get("kitchen light at 7 %") == 7
+    assert heard.get("kitchen light at 70 %") == 70  # the rival the audio must rule out before 7 is acted on

@@ -353,6 +353,27 @@ def test_whisper_scores_the_sentence_said_above_the_ones_a_mishearing_comes_from
     assert whisper.sentence_scores(audio, []) is None
 
 
+def test_whisper_gives_other_readings_of_a_request(whisper, store, tmp_path):
+    """The sound tier's n-best (``alternatives``): distinct readings of the same audio, the sentence said among
+    them; a stream gives the same as the engine over what it was fed; silence or nothing asked gives none."""
+    from edge_agent.stt_text import normalize_text
+
+    from .conftest import piper_wav
+
+    said = "Set the bedroom lamp to half brightness."
+    audio = read_wav(piper_wav(store, said, tmp_path / "half.wav", noise=False))
+    readings = whisper.alternatives(audio, 5)
+    assert readings and 1 < len(readings) <= 5 and len(set(readings)) == len(readings), readings
+    assert normalize_text(said) in {normalize_text(r) for r in readings}, readings
+    stream = whisper.open_stream()
+    stream.feed(audio)
+    heard = stream.finish().text
+    assert stream.alternatives(5) == readings
+    assert normalize_text(heard) in {normalize_text(r) for r in readings}  # the greedy decode is in the beam
+    assert whisper.alternatives(np.zeros(0, dtype=np.int16), 5) is None
+    assert whisper.alternatives(audio, 0) is None
+
+
 def test_whisper_reads_pocketsphinx_raw(whisper, ps_data):
     r = whisper.transcribe(read_wav(ps_data / "goforward.raw"))
     assert word_error_rate("go forward ten meters", r.text) <= 0.25, r.text

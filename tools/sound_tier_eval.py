@@ -50,9 +50,10 @@ class _Call:
     def __init__(self, d: dict[str, Any]) -> None:
         self.name, self.slots, self.entities, self.heard = d["name"], d["slots"], d["entities"], d["sentence"]
         self.right = d["right"]
+        self.source = d.get("source", "near")
 
 
-def collect(half: str, per_item: int, seed: int, cache: Path) -> dict[str, Any]:
+def collect(half: str, per_item: int, seed: int, cache: Path, beam: bool = True) -> dict[str, Any]:
     from edge_agent.config import HomeSettings, load_settings
     from edge_agent.home import Home
     from edge_agent.intents import IntentMatcher
@@ -88,22 +89,33 @@ def collect(half: str, per_item: int, seed: int, cache: Path) -> dict[str, Any]:
                 continue
             row["tier"] = "llm"
             t0 = time.perf_counter()
-            said, cands = matcher.sound_candidates(text, it.area) if text else ("", [])
+            alts = (engine.alternatives(audio, sound_match.ALTERNATIVES + 1) or []) if text and beam else []
+            row["alternatives"] = alts
+            said, cands = matcher.sound_candidates(text, it.area, alts) if text else ("", [])
             t1 = time.perf_counter()
             scores = engine.sentence_scores(audio, [sound_match.spoken_form(said)] + [
                 sound_match.spoken_form(c.heard) for c in cands]) if cands else None
             row["candidates_ms"] = round(1000 * (t1 - t0), 1)
             row["scores_ms"] = round(1000 * (time.perf_counter() - t1), 1)
+            readings = {_reading(a) for a in alts}
             if scores:
                 row["heard_score"] = scores[0]
                 row["candidates"] = [{"sentence": c.heard, "name": c.name, "slots": c.slots,
                                       "entities": c.entities, "score": s,
+                                      "source": "n-best" if c.heard in readings else "near",
                                       "right": it.kind == "positive" and paraphrase.judge(it, c, home)[0]}
                                      for c, s in zip(cands, scores[1:], strict=True)]
             rows.append(row)
         print(f"\r{n + 1}/{len(items)}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     return {"half": half, "seed": seed, "per_item": per_item, "rows": rows}
+
+
+def _reading(text: str) -> str:
+    """An n-best reading as the candidates write it (``SoundCandidates.sound_candidates``)."""
+    from edge_agent import closest, fuzzy
+
+    return fuzzy.words_to_digits(closest.normalize(text))
 
 
 # Short follow-ups said after a device or a timer (the conversations' kind), and short sentences with a pronoun that
@@ -179,7 +191,8 @@ def decide(rows: list[dict[str, Any]], margins: tuple[float, float, float]) -> d
                                "fast_right": sum(1 for r in pos if r["tier"] != "llm" and r["right"]
                                                  and not r["asked"]),
                                "to_llm": sum(1 for r in pos if r["tier"] == "llm"),
-                               "acted_right": 0, "acted_wrong": [], "asked_right": 0, "asked_wrong": [],
+                               "acted_right": 0, "acted_right_nbest": 0, "acted_wrong": [], "asked_right": 0,
+                               "asked_wrong": [],
                                "negatives_acted": [], "negatives_asked": [], "missed": []}
         for r in rows:
             if r["tier"] != "llm" or not r.get("candidates"):
@@ -201,6 +214,7 @@ def decide(rows: list[dict[str, Any]], margins: tuple[float, float, float]) -> d
             elif v.action == "act":
                 if v.call.right:
                     out["acted_right"] += 1
+                    out["acted_right_nbest"] += v.call.source == "n-best"
                 else:
                     out["acted_wrong"].append(line)
             elif v.call.right:
@@ -220,7 +234,8 @@ def report(data: dict[str, Any], margins: tuple[float, float, float], show: bool
           f"heard {margins[0]}, act {margins[1]}, ask {margins[2]}")
     print(f"positives {p}: fast path right {d['fast_right']} ({100 * d['fast_right'] / max(1, p):.1f} %), "
           f"to the LLM {d['to_llm']}")
-    print(f"  sound tier: acted right {d['acted_right']}, acted WRONG {len(d['acted_wrong'])}, "
+    print(f"  sound tier: acted right {d['acted_right']} ({d['acted_right_nbest']} from the n-best), "
+          f"acted WRONG {len(d['acted_wrong'])}, "
           f"asked right {d['asked_right']}, asked wrong {len(d['asked_wrong'])}, passed on "
           f"{d['to_llm'] - d['acted_right'] - len(d['acted_wrong']) - d['asked_right'] - len(d['asked_wrong'])}")
     both = d["fast_right"] + d["acted_right"]
@@ -249,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replay", type=Path, help="decide again on a saved run (no decoding)")
     ap.add_argument("--margins", default="", help="HEARD,ACT,ASK (default: sound_match's)")
     ap.add_argument("--show-missed", action="store_true", help="list the LLM-bound items the tier passed on")
+    ap.add_argument("--no-alternatives", action="store_true",
+                    help="candidates from near template sentences only, not the speech model's n-best")
     ap.add_argument("--followups", action="store_true", help="short follow-ups ('pause it') in every voice instead")
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "edge-agent" / "spoken-voices")
     a = ap.parse_args(argv)
@@ -261,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.replay:
         data = json.loads(a.replay.read_text())
     else:
-        data = collect(a.half, a.per_item, a.seed, a.cache)
+        data = collect(a.half, a.per_item, a.seed, a.cache, beam=not a.no_alternatives)
         if a.json:
             a.json.parent.mkdir(parents=True, exist_ok=True)
             a.json.write_text(json.dumps(data, indent=1))
