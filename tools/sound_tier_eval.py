@@ -40,6 +40,7 @@ import spoken_eval  # noqa: E402
 
 from edge_agent import sound_match  # noqa: E402
 from edge_agent.audio import SAMPLE_RATE  # noqa: E402
+from edge_agent.cpu_budget import applied  # noqa: E402
 
 PAD_S = 0.3  # silence around each sentence, as the endpointer leaves it
 
@@ -53,7 +54,8 @@ class _Call:
         self.source = d.get("source", "near")
 
 
-def collect(half: str, per_item: int, seed: int, cache: Path, beam: bool = True) -> dict[str, Any]:
+def collect(half: str, per_item: int, seed: int, cache: Path, beam: bool = True,
+            cpu_budget: str | None = None) -> dict[str, Any]:
     from edge_agent.config import HomeSettings, load_settings
     from edge_agent.home import Home
     from edge_agent.intents import IntentMatcher
@@ -71,44 +73,55 @@ def collect(half: str, per_item: int, seed: int, cache: Path, beam: bool = True)
     rng = random.Random(seed)
     names = list(spoken_eval.VOICES)
     pad = np.zeros(int(PAD_S * SAMPLE_RATE), dtype=np.int16)
-    rows: list[dict[str, Any]] = []
     items = [it for it in sets[half] if it.kind in ("positive", "negative")]
-    for n, it in enumerate(items):
-        for voice in rng.sample(names, per_item):
-            audio = np.concatenate([pad, voices.say(voice, it.text), pad])
-            heard = engine.open_stream()
-            heard.feed(audio)
-            text = heard.finish().text.strip()
-            row: dict[str, Any] = {"said": it.text, "kind": it.kind, "intent": it.intent, "voice": voice,
-                                   "heard": text}
-            call = matcher.match(text, it.area, ask_back=True) if text else None
-            if call is not None:
-                ok, _ = paraphrase.judge(it, call, home) if it.kind == "positive" else (False, "")
-                row.update(tier=call.tier, asked=bool(call.clarify), right=ok)
-                rows.append(row)
-                continue
-            row["tier"] = "llm"
-            t0 = time.perf_counter()
-            alts = (engine.alternatives(audio, sound_match.ALTERNATIVES + 1) or []) if text and beam else []
-            row["alternatives"] = alts
-            said, cands = matcher.sound_candidates(text, it.area, alts) if text else ("", [])
-            t1 = time.perf_counter()
-            scores = engine.sentence_scores(audio, [sound_match.spoken_form(said)] + [
-                sound_match.spoken_form(c.heard) for c in cands]) if cands else None
-            row["candidates_ms"] = round(1000 * (t1 - t0), 1)
-            row["scores_ms"] = round(1000 * (time.perf_counter() - t1), 1)
-            readings = {_reading(a) for a in alts}
-            if scores:
-                row["heard_score"] = scores[0]
-                row["candidates"] = [{"sentence": c.heard, "name": c.name, "slots": c.slots,
-                                      "entities": c.entities, "score": s,
-                                      "source": "n-best" if c.heard in readings else "near",
-                                      "right": it.kind == "positive" and paraphrase.judge(it, c, home)[0]}
-                                     for c, s in zip(cands, scores[1:], strict=True)]
+    # every sentence rendered first: under ``cpu_budget`` only the recognition and the tier run
+    renderings = [(it, voice, np.concatenate([pad, voices.say(voice, it.text), pad]))
+                  for it in items for voice in rng.sample(names, per_item)]
+    with applied(cpu_budget, settings) as budget:
+        rows = _recognize(renderings, engine, matcher, home, beam)
+    return {"half": half, "seed": seed, "per_item": per_item, "rows": rows,
+            "cpu_budget": None if budget is None else budget.description}
+
+
+def _recognize(renderings: list[tuple[Any, str, np.ndarray]], engine: Any, matcher: Any, home: Any,
+               beam: bool) -> list[dict[str, Any]]:
+    """Each rendering transcribed, matched by the fast path, and (refused) put to the sound tier."""
+    rows: list[dict[str, Any]] = []
+    for n, (it, voice, audio) in enumerate(renderings):
+        print(f"\r{n + 1}/{len(renderings)}", end="", file=sys.stderr, flush=True)
+        heard = engine.open_stream()
+        heard.feed(audio)
+        text = heard.finish().text.strip()
+        row: dict[str, Any] = {"said": it.text, "kind": it.kind, "intent": it.intent, "voice": voice,
+                               "heard": text}
+        call = matcher.match(text, it.area, ask_back=True) if text else None
+        if call is not None:
+            ok, _ = paraphrase.judge(it, call, home) if it.kind == "positive" else (False, "")
+            row.update(tier=call.tier, asked=bool(call.clarify), right=ok)
             rows.append(row)
-        print(f"\r{n + 1}/{len(items)}", end="", file=sys.stderr, flush=True)
+            continue
+        row["tier"] = "llm"
+        t0 = time.perf_counter()
+        alts = (engine.alternatives(audio, sound_match.ALTERNATIVES + 1) or []) if text and beam else []
+        row["alternatives"] = alts
+        row["alternatives_ms"] = round(1000 * (time.perf_counter() - t0), 1)
+        said, cands = matcher.sound_candidates(text, it.area, alts) if text else ("", [])
+        t1 = time.perf_counter()
+        scores = engine.sentence_scores(audio, [sound_match.spoken_form(said)] + [
+            sound_match.spoken_form(c.heard) for c in cands]) if cands else None
+        row["candidates_ms"] = round(1000 * (t1 - t0), 1)
+        row["scores_ms"] = round(1000 * (time.perf_counter() - t1), 1)
+        readings = {_reading(a) for a in alts}
+        if scores:
+            row["heard_score"] = scores[0]
+            row["candidates"] = [{"sentence": c.heard, "name": c.name, "slots": c.slots,
+                                  "entities": c.entities, "score": s,
+                                  "source": "n-best" if c.heard in readings else "near",
+                                  "right": it.kind == "positive" and paraphrase.judge(it, c, home)[0]}
+                                 for c, s in zip(cands, scores[1:], strict=True)]
+        rows.append(row)
     print(file=sys.stderr)
-    return {"half": half, "seed": seed, "per_item": per_item, "rows": rows}
+    return rows
 
 
 def _reading(text: str) -> str:
@@ -244,8 +257,10 @@ def report(data: dict[str, Any], margins: tuple[float, float, float], show: bool
           f"{len(d['negatives_asked'])}")
     ms = [r["candidates_ms"] + r["scores_ms"] for r in rows if "scores_ms" in r]
     if ms:
+        alt = [r.get("alternatives_ms", 0.0) for r in rows if "scores_ms" in r]
         print(f"  tier cost per LLM-bound turn: median {statistics.median(ms):.0f} ms, max {max(ms):.0f} ms "
-              f"(candidates + scoring, in-process)")
+              f"(candidates + scoring, in-process; the n-best's beam search median {statistics.median(alt):.0f} ms)"
+              + (f", under {data['cpu_budget']}" if data.get("cpu_budget") else ""))
     for key in ("acted_wrong", "asked_wrong", "negatives_acted", "negatives_asked"):
         for line in d[key]:
             print(f"  {key}: {line}")
@@ -266,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--show-missed", action="store_true", help="list the LLM-bound items the tier passed on")
     ap.add_argument("--no-alternatives", action="store_true",
                     help="candidates from near template sentences only, not the speech model's n-best")
+    ap.add_argument("--cpu-budget", default=None, metavar="pi5|pi4|CPUS",
+                    help="recognise under this CPU quota (edge-agent bench --cpu-budget's presets; needs root)")
     ap.add_argument("--followups", action="store_true", help="short follow-ups ('pause it') in every voice instead")
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "edge-agent" / "spoken-voices")
     a = ap.parse_args(argv)
@@ -278,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.replay:
         data = json.loads(a.replay.read_text())
     else:
-        data = collect(a.half, a.per_item, a.seed, a.cache, beam=not a.no_alternatives)
+        data = collect(a.half, a.per_item, a.seed, a.cache, beam=not a.no_alternatives, cpu_budget=a.cpu_budget)
         if a.json:
             a.json.parent.mkdir(parents=True, exist_ok=True)
             a.json.write_text(json.dumps(data, indent=1))
