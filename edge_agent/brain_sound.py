@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import sound_match
+from . import fuzzy, sound_match
 from .context import ConversationContext, Followup
 from .intent import IntentCall
 from .response import Response
@@ -32,11 +32,17 @@ class TurnAudio:
 
     def __init__(self, stream: Any, before: str, strip: Callable[[str], str] | None = None) -> None:
         self.stream, self.before, self.strip = stream, before, strip
+        self._readings: list[str] | None = None  # one beam search per turn, however often asked
 
     def __call__(self, sentences: list[str]) -> list[float] | None:
         return self.stream.sentence_scores(sentences, before=self.before)
 
     def alternatives(self) -> list[str]:
+        if self._readings is None:
+            self._readings = self._alternatives()
+        return list(self._readings)
+
+    def _alternatives(self) -> list[str]:
         readings = self.stream.alternatives(sound_match.ALTERNATIVES + 1) or []
         if self.strip is not None:
             return [r for r in (self.strip(reading).strip() for reading in readings) if r]
@@ -85,12 +91,22 @@ class SoundTier:
         return call
 
     def _sound_followup(self, resp: Response, text: str, area: str | None, sound: Sound) -> Followup | None:
-        """A short follow-up misheard ("Pull it." for "pause it"): the follow-ups the context can resolve
-        (``sound_match.followup_sentences``) scored against the audio; the clear winner's calls, or None. Never
-        asked back: a question about a word the user did not say helps less than the LLM's try."""
+        """A short follow-up misheard ("Pull it." for "pause it", "Watch him out in the front door." for "what
+        about the front door"): the follow-ups the context can resolve (``sound_match.followup_sentences``, and the
+        speech model's other readings with the transcript's numbers) scored against the audio; the clear winner's
+        calls, or None. Never asked back: a question about a word the user did not say helps less than the LLM's
+        try."""
         said = normalize_text(text)
         options: list[sound_match.Calls] = []
-        for sentence in sound_match.followup_sentences(said):
+        readings = getattr(sound, "alternatives", None)
+        try:
+            heard_numbers = sound_match.numbers(fuzzy.words_to_digits(said))
+            others = [r for r in map(normalize_text, readings() if readings is not None else [])
+                      if r and r != said and sound_match.numbers(fuzzy.words_to_digits(r)) == heard_numbers]
+        except Exception as e:  # noqa: BLE001 - the n-best costs its candidates, never the turn
+            log.warning("sound tier: no other readings of %r: %s", text, e)
+            others = []
+        for sentence in dict.fromkeys(sound_match.followup_sentences(said) + others[:sound_match.ALTERNATIVES]):
             follow = self.context.resolve(sentence)
             if follow is None or follow.undo:
                 continue

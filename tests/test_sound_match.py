@@ -287,3 +287,30 @@ def test_a_reading_with_a_number_the_transcript_lacks_is_no_candidate(matcher):
     heard = {c.heard: c.slots.get("brightness") for c in cands}
     assert heard.get("kitchen light at 7 %") == 7
     assert heard.get("kitchen light at 70 %") == 70  # the rival the audio must rule out before 7 is acted on
+
+
+def test_a_misheard_follow_up_is_found_among_the_other_readings(brain_home):
+    brain = _brain(brain_home)
+    brain.respond("turn on the kitchen light").wait()
+    asked: list = []
+    score = _scorer({"and the living room lamp too": -5.0}, -6.0, asked)
+
+    class Audio:
+        def __init__(self, readings):
+            self.readings = readings
+
+        def __call__(self, sentences):
+            return score(sentences)
+
+        def alternatives(self):
+            return self.readings
+
+    # a reading with a number the transcript lacks is not taken, whatever its score
+    resp = brain.respond("Under living room lamb to.", sound=Audio(["And the living room lamp 2."]))
+    resp.wait()
+    assert resp.intents == []
+    resp = brain.respond("Under living room lamb to.", sound=Audio(["And the living room lamp too."]))
+    resp.wait()
+    assert [(c.name, c.entities) for c in resp.intents] == [("HassTurnOn", ["light.living_room_lamp"])], (
+        resp.timings)
+    assert resp.timings["context"] == "sound" and "And the living room lamp too." in asked[-1]
