@@ -71,7 +71,8 @@ class SoundTier:
         t0 = time.monotonic()
         try:
             readings = getattr(sound, "alternatives", None)
-            said, candidates = find(text, area, readings() if readings is not None else ())
+            wanted = readings is not None and not fuzzy.refuses(text)  # no candidates for it: no beam search
+            said, candidates = find(text, area, readings() if wanted else ())
             scores = sound([sound_match.spoken_form(said)] + [sound_match.spoken_form(c.heard) for c in candidates]
                            ) if candidates else None
         except Exception as e:  # noqa: BLE001 - a scoring failure costs the tier, never the turn
@@ -102,7 +103,8 @@ class SoundTier:
         try:
             heard_numbers = sound_match.numbers(fuzzy.words_to_digits(said))
             others = [r for r in map(normalize_text, readings() if readings is not None else [])
-                      if r and r != said and sound_match.numbers(fuzzy.words_to_digits(r)) == heard_numbers]
+                      if r and r != said and not fuzzy.refuses(r)
+                      and sound_match.numbers(fuzzy.words_to_digits(r)) == heard_numbers]
         except Exception as e:  # noqa: BLE001 - the n-best costs its candidates, never the turn
             log.warning("sound tier: no other readings of %r: %s", text, e)
             others = []

@@ -293,7 +293,7 @@ def test_a_misheard_follow_up_is_found_among_the_other_readings(brain_home):
     brain = _brain(brain_home)
     brain.respond("turn on the kitchen light").wait()
     asked: list = []
-    score = _scorer({"and the living room lamp too": -5.0}, -6.0, asked)
+    score = _scorer({"and the living room lamp too": -5.0, "don't do the living room lamp too": -5.0}, -6.0, asked)
 
     class Audio:
         def __init__(self, readings):
@@ -309,6 +309,9 @@ def test_a_misheard_follow_up_is_found_among_the_other_readings(brain_home):
     resp = brain.respond("Under living room lamb to.", sound=Audio(["And the living room lamp 2."]))
     resp.wait()
     assert resp.intents == []
+    resp = brain.respond("Under living room lamb to.", sound=Audio(["Don't do the living room lamp too."]))
+    resp.wait()
+    assert resp.intents == []  # a negation among the readings is never a follow-up to act on
     resp = brain.respond("Under living room lamb to.", sound=Audio(["And the living room lamp too."]))
     resp.wait()
     assert [(c.name, c.entities) for c in resp.intents] == [("HassTurnOn", ["light.living_room_lamp"])], (
