@@ -17,6 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 
+def written(text: str) -> str:
+    """A transcript or a reading as the candidates are written: normalized, numbers in digits."""
+    from . import closest, fuzzy
+
+    return fuzzy.words_to_digits(closest.normalize(text))
+
+
 class SoundCandidates:
     """The sound tier's candidates of ``IntentMatcher``, which supplies the attributes and methods below."""
 
@@ -41,7 +48,7 @@ class SoundCandidates:
         if self.corrector is None or fuzzy.refuses(text):
             return "", []
         skeletons = closest_sentences(self.intents)
-        said = fuzzy.words_to_digits(closest.normalize(text))
+        said = written(text)
         found: dict[str, Any] = {}
         for sentence, corrections in [(said, []), *self.corrector.corrected_texts(said)]:
             if min((c.score for c in corrections), default=100.0) < fuzzy.ASK * 100:
@@ -52,18 +59,17 @@ class SoundCandidates:
                     filled = closest.fill(sub, values)
                     if filled in found or len(found) >= sound_match.CANDIDATES:
                         continue
-                    call = self.match(filled, area)
-                    if call is None or call.clarify or not self._targets_ok(call):
+                    call = self._sound_call(text, filled, area)
+                    if call is None:
                         continue
                     if corrections:
                         call.corrections = {c.heard: c.choice.canonical for c in corrections}
                         if not self._corrections_fit(call, corrections):
                             continue
-                    call.text, call.heard, call.tier = text, filled, "sound"
                     found[filled] = call
         taken = 0
         for alt in alternatives:
-            reading = fuzzy.words_to_digits(closest.normalize(alt))
+            reading = written(alt)
             if not reading or reading == said or reading in found or fuzzy.refuses(alt):
                 continue
             if taken >= sound_match.ALTERNATIVES:

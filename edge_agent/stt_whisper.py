@@ -191,15 +191,14 @@ class WhisperEngine(SttEngine):
         x = samples.astype(np.float32) / 32768.0
         encoded, _frames, _n = self._encoded(x)
         prompt = self._prompt
-        suppress = self._suppress + self._commas if prompt != self._base_prompt else self._suppress
         result = self.model.model.generate(
             encoded, [prompt], beam_size=max(n, ALT_BEAM), num_hypotheses=n,
             max_length=len(prompt) + _max_tokens(len(x) / SAMPLE_RATE), suppress_blank=True,
-            suppress_tokens=suppress,
+            suppress_tokens=self._suppressed(prompt),
         )[0]
         texts: list[str] = []
         for ids in result.sequences_ids:
-            text = self._tokenizer.decode([t for t in ids if t < self._tokenizer.eot]).strip()
+            text = self._text(ids)
             if text and text not in texts:
                 texts.append(text)
         return texts
@@ -263,22 +262,28 @@ class WhisperEngine(SttEngine):
         window[0, :, :n] = feats[:, :n]
         return self.model.model.encode(ctranslate2.StorageView.from_array(window))
 
+    def _suppressed(self, prompt: list[int]) -> list[int]:
+        """The tokens a decode after ``prompt`` may not write. After the home's names, a comma would go on with the
+        list: "turn on the kitchen light, turn on the kitchen light, ..." to the token cap (a doubtful decode,
+        redone). Without commas the request ends where it ends (docs/benchmarks.md, "Whisper primed with the home's
+        names": 30 redone of 117 -> 7, dev right 70.9 -> 74.4 %)."""
+        return self._suppress + self._commas if prompt != self._base_prompt else self._suppress
+
+    def _text(self, ids: list[int]) -> str:
+        """The text of a decoded sequence, its special tokens (end of text and above) left out."""
+        return self._tokenizer.decode([t for t in ids if t < self._tokenizer.eot]).strip()
+
     def _decode(self, encoded: Any, max_tokens: int, prompt: list[int]) -> tuple[str, bool]:
         """(text, doubtful) for an encoded window (``_encode``); doubtful = dropped as silence, or looks like a
         decoding loop."""
         s = self.settings
-        # After the home's names, a comma would go on with the list: "turn on the kitchen light, turn on the kitchen
-        # light, ..." to the token cap (a doubtful decode, redone). Without commas the request ends where it ends
-        # (docs/benchmarks.md, "Whisper primed with the home's names": 30 redone of 117 -> 7, dev right 70.9 -> 74.4 %).
-        suppress = self._suppress + self._commas if prompt != self._base_prompt else self._suppress
         result = self.model.model.generate(
             encoded, [prompt], beam_size=s.beam_size,
             max_length=len(prompt) + max_tokens, return_scores=True, return_no_speech_prob=True,
-            suppress_blank=True, suppress_tokens=suppress,
+            suppress_blank=True, suppress_tokens=self._suppressed(prompt),
         )[0]
         ids = result.sequences_ids[0]
-        tokens = [t for t in ids if t < self._tokenizer.eot]
-        text = self._tokenizer.decode(tokens).strip()
+        text = self._text(ids)
         if result.no_speech_prob > s.no_speech_threshold and result.scores[0] < -1.0:
             # Whisper's rule: likely silence, and the text it made up is improbable. The endpointer heard speech,
             # though, and a short window makes single words ("yes") look like silence: worth a second look.

@@ -41,6 +41,7 @@ import spoken_eval  # noqa: E402
 from edge_agent import sound_match  # noqa: E402
 from edge_agent.audio import SAMPLE_RATE  # noqa: E402
 from edge_agent.cpu_budget import applied  # noqa: E402
+from edge_agent.intents_sound import written  # noqa: E402
 
 PAD_S = 0.3  # silence around each sentence, as the endpointer leaves it
 
@@ -111,7 +112,7 @@ def _recognize(renderings: list[tuple[Any, str, np.ndarray]], engine: Any, match
             sound_match.spoken_form(c.heard) for c in cands]) if cands else None
         row["candidates_ms"] = round(1000 * (t1 - t0), 1)
         row["scores_ms"] = round(1000 * (time.perf_counter() - t1), 1)
-        readings = {_reading(a) for a in alts}
+        readings = {written(a) for a in alts}
         if scores:
             row["heard_score"] = scores[0]
             row["candidates"] = [{"sentence": c.heard, "name": c.name, "slots": c.slots,
@@ -122,13 +123,6 @@ def _recognize(renderings: list[tuple[Any, str, np.ndarray]], engine: Any, match
         rows.append(row)
     print(file=sys.stderr)
     return rows
-
-
-def _reading(text: str) -> str:
-    """An n-best reading as the candidates write it (``SoundCandidates.sound_candidates``)."""
-    from edge_agent import closest, fuzzy
-
-    return fuzzy.words_to_digits(closest.normalize(text))
 
 
 # Short follow-ups said after a device or a timer (the conversations' kind), and short sentences with a pronoun that
