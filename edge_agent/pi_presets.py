@@ -136,7 +136,7 @@ def machine_presets(settings: Any, *, cache: Path | None = None, clips_dir: Path
     try:
         clips = reference_clips(clips_dir)
         t0 = time.monotonic()
-        work = measure_work(settings, clips)
+        work = round(measure_work(settings, clips), 5)  # as cached: a later lookup fits the very same number
     except CpuBudgetError as e:
         log.warning("pi presets: %s (fix: %s); using the fixed fit made on %s", e.message, e.fix, FITTED_ON)
         return PiPresets(dict(PRESETS), "fixed", why=e.message, key=key)
@@ -145,9 +145,9 @@ def machine_presets(settings: Any, *, cache: Path | None = None, clips_dir: Path
         return PiPresets(dict(PRESETS), "fixed", why=f"the reference decode failed: {e}", key=key)
     presets = PiPresets(fit(work, key["ncpus"]), "measured", work, key=key)
     log.info("pi presets fitted to this CPU in %.1f s: %s CPU s per reference decode -> %s", time.monotonic() - t0,
-             round(work, 4), presets.cpus)
+             work, presets.cpus)
     machines = [m for m in saved.get("machines", []) if m.get("key") != key]
-    machines.append({"key": key, "work_s": round(work, 5), "measured": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    machines.append({"key": key, "work_s": work, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
