@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-mqtt", action="store_true", help="do not connect to MQTT")
     r.add_argument("--cpu-budget", metavar="pi5|pi4|CPUS", help="run under a CPU quota imitating a slower board "
                    "(needs root; docs/pi-calibration.md)")
+    r.add_argument("--stage-fit", action="store_true", help="with --cpu-budget pi5|pi4: the LLM under its own quota, "
+                   "fitted to the board's LLM figures (cgroup v1)")
 
     c = sub.add_parser("config", help="configuration")
     csub = c.add_subparsers(dest="config_cmd", required=True, metavar="ACTION")
@@ -278,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             from .memory import limit_arenas
 
             limit_arenas()  # before the models' thread pools start allocating
-            with applied(args.cpu_budget, settings):  # --cpu-budget: the whole daemon under a cgroup CPU quota
+            # --cpu-budget: the whole daemon under a cgroup CPU quota (--stage-fit: the LLM under its own)
+            with applied(args.cpu_budget, settings, stage_fit=args.stage_fit):
                 return cli_run(args, settings)
         if args.cmd == "check":
             from .preflight import cli_check

@@ -36,6 +36,7 @@ from .cgroup_hierarchy import (  # noqa: F401 - re-exported: callers use the cgr
 )
 from .cpu_share import online_cpus
 from .errors import EdgeAgentError
+from .stage_budget import ENV_STAGES, format_stages
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ class CpuBudget:
         self.hierarchy = hierarchy
         self.dir: Path | None = None
         self._entered_from: Path | None = None
+        self.stages: dict[str, CpuBudget] = {}  # a stage's own quota, beside this one (``stage``)
 
     # ------------------------------------------------------------------ setup
     def create(self) -> CpuBudget:
@@ -267,6 +269,27 @@ class CpuBudget:
                     out[k] = int(v)
         return out
 
+    def stage(self, name: str, cpus: float) -> CpuBudget:
+        """A sibling cgroup with ``cpus`` for one stage's threads (``stage_budget.inside``), named to this process
+        and its children from ``enter``/``run`` on (``stage_budget.ENV_STAGES``); removed by ``close``."""
+        self.create()
+        assert self.hierarchy is not None and self.dir is not None
+        if self.hierarchy.version != 1:
+            raise CpuBudgetError("a stage's own CPU quota moves single threads, which cgroup v2 allows only in a "
+                                 "threaded subtree (not built)", fix="run without --stage-fit (one quota for the "
+                                 "whole process), or on a host with the cgroup v1 cpu controller")
+        if name in self.stages:
+            self.stages[name].set(cpus)
+        else:
+            self.stages[name] = CpuBudget(cpus, period_us=self.period_us, name=f"{self.name}-{name}",
+                                          hierarchy=self.hierarchy).create()
+        return self.stages[name]
+
+    def _env(self) -> str | None:
+        if not self.stages or self.dir is None:
+            return None
+        return format_stages(self.dir, {n: b.dir for n, b in self.stages.items() if b.dir is not None})
+
     # ------------------------------------------------------------------ processes
     def _procs(self, d: Path) -> Path:
         return d / "cgroup.procs"
@@ -288,6 +311,8 @@ class CpuBudget:
         self._entered_from = self.hierarchy.own_dir
         self.add(os.getpid())
         os.environ[ENV_ACTIVE] = f"{self.cpus:g}"
+        if (stages := self._env()) is not None:
+            os.environ[ENV_STAGES] = stages
         return self
 
     def run(self, cmd: Sequence[str], *, timeout: float | None = None, **popen: Any) -> subprocess.CompletedProcess:
@@ -302,6 +327,8 @@ class CpuBudget:
 
         env = dict(popen.pop("env", None) or os.environ)
         env[ENV_ACTIVE] = f"{self.cpus:g}"
+        if (stages := self._env()) is not None:
+            env[ENV_STAGES] = stages
         return subprocess.run(list(cmd), preexec_fn=move_self, env=env, timeout=timeout, **popen)  # noqa: PLW1509
 
     def pids(self) -> list[int]:
@@ -320,6 +347,7 @@ class CpuBudget:
         back = self._entered_from or (self.hierarchy.own_dir if self.hierarchy else None)
         if self._entered_from is not None:
             os.environ.pop(ENV_ACTIVE, None)
+            os.environ.pop(ENV_STAGES, None)
         deadline = time.monotonic() + timeout_s
         while True:
             for pid in self.pids():
@@ -335,6 +363,9 @@ class CpuBudget:
             time.sleep(0.05)
         self._entered_from = None
         self.dir = None
+        for stage in self.stages.values():  # its threads' processes were moved back with the rest: empty now
+            stage.close(timeout_s)
+        self.stages = {}
 
     def _rmdir(self) -> bool:
         if self.dir is None:
@@ -355,9 +386,10 @@ class CpuBudget:
 
 
 @contextlib.contextmanager
-def applied(budget: str | float | None, settings: Any = None) -> Iterator[CpuBudget | None]:
+def applied(budget: str | float | None, settings: Any = None, *, stage_fit: bool = False) -> Iterator[CpuBudget | None]:
     """``with applied(args.cpu_budget, settings) as b:`` — this process runs under the budget inside the block
-    (nothing happens for None). A preset name is fitted to this machine first (``pi_presets``; with settings)."""
+    (nothing happens for None). A preset name is fitted to this machine first (``pi_presets``; with settings);
+    ``stage_fit`` also gives the LLM its own quota fitted to the board's LLM figures (``with_stages``)."""
     if budget is None or budget == "":
         yield None
         return
@@ -371,7 +403,12 @@ def applied(budget: str | float | None, settings: Any = None) -> Iterator[CpuBud
     log.info("cpu budget: %s", how)
     b = CpuBudget(cpus, description=how)
     try:
+        if stage_fit:
+            from .stage_budget import with_stages
+
+            with_stages(b, budget, settings)
         b.enter()
         yield b
     finally:
         b.close()
+

@@ -45,6 +45,7 @@ from .llm_backend import CallStats, Message
 from .llm_constrained import ConstrainedOutput, _GrammarCache
 from .llm_prefix import PrefixCache, Pregen, _resumable
 from .llm_prompt import STOP_STRINGS, _find_stop, _partial_stop_len, render_chatml
+from .stage_budget import inside, stage_cpus, stage_threads
 from .text import DEFAULT_FIRST_CLAUSE_WORDS, SentenceBuffer
 
 log = logging.getLogger("edge_agent.llm")  # the model's log name, as before the split
@@ -81,13 +82,16 @@ class Llm(PrefixCache, ConstrainedOutput):
         """llama.cpp threads: the setting, or for 0 every CPU but one, at least one (cpu_share.llm_threads)."""
         from .cpu_share import llm_threads
 
-        return llm_threads(self.settings.threads)
+        staged = stage_cpus("llm")  # the LLM's own quota (a simulated board's, stage_budget): as many as it keeps busy
+        return llm_threads(self.settings.threads) if staged is None or self.settings.threads else stage_threads(staged)
 
     @property
     def first_threads(self) -> int:
         """llama.cpp threads while a turn waits for the model (``llm.first_threads``; cpu_share.llm_first_threads)."""
         from .cpu_share import llm_first_threads
 
+        if stage_cpus("llm") is not None and not self.settings.first_threads:
+            return self.threads
         return llm_first_threads(self.settings.first_threads, self.threads)
 
     @contextlib.contextmanager
@@ -264,7 +268,8 @@ class Llm(PrefixCache, ConstrainedOutput):
                 self._waiting -= 1
         try:
             stats.t_wait_s = time.monotonic() - t0
-            yield
+            with inside("llm"):  # under a simulated board's LLM quota, if the budget gives it one (stage_budget)
+                yield
         finally:
             self._lock.release()
 

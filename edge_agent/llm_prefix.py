@@ -19,6 +19,7 @@ from .errors import LlmError
 from .llm_backend import CallStats as GenStats
 from .llm_backend import Message
 from .llm_prompt import STOP_STRINGS, render_chatml
+from .stage_budget import inside
 
 log = logging.getLogger("edge_agent.llm")  # the model's log name, as before the split
 
@@ -89,7 +90,7 @@ class PrefixCache:
                                                                    add_generation_prompt=False)
         tokens = self.tokenize(text)
         stats = GenStats(n_prompt=len(tokens), t_start=time.monotonic())
-        with self._lock:
+        with self._lock, inside("llm"):
             state_file = self._state_file(text)
             if state_file is not None and state_file.is_file() and self._load_state_file(state_file, tokens):
                 stats.n_cached = len(tokens)
@@ -116,7 +117,7 @@ class PrefixCache:
         tokens = self.tokenize(text)
         stats = GenStats(n_prompt=len(tokens), t_start=time.monotonic())
         stop = _YieldingStop(self, cancel)
-        with self._lock:
+        with self._lock, inside("llm"):
             if not self._prefill(tokens, stats, cancel=stop, deadline=time.monotonic() + 300.0, keep_last=False,
                                  batch=batch):
                 stats.stopped = "yielded" if stop.yielded else "cancelled"

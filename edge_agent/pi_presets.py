@@ -76,14 +76,20 @@ def fit(work_s: float, ncpus: int) -> dict[str, float]:
     return out
 
 
-def machine_key(settings: Any) -> dict[str, Any]:
+def _version(package: str) -> str | None:
+    """An installed package's version (part of a cache key), None when it is missing: the measurement then fails
+    with its own reason."""
     try:
         from importlib.metadata import version
 
-        ct2 = version("ctranslate2")
-    except Exception:  # noqa: BLE001 - no CTranslate2: the measurement fails later with its own reason
-        ct2 = None
-    return {"cpu": cpu_model(), "ncpus": online_cpus(), "ctranslate2": ct2, "model": settings.stt.whisper.model,
+        return version(package)
+    except Exception:  # noqa: BLE001 - not installed
+        return None
+
+
+def machine_key(settings: Any) -> dict[str, Any]:
+    return {"cpu": cpu_model(), "ncpus": online_cpus(), "ctranslate2": _version("ctranslate2"),
+            "model": settings.stt.whisper.model,
             "method": "tiny.en int8, 30 s window, 1 thread, median of 5"}
 
 
@@ -118,21 +124,45 @@ def measure_work(settings: Any, clips: list[Any]) -> float:
     return statistics.median(per)
 
 
-def machine_presets(settings: Any, *, cache: Path | None = None, clips_dir: Path = REFERENCE_DIR) -> PiPresets:
-    """This machine's ``pi5`` / ``pi4`` quotas: cached, else measured (and cached), else the fixed fit (logged)."""
-    key = machine_key(settings)
-    path = cache if cache is not None else cache_dir() / "pi-presets.json"
+def _cached(path: Path, key: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(this key's entry or None, the whole cache) from ``path``; an unreadable cache is logged and ignored."""
     try:
         saved = json.loads(path.read_text())
         for entry in saved.get("machines", []):
             if entry.get("key") == key:
-                work = float(entry["work_s"])
-                return PiPresets(fit(work, key["ncpus"]), "cached", work, key=key)
+                return entry, saved
+        return None, saved
     except FileNotFoundError:
-        saved = {}
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        return None, {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         log.warning("pi presets: ignoring the unreadable cache %s (%s)", path, e)
-        saved = {}
+        return None, {}
+
+
+def _save(path: Path, saved: dict[str, Any], key: dict[str, Any], **entry: Any) -> None:
+    """Keep ``entry`` for ``key`` beside other machines' (the last 16), written atomically."""
+    machines = [m for m in saved.get("machines", []) if m.get("key") != key]
+    machines.append({"key": key, **entry, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"machines": machines[-16:]}, indent=1))
+        tmp.replace(path)
+    except OSError as e:
+        log.info("pi presets: not cached (%s); they will be measured again next time", e)
+
+
+def machine_presets(settings: Any, *, cache: Path | None = None, clips_dir: Path = REFERENCE_DIR) -> PiPresets:
+    """This machine's ``pi5`` / ``pi4`` quotas: cached, else measured (and cached), else the fixed fit (logged)."""
+    key = machine_key(settings)
+    path = cache if cache is not None else cache_dir() / "pi-presets.json"
+    entry, saved = _cached(path, key)
+    try:
+        if entry is not None:
+            work = float(entry["work_s"])
+            return PiPresets(fit(work, key["ncpus"]), "cached", work, key=key)
+    except (KeyError, TypeError, ValueError) as e:
+        log.warning("pi presets: ignoring the unreadable entry in %s (%s)", path, e)
     try:
         clips = reference_clips(clips_dir)
         t0 = time.monotonic()
@@ -146,15 +176,7 @@ def machine_presets(settings: Any, *, cache: Path | None = None, clips_dir: Path
     presets = PiPresets(fit(work, key["ncpus"]), "measured", work, key=key)
     log.info("pi presets fitted to this CPU in %.1f s: %s CPU s per reference decode -> %s", time.monotonic() - t0,
              work, presets.cpus)
-    machines = [m for m in saved.get("machines", []) if m.get("key") != key]
-    machines.append({"key": key, "work_s": work, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"machines": machines[-16:]}, indent=1))
-        tmp.replace(path)
-    except OSError as e:
-        log.info("pi presets: not cached (%s); they will be measured again next time", e)
+    _save(path, saved, key, work_s=work)
     return presets
 
 
@@ -169,3 +191,105 @@ def resolve(spec: str | float, settings: Any) -> tuple[float, str]:
                       "CPUs)")
     cpus = parse_budget(spec)
     return cpus, describe(cpus)
+
+
+# ------------------------------------------------------------------------------------------- the LLM's own quota
+# The LLM's published Pi figures (issue 10), for each preset the one directly comparable: a Pi 5 generates with
+# Qwen2.5-0.5B Q4_K_M, this project's model, at ~21 tokens/s; for a Pi 4 only TinyLlama 1.1B Q8_0's prompt evaluation
+# is published (10 tokens/s), which docs/pi-calibration.md scales to a 0.5B Q4_K_M model (~27 tokens/s).
+PUBLISHED_LLM = {"pi5": ("generation", 21.0), "pi4": ("prompt", 27.0)}
+LLM_PROBE = ("<|im_start|>system\nYou are a helpful voice assistant in a home. Answer in one or two short sentences."
+             "<|im_end|>\n<|im_start|>user\nWhy is the sky blue, and why are sunsets red and orange in the evening?"
+             "<|im_end|>\n<|im_start|>assistant\nThe sky looks blue because air molecules scatter the short blue "
+             "wavelengths of sunlight far more than the long red ones, so blue light reaches your eyes from every "
+             "direction. At sunset the light crosses much more air, the blue is scattered away, and the reds and "
+             "oranges are left.")
+LLM_PROMPT_TOKENS, LLM_GEN_TOKENS = 64, 32
+
+
+@dataclass
+class LlmPresets:
+    """The LLM stage's quota per preset for this machine (``stage_budget``), from its CPU work per token here."""
+
+    cpus: dict[str, float]
+    source: str  # "measured" | "cached"
+    work: dict[str, float]  # CPU seconds per token on one thread: "prompt" (in one batch), "generation"
+    key: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self, name: str) -> str:
+        kind, rate = PUBLISHED_LLM[name]
+        return (f"the LLM's own {self.cpus[name]:g} CPU: its {kind} takes {self.work[kind] * 1000:.1f} CPU ms per "
+                f"token on this CPU, {rate:g} tokens/s on a {name[:2].title()} {name[2:]}")
+
+
+def llm_fit(work: dict[str, float], ncpus: int) -> dict[str, float]:
+    """Pure: the LLM stage's quota per preset, from its CPU seconds per token (``work``: prompt, generation). A
+    machine whose LLM is no faster than the board's cannot imitate it: CpuBudgetError."""
+    out = {}
+    for name, (kind, rate) in PUBLISHED_LLM.items():
+        w = work.get(kind, 0.0)
+        if not w > 0:
+            raise CpuBudgetError(f"the LLM's {kind} took {w} CPU s per token: not a measurement",
+                                 fix="run it again on an idle machine")
+        q = w * rate
+        if q >= ncpus:
+            raise CpuBudgetError(f"this machine's LLM needs {q:.2f} CPUs for the {rate:g} tokens/s of {kind} a {name} "
+                                 f"manages: it is no faster than that board, a quota cannot imitate it",
+                                 fix="run without --stage-fit (one quota for the whole process)")
+        out[name] = round(q, 3)
+    return out
+
+
+def llm_key(settings: Any) -> dict[str, Any]:
+    return {"cpu": cpu_model(), "ncpus": online_cpus(), "llama-cpp-python": _version("llama-cpp-python"),
+            "model": settings.llm.model,
+            "method": f"{LLM_PROMPT_TOKENS}-token batch, {LLM_GEN_TOKENS} single-token decodes, 1 thread, median of 3"}
+
+
+def measure_llm_work(settings: Any) -> dict[str, float]:
+    """CPU seconds per token of the configured LLM on one thread: ``LLM_PROBE``'s first 64 tokens evaluated in one
+    batch, then 32 more decoded one at a time (a generated token's cost, without sampling); median of 3, warmed."""
+    from llama_cpp import Llama
+
+    from .preflight import resolve_model
+
+    llm = Llama(model_path=str(resolve_model(settings, settings.llm.model, "llm")), n_ctx=512, n_threads=1,
+                n_threads_batch=1, n_batch=256, verbose=False)
+    try:
+        toks = llm.tokenize(LLM_PROBE.encode("utf-8"), add_bos=False, special=True)
+        prompt, gen = toks[:LLM_PROMPT_TOKENS], toks[LLM_PROMPT_TOKENS:LLM_PROMPT_TOKENS + LLM_GEN_TOKENS]
+        llm.eval(prompt[:8])  # warm: the first call allocates
+        per_prompt, per_gen = [], []
+        for _ in range(3):
+            llm.reset()
+            c0 = time.process_time()
+            llm.eval(prompt)
+            c1 = time.process_time()
+            for t in gen:
+                llm.eval([t])
+            c2 = time.process_time()
+            per_prompt.append((c1 - c0) / len(prompt))
+            per_gen.append((c2 - c1) / len(gen))
+        return {"prompt": round(statistics.median(per_prompt), 6), "generation": round(statistics.median(per_gen), 6)}
+    finally:
+        llm.close()
+
+
+def llm_presets(settings: Any, *, cache: Path | None = None) -> LlmPresets:
+    """This machine's LLM stage quotas for ``pi5`` / ``pi4``: cached, else measured (a few seconds) and cached.
+    Raises CpuBudgetError when the LLM cannot be measured or is no faster than the board."""
+    key = llm_key(settings)
+    path = cache if cache is not None else cache_dir() / "pi-presets.json"
+    entry, saved = _cached(path, key)
+    if entry is not None and isinstance(entry.get("llm_work"), dict):
+        work = {k: float(v) for k, v in entry["llm_work"].items()}
+        return LlmPresets(llm_fit(work, key["ncpus"]), "cached", work, key=key)
+    try:
+        work = measure_llm_work(settings)
+    except Exception as e:  # noqa: BLE001 - a missing model or package: the stage fit was asked for, so say why not
+        raise CpuBudgetError(f"the LLM's CPU work per token could not be measured: {e}",
+                             fix="edge-agent models fetch the configured LLM, or run without --stage-fit") from None
+    presets = LlmPresets(llm_fit(work, key["ncpus"]), "measured", work, key=key)
+    log.info("pi presets: the LLM takes %s CPU s per token here -> its own quota %s", work, presets.cpus)
+    _save(path, saved, key, llm_work=work)
+    return presets

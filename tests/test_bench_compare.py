@@ -231,6 +231,9 @@ def test_columns_are_named_after_their_cpu_budget(three):
     assert [compare.column_label(r) for r in three] == [
         "this machine", "simulated Pi 5 (0.38 CPU)", "simulated Pi 4 (0.17 CPU)"]
     assert compare.column_label({"cpu_budget": {"spec": "0.5", "cpus": 0.5}}) == "0.5 CPU"
+    staged = {"cpu_budget": {"spec": "pi5", "cpus": 0.324, "stages": {"llm": {"cpus": 0.567}}}}  # --stage-fit
+    assert compare.column_label(staged) == "simulated Pi 5 (0.324 CPU, LLM 0.567)"
+    assert compare.short_label(staged) == "Pi 5+LLM (sim)" and compare.short_label(three[1]) == "Pi 5 (sim)"
 
 
 def test_markdown_puts_the_runs_side_by_side(three):

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from edge_agent import cpu_budget
+from edge_agent.stage_budget import with_stages
 
 ATTR = "_cpu_budget_session"
 
@@ -26,6 +27,10 @@ def add_argument(ap: argparse.ArgumentParser) -> None:
                          "CPU from a reference Whisper decode; elsewhere "
                          f"{cpu_budget.PI5_CPUS:g} / {cpu_budget.PI4_CPUS:g} CPU), a number of CPUs, or a "
                          "share such as 40%% (needs root; docs/pi-calibration.md)")
+    ap.add_argument("--stage-fit", action="store_true",
+                    help="with --cpu-budget pi5|pi4: the LLM's threads under a quota of their own, fitted to the "
+                         "board's published LLM figures (a Whisper-fitted quota makes the LLM slower than the board's; "
+                         "cgroup v1)")
 
 
 @contextlib.contextmanager
@@ -44,6 +49,8 @@ def prepared(args: argparse.Namespace) -> Iterator[cpu_budget.CpuBudget | None]:
     b = cpu_budget.CpuBudget(cpus, description=how).create()
     setattr(args, ATTR, b)
     try:
+        if getattr(args, "stage_fit", False):
+            with_stages(b, spec, bench_settings(getattr(args, "config", None)))
         yield b
     finally:
         b.close()
@@ -59,7 +66,9 @@ def start(args: argparse.Namespace, res: dict[str, Any]) -> None:
     quota, period = b.quota()
     res["cpu_budget"] = {"spec": args.cpu_budget, "cpus": b.cpus, "quota_us": quota, "period_us": period,
                          "cgroup": str(b.dir), "stat_start": b.stat(),
-                         "describe": b.description}
+                         "describe": b.description,
+                         "stages": {n: {"cpus": s.cpus, "cgroup": str(s.dir), "stat_start": s.stat()}
+                                    for n, s in b.stages.items()}}
 
 
 def header(args: argparse.Namespace, res: dict[str, Any]) -> str:

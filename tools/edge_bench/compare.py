@@ -67,7 +67,9 @@ def column_label(res: dict[str, Any]) -> str:
         return "this machine"
     spec = str(cb.get("spec", "")).lower()
     names = {"pi5": "Pi 5", "pi4": "Pi 4"}
-    return f"simulated {names[spec]} ({cb['cpus']:g} CPU)" if spec in names else f"{cb.get('cpus', spec):g} CPU"
+    llm = (cb.get("stages") or {}).get("llm")
+    own = f", LLM {llm['cpus']:g}" if llm else ""  # --stage-fit: the LLM under its own quota
+    return f"simulated {names[spec]} ({cb['cpus']:g} CPU{own})" if spec in names else f"{cb.get('cpus', spec):g} CPU"
 
 
 def short_label(res: dict[str, Any]) -> str:
@@ -75,7 +77,8 @@ def short_label(res: dict[str, Any]) -> str:
     if not cb:
         return "this machine"
     spec = str(cb.get("spec", "")).lower()
-    return {"pi5": "Pi 5 (sim)", "pi4": "Pi 4 (sim)"}.get(spec, f"{cb.get('cpus', spec):g} CPU")
+    staged = "+LLM" if (cb.get("stages") or {}).get("llm") else ""
+    return {"pi5": f"Pi 5{staged} (sim)", "pi4": f"Pi 4{staged} (sim)"}.get(spec, f"{cb.get('cpus', spec):g} CPU")
 
 
 def _median(values: list[float]) -> float | None:
