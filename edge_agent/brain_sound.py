@@ -61,6 +61,11 @@ class SoundTier:
     matcher: Any
     context: ConversationContext
 
+    def _worth_readings(self, text: str) -> bool:
+        """The speech model's n-best only for a transcript that could be a request (``worth_readings``)."""
+        worth = getattr(self.matcher, "worth_readings", None)
+        return worth is None or worth(text)
+
     def _sound_tier(self, resp: Response, text: str, area: str | None, sound: Sound) -> IntentCall | None:
         """A transcript the text tiers refused, and its candidates (``IntentMatcher.sound_candidates``), scored
         against its audio (``sound_match.py``): the call to act on, one to ask back about (``clarify``), or None (on
@@ -70,7 +75,7 @@ class SoundTier:
             return None
         t0 = time.monotonic()
         try:
-            readings = getattr(sound, "alternatives", None)
+            readings = getattr(sound, "alternatives", None) if self._worth_readings(text) else None
             wanted = readings is not None and not fuzzy.refuses(text)  # no candidates for it: no beam search
             said, candidates = find(text, area, readings() if wanted else ())
             scores = sound([sound_match.spoken_form(said)] + [sound_match.spoken_form(c.heard) for c in candidates]
@@ -99,7 +104,7 @@ class SoundTier:
         try."""
         said = normalize_text(text)
         options: list[sound_match.Calls] = []
-        readings = getattr(sound, "alternatives", None)
+        readings = getattr(sound, "alternatives", None) if self._worth_readings(text) else None
         try:
             heard_numbers = sound_match.numbers(fuzzy.words_to_digits(said))
             others = [r for r in map(normalize_text, readings() if readings is not None else [])

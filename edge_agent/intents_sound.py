@@ -16,12 +16,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from rapidfuzz.distance import Levenshtein
+
+from .closest import PROTECTED
+
 
 def written(text: str) -> str:
     """A transcript or a reading as the candidates are written: normalized, numbers in digits."""
     from . import closest, fuzzy
 
     return fuzzy.words_to_digits(closest.normalize(text))
+
+
+# Words of the requests the home handles itself, beside its configured names, digits and pronouns (a short follow-up's
+# "it"): what the speech model's other readings can turn into a command. closest.PROTECTED (device kinds, actions,
+# timers, places) without its question words, and the time and date, which the home answers too.
+_REQUEST_WORDS = (PROTECTED - frozenset("what who when how many which".split())
+                  | frozenset("time date day today".split()))
+
+
+NAME_LIKE = 0.7  # a transcript word this close to a name's word (both 5+ letters) may be that name misheard
 
 
 class SoundCandidates:
@@ -33,6 +47,23 @@ class SoundCandidates:
     match: Any  # (text, area) -> FastMatch | None
     _targets_ok: Any  # (call) -> bool
     _corrections_fit: Any  # (call, corrections) -> bool
+
+    def worth_readings(self, text: str) -> bool:
+        """Whether the speech model's other readings of ``text`` could be a request the home handles: the
+        transcript has a configured name's word (or one spelled close to it), a request word (``_REQUEST_WORDS``), a
+        pronoun or a number. A question for the LLM ("What is the capital of France?") skips the beam search, which
+        is on its critical path (~0.1 CPU s here; docs/benchmarks.md, nineteenth session)."""
+        from . import sound_match
+
+        words = set(written(text).split())
+        if words & _REQUEST_WORDS or words & set(sound_match.PRONOUNS) or sound_match.numbers(" ".join(words)):
+            return True
+        names = {w for name in self._spoken for w in name.split()}
+        if words & names:
+            return True
+        # a name misheard ("Done of the kitten lied." for "turn off the kitchen light"): a long word spelled close
+        return any(Levenshtein.normalized_similarity(w, n) >= NAME_LIKE for w in words if len(w) >= 5
+                   for n in names if len(n) >= 5)
 
     def sound_candidates(self, text: str, area: str | None = None,
                          alternatives: list[str] | tuple[str, ...] = ()) -> tuple[str, list[Any]]:

@@ -317,3 +317,31 @@ def test_a_misheard_follow_up_is_found_among_the_other_readings(brain_home):
     assert [(c.name, c.entities) for c in resp.intents] == [("HassTurnOn", ["light.living_room_lamp"])], (
         resp.timings)
     assert resp.timings["context"] == "sound" and "And the living room lamp too." in asked[-1]
+
+
+def test_the_other_readings_are_looked_for_only_in_what_could_be_a_request(matcher):
+    worth = matcher.worth_readings
+    # a device kind, an action, a timer, the date, a pronoun, a number, a configured name or one spelled close to it
+    assert all(map(worth, ["Fold the timer", "light sun please.", "What is today?", "Pull it.",
+                           "Make it 20 minutes in a reason here.", "Mad room lamp to fill.", "Done of the kitten lied."]))
+    # questions for the LLM: no beam search on their critical path
+    assert not any(map(worth, ["What is the capital of France?", "Tell me a joke.", "How do I make pancakes?",
+                               "Who wrote Romeo and Juliet?", "Why is the sky blue?"]))
+
+
+def test_the_brain_does_not_ask_for_other_readings_of_a_question(brain_home):
+    brain = _brain(brain_home)
+    asked: list = []
+
+    class Audio:
+        def __call__(self, sentences):
+            return [-6.0] * len(sentences)
+
+        def alternatives(self):
+            asked.append(True)
+            return []
+
+    brain.respond("Who wrote Romeo and Juliet?", sound=Audio()).wait()
+    assert asked == []
+    brain.respond("Done of the kitten lied.", sound=Audio()).wait()
+    assert asked  # a misheard name: its other readings are looked for

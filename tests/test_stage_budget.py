@@ -152,4 +152,5 @@ def test_bench_stage_fit_gives_the_llm_its_own_quota_and_says_so(settings, store
         dirs = [b.dir, b.stages["llm"].dir]
     assert res["cpu_budget"]["stages"]["llm"]["cpus"] == want
     assert "the LLM's own" in head and "tokens/s on a Pi 5" in head
+    assert f"the llm's own {want:g} CPU throttled in" in head  # its own cgroup's periods, apart from the process's
     assert not any(d.exists() for d in dirs) and cb.ENV_STAGES not in os.environ

@@ -103,7 +103,8 @@ def _recognize(renderings: list[tuple[Any, str, np.ndarray]], engine: Any, match
             continue
         row["tier"] = "llm"
         t0 = time.perf_counter()
-        alts = (engine.alternatives(audio, sound_match.ALTERNATIVES + 1) or []) if text and beam else []
+        wanted = text and beam and matcher.worth_readings(text)  # as the brain: no beam search for a plain question
+        alts = (engine.alternatives(audio, sound_match.ALTERNATIVES + 1) or []) if wanted else []
         row["alternatives"] = alts
         row["alternatives_ms"] = round(1000 * (time.perf_counter() - t0), 1)
         said, cands = matcher.sound_candidates(text, it.area, alts) if text else ("", [])

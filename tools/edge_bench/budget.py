@@ -82,7 +82,16 @@ def header(args: argparse.Namespace, res: dict[str, Any]) -> str:
         st0, st1 = cb.get("stat_start", {}), b.stat()
         cb["throttled_periods"] = st1.get("nr_throttled", 0) - st0.get("nr_throttled", 0)
         cb["periods"] = st1.get("nr_periods", 0) - st0.get("nr_periods", 0)
+        for name, stage in (b.stages or {}).items():  # --stage-fit: the LLM's own cgroup, throttled apart
+            st = cb.get("stages", {}).get(name)
+            if st is not None and stage.dir is not None:
+                s0, s1 = st.get("stat_start", {}), stage.stat()
+                st["throttled_periods"] = s1.get("nr_throttled", 0) - s0.get("nr_throttled", 0)
+                st["periods"] = s1.get("nr_periods", 0) - s0.get("nr_periods", 0)
     thr = (f"; throttled in {cb['throttled_periods']} of {cb['periods']} periods" if "periods" in cb else "")
+    for name, st in (cb.get("stages") or {}).items():
+        if "periods" in st:
+            thr += f"; the {name}'s own {st['cpus']:g} CPU throttled in {st['throttled_periods']} of {st['periods']}"
     return (f"**CPU budget: `--cpu-budget {cb['spec']}` = {cb['describe']}**, quota {cb['quota_us']} µs per "
             f"{cb['period_us']} µs from model loading on{thr}. A quota imitates a board's throughput, "
             "not its memory system or SIMD width (docs/pi-calibration.md).\n\n")
