@@ -106,10 +106,8 @@ class SoundTier:
         options: list[sound_match.Calls] = []
         readings = getattr(sound, "alternatives", None) if self._worth_readings(text) else None
         try:
-            heard_numbers = sound_match.numbers(fuzzy.words_to_digits(said))
             others = [r for r in map(normalize_text, readings() if readings is not None else [])
-                      if r and r != said and not fuzzy.refuses(r)
-                      and sound_match.numbers(fuzzy.words_to_digits(r)) == heard_numbers]
+                      if r and r != said and not fuzzy.refuses(r) and sound_match.same_numbers(r, said)]
         except Exception as e:  # noqa: BLE001 - the n-best costs its candidates, never the turn
             log.warning("sound tier: no other readings of %r: %s", text, e)
             others = []

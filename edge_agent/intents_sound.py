@@ -105,7 +105,7 @@ class SoundCandidates:
                 continue
             if taken >= sound_match.ALTERNATIVES:
                 break
-            if sound_match.numbers(reading) != sound_match.numbers(said):
+            if not sound_match.same_numbers(reading, said):
                 continue  # "to IIT" read as "to 80": a number the transcript does not have is the beam's guess
             call = self._sound_call(text, reading, area)
             if call is None:

@@ -75,6 +75,14 @@ def numbers(sentence: str) -> list[str]:
     return re.findall(r"\d+", sentence)
 
 
+def same_numbers(reading: str, said: str) -> bool:
+    """Whether another reading of the audio has the transcript's numbers, in words or digits ("to IIT" read as "to
+    80" brings a number the transcript does not have: the beam's guess, never a candidate)."""
+    from .fuzzy import words_to_digits
+
+    return numbers(words_to_digits(reading)) == numbers(words_to_digits(said))
+
+
 def confusable_numbers(sentence: str) -> list[str]:
     """``sentence`` with one of its numbers replaced by one Whisper confuses it with in speech: seven, seventeen and
     seventy ("seventy percent" heard "seven to percent"). Scored as rivals, they stop the tier from acting on a

@@ -279,6 +279,14 @@ def test_numbers_whisper_confuses_are_rivals():
     assert confusable_numbers("set it to 22") == [] and confusable_numbers("turn it off") == []
 
 
+def test_a_reading_keeps_the_transcripts_numbers_in_words_or_digits():
+    from edge_agent.sound_match import same_numbers
+
+    assert same_numbers("set it to seventy", "set it to 70") and same_numbers("pause it", "pull it")
+    assert not same_numbers("set the kitchen light to 80 %", "set the kitchen light to iit %")
+    assert not same_numbers("and the living room lamp two", "under living room lamb to")
+
+
 def test_a_reading_with_a_number_the_transcript_lacks_is_no_candidate(matcher):
     _, cands = matcher.sound_candidates("Set the kitchen light to IIT percent.", None,
                                         ["Set the kitchen light to eighty percent."])
