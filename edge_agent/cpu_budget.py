@@ -411,4 +411,3 @@ def applied(budget: str | float | None, settings: Any = None, *, stage_fit: bool
         yield b
     finally:
         b.close()
-

@@ -281,9 +281,12 @@ def llm_presets(settings: Any, *, cache: Path | None = None) -> LlmPresets:
     key = llm_key(settings)
     path = cache if cache is not None else cache_dir() / "pi-presets.json"
     entry, saved = _cached(path, key)
-    if entry is not None and isinstance(entry.get("llm_work"), dict):
-        work = {k: float(v) for k, v in entry["llm_work"].items()}
-        return LlmPresets(llm_fit(work, key["ncpus"]), "cached", work, key=key)
+    try:
+        if entry is not None:
+            work = {k: float(v) for k, v in entry["llm_work"].items()}
+            return LlmPresets(llm_fit(work, key["ncpus"]), "cached", work, key=key)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:  # as machine_presets: measured again
+        log.warning("pi presets: ignoring the unreadable LLM entry in %s (%s)", path, e)
     try:
         work = measure_llm_work(settings)
     except Exception as e:  # noqa: BLE001 - a missing model or package: the stage fit was asked for, so say why not

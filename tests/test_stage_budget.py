@@ -154,3 +154,15 @@ def test_bench_stage_fit_gives_the_llm_its_own_quota_and_says_so(settings, store
     assert "the LLM's own" in head and "tokens/s on a Pi 5" in head
     assert f"the llm's own {want:g} CPU throttled in" in head  # its own cgroup's periods, apart from the process's
     assert not any(d.exists() for d in dirs) and cb.ENV_STAGES not in os.environ
+
+
+def test_an_unreadable_llm_entry_is_measured_again(settings, store, tmp_path, caplog):
+    require_model(store, settings.llm.model)
+    from edge_agent.pi_presets import llm_key
+
+    cache = tmp_path / "pi-presets.json"
+    cache.write_text(json.dumps({"machines": [{"key": llm_key(settings), "llm_work": {"generation": "fast"}}]}))
+    with caplog.at_level("WARNING"):
+        p = llm_presets(settings, cache=cache)
+    assert p.source == "measured" and "unreadable LLM entry" in caplog.text
+    assert llm_presets(settings, cache=cache).source == "cached"
