@@ -331,7 +331,8 @@ def test_the_other_readings_are_looked_for_only_in_what_could_be_a_request(match
     worth = matcher.worth_readings
     # a device kind, an action, a timer, the date, a pronoun, a number, a configured name or one spelled close to it
     assert all(map(worth, ["Fold the timer", "light sun please.", "What is today?", "Pull it.",
-                           "Make it 20 minutes in a reason here.", "Mad room lamp to fill.", "Done of the kitten lied."]))
+                           "Make it 20 minutes in a reason here.", "Mad room lamp to fill.",
+                           "Done of the kitten lied."]))
     # questions for the LLM: no beam search on their critical path
     assert not any(map(worth, ["What is the capital of France?", "Tell me a joke.", "How do I make pancakes?",
                                "Who wrote Romeo and Juliet?", "Why is the sky blue?"]))
