@@ -96,6 +96,17 @@ class SoundTier:
             call.clarify = f"Did you mean: {call.heard}?"
         return call
 
+    def _second_look(self, resp: Response, text: str, area: str | None, call: IntentCall, sound: Sound
+                     ) -> IntentCall:
+        """A spoken on/off command the text tiers took as written, looked at again (``second_look``): ``call``, or
+        the opposite call to act on or to ask back about; what the scores said goes to the turn's timings."""
+        t0 = time.monotonic()
+        out, seen = second_look(self.matcher, text, area, call, sound)
+        if seen is not None:
+            resp.timings["action_word"] = {**seen, "s": round(time.monotonic() - t0, 4)}
+            log.info("second look at the action word of %r: %s", text, resp.timings["action_word"])
+        return out
+
     def _sound_followup(self, resp: Response, text: str, area: str | None, sound: Sound) -> Followup | None:
         """A short follow-up misheard ("Pull it." for "pause it", "Watch him out in the front door." for "what
         about the front door"): the follow-ups the context can resolve (``sound_match.followup_sentences``, and the
@@ -138,3 +149,35 @@ class SoundTier:
         if verdict.action != "act":
             return None
         return Followup("sound", calls=list(verdict.call.calls))
+
+
+def second_look(matcher: Any, text: str, area: str | None, call: IntentCall, sound: Sound
+                ) -> tuple[IntentCall, dict[str, Any] | None]:
+    """The same words with the opposite action word (``sound_match.flipped``) scored beside the transcript against
+    the audio (``sound_match.second_look``): ``call`` kept, or the opposite call to act on or to ask back about
+    (``clarify``; always asked when either reading's device was asked back about); with the verdict and both
+    scores, or None where nothing was scored (not an on/off command, no opposite the templates take for the same
+    devices, no scorer)."""
+    opposite = sound_match.OPPOSITE_INTENTS.get(call.name)
+    other = sound_match.flipped(text) if opposite is not None else None
+    if other is None:
+        return call, None
+    rival = matcher.match(other, area, ask_back=True)
+    if rival is None or rival.name != opposite or sorted(rival.entities) != sorted(call.entities):
+        return call, None
+    try:
+        scores = sound([sound_match.spoken_form(text), sound_match.spoken_form(other)])
+    except Exception as e:  # noqa: BLE001 - a scoring failure costs the second look, never the turn
+        log.warning("second look at the action word of %r failed: %s", text, e)
+        return call, None
+    if not scores or len(scores) != 2:
+        return call, None
+    verdict = sound_match.second_look(scores[0], scores[1])
+    if verdict == "act" and (getattr(call, "clarify", None) or getattr(rival, "clarify", None)):
+        verdict = "ask"  # not sure of the device either: ask about both at once
+    seen = {"verdict": verdict, "heard": round(scores[0], 2), "opposite": round(scores[1], 2)}
+    if verdict == "keep":
+        return call, seen
+    said = sound_match.spoken_form(getattr(rival, "heard", "") or other).rstrip(".?")  # names as configured
+    rival.clarify = f"Did you mean: {said}?" if verdict == "ask" else None
+    return rival, seen

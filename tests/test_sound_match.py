@@ -354,3 +354,71 @@ def test_the_brain_does_not_ask_for_other_readings_of_a_question(brain_home):
     assert asked == []
     brain.respond("Done of the kitten lied.", sound=Audio()).wait()
     assert asked  # a misheard name: its other readings are looked for
+
+
+# ------------------------------------------------------------------------------ second look at on / off
+def test_the_one_on_or_off_word_is_flipped_as_written():
+    assert sound_match.flipped("Turn off the bed lamp.") == "Turn on the bed lamp."
+    assert sound_match.flipped("Put the kitchen light on for a sec.") == "Put the kitchen light off for a sec."
+    assert sound_match.flipped("Off with the fan") == "On with the fan"
+    assert sound_match.flipped("turn off the light on the desk") is None  # two: not guessed at
+    assert sound_match.flipped("Set the lamp to fifty percent.") is None
+    assert sound_match.flipped("Turn the office lamp to once.") is None  # inside a word is no word
+
+
+def test_the_opposite_word_leading_asks_and_far_ahead_acts():
+    assert sound_match.second_look(-6.0, -9.2) == "keep"
+    assert sound_match.second_look(-6.0, -6.0) == "keep"
+    assert sound_match.second_look(-6.0, -4.0) == "ask"  # the mishearings measured: ~2 nats ahead
+    assert sound_match.second_look(-6.0, -6.0 + ACT_LEAD) == "act"
+
+
+def test_a_spoken_off_the_audio_says_was_on_is_asked_back_and_a_yes_does_it(brain_home):
+    brain = _brain(brain_home)
+    asked: list = []
+    resp = brain.respond("Turn off the kitchen light.",
+                         sound=_scorer({"turn on the kitchen light": -4.0}, -6.0, asked))
+    assert resp.wait().startswith("Did you mean: Turn on the kitchen light?")
+    assert resp.intents == [] and resp.timings["action_word"]["verdict"] == "ask"
+    assert asked == [["Turn off the kitchen light.", "Turn on the kitchen light."]]
+    yes = brain.respond("yes")
+    yes.wait()
+    assert [(c.name, c.entities) for c in yes.intents] == [("HassTurnOn", ["light.kitchen"])]
+
+
+def test_the_opposite_far_ahead_is_acted_on_and_one_far_behind_changes_nothing(brain_home):
+    brain = _brain(brain_home)
+    resp = brain.respond("Turn off the kitchen light.",
+                         sound=_scorer({"turn on the kitchen light": -6.0 + ACT_LEAD}, -6.0, []))
+    resp.wait()
+    assert [(c.name, c.entities) for c in resp.intents] == [("HassTurnOn", ["light.kitchen"])]
+    resp = brain.respond("Turn off the kitchen light.",
+                         sound=_scorer({"turn on the kitchen light": -9.5}, -6.0, []))
+    resp.wait()
+    assert [(c.name, c.entities) for c in resp.intents] == [("HassTurnOff", ["light.kitchen"])]
+    assert resp.timings["action_word"] == {"verdict": "keep", "heard": -6.0, "opposite": -9.5,
+                                           "s": resp.timings["action_word"]["s"]}
+
+
+def test_without_a_scorer_or_with_a_broken_one_the_command_is_done_as_heard(brain_home):
+    brain = _brain(brain_home)
+
+    def broken(sentences):
+        raise RuntimeError("decoder gone")
+
+    for sound in (None, broken, lambda s: None):
+        resp = brain.respond("Turn off the kitchen light.", sound=sound)
+        resp.wait()
+        assert [(c.name, c.entities) for c in resp.intents] == [("HassTurnOff", ["light.kitchen"])]
+        assert "action_word" not in resp.timings
+
+
+def test_an_asked_back_device_with_the_opposite_word_leading_is_asked_about_as_the_audio_says(brain_home):
+    brain = _brain(brain_home)  # "like" for "light": the tolerant tier asks "Did you mean the Kitchen Light?"
+    resp = brain.respond("Turn off the kitchen like.",
+                         sound=_scorer({"turn on the kitchen like": -6.0 + ACT_LEAD + 1}, -6.0, []))
+    assert resp.wait().startswith("Did you mean: Turn on the kitchen light?")  # the name as configured
+    assert resp.intents == [] and resp.timings["action_word"]["verdict"] == "ask"
+    yes = brain.respond("yes")
+    yes.wait()
+    assert [(c.name, c.entities) for c in yes.intents] == [("HassTurnOn", ["light.kitchen"])]

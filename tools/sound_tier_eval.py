@@ -40,6 +40,7 @@ import spoken_eval  # noqa: E402
 
 from edge_agent import sound_match  # noqa: E402
 from edge_agent.audio import SAMPLE_RATE  # noqa: E402
+from edge_agent.brain_sound import second_look  # noqa: E402
 from edge_agent.cpu_budget import applied  # noqa: E402
 from edge_agent.intents_sound import written  # noqa: E402
 
@@ -56,7 +57,7 @@ class _Call:
 
 
 def collect(half: str, per_item: int, seed: int, cache: Path, beam: bool = True,
-            cpu_budget: str | None = None) -> dict[str, Any]:
+            cpu_budget: str | None = None, look_again: bool = True) -> dict[str, Any]:
     from edge_agent.config import HomeSettings, load_settings
     from edge_agent.home import Home
     from edge_agent.intents import IntentMatcher
@@ -79,13 +80,13 @@ def collect(half: str, per_item: int, seed: int, cache: Path, beam: bool = True,
     renderings = [(it, voice, np.concatenate([pad, voices.say(voice, it.text), pad]))
                   for it in items for voice in rng.sample(names, per_item)]
     with applied(cpu_budget, settings) as budget:
-        rows = _recognize(renderings, engine, matcher, home, beam)
+        rows = _recognize(renderings, engine, matcher, home, beam, look_again)
     return {"half": half, "seed": seed, "per_item": per_item, "rows": rows,
             "cpu_budget": None if budget is None else budget.description}
 
 
 def _recognize(renderings: list[tuple[Any, str, np.ndarray]], engine: Any, matcher: Any, home: Any,
-               beam: bool) -> list[dict[str, Any]]:
+               beam: bool, look_again: bool = True) -> list[dict[str, Any]]:
     """Each rendering transcribed, matched by the fast path, and (refused) put to the sound tier."""
     rows: list[dict[str, Any]] = []
     for n, (it, voice, audio) in enumerate(renderings):
@@ -96,6 +97,12 @@ def _recognize(renderings: list[tuple[Any, str, np.ndarray]], engine: Any, match
         row: dict[str, Any] = {"said": it.text, "kind": it.kind, "intent": it.intent, "voice": voice,
                                "heard": text}
         call = matcher.match(text, it.area, ask_back=True) if text else None
+        if call is not None and look_again:  # as the brain: a spoken on/off command is looked at again
+            t0 = time.perf_counter()
+            call, seen = second_look(matcher, text, it.area, call,
+                                     lambda sentences, a=audio: engine.sentence_scores(a, sentences))
+            if seen is not None:
+                row["action_word"] = {**seen, "ms": round(1000 * (time.perf_counter() - t0), 1)}
         if call is not None:
             ok, _ = paraphrase.judge(it, call, home) if it.kind == "positive" else (False, "")
             row.update(tier=call.tier, asked=bool(call.clarify), right=ok)
@@ -256,6 +263,17 @@ def report(data: dict[str, Any], margins: tuple[float, float, float], show: bool
         print(f"  tier cost per LLM-bound turn: median {statistics.median(ms):.0f} ms, max {max(ms):.0f} ms "
               f"(candidates + scoring, in-process; the n-best's beam search median {statistics.median(alt):.0f} ms)"
               + (f", under {data['cpu_budget']}" if data.get("cpu_budget") else ""))
+    looked = [r for r in rows if "action_word" in r]
+    if looked:
+        verdicts = {v: [r for r in looked if r["action_word"]["verdict"] == v] for v in ("keep", "ask", "act")}
+        ms = [r["action_word"]["ms"] for r in looked if "ms" in r["action_word"]]
+        print(f"second look at on/off ({len(looked)} spoken commands): "
+              + ", ".join(f"{v} {len(rs)} (then right {sum(bool(r['right']) for r in rs)})"
+                          for v, rs in verdicts.items())
+              + (f"; its cost median {statistics.median(ms):.0f} ms, max {max(ms):.0f} ms" if ms else ""))
+        for r in verdicts["ask"] + verdicts["act"]:
+            print(f"  second look {r['action_word']['verdict']}: {r['said']!r} heard {r['heard']!r} "
+                  f"({r['action_word']['heard']} / opposite {r['action_word']['opposite']})")
     for key in ("acted_wrong", "asked_wrong", "negatives_acted", "negatives_asked"):
         for line in d[key]:
             print(f"  {key}: {line}")
@@ -278,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="candidates from near template sentences only, not the speech model's n-best")
     ap.add_argument("--cpu-budget", default=None, metavar="pi5|pi4|CPUS",
                     help="recognise under this CPU quota (edge-agent bench --cpu-budget's presets; needs root)")
+    ap.add_argument("--no-second-look", action="store_true",
+                    help="act on a spoken on/off command as written (no second look at the action word)")
     ap.add_argument("--followups", action="store_true", help="short follow-ups ('pause it') in every voice instead")
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "edge-agent" / "spoken-voices")
     a = ap.parse_args(argv)
@@ -290,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.replay:
         data = json.loads(a.replay.read_text())
     else:
-        data = collect(a.half, a.per_item, a.seed, a.cache, beam=not a.no_alternatives, cpu_budget=a.cpu_budget)
+        data = collect(a.half, a.per_item, a.seed, a.cache, beam=not a.no_alternatives, cpu_budget=a.cpu_budget,
+                       look_again=not a.no_second_look)
         if a.json:
             a.json.parent.mkdir(parents=True, exist_ok=True)
             a.json.write_text(json.dumps(data, indent=1))
