@@ -33,6 +33,10 @@ WINDOW_STEP_FRAMES = 500  # short windows grow in 5 s steps
 COMPRESSION_RATIO_MAX = 2.4  # Whisper's threshold for a degenerate (repetitive) decode
 TOKEN_PROB_MIN = 1e-6  # sentence_scores: a token's probability counts at least this (log: -13.8)
 ALT_BEAM = 5  # alternatives: the beam's width at least
+# sentence_scores / alternatives: the encoder's output of a decode is reused for audio that only goes on after it by
+# at most this much (the speculative transcript is decoded at the first pause, the stream's audio ends at the
+# endpoint: the words scored are the ones that decode heard)
+REUSE_TAIL_S = 1.0
 PRIME_MAX_TOKENS = 200  # Whisper's previous-text prompt holds at most 223 tokens (half its 448-token context)
 
 
@@ -205,10 +209,10 @@ class WhisperEngine(SttEngine):
 
     def _encoded(self, x: np.ndarray) -> tuple[Any, int, int]:
         """(encoder output, window frames, feature frames) of float audio ``x``: the last utterance's, kept from its
-        decode (``_recognize_window``), or computed now."""
-        key = _audio_key(x)
+        decode (``_recognize_window``; also when ``x`` goes on after it by a short tail: ``_same_start``), or
+        computed now."""
         last = self._last_encoded
-        if last is not None and last[0] == key:
+        if last is not None and _same_start(x, last[0]):
             return last[1], last[2], last[3]
         feats = self.model.feature_extractor(x)
         frames = self.window_frames(feats.shape[-1])
@@ -296,6 +300,12 @@ class WhisperEngine(SttEngine):
 def _audio_key(x: np.ndarray) -> tuple[int, bytes]:
     """Which utterance float audio ``x`` is, cheaply: its length and every 211th sample."""
     return len(x), x[::211].tobytes()
+
+
+def _same_start(x: np.ndarray, key: tuple[int, bytes]) -> bool:
+    """Whether ``x`` is the audio ``key`` was taken of, or that audio followed by at most ``REUSE_TAIL_S``."""
+    n = key[0]
+    return n <= len(x) <= n + REUSE_TAIL_S * SAMPLE_RATE and _audio_key(x[:n]) == key
 
 
 def _comma_tokens(tokenizer: Any) -> list[int]:

@@ -353,6 +353,32 @@ def test_whisper_scores_the_sentence_said_above_the_ones_a_mishearing_comes_from
     assert whisper.sentence_scores(audio, []) is None
 
 
+def test_whisper_scores_reuse_the_decode_of_the_same_words_with_the_pause_after_them(whisper, store, tmp_path,
+                                                                                       monkeypatch):
+    """A turn's transcript is often the speculation's, decoded at the first pause, while the stream's audio runs on
+    to the endpoint: scoring that audio reuses the decode's encoder output (no second encoder pass on the turn's
+    critical path) and gives the scores of the audio decoded; a longer tail is encoded anew."""
+    from edge_agent.stt_whisper import REUSE_TAIL_S
+
+    from .conftest import piper_wav
+
+    said = "Turn on the kitchen light."
+    audio = read_wav(piper_wav(store, said, tmp_path / "on.wav", noise=False))
+    encodes: list[int] = []
+    real = whisper._encode
+    monkeypatch.setattr(whisper, "_encode", lambda feats, frames: encodes.append(frames) or real(feats, frames))
+    whisper.transcribe(audio)
+    assert len(encodes) == 1
+    exact = whisper.sentence_scores(audio, [said, "Turn off the kitchen light."])
+    pause = np.concatenate([audio, np.zeros(int(0.3 * SAMPLE_RATE), dtype=np.int16)])
+    assert whisper.sentence_scores(pause, [said, "Turn off the kitchen light."]) == exact
+    assert len(encodes) == 1  # reused
+    longer = np.concatenate([audio, np.zeros(int((REUSE_TAIL_S + 0.5) * SAMPLE_RATE), dtype=np.int16)])
+    assert whisper.sentence_scores(longer, [said]) is not None
+    assert len(encodes) == 2  # another utterance: encoded
+    assert exact[0] > exact[1]
+
+
 def test_whisper_gives_other_readings_of_a_request(whisper, store, tmp_path):
     """The sound tier's n-best (``alternatives``): distinct readings of the same audio, the sentence said among
     them; a stream gives the same as the engine over what it was fed; silence or nothing asked gives none."""
