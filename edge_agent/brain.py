@@ -280,9 +280,9 @@ class Brain(Preemption, LlmTurn, SoundTier):
                     call = self.matcher.match(follow.text, area, ask_back=True)
             if call is None:
                 call = self.matcher.match(text, area, ask_back=True)
-                if call is not None and sound is not None and follow is None:
-                    call = self._second_look(resp, text, area, call, sound)
             resp.timings["fast_path_s"] = round(time.monotonic() - t0, 4)
+            if call is not None and sound is not None and follow is None:  # the transcript as heard, not a rewrite
+                call = self._second_look(resp, text, area, call, sound)  # its own time: timings["action_word"]
             if call is None and sound is not None:
                 call = self._sound_tier(resp, text, area, sound)
             if call is None and sound is not None and follow is None:

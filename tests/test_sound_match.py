@@ -422,3 +422,17 @@ def test_an_asked_back_device_with_the_opposite_word_leading_is_asked_about_as_t
     yes = brain.respond("yes")
     yes.wait()
     assert [(c.name, c.entities) for c in yes.intents] == [("HassTurnOn", ["light.kitchen"])]
+
+
+def test_the_second_look_is_timed_apart_from_the_fast_path(brain_home):
+    import time
+
+    brain = _brain(brain_home)
+
+    def slow(sentences):
+        time.sleep(0.15)  # a scorer that takes its time: the fast path's own figure must not include it
+        return [-6.0, -9.5]
+
+    resp = brain.respond("Turn off the kitchen light.", sound=slow)
+    resp.wait()
+    assert resp.timings["action_word"]["s"] >= 0.15 > resp.timings["fast_path_s"]
