@@ -10,7 +10,9 @@ window.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import threading
 import zlib
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,11 @@ class WhisperEngine(SttEngine):
         self.fallbacks = 0  # doubtful short-window decodes redone over the full 30 s (for the benchmark)
         self.prime_fallbacks = 0  # doubtful primed decodes redone without the home's names
         self._last_encoded: tuple[Any, ...] | None = None  # (audio key, encoder output, frames, feature frames)
+        # the newest decode *started* keeps its encoder output: a superseded speculation that finishes after the
+        # final decode must not leave its shorter audio's output for the final transcript's scores
+        self._tickets = itertools.count(1)
+        self._kept_ticket = 0
+        self._keep_lock = threading.Lock()
 
     def _load(self) -> None:
         passive_waits()  # under a CPU quota OpenMP's waiting threads sleep instead of spinning (before libgomp loads)
@@ -235,12 +242,15 @@ class WhisperEngine(SttEngine):
         ..."), or makes a short word look like silence. A doubtful decode (it hit the token cap, repeats a block of
         words, compresses like a repetition, or was judged silence) is done again over the full 30 s window.
         """
+        ticket = next(self._tickets)
         feats = self.model.feature_extractor(x)  # (n_mels, frames)
         frames = self.window_frames(feats.shape[-1])
         max_tokens = _max_tokens(len(x) / SAMPLE_RATE)
         prompt = self._prompt
         encoded = self._encode(feats, frames)
-        self._last_encoded = (_audio_key(x), encoded, frames, feats.shape[-1])  # for sentence_scores
+        with self._keep_lock:  # for sentence_scores and alternatives
+            if ticket > self._kept_ticket:
+                self._kept_ticket, self._last_encoded = ticket, (_audio_key(x), encoded, frames, feats.shape[-1])
         text, doubtful = self._decode(encoded, max_tokens, prompt)
         if doubtful and prompt != self._base_prompt:
             # the home's names can lead Whisper on past the words ("turn on the kitchen light, turn on the kitchen

@@ -379,6 +379,37 @@ def test_whisper_scores_reuse_the_decode_of_the_same_words_with_the_pause_after_
     assert exact[0] > exact[1]
 
 
+def test_a_superseded_decode_finishing_last_leaves_the_newest_decodes_encoder_output(whisper, store, tmp_path,
+                                                                                       monkeypatch):
+    """A speculation superseded by the user going on may finish after the final decode: the encoder output kept for
+    the final transcript's scores must stay the final decode's (the newest started), not the shorter audio's."""
+    import threading
+
+    from edge_agent.stt_whisper import _audio_key
+
+    from .conftest import piper_wav
+
+    audio = read_wav(piper_wav(store, "Turn off the light in the bedroom.", tmp_path / "bed.wav", noise=False))
+    entered, release = threading.Event(), threading.Event()
+    real = whisper._encode
+
+    def encode(feats, frames):
+        if threading.current_thread().name == "superseded":
+            entered.set()
+            release.wait(60)
+        return real(feats, frames)
+
+    monkeypatch.setattr(whisper, "_encode", encode)
+    early = threading.Thread(target=whisper.transcribe, args=(audio[: len(audio) // 2],), name="superseded")
+    early.start()
+    assert entered.wait(60)
+    whisper.transcribe(audio)  # the final decode: started later, finished first
+    release.set()
+    early.join(60)
+    assert not early.is_alive()
+    assert whisper._last_encoded[0] == _audio_key(audio.astype(np.float32) / 32768.0)
+
+
 def test_whisper_gives_other_readings_of_a_request(whisper, store, tmp_path):
     """The sound tier's n-best (``alternatives``): distinct readings of the same audio, the sentence said among
     them; a stream gives the same as the engine over what it was fed; silence or nothing asked gives none."""
