@@ -13,6 +13,7 @@ from typing import Any
 
 from . import fuzzy, sound_match
 from .context import ConversationContext, Followup
+from .context_rules import UNDO
 from .intent import IntentCall
 from .response import Response
 from .stt_text import normalize_text
@@ -158,7 +159,7 @@ def second_look(matcher: Any, text: str, area: str | None, call: IntentCall, sou
     (``clarify``; always asked when either reading's device was asked back about); with the verdict and both
     scores, or None where nothing was scored (not an on/off command, no opposite the templates take for the same
     devices, no scorer)."""
-    opposite = sound_match.OPPOSITE_INTENTS.get(call.name)
+    opposite = UNDO.get(call.name)  # turn on <-> off (a pause whose on/off word is flipped matches no unpause)
     other = sound_match.flipped(text) if opposite is not None else None
     if other is None:
         return call, None
@@ -178,6 +179,7 @@ def second_look(matcher: Any, text: str, area: str | None, call: IntentCall, sou
     seen = {"verdict": verdict, "heard": round(scores[0], 2), "opposite": round(scores[1], 2)}
     if verdict == "keep":
         return call, seen
-    said = sound_match.spoken_form(getattr(rival, "heard", "") or other).rstrip(".?")  # names as configured
-    rival.clarify = f"Did you mean: {said}?" if verdict == "ask" else None
+    if verdict == "ask":  # (acted on only when neither reading was asked back about: no question to clear)
+        said = sound_match.spoken_form(getattr(rival, "heard", "") or other).rstrip(".?")  # names as configured
+        rival.clarify = f"Did you mean: {said}?"
     return rival, seen

@@ -108,8 +108,7 @@ def confusable_numbers(sentence: str) -> list[str]:
 # transcript, and on every rightly heard on/off command (74) at least 3.2 nats below it (docs/benchmarks.md,
 # "Twentieth session"). So before a spoken on/off command is acted on, the same words with the opposite word are
 # scored beside it: a lead of the opposite asks back, a lead of ``ACT_LEAD`` acts on it.
-OPPOSITE_WORDS = {"on": "off", "off": "on"}
-OPPOSITE_INTENTS = {"HassTurnOn": "HassTurnOff", "HassTurnOff": "HassTurnOn"}
+OPPOSITE_WORDS = {"on": "off", "off": "on"}  # the opposite intents are context_rules.UNDO's
 
 
 def flipped(sentence: str) -> str | None:
