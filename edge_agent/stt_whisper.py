@@ -33,6 +33,7 @@ MEL_FRAMES_PER_S = 100  # Whisper's mel hop is 10 ms
 WINDOW_TAIL_S = 1.0  # at least this much silence after the utterance in a short encoder window
 WINDOW_STEP_FRAMES = 500  # short windows grow in 5 s steps
 COMPRESSION_RATIO_MAX = 2.4  # Whisper's threshold for a degenerate (repetitive) decode
+SCORE_BATCH = 8  # sentence_scores: sentences scored in one decoder call
 TOKEN_PROB_MIN = 1e-6  # sentence_scores: a token's probability counts at least this (log: -13.8)
 ALT_BEAM = 5  # alternatives: the beam's width at least
 # sentence_scores / alternatives: the encoder's output of a decode is reused for audio that only goes on after it by
@@ -175,21 +176,27 @@ class WhisperEngine(SttEngine):
         prompt (every sentence pays for the same prompt, and without them each pass reads a handful of tokens, not
         two hundred). A sentence should end as Whisper ends one ("." or "?"): that token is what tells a sentence
         cut short from the whole. A token's probability counts at least ``TOKEN_PROB_MIN``, so one impossible
-        token costs a bounded amount. The encoder's output of the utterance just decoded is reused; one decoder
-        pass per sentence."""
+        token costs a bounded amount. The encoder's output of the utterance just decoded is reused; the sentences
+        are scored in batches of ``SCORE_BATCH`` (one decoder call each: two sentences in one call took 15 ms here
+        against 22-27 ms in two)."""
         if len(samples) == 0 or not sentences:
             return None
         self.load()
+        import ctranslate2
+
         x = samples.astype(np.float32) / 32768.0
         encoded, frames, n = self._encoded(x)
         tok = self._tokenizer
         lead = tok.encode(" " + before.strip()) if before.strip() else []
+        texts = [lead + tok.encode(" " + sentence.strip()) for sentence in sentences]
+        one = np.asarray(encoded)  # batch 1: the utterance's encoder output, repeated per sentence in a batch
         scores: list[float] = []
-        for sentence in sentences:
-            ids = tok.encode(" " + sentence.strip())
-            result = self.model.model.align(encoded, self._base_prompt, [lead + ids], min(frames, n))[0]
-            probs = np.asarray(list(result.text_token_probs)[len(lead):], dtype=np.float64)
-            scores.append(float(np.sum(np.log(np.maximum(probs, TOKEN_PROB_MIN)))) if len(probs) else float("-inf"))
+        for i in range(0, len(texts), SCORE_BATCH):
+            part = texts[i:i + SCORE_BATCH]
+            batch = encoded if len(part) == 1 else ctranslate2.StorageView.from_array(np.repeat(one, len(part), 0))
+            for result in self.model.model.align(batch, self._base_prompt, part, [min(frames, n)] * len(part)):
+                probs = np.asarray(list(result.text_token_probs)[len(lead):], dtype=np.float64)
+                scores.append(float(np.sum(np.log(np.maximum(probs, TOKEN_PROB_MIN)))) if len(probs) else -np.inf)
         return scores
 
     def alternatives(self, samples: np.ndarray, n: int) -> list[str] | None:

@@ -353,6 +353,27 @@ def test_whisper_scores_the_sentence_said_above_the_ones_a_mishearing_comes_from
     assert whisper.sentence_scores(audio, []) is None
 
 
+def test_whisper_scores_a_batch_of_sentences_as_it_scores_each_alone(whisper, store, tmp_path):
+    """Sentences of different lengths are scored in batches (one decoder call per ``SCORE_BATCH``): each score is
+    the one the sentence gets alone (to 0.05 nats: the batch's matrix shapes round differently; the tiers' margins
+    are whole nats), in order, across a batch boundary."""
+    from edge_agent.stt_whisper import SCORE_BATCH
+
+    from .conftest import piper_wav
+
+    said = "Turn on the kitchen light."
+    audio = read_wav(piper_wav(store, said, tmp_path / "on.wav", noise=False))
+    sentences = [said, "Turn off the kitchen light.", "Turn on the light.", "On.",
+                 "Turn on the kitchen light in the living room please.", "Turn off.", "Set the kitchen light to 50%.",
+                 "Turn on the kitchen lights.", "Turn on the kitchen light now.", "Kitchen light."]
+    assert len(sentences) > SCORE_BATCH
+    batched = whisper.sentence_scores(audio, sentences, before="Hey Jarvis,")
+    alone = [whisper.sentence_scores(audio, [s], before="Hey Jarvis,")[0] for s in sentences]
+    assert batched is not None and len(batched) == len(sentences)
+    assert np.allclose(batched, alone, atol=0.05), str([round(a - b, 3) for a, b in zip(batched, alone, strict=True)])
+    assert batched[0] == max(batched), batched
+
+
 def test_whisper_scores_reuse_the_decode_of_the_same_words_with_the_pause_after_them(whisper, store, tmp_path,
                                                                                        monkeypatch):
     """A turn's transcript is often the speculation's, decoded at the first pause, while the stream's audio runs on
