@@ -259,8 +259,12 @@ class LlmTurn:
         messages = self._messages(text, area)
         calls: list[dict[str, Any]] = []
         resp.timings["llm_calls"] = calls
-        # Only what the handler did or read in THIS turn may be reported (resp.results fills as calls run).
-        guard = ReplyGuard(resp.results, self.home, instructions=self.instructions, heard=text)
+        # Only what the handler did or read in THIS turn may be reported (resp.results fills as calls run). The
+        # context lines (this turn's and the history's: "The device last acted on or asked about: ...") are the
+        # prompt's own words as much as the rules are: never read out.
+        context_lines = [m["content"] for m in messages[1:] if m["role"] == "system"]
+        guard = ReplyGuard(resp.results, self.home, instructions="\n\n".join([self.instructions, *context_lines]),
+                           heard=text)
         # A device command must become a tool call: in free text the small model sometimes just *says* "Turned off
         # the lamp" without doing it. Such transcripts skip the free-text decision and go to the constrained call.
         refers = self.context.refers(text)  # "turn it off": the device is the one of the previous turns

@@ -150,6 +150,7 @@ class ReplyGuard:
         self._about_timer = bool(_TIMER_TALK.search(" ".join(self._heard)))
         self._said: set[str] = set()
         self._instructions = " " + " ".join(_words(instructions)) + " "  # the system prompt's rules, as words
+        self._read_out: list[str] = []  # the words of the prompt just read out (the last piece dropped for it)
 
     # ---- what the handler did and read
     def _done(self) -> list[IntentResult]:
@@ -192,9 +193,14 @@ class ReplyGuard:
         if text and _TOOL_SYNTAX.search(text):  # "... call the HassTurnOff function with the arguments ..."
             return Verdict("", rewritten=True, reason="tool syntax")
         words = _words(text)
-        if (len(words) >= ECHO_MIN_WORDS or (len(words) >= 2 and PROMPT_WORDS & set(words))) \
-                and f" {' '.join(words)} " in self._instructions:
+        read_on = self._read_out + words  # a piece that goes on with the prompt piece just dropped ("... about:"
+        # then "Kitchen Light.": the splitter cuts at the colon) is the prompt too, however short
+        if ((len(words) >= ECHO_MIN_WORDS or (len(words) >= 2 and PROMPT_WORDS & set(words)))
+                and f" {' '.join(words)} " in self._instructions) \
+                or (self._read_out and words and f" {' '.join(read_on)} " in self._instructions):
+            self._read_out = read_on
             return Verdict("", rewritten=True, reason="the prompt's own words")  # "No JSON, no lists, no markdown."
+        self._read_out = []
         if text and self._echoes(words):  # "Board it." for a misheard "pause it": the small model parrots
             return Verdict(NOT_CAUGHT, rewritten=True, reason="echo of the transcript")
         dropped = text != speakable(sentence)

@@ -502,6 +502,25 @@ def test_a_reply_the_guard_strips_to_nothing_is_never_silence(scripted):
     assert brain.respond("hm").wait() == NOT_CAUGHT
 
 
+def test_the_context_lines_of_the_prompt_are_never_read_out(scripted):
+    """The spoken paraphrases (twentieth session): for "got the time" heard "at the time." the 0.5B model answered
+    with the prompt's context line, "The device last acted on or asked about: Desk Lamp. The timer last mentioned:
+    the 30 minutes timer.", and it was spoken. The context lines of this turn and of the history are the prompt's
+    own words too: never said; what is left of the reply is."""
+    brain, _ = scripted(streams=[("words", "The device last acted on or asked about: Kitchen Light. Okay."),
+                                 ("words", "The device last acted on or asked about: Kitchen Light.")])
+    brain.fast_path = True
+    assert brain.respond("turn on the kitchen light").wait() == "Turned on the kitchen light."
+    brain.fast_path = False
+    first = brain.respond("at the time.")
+    assert first.wait() == "Okay.", first.rewrites
+    # the splitter cuts at the colon: both pieces are the prompt's ("Kitchen Light." goes on with it)
+    assert [r["reason"] for r in first.rewrites] == ["the prompt's own words"] * 2
+    second = brain.respond("at the time.")
+    assert second.wait() == NOT_CAUGHT and second.intents == []
+    assert [r["reason"] for r in second.rewrites] == ["the prompt's own words"] * 2 + ["nothing left"]
+
+
 def test_a_promise_before_the_tool_call_is_not_contradicted(scripted):
     """"Sure, I'll turn on the kitchen light." then the call: the promise is held back until the deed ran (before,
     the guard said "I didn't change anything ..." ahead of "Turned on the kitchen light.")."""

@@ -271,6 +271,20 @@ def test_the_prompt_and_tool_syntax_are_never_read_out(home):
         assert not v.rewritten and v.text == said, (said, v)
 
 
+def test_a_piece_that_goes_on_with_the_prompt_just_read_out_is_the_prompt_too(home):
+    """The sentence splitter cuts the context line at its colon: the name after it is dropped with it; the same
+    name alone, or after a real answer, is said."""
+    line = "The device last acted on or asked about: Desk Lamp. The timer last mentioned: the pasta timer."
+    guard = ReplyGuard([], home, instructions="Be brief.\n\n" + line)
+    for piece in ("The device last acted on or asked about:", "Desk Lamp.", "The timer last mentioned:",
+                  "the pasta timer."):
+        v = guard.check(piece)
+        assert v.rewritten and v.text == "", (piece, v)
+    assert guard.check("Paris is the capital of France.").text == "Paris is the capital of France."
+    assert guard.check("Desk Lamp.").text == "Desk Lamp."  # not after the prompt: said
+    assert ReplyGuard([], home, instructions=line).check("Desk Lamp.").text == "Desk Lamp."
+
+
 @pytest.mark.parametrize(("heard", "reply"), [
     # the 0.5B model's answers to transcripts Whisper garbled (the spoken paraphrases and conversations)
     ("Board it.", "Board it."),
