@@ -309,10 +309,14 @@ def _available(ref: str, store: ModelStore, kind: str) -> bool:
 
 def __getattr__(name: str) -> Any:
     """The engines' classes, for callers that name them (``from edge_agent.stt import WhisperEngine``)."""
-    if name in ("WhisperEngine", "WhisperStream", "has_repetition"):
+    if name in ("WhisperEngine", "WhisperStream"):
         from . import stt_whisper
 
         return getattr(stt_whisper, name)
+    if name == "has_repetition":
+        from .stt_loops import has_repetition
+
+        return has_repetition
     if name in ("VoskEngine", "VoskStream"):
         from . import stt_vosk
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from .config import WhisperSettings
 from .cpu_share import passive_waits, whisper_threads
 from .errors import ModelError, SttError
 from .stt import SttEngine, SttSpec, SttStream, register_stt
+from .stt_loops import COMPRESSION_RATIO_MAX, compression_ratio, has_repetition, max_tokens_for, said_again
 from .stt_text import normalize_text
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ WHISPER_WINDOW_S = 30.0  # Whisper's native input window
 MEL_FRAMES_PER_S = 100  # Whisper's mel hop is 10 ms
 WINDOW_TAIL_S = 1.0  # at least this much silence after the utterance in a short encoder window
 WINDOW_STEP_FRAMES = 500  # short windows grow in 5 s steps
-COMPRESSION_RATIO_MAX = 2.4  # Whisper's threshold for a degenerate (repetitive) decode
 SCORE_BATCH = 8  # sentence_scores: sentences scored in one decoder call
 TOKEN_PROB_MIN = 1e-6  # sentence_scores: a token's probability counts at least this (log: -13.8)
 ALT_BEAM = 5  # alternatives: the beam's width at least
@@ -61,6 +60,7 @@ class WhisperEngine(SttEngine):
         self._commas: list[int] = []  # "," tokens: never decoded after the home's names (see _decode)
         self.fallbacks = 0  # doubtful short-window decodes redone over the full 30 s (for the benchmark)
         self.prime_fallbacks = 0  # doubtful primed decodes redone without the home's names
+        self.prime_loops = 0  # primed decodes that said one sentence over and over: the first kept (said_again)
         self._last_encoded: tuple[Any, ...] | None = None  # (audio key, encoder output, frames, feature frames)
         # the newest decode *started* keeps its encoder output: a superseded speculation that finishes after the
         # final decode must not leave its shorter audio's output for the final transcript's scores
@@ -211,7 +211,7 @@ class WhisperEngine(SttEngine):
         prompt = self._prompt
         result = self.model.model.generate(
             encoded, [prompt], beam_size=max(n, ALT_BEAM), num_hypotheses=n,
-            max_length=len(prompt) + _max_tokens(len(x) / SAMPLE_RATE), suppress_blank=True,
+            max_length=len(prompt) + max_tokens_for(len(x) / SAMPLE_RATE), suppress_blank=True,
             suppress_tokens=self._suppressed(prompt),
         )[0]
         texts: list[str] = []
@@ -252,13 +252,20 @@ class WhisperEngine(SttEngine):
         ticket = next(self._tickets)
         feats = self.model.feature_extractor(x)  # (n_mels, frames)
         frames = self.window_frames(feats.shape[-1])
-        max_tokens = _max_tokens(len(x) / SAMPLE_RATE)
+        max_tokens = max_tokens_for(len(x) / SAMPLE_RATE)
         prompt = self._prompt
         encoded = self._encode(feats, frames)
         with self._keep_lock:  # for sentence_scores and alternatives
             if ticket > self._kept_ticket:
                 self._kept_ticket, self._last_encoded = ticket, (_audio_key(x), encoded, frames, feats.shape[-1])
         text, doubtful = self._decode(encoded, max_tokens, prompt)
+        again = said_again(text) if doubtful and prompt != self._base_prompt else None
+        if again is not None:
+            # the home's names led Whisper on to say the request again ("Turn on the living room lamp. Turn on the
+            # living room lamp. Turn on ..."): its first saying is the transcript, with the names heard right
+            self.prime_loops += 1
+            log.debug("stt: a primed decode said its sentence again (%r); keeping the first", text)
+            return again
         if doubtful and prompt != self._base_prompt:
             # the home's names can lead Whisper on past the words ("turn on the kitchen light, turn on the kitchen
             # light, ..."): the same encoded window again without them costs one decoder pass, the full window four
@@ -309,7 +316,7 @@ class WhisperEngine(SttEngine):
             # Whisper's rule: likely silence, and the text it made up is improbable. The endpointer heard speech,
             # though, and a short window makes single words ("yes") look like silence: worth a second look.
             return "", True
-        looped = (len(ids) >= max_tokens or _compression_ratio(text) > COMPRESSION_RATIO_MAX
+        looped = (len(ids) >= max_tokens or compression_ratio(text) > COMPRESSION_RATIO_MAX
                   or has_repetition(normalize_text(text).split()))
         return text, looped
 
@@ -328,30 +335,6 @@ def _same_start(x: np.ndarray, key: tuple[int, bytes]) -> bool:
 def _comma_tokens(tokenizer: Any) -> list[int]:
     """The tokens that decode to a lone comma (with or without a leading space)."""
     return sorted({ids[0] for ids in (tokenizer.encode(","), tokenizer.encode(" ,")) if len(ids) == 1})
-
-
-def has_repetition(words: list[str]) -> bool:
-    """True when a block of two or more words comes twice in a row, or one word three times in a row: the shape of
-    a Whisper decoding loop. A person rarely says that; when they do, the only cost is one more decode."""
-    n = len(words)
-    for k in range(1, n // 2 + 1):
-        need = 3 if k == 1 else 2
-        for i in range(0, n - need * k + 1):
-            if all(words[i + j * k:i + (j + 1) * k] == words[i:i + k] for j in range(1, need)):
-                return True
-    return False
-
-
-def _compression_ratio(text: str) -> float:
-    """How well the text compresses: a loop of repeated words compresses far better than speech."""
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data)) if data else 0.0
-
-
-def _max_tokens(audio_s: float) -> int:
-    """A cap on decoded tokens that real speech never reaches (fast speech is ~5 words/s, ~1.3 tokens a word plus
-    punctuation): a decode that hits it is a loop of repeated words, cut short and then redone."""
-    return int(min(440, 12 + 10 * audio_s))
 
 
 class WhisperStream(SttStream):

@@ -109,6 +109,56 @@ def test_has_repetition_finds_whisper_loops(text, looped):
     assert has_repetition(text.split()) is looped
 
 
+@pytest.mark.parametrize(("text", "first"), [
+    ("Turn on the living room lamp. Turn on the living room lamp. Turn on the living room lamp. Turn on",
+     "Turn on the living room lamp."),
+    ("What is the date today? What is the date today?", "What is the date today?"),
+    ("Set the kitchen light to 20 percent. Set the kitchen light to 20%.", "Set the kitchen light to 20 percent."),
+    ("Turn on the lamp. Turn off the lamp.", None),  # two requests, not one said again
+    ("Turn on the lamp. Turn on", None),  # cut short once: not a loop
+    ("Turn on the lamp. Turn on the lamp. Turn on the la", "Turn on the lamp."),  # the cap cut a word
+    ("Turn on the lamp. Turn on the lamp. And the fan.", None),
+    ("Turn on the lamp. Turn on the lamp. Turn on the fa", None),
+    ("Turn on the lamp Turn on the lamp", None),  # no sentence end: not this kind of loop
+    ("", None),
+])
+def test_said_again_keeps_the_first_saying_of_a_looped_sentence(text, first):
+    from edge_agent.stt_loops import said_again
+
+    assert said_again(text) == first
+
+
+def test_a_primed_decode_that_says_its_sentence_again_is_not_decoded_again(whisper, store, tmp_path, monkeypatch):
+    """The bench's requests, decoded at the first pause as the speculation does, looped in 5 of 48 primed decodes;
+    each was redone without the home's names (and once over the whole 30 s window too), 2-5x the time of one decode.
+    A loop of one sentence now keeps its first saying: one decoder pass. (The loop is forced here: whether a given
+    recording loops differs by CPU.)"""
+    from .conftest import piper_wav
+
+    engine = whisper.variant(whisper.settings)
+    engine.prime("the kitchen light, the living room lamp. Turn on the lights.")
+    audio = read_wav(piper_wav(store, "Turn on the living room lamp.", tmp_path / "lamp.wav", noise=False))
+    real = engine._decode
+    prompts: list[bool] = []
+
+    def looping(encoded, max_tokens, prompt):
+        prompts.append(prompt == engine._base_prompt)
+        text, doubtful = real(encoded, max_tokens, prompt)
+        if prompt != engine._base_prompt and not doubtful:  # (with this short prime it loops by itself here)
+            return f"{text} {text} {text[:12]}", True
+        return text, doubtful
+
+    monkeypatch.setattr(engine, "_decode", looping)
+    heard = engine.transcribe(audio).text
+    assert normalize_text(heard) == "turn on the living room lamp", heard
+    assert prompts == [False] and engine.prime_loops == 1 and engine.prime_fallbacks == 0
+    monkeypatch.setattr(engine, "_decode", lambda e, m, p: ("Turn on the living room lamp. And the fan.", True)
+                        if p != engine._base_prompt else real(e, m, p))
+    prompts.clear()
+    engine.transcribe(audio)  # not one sentence again: redone without the names, as before
+    assert engine.prime_fallbacks == 1 and engine.prime_loops == 1
+
+
 def test_encoder_window_grows_with_the_utterance(settings):
     """The short encoder window: at least encoder_window_s, 1 s of silence after the speech, 5 s steps, <= 30 s."""
     def engine(window_s: float) -> WhisperEngine:
