@@ -99,6 +99,7 @@ def run(halves: list[str], modes: list[str], seed: int, voices: spoken_eval.Voic
         rows: list[dict[str, Any]] = []
         times: list[float] = []
         f0, p0 = getattr(engine, "fallbacks", 0), getattr(engine, "prime_fallbacks", 0)
+        l0 = getattr(engine, "prime_loops", 0)
         for (half, it, voice), a in zip(items, audio, strict=True):
             t0 = time.perf_counter()
             heard = engine.transcribe(a).text
@@ -120,6 +121,7 @@ def run(halves: list[str], modes: list[str], seed: int, voices: spoken_eval.Voic
         noise_text = {k: engine.transcribe(v).text for k, v in noise.items()}
         summary: dict[str, Any] = {"full_window_redone": getattr(engine, "fallbacks", 0) - f0,
                                    "redone_without_names": getattr(engine, "prime_fallbacks", 0) - p0,
+                                   "loops_first_saying_kept": getattr(engine, "prime_loops", 0) - l0,
                                    "decode_ms_median": round(1000 * statistics.median(times), 1),
                                    "decode_ms_p95": round(1000 * _p95(times), 1),
                                    "noise_with_text": {k: v for k, v in noise_text.items() if v.strip()}}
