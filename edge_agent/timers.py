@@ -156,7 +156,7 @@ class TimerManager:
         """Exactly one timer for the selectors, or ToolError saying why (none / which one?)."""
         found = self.find(**selectors)
         if not found:
-            raise ToolError("no timer matches" + (f" ({_sel_text(selectors)})" if _sel_text(selectors) else ""))
+            raise ToolError(_no_timer(selectors))
         if len(found) > 1:
             found_active = [t for t in found if t.active]
             if len(found_active) == 1 and not any(selectors.values()):
@@ -359,14 +359,16 @@ def _close_name(key: str, timers: list[Timer]) -> list[Timer]:
     return [scored[0][2]]
 
 
-def _sel_text(selectors: dict[str, Any]) -> str:
-    parts = []
-    if selectors.get("name"):
-        parts.append(f"name {selectors['name']}")
-    if selectors.get("area"):
-        parts.append(f"area {selectors['area']}")
+def _no_timer(selectors: dict[str, Any]) -> str:
+    """What is said when no timer matches (it follows "Sorry, I can't do that: "), in words, no brackets: "there is
+    no 10 minute timer named soup in the kitchen"."""
     start = [selectors.get(k) for k in ("start_hours", "start_minutes", "start_seconds")]
+    what = "timer"
     if any(v is not None for v in start):
         h, m, s = (v or 0 for v in start)
-        parts.append(f"started at {duration_words(h * 3600 + m * 60 + s, adjective=False)}")
-    return ", ".join(parts)
+        what = f"{duration_words(h * 3600 + m * 60 + s)} timer"
+    if selectors.get("name"):
+        what += f" named {selectors['name']}"
+    if selectors.get("area"):
+        what += f" in the {selectors['area']}"
+    return f"there is no {what}"

@@ -93,8 +93,10 @@ def test_selection(env) -> None:
     assert tm.find(area="kitchen")[0].name == "pizza"
     with pytest.raises(ToolError, match="2 timers match; say which: the pizza timer, the 10 minute timer"):
         tm.pause()
-    with pytest.raises(ToolError, match="no timer matches \\(name soup\\)"):
+    with pytest.raises(ToolError, match="^there is no timer named soup$"):  # said after "Sorry, I can't do that: "
         tm.cancel(name="soup")
+    with pytest.raises(ToolError, match="^there is no 7 minute timer in the Kitchen$"):
+        tm.cancel(start_minutes=7, area="Kitchen")
     assert tm.cancel(start_minutes=10).start_minutes == 10
     assert tm.cancel().name == "pizza"  # the only one left
     assert tm.cancel_all() == []
