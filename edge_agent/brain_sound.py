@@ -38,6 +38,11 @@ class TurnAudio:
     def __call__(self, sentences: list[str]) -> list[float] | None:
         return self.stream.sentence_scores(sentences, before=self.before)
 
+    def decoded_margin(self, text: str) -> float | None:
+        """The decode's own margin for its on/off word (``SttStream.decoded_margin``), None where unknown."""
+        margin = getattr(self.stream, "decoded_margin", None)
+        return margin(text) if margin is not None else None
+
     def alternatives(self) -> list[str]:
         if self._readings is None:
             self._readings = self._alternatives()
@@ -158,7 +163,8 @@ def second_look(matcher: Any, text: str, area: str | None, call: IntentCall, sou
     the audio (``sound_match.second_look``): ``call`` kept, or the opposite call to act on or to ask back about
     (``clarify``; always asked when either reading's device was asked back about); with the verdict and both
     scores, or None where nothing was scored (not an on/off command, no opposite the templates take for the same
-    devices, no scorer)."""
+    devices, no scorer). Not scored where the decode itself was ``SURE_MARGIN`` surer of its word (verdict
+    "sure")."""
     opposite = UNDO.get(call.name)  # turn on <-> off (a pause whose on/off word is flipped matches no unpause)
     other = sound_match.flipped(text) if opposite is not None else None
     if other is None:
@@ -166,6 +172,10 @@ def second_look(matcher: Any, text: str, area: str | None, call: IntentCall, sou
     rival = matcher.match(other, area, ask_back=True)
     if rival is None or rival.name != opposite or sorted(rival.entities) != sorted(call.entities):
         return call, None
+    decoded = getattr(sound, "decoded_margin", None)
+    margin = decoded(text) if decoded is not None else None
+    if margin is not None and margin >= sound_match.SURE_MARGIN:
+        return call, {"verdict": "sure", "decoded_margin": margin}
     try:
         scores = sound([sound_match.spoken_form(text), sound_match.spoken_form(other)])
     except Exception as e:  # noqa: BLE001 - a scoring failure costs the second look, never the turn

@@ -113,6 +113,12 @@ class SttStream:
         (``SttEngine.alternatives``); None where the engine has none."""
         return None
 
+    def decoded_margin(self, text: str) -> float | None:
+        """How much surer (log-probability, nats) the decode that wrote ``text`` from this stream's audio was of its
+        on/off word than of the opposite one, at that word; None where the engine cannot tell (another decode,
+        no such word, an engine without token probabilities)."""
+        return None
+
     # engine-specific parts
     def _feed(self, samples: np.ndarray) -> str | None:
         raise NotImplementedError

@@ -157,6 +157,10 @@ class FallbackStream(SttStream):
             return None
         return self.engine.local.sentence_scores(np.concatenate(self.kept), sentences, before)
 
+    def decoded_margin(self, text: str) -> float | None:
+        """The local decode's (the server's transcript comes with no token probabilities)."""
+        return self.local_stream.decoded_margin(text) if self.local_stream is not None else None
+
     def alternatives(self, n: int) -> list[str] | None:
         """The local model's n-best (the server gives one reading), over the same audio as ``sentence_scores``."""
         if self.local_stream is not None:

@@ -436,3 +436,36 @@ def test_the_second_look_is_timed_apart_from_the_fast_path(brain_home):
     resp = brain.respond("Turn off the kitchen light.", sound=slow)
     resp.wait()
     assert resp.timings["action_word"]["s"] >= 0.15 > resp.timings["fast_path_s"]
+
+
+def test_an_on_off_word_the_decode_itself_was_sure_of_is_not_looked_at_again(brain_home):
+    """The decode's own margin for its on/off word (``decoded_margin``) at ``SURE_MARGIN`` or more: done as heard
+    without scoring (the two mishearings had 0.09 and 0.22, the rightly heard 1.1 or more); below it, or unknown,
+    scored as before."""
+    from edge_agent.sound_match import SURE_MARGIN
+
+    class Audio:
+        def __init__(self, margin, scores):
+            self.margin, self.scores, self.asked, self.margins_asked = margin, scores, [], []
+
+        def __call__(self, sentences):
+            self.asked.append(sentences)
+            return self.scores
+
+        def decoded_margin(self, text):
+            self.margins_asked.append(text)
+            return self.margin
+
+    brain = _brain(brain_home)
+    sure = Audio(SURE_MARGIN, [-6.0, -4.0])  # the scores would ask: never asked for
+    resp = brain.respond("Turn off the kitchen light.", sound=sure)
+    resp.wait()
+    assert [(c.name, c.entities) for c in resp.intents] == [("HassTurnOff", ["light.kitchen"])]
+    assert sure.asked == [] and sure.margins_asked == ["Turn off the kitchen light."]
+    assert resp.timings["action_word"]["verdict"] == "sure"
+    assert resp.timings["action_word"]["decoded_margin"] == SURE_MARGIN
+    for margin in (0.2, None):
+        unsure = Audio(margin, [-6.0, -4.0])
+        resp = brain.respond("Turn off the kitchen light.", sound=unsure)
+        assert resp.wait().startswith("Did you mean: Turn on the kitchen light?") and len(unsure.asked) == 1
+        brain.respond("no").wait()

@@ -143,16 +143,16 @@ def test_a_primed_decode_that_says_its_sentence_again_is_not_decoded_again(whisp
 
     def looping(encoded, max_tokens, prompt):
         prompts.append(prompt == engine._base_prompt)
-        text, doubtful = real(encoded, max_tokens, prompt)
+        text, doubtful, margin = real(encoded, max_tokens, prompt)
         if prompt != engine._base_prompt and not doubtful:  # (with this short prime it loops by itself here)
-            return f"{text} {text} {text[:12]}", True
-        return text, doubtful
+            return f"{text} {text} {text[:12]}", True, margin
+        return text, doubtful, margin
 
     monkeypatch.setattr(engine, "_decode", looping)
     heard = engine.transcribe(audio).text
     assert normalize_text(heard) == "turn on the living room lamp", heard
     assert prompts == [False] and engine.prime_loops == 1 and engine.prime_fallbacks == 0
-    monkeypatch.setattr(engine, "_decode", lambda e, m, p: ("Turn on the living room lamp. And the fan.", True)
+    monkeypatch.setattr(engine, "_decode", lambda e, m, p: ("Turn on the living room lamp. And the fan.", True, None)
                         if p != engine._base_prompt else real(e, m, p))
     prompts.clear()
     engine.transcribe(audio)  # not one sentence again: redone without the names, as before
@@ -422,6 +422,30 @@ def test_whisper_scores_a_batch_of_sentences_as_it_scores_each_alone(whisper, st
     assert batched is not None and len(batched) == len(sentences)
     assert np.allclose(batched, alone, atol=0.05), str([round(a - b, 3) for a, b in zip(batched, alone, strict=True)])
     assert batched[0] == max(batched), batched
+
+
+def test_whisper_keeps_how_sure_its_decode_was_of_an_on_off_word(whisper, store, tmp_path):
+    """``decoded_margin``: the decode's log-probability of its on/off word less the opposite word's at that step,
+    for the audio and text it decoded (also after up to 1 s more audio, and for the text without words ahead of
+    it); None for other words, other audio, or a decode without such a word."""
+    from .conftest import piper_wav
+
+    audio = read_wav(piper_wav(store, "Turn off the kitchen light.", tmp_path / "off.wav", noise=False))
+    stream = whisper.open_stream()
+    stream.feed(audio)
+    heard = stream.finish().text
+    assert normalize_text(heard) == "turn off the kitchen light", heard
+    margin = stream.decoded_margin(heard)
+    assert margin is not None and margin > 2.0, margin  # a clear "off": far likelier than "on"
+    longer = np.concatenate([audio, np.zeros(SAMPLE_RATE // 2, dtype=np.int16)])
+    assert whisper.decoded_margin(longer, heard) == margin
+    assert whisper.decoded_margin(audio, "the kitchen light.") == margin
+    assert whisper.decoded_margin(audio, "Turn on the kitchen light.") is None
+    assert whisper.decoded_margin(np.concatenate([audio, audio]), heard) is None
+    timer = read_wav(piper_wav(store, "Set a timer for five minutes.", tmp_path / "timer.wav", noise=False))
+    whisper.transcribe(timer)
+    assert whisper.decoded_margin(audio, heard) is None  # another decode since
+    assert whisper.decoded_margin(timer, "Set a timer for five minutes.") is None  # no on/off word
 
 
 def test_whisper_scores_reuse_the_decode_of_the_same_words_with_the_pause_after_them(whisper, store, tmp_path,

@@ -47,6 +47,20 @@ from edge_agent.intents_sound import written  # noqa: E402
 PAD_S = 0.3  # silence around each sentence, as the endpointer leaves it
 
 
+class _Looked:
+    """The turn's audio as the second look sees it (the brain's ``TurnAudio``): its scores, and the decode's own
+    margin for its on/off word (``decoded_margin``: a sure one is not scored)."""
+
+    def __init__(self, engine: Any, audio: np.ndarray, stream: Any) -> None:
+        self.engine, self.audio, self.stream = engine, audio, stream
+
+    def __call__(self, sentences: list[str]) -> list[float] | None:
+        return self.engine.sentence_scores(self.audio, sentences)
+
+    def decoded_margin(self, text: str) -> float | None:
+        return self.stream.decoded_margin(text)
+
+
 class _Call:
     """A saved candidate, enough for ``sound_match.choose`` and the judgement."""
 
@@ -99,8 +113,7 @@ def _recognize(renderings: list[tuple[Any, str, np.ndarray]], engine: Any, match
         call = matcher.match(text, it.area, ask_back=True) if text else None
         if call is not None and look_again:  # as the brain: a spoken on/off command is looked at again
             t0 = time.perf_counter()
-            call, seen = second_look(matcher, text, it.area, call,
-                                     lambda sentences, a=audio: engine.sentence_scores(a, sentences))
+            call, seen = second_look(matcher, text, it.area, call, _Looked(engine, audio, heard))
             if seen is not None:
                 row["action_word"] = {**seen, "ms": round(1000 * (time.perf_counter() - t0), 1)}
         if call is not None:
@@ -265,7 +278,7 @@ def report(data: dict[str, Any], margins: tuple[float, float, float], show: bool
               + (f", under {data['cpu_budget']}" if data.get("cpu_budget") else ""))
     looked = [r for r in rows if "action_word" in r]
     if looked:
-        verdicts = {v: [r for r in looked if r["action_word"]["verdict"] == v] for v in ("keep", "ask", "act")}
+        verdicts = {v: [r for r in looked if r["action_word"]["verdict"] == v] for v in ("sure", "keep", "ask", "act")}
         ms = [r["action_word"]["ms"] for r in looked if "ms" in r["action_word"]]
         print(f"second look at on/off ({len(looked)} spoken commands): "
               + ", ".join(f"{v} {len(rs)} (then right {sum(bool(r['right']) for r in rs)})"
