@@ -40,8 +40,7 @@ class TurnAudio:
 
     def decoded_margin(self, text: str) -> float | None:
         """The decode's own margin for its on/off word (``SttStream.decoded_margin``), None where unknown."""
-        margin = getattr(self.stream, "decoded_margin", None)
-        return margin(text) if margin is not None else None
+        return self.stream.decoded_margin(text)
 
     def alternatives(self) -> list[str]:
         if self._readings is None:

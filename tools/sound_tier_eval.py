@@ -40,25 +40,11 @@ import spoken_eval  # noqa: E402
 
 from edge_agent import sound_match  # noqa: E402
 from edge_agent.audio import SAMPLE_RATE  # noqa: E402
-from edge_agent.brain_sound import second_look  # noqa: E402
+from edge_agent.brain_sound import TurnAudio, second_look  # noqa: E402
 from edge_agent.cpu_budget import applied  # noqa: E402
 from edge_agent.intents_sound import written  # noqa: E402
 
 PAD_S = 0.3  # silence around each sentence, as the endpointer leaves it
-
-
-class _Looked:
-    """The turn's audio as the second look sees it (the brain's ``TurnAudio``): its scores, and the decode's own
-    margin for its on/off word (``decoded_margin``: a sure one is not scored)."""
-
-    def __init__(self, engine: Any, audio: np.ndarray, stream: Any) -> None:
-        self.engine, self.audio, self.stream = engine, audio, stream
-
-    def __call__(self, sentences: list[str]) -> list[float] | None:
-        return self.engine.sentence_scores(self.audio, sentences)
-
-    def decoded_margin(self, text: str) -> float | None:
-        return self.stream.decoded_margin(text)
 
 
 class _Call:
@@ -113,7 +99,8 @@ def _recognize(renderings: list[tuple[Any, str, np.ndarray]], engine: Any, match
         call = matcher.match(text, it.area, ask_back=True) if text else None
         if call is not None and look_again:  # as the brain: a spoken on/off command is looked at again
             t0 = time.perf_counter()
-            call, seen = second_look(matcher, text, it.area, call, _Looked(engine, audio, heard))
+            # the stream's audio as the brain sees it: its scores and its decode's margin (a sure one is not scored)
+            call, seen = second_look(matcher, text, it.area, call, TurnAudio(heard, ""))
             if seen is not None:
                 row["action_word"] = {**seen, "ms": round(1000 * (time.perf_counter() - t0), 1)}
         if call is not None:

@@ -552,7 +552,7 @@ def action_violations(reply: str, published: list[dict[str, Any]], home: Any) ->
     guard = ReplyGuard([IntentResult(_call(m), success=True, speech="", data={"action": _action(m)})
                         for m in published], home)
     bad = []
-    for sentence in re.split(r"(?<=[.!?])\s+", reply.strip()):
+    for sentence in _sentences(reply):
         v = guard.check(sentence) if sentence else None
         if v is not None and v.rewritten and v.reason.startswith("action report"):
             bad.append(sentence)
@@ -568,7 +568,11 @@ _LEAK = re.compile(r"\(interrupted|\binterrupted by the user\b|\bdevice last act
 
 def prompt_leaks(reply: str) -> list[str]:
     """Reply sentences that read out an annotation or a line of the prompt (issue 11: 0 annotations spoken)."""
-    return [s for s in re.split(r"(?<=[.!?])\s+", reply.strip()) if s and _LEAK.search(s)]
+    return [s for s in _sentences(reply) if s and _LEAK.search(s)]
+
+
+def _sentences(reply: str) -> list[str]:
+    return re.split(r"(?<=[.!?])\s+", reply.strip())
 
 
 def score_conversations(convs: list[dict[str, Any]], heard: list[Heard], home: Any
