@@ -61,6 +61,13 @@ _DEVICE_WORDS = re.compile(r"\b(lights?|lamps?|fans?|doors?|locks?|blinds?|curta
 _TIMER_LEFT = re.compile(r"\b(left|remaining|to go)\b|\b(?:goes|go|will go|will ring|rings|ends|will end|"
                          r"finishes|will finish|is done|will be done)\s+(?:off\s+)?in\b")
 _TIMER_WORD = re.compile(r"\btimers?\b")
+# "Time turned on for 20 minutes.", "The kitchen light switched off.": a device (or a timer) as the subject of a
+# reported deed; only these kinds (a device word with "set"/"closed" after it is often a plain fact, "the shop closed")
+_SUBJECT_KINDS = ("on", "off", "lock", "unlock", "open", "pause", "resume")
+_SUBJECT_TIMER = re.compile(r"(?:started|set|created|is running|running|began)\b")
+_NOT_SUBJECT = frozenset({"you", "i", "we", "they", "he", "she", "if", "when", "whether", "who", "which", "that",
+                          "is", "are", "was", "were", "be", "been", "has", "have", "had", "not", "will", "can",
+                          "could", "would", "should", "do", "does", "did"})  # "the door is locked": a state
 # a timer's state stated without a number: "All timers are done.", "Your timer is still running.", "You have no timers."
 _TIMER_STATE = re.compile(
     r"\btimers?\b.*\b(?:is|are|has|have)\s+(?:all\s+)?(?:now\s+|still\s+|already\s+|currently\s+)?(?:been\s+)?"
@@ -122,6 +129,8 @@ def action_claims(sentence: str) -> set[str]:
     for cat in _VERBS:
         if _PAST[cat].match(head):
             out.add(cat)
+    if not out:
+        out |= _subject_deeds(head)
     if not out and _DEVICE_WORDS.search(t) and _reports_a_deed(head):
         out.add("any")  # "Bumped the thermostat up to 23.", "Cranked the ceiling fan on.": some action, on a device
     # "the light has been turned on", "timer has been set", "the door is now locked", "the lamp is now at 40"
@@ -137,6 +146,25 @@ def action_claims(sentence: str) -> set[str]:
         out.add("set")
     if "timer" in t and re.search(r"\btimer\s+(?:is\s+)?(?:now\s+)?set\s+for\b", t):
         out.add("timer_start")
+    return out
+
+
+def _subject_deeds(head: str) -> set[str]:
+    """A short subject that names a device or a timer, then the deed: "time turned on for 20 minutes" ({'on'}),
+    "your pasta timer started" ({'timer_start'}). Not a person as the subject ("you turned it on")."""
+    words = head.split()
+    out: set[str] = set()
+    for k in range(1, min(4, len(words) - 1) + 1):
+        subject = " ".join(words[:k])
+        if _NOT_SUBJECT & set(words[:k]):
+            break
+        rest = " ".join(words[k:])
+        if _TIMER_WORD.search(subject) or re.search(r"\btime\b", subject):
+            if _SUBJECT_TIMER.match(rest):
+                out.add("timer_start")
+        elif not _DEVICE_WORDS.search(subject):
+            continue
+        out |= {cat for cat in _SUBJECT_KINDS if _PAST[cat].match(rest)}
     return out
 
 
