@@ -16,6 +16,7 @@ from .context import ConversationContext, Followup
 from .context_rules import UNDO
 from .intent import IntentCall
 from .response import Response
+from .stt_confidence import Decoded
 from .stt_text import normalize_text
 
 log = logging.getLogger("edge_agent.brain")
@@ -38,9 +39,10 @@ class TurnAudio:
     def __call__(self, sentences: list[str]) -> list[float] | None:
         return self.stream.sentence_scores(sentences, before=self.before)
 
-    def decoded_margin(self, text: str) -> float | None:
-        """The decode's own margin for its on/off word (``SttStream.decoded_margin``), None where unknown."""
-        return self.stream.decoded_margin(text)
+    def decoded(self, text: str) -> Decoded | None:
+        """What the decode knew of ``text`` (``SttStream.decoded``: its on/off margin, its least sure word), None
+        where unknown."""
+        return self.stream.decoded(text)
 
     def alternatives(self) -> list[str]:
         if self._readings is None:
@@ -77,6 +79,8 @@ class SoundTier:
         to the LLM)."""
         find = getattr(self.matcher, "sound_candidates", None)
         if find is None:
+            return None
+        if _sure_of_words(resp, text, sound):
             return None
         t0 = time.monotonic()
         try:
@@ -118,6 +122,8 @@ class SoundTier:
         speech model's other readings with the transcript's numbers) scored against the audio; the clear winner's
         calls, or None. Never asked back: a question about a word the user did not say helps less than the LLM's
         try."""
+        if _sure_of_words(resp, text, sound):
+            return None
         said = normalize_text(text)
         options: list[sound_match.Calls] = []
         readings = getattr(sound, "alternatives", None) if self._worth_readings(text) else None
@@ -156,6 +162,19 @@ class SoundTier:
         return Followup("sound", calls=list(verdict.call.calls))
 
 
+def _sure_of_words(resp: Response, text: str, sound: Sound) -> bool:
+    """The decode that wrote ``text`` (``TurnAudio.decoded``) was sure of every word (its least sure word token at
+    ``sound_match.SURE_WORDS`` or above): neither pass of the sound tier runs (no n-best beam search, nothing
+    scored), and the turn's timings say so."""
+    decoded = getattr(sound, "decoded", None)
+    known = decoded(text) if decoded is not None else None
+    least = known.least_sure if known is not None else None
+    if least is None or least < sound_match.SURE_WORDS:
+        return False
+    resp.timings["sound"] = {"action": "pass", "reason": "the decode was sure of every word", "least_sure": least}
+    return True
+
+
 def second_look(matcher: Any, text: str, area: str | None, call: IntentCall, sound: Sound
                 ) -> tuple[IntentCall, dict[str, Any] | None]:
     """The same words with the opposite action word (``sound_match.flipped``) scored beside the transcript against
@@ -171,8 +190,9 @@ def second_look(matcher: Any, text: str, area: str | None, call: IntentCall, sou
     rival = matcher.match(other, area, ask_back=True)
     if rival is None or rival.name != opposite or sorted(rival.entities) != sorted(call.entities):
         return call, None
-    decoded = getattr(sound, "decoded_margin", None)
-    margin = decoded(text) if decoded is not None else None
+    decoded = getattr(sound, "decoded", None)
+    known = decoded(text) if decoded is not None else None
+    margin = known.margin if known is not None else None
     if margin is not None and margin >= sound_match.SURE_MARGIN:
         return call, {"verdict": "sure", "decoded_margin": margin}
     try:

@@ -109,10 +109,15 @@ def confusable_numbers(sentence: str) -> list[str]:
 # "Twentieth session"). So before a spoken on/off command is acted on, the same words with the opposite word are
 # scored beside it: a lead of the opposite asks back, a lead of ``ACT_LEAD`` acts on it.
 OPPOSITE_WORDS = {"on": "off", "off": "on"}  # the opposite intents are context_rules.UNDO's
-# ... unless the decode itself was this much surer (nats) of its word than of the opposite (``decoded_margin``): the
+# ... unless the decode itself was this much surer (nats) of its word than of the opposite (``decoded``'s margin): the
 # two mishearings had 0.09 and 0.22, the 69 rightly heard on/off commands 1.1 to 13 (median 6.8); 4 looks again at
 # 7 of the 71 and at both mishearings (docs/benchmarks.md, "Twenty-first session")
 SURE_MARGIN = 4.0
+# The whole tier is skipped (no n-best beam search, nothing scored: ~100-200 ms here) where the decode's least sure
+# word token had at least this log-probability (``decoded``'s ``least_sure``, nats): every transcript the tier acted
+# on rightly had a word below -0.46 (the dev half spoken twice, seed 2; the held-out half: below -0.66), and every
+# transcript above -0.40 was heard word for word (docs/benchmarks.md, "Twenty-second session")
+SURE_WORDS = -0.35
 
 
 def flipped(sentence: str) -> str | None:

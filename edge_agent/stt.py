@@ -28,6 +28,7 @@ from .config import Settings, SttSettings
 from .errors import ModelError, SttError
 from .models import ModelStore, resolve
 from .registry import Registry
+from .stt_confidence import Decoded
 from .stt_text import edit_distance, normalize_text, number_to_words, prime_text, word_error_rate
 
 __all__ = ["SttEngine", "SttResult", "SttSpec", "SttStream", "edit_distance", "make_engine", "normalize_text",
@@ -113,10 +114,10 @@ class SttStream:
         (``SttEngine.alternatives``); None where the engine has none."""
         return None
 
-    def decoded_margin(self, text: str) -> float | None:
-        """How much surer (log-probability, nats) the decode that wrote ``text`` from this stream's audio was of its
-        on/off word than of the opposite one, at that word; None where the engine cannot tell (another decode,
-        no such word, an engine without token probabilities)."""
+    def decoded(self, text: str) -> Decoded | None:
+        """What the decode that wrote ``text`` from this stream's audio knew of it (``stt_confidence.Decoded``: how
+        much surer it was of its on/off word than of the opposite, its least sure word); None where the engine
+        cannot tell (another decode, an engine without token probabilities)."""
         return None
 
     # engine-specific parts

@@ -29,6 +29,7 @@ from .audio import SAMPLE_RATE
 from .errors import SttError
 from .llm_http import Health, RemoteFailure
 from .stt import SttEngine, SttResult, SttStream
+from .stt_confidence import Decoded
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +158,9 @@ class FallbackStream(SttStream):
             return None
         return self.engine.local.sentence_scores(np.concatenate(self.kept), sentences, before)
 
-    def decoded_margin(self, text: str) -> float | None:
+    def decoded(self, text: str) -> Decoded | None:
         """The local decode's (the server's transcript comes with no token probabilities)."""
-        return self.local_stream.decoded_margin(text) if self.local_stream is not None else None
+        return self.local_stream.decoded(text) if self.local_stream is not None else None
 
     def alternatives(self, n: int) -> list[str] | None:
         """The local model's n-best (the server gives one reading), over the same audio as ``sentence_scores``."""

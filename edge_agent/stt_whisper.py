@@ -23,6 +23,7 @@ from .config import WhisperSettings
 from .cpu_share import passive_waits, whisper_threads
 from .errors import ModelError, SttError
 from .stt import SttEngine, SttSpec, SttStream, register_stt
+from .stt_confidence import Decoded, least_sure, on_off_margin, opposite_tokens
 from .stt_loops import COMPRESSION_RATIO_MAX, compression_ratio, has_repetition, max_tokens_for, said_again
 from .stt_text import normalize_text
 
@@ -67,8 +68,9 @@ class WhisperEngine(SttEngine):
         self._tickets = itertools.count(1)
         self._kept_ticket = 0
         self._keep_lock = threading.Lock()
-        self._kept_margin: tuple[tuple[int, bytes], str, float] | None = None  # the newest decode's: decoded_margin
+        self._kept_decoded: tuple[tuple[int, bytes], str, Decoded] | None = None  # the newest decode's: decoded
         self._on_off: dict[int, int] = {}  # a whole-word "on"/"off" token -> the opposite word's token
+        self._wordlike: dict[int, bool] = {}  # token -> it holds a letter or a digit (least_sure)
 
     def _load(self) -> None:
         passive_waits()  # under a CPU quota OpenMP's waiting threads sleep instead of spinning (before libgomp loads)
@@ -94,7 +96,7 @@ class WhisperEngine(SttEngine):
         self._prompt = list(self._base_prompt)
         self._suppress = list(get_suppressed_tokens(self._tokenizer, [-1]))
         self._commas = _comma_tokens(self._tokenizer)
-        self._on_off = _opposite_tokens(self._tokenizer)
+        self._on_off = opposite_tokens(self._tokenizer)
         if self.primed:
             self.prime(self.primed)
 
@@ -261,40 +263,41 @@ class WhisperEngine(SttEngine):
         with self._keep_lock:  # for sentence_scores and alternatives
             if ticket > self._kept_ticket:
                 self._kept_ticket, self._last_encoded = ticket, (_audio_key(x), encoded, frames, feats.shape[-1])
-        text, doubtful, margin = self._decode(encoded, max_tokens, prompt)
+        text, doubtful, known = self._decode(encoded, max_tokens, prompt)
         again = said_again(text) if doubtful and prompt != self._base_prompt else None
         if again is not None:
             # the home's names led Whisper on to say the request again ("Turn on the living room lamp. Turn on the
             # living room lamp. Turn on ..."): its first saying is the transcript, with the names heard right
             self.prime_loops += 1
             log.debug("stt: a primed decode said its sentence again (%r); keeping the first", text)
-            return self._keep_margin(ticket, x, again, margin)
+            return self._keep_decoded(ticket, x, again, known)
         if doubtful and prompt != self._base_prompt:
             # the home's names can lead Whisper on past the words ("turn on the kitchen light, turn on the kitchen
             # light, ..."): the same encoded window again without them costs one decoder pass, the full window four
             self.prime_fallbacks += 1
             log.debug("stt: doubtful primed decode (%r); decoding again without the home's names", text)
             prompt = self._base_prompt
-            text, doubtful, margin = self._decode(encoded, max_tokens, prompt)
+            text, doubtful, known = self._decode(encoded, max_tokens, prompt)
         full = int(WHISPER_WINDOW_S * MEL_FRAMES_PER_S)
         if doubtful and frames < full:
             self.fallbacks += 1
             log.debug("stt: doubtful decode on a %d-frame window (%r); decoding the full window", frames, text)
-            text, _, margin = self._decode(self._encode(feats, full), max_tokens, prompt)
-        return self._keep_margin(ticket, x, text, margin)
+            text, _, known = self._decode(self._encode(feats, full), max_tokens, prompt)
+        return self._keep_decoded(ticket, x, text, known)
 
-    def _keep_margin(self, ticket: int, x: np.ndarray, text: str, margin: float | None) -> str:
-        """``text``, its on/off margin kept for ``decoded_margin`` if this is the newest decode started."""
+    def _keep_decoded(self, ticket: int, x: np.ndarray, text: str, known: Decoded | None) -> str:
+        """``text``, what its decode knew kept for ``decoded`` if this is the newest decode started."""
         with self._keep_lock:
             if ticket == self._kept_ticket:
-                self._kept_margin = (_audio_key(x), text, margin) if margin is not None else None
+                self._kept_decoded = (_audio_key(x), text, known) if known is not None else None
         return text
 
-    def decoded_margin(self, samples: np.ndarray, text: str) -> float | None:
-        """How much surer (nats) the decode that wrote ``text`` (or text ending in its words) from ``samples`` was of
-        its first on/off word than of the opposite there (never below 0: greedy); None for another decode or audio.
-        Spoken paraphrases: the two "on" heard "off" 0.09 and 0.22, the rightly heard 1.1 or more (median 6.8)."""
-        kept = self._kept_margin
+    def decoded(self, samples: np.ndarray, text: str) -> Decoded | None:
+        """What the decode that wrote ``text`` (or text ending in its words) from ``samples`` knew of it
+        (``stt_confidence``): its on/off margin (never below 0: greedy; spoken paraphrases: the two "on" heard "off"
+        0.09 and 0.22, the rightly heard 1.1 or more, median 6.8) and its least sure word; None for another decode
+        or audio."""
+        kept = self._kept_decoded
         if kept is None or len(samples) == 0:
             return None
         words, said = normalize_text(kept[1]).split(), normalize_text(text).split()
@@ -322,9 +325,9 @@ class WhisperEngine(SttEngine):
         """The text of a decoded sequence, its special tokens (end of text and above) left out."""
         return self._tokenizer.decode([t for t in ids if t < self._tokenizer.eot]).strip()
 
-    def _decode(self, encoded: Any, max_tokens: int, prompt: list[int]) -> tuple[str, bool, float | None]:
-        """(text, doubtful, on/off margin) for an encoded window (``_encode``); doubtful = dropped as silence, or
-        looks like a decoding loop; the margin: ``decoded_margin``'s (``_margin``; greedy decoding only)."""
+    def _decode(self, encoded: Any, max_tokens: int, prompt: list[int]) -> tuple[str, bool, Decoded | None]:
+        """(text, doubtful, what it knew) for an encoded window (``_encode``); doubtful = dropped as silence, or
+        looks like a decoding loop; what it knew: ``decoded``'s (greedy decoding only)."""
         s = self.settings
         result = self.model.model.generate(
             encoded, [prompt], beam_size=s.beam_size,
@@ -339,17 +342,15 @@ class WhisperEngine(SttEngine):
             return "", True, None
         looped = (len(ids) >= max_tokens or compression_ratio(text) > COMPRESSION_RATIO_MAX
                   or has_repetition(normalize_text(text).split()))
-        return text, looped, self._margin(result, ids)
-
-    def _margin(self, result: Any, ids: list[int]) -> float | None:
-        """The first on/off token's log-probability less the opposite word's at the same step (``_decode``)."""
         steps = result.logits[0] if getattr(result, "logits", None) else []
-        for i, token in enumerate(ids[:len(steps)]):
-            other = self._on_off.get(token)
-            if other is not None:
-                row = np.asarray(steps[i])
-                return round(float(row[token] - row[other]), 3)
-        return None
+        known = Decoded(on_off_margin(steps, ids, self._on_off), least_sure(steps, ids, self._is_word)) if steps \
+            else None
+        return text, looped, known
+
+    def _is_word(self, token: int) -> bool:
+        if token not in self._wordlike:
+            self._wordlike[token] = any(c.isalnum() for c in self._tokenizer.decode([token]))
+        return self._wordlike[token]
 
 
 def _audio_key(x: np.ndarray) -> tuple[int, bytes]:
@@ -361,18 +362,6 @@ def _same_start(x: np.ndarray, key: tuple[int, bytes]) -> bool:
     """Whether ``x`` is the audio ``key`` was taken of, or that audio followed by at most ``REUSE_TAIL_S``."""
     n = key[0]
     return n <= len(x) <= n + REUSE_TAIL_S * SAMPLE_RATE and _audio_key(x[:n]) == key
-
-
-def _opposite_tokens(tokenizer: Any) -> dict[int, int]:
-    """Each one-token spelling of "on"/"off" (leading space or not, capitalised or not) -> the other's."""
-    out: dict[int, int] = {}
-    for word, other in (("on", "off"), ("off", "on")):
-        for form in (str.lower, str.capitalize):
-            for space in ("", " "):
-                a, b = tokenizer.encode(space + form(word)), tokenizer.encode(space + form(other))
-                if len(a) == 1 and len(b) == 1:
-                    out[a[0]] = b[0]
-    return out
 
 
 def _comma_tokens(tokenizer: Any) -> list[int]:
@@ -411,8 +400,8 @@ class WhisperStream(SttStream):
     def alternatives(self, n: int) -> list[str] | None:
         return self.engine.alternatives(self._audio(), n)
 
-    def decoded_margin(self, text: str) -> float | None:
-        return self.engine.decoded_margin(self._audio(), text)
+    def decoded(self, text: str) -> Decoded | None:
+        return self.engine.decoded(self._audio(), text)
 
     def _audio(self) -> np.ndarray:
         if len(self._chunks) > 1:

@@ -10,6 +10,7 @@ import pytest
 
 from edge_agent import sound_match
 from edge_agent.sound_match import ACT_LEAD, ASK_LEAD, HEARD_MARGIN, choose, spoken_form
+from edge_agent.stt_confidence import Decoded
 
 
 @dataclass
@@ -128,6 +129,40 @@ def test_the_brain_acts_on_the_sentence_the_audio_fits_and_logs_why(brain_home):
     assert asked and asked[0][0] == "Turn the kitchen light of."  # the transcript is scored with them
     assert "Turn the kitchen light off." in asked[0]
     assert resp.timings["sound"]["action"] == "act" and resp.timings["sound_s"] >= 0
+
+
+def test_a_transcript_the_decode_was_sure_of_every_word_of_is_not_put_to_the_sound_tier(brain_home):
+    """``decoded``'s least sure word at ``SURE_WORDS`` or above: no n-best, nothing scored, on to the LLM as heard
+    (every transcript the tier rightly acted on had a word far less sure); below it, or unknown, the tier as before."""
+    from edge_agent.sound_match import SURE_WORDS
+
+    class Audio:
+        def __init__(self, least):
+            self.least, self.asked, self.readings = least, [], 0
+
+        def __call__(self, sentences):
+            return _scorer({"turn the kitchen light off": -6.5}, -6.0, self.asked)(sentences)
+
+        def decoded(self, text):
+            return Decoded(least_sure=self.least)
+
+        def alternatives(self):
+            self.readings += 1
+            return []
+
+    brain = _brain(brain_home)
+    sure = Audio(SURE_WORDS)
+    resp = brain.respond("Turn the kitchen light of.", sound=sure)
+    resp.wait()
+    assert resp.intents == [] and sure.asked == [] and sure.readings == 0
+    assert resp.timings["sound"] == {"action": "pass", "reason": "the decode was sure of every word",
+                                     "least_sure": SURE_WORDS}
+    for least in (SURE_WORDS - 0.1, None):
+        unsure = Audio(least)
+        resp = brain.respond("Turn the kitchen light of.", sound=unsure)
+        resp.wait()
+        assert [(c.name, c.entities) for c in resp.intents] == [("HassTurnOff", ["light.kitchen"])], least
+        assert unsure.asked and unsure.readings == 1
 
 
 def test_the_brain_asks_back_when_the_lead_is_small_and_a_yes_does_it(brain_home):
@@ -439,7 +474,7 @@ def test_the_second_look_is_timed_apart_from_the_fast_path(brain_home):
 
 
 def test_an_on_off_word_the_decode_itself_was_sure_of_is_not_looked_at_again(brain_home):
-    """The decode's own margin for its on/off word (``decoded_margin``) at ``SURE_MARGIN`` or more: done as heard
+    """The decode's own margin for its on/off word (``decoded``'s) at ``SURE_MARGIN`` or more: done as heard
     without scoring (the two mishearings had 0.09 and 0.22, the rightly heard 1.1 or more); below it, or unknown,
     scored as before."""
     from edge_agent.sound_match import SURE_MARGIN
@@ -452,9 +487,9 @@ def test_an_on_off_word_the_decode_itself_was_sure_of_is_not_looked_at_again(bra
             self.asked.append(sentences)
             return self.scores
 
-        def decoded_margin(self, text):
+        def decoded(self, text):
             self.margins_asked.append(text)
-            return self.margin
+            return Decoded(margin=self.margin)
 
     brain = _brain(brain_home)
     sure = Audio(SURE_MARGIN, [-6.0, -4.0])  # the scores would ask: never asked for

@@ -424,10 +424,10 @@ def test_whisper_scores_a_batch_of_sentences_as_it_scores_each_alone(whisper, st
     assert batched[0] == max(batched), batched
 
 
-def test_whisper_keeps_how_sure_its_decode_was_of_an_on_off_word(whisper, store, tmp_path):
-    """``decoded_margin``: the decode's log-probability of its on/off word less the opposite word's at that step,
-    for the audio and text it decoded (also after up to 1 s more audio, and for the text without words ahead of
-    it); None for other words, other audio, or a decode without such a word."""
+def test_whisper_keeps_how_sure_its_decode_was_of_an_on_off_word_and_of_its_words(whisper, store, tmp_path):
+    """``decoded``: the decode's log-probability of its on/off word less the opposite word's at that step, and of
+    its least sure word token, for the audio and text it decoded (also after up to 1 s more audio, and for the text
+    without words ahead of it); None for other words or other audio; no margin without an on/off word."""
     from .conftest import piper_wav
 
     audio = read_wav(piper_wav(store, "Turn off the kitchen light.", tmp_path / "off.wav", noise=False))
@@ -435,17 +435,19 @@ def test_whisper_keeps_how_sure_its_decode_was_of_an_on_off_word(whisper, store,
     stream.feed(audio)
     heard = stream.finish().text
     assert normalize_text(heard) == "turn off the kitchen light", heard
-    margin = stream.decoded_margin(heard)
-    assert margin is not None and margin > 2.0, margin  # a clear "off": far likelier than "on"
+    known = stream.decoded(heard)
+    assert known is not None and known.margin is not None and known.margin > 2.0, known  # "off" far likelier
+    assert known.least_sure is not None and -5.0 < known.least_sure <= 0.0, known
     longer = np.concatenate([audio, np.zeros(SAMPLE_RATE // 2, dtype=np.int16)])
-    assert whisper.decoded_margin(longer, heard) == margin
-    assert whisper.decoded_margin(audio, "the kitchen light.") == margin
-    assert whisper.decoded_margin(audio, "Turn on the kitchen light.") is None
-    assert whisper.decoded_margin(np.concatenate([audio, audio]), heard) is None
+    assert whisper.decoded(longer, heard) == known
+    assert whisper.decoded(audio, "the kitchen light.") == known
+    assert whisper.decoded(audio, "Turn on the kitchen light.") is None
+    assert whisper.decoded(np.concatenate([audio, audio]), heard) is None
     timer = read_wav(piper_wav(store, "Set a timer for five minutes.", tmp_path / "timer.wav", noise=False))
-    whisper.transcribe(timer)
-    assert whisper.decoded_margin(audio, heard) is None  # another decode since
-    assert whisper.decoded_margin(timer, "Set a timer for five minutes.") is None  # no on/off word
+    said = whisper.transcribe(timer).text
+    assert whisper.decoded(audio, heard) is None  # another decode since
+    other = whisper.decoded(timer, said)
+    assert other is not None and other.margin is None and other.least_sure is not None  # no on/off word
 
 
 def test_whisper_scores_reuse_the_decode_of_the_same_words_with_the_pause_after_them(whisper, store, tmp_path,

@@ -109,6 +109,8 @@ def _recognize(renderings: list[tuple[Any, str, np.ndarray]], engine: Any, match
             rows.append(row)
             continue
         row["tier"] = "llm"
+        known = TurnAudio(heard, "").decoded(text) if text else None
+        row["least_sure"] = known.least_sure if known is not None else None  # the brain skips the tier at SURE_WORDS
         t0 = time.perf_counter()
         wanted = text and beam and matcher.worth_readings(text)  # as the brain: no beam search for a plain question
         alts = (engine.alternatives(audio, sound_match.ALTERNATIVES + 1) or []) if wanted else []
@@ -208,7 +210,8 @@ def decide(rows: list[dict[str, Any]], margins: tuple[float, float, float]) -> d
                                "to_llm": sum(1 for r in pos if r["tier"] == "llm"),
                                "acted_right": 0, "acted_right_nbest": 0, "acted_wrong": [], "asked_right": 0,
                                "asked_wrong": [],
-                               "negatives_acted": [], "negatives_asked": [], "missed": []}
+                               "negatives_acted": [], "negatives_asked": [], "missed": [], "sure": 0,
+                               "sure_lost": []}
         for r in rows:
             if r["tier"] != "llm" or not r.get("candidates"):
                 if r["tier"] == "llm" and r["kind"] == "positive":
@@ -217,6 +220,11 @@ def decide(rows: list[dict[str, Any]], margins: tuple[float, float, float]) -> d
             v = sound_match.choose(r["heard_score"], [(_Call(c), c["score"]) for c in r["candidates"]])
             line = (r["said"], r["heard"], v.action, getattr(v.call, "heard", ""),
                     round(r["heard_score"], 2), v.best and round(v.best, 2), v.rival and round(v.rival, 2))
+            if r.get("least_sure") is not None and r["least_sure"] >= sound_match.SURE_WORDS:
+                out["sure"] += 1  # the brain does not run the tier on it: what it would have done is lost
+                if v.action != "pass":
+                    out["sure_lost"].append((*line, r["least_sure"]))
+                v = sound_match.Verdict("pass", reason="the decode was sure of every word")
             if r["kind"] == "negative":
                 if v.action == "act":
                     out["negatives_acted"].append(line)
@@ -257,6 +265,11 @@ def report(data: dict[str, Any], margins: tuple[float, float, float], show: bool
     print(f"  fast path + sound tier right without asking: {both} ({100 * both / max(1, p):.1f} %)")
     print(f"negatives {d['negatives']}: sound tier acted on {len(d['negatives_acted'])}, asked on "
           f"{len(d['negatives_asked'])}")
+    sure = [r for r in rows if r.get("least_sure") is not None and r["least_sure"] >= sound_match.SURE_WORDS]
+    print(f"  skipped (the decode sure of every word, least sure word >= {sound_match.SURE_WORDS}): {len(sure)} of "
+          f"{sum(r['tier'] == 'llm' for r in rows)} LLM-bound transcripts, {len(d['sure_lost'])} verdicts lost by it")
+    for line in d["sure_lost"]:
+        print(f"  lost to the skip: {line}")
     ms = [r["candidates_ms"] + r["scores_ms"] for r in rows if "scores_ms" in r]
     if ms:
         alt = [r.get("alternatives_ms", 0.0) for r in rows if "scores_ms" in r]
