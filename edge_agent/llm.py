@@ -170,7 +170,7 @@ class LocalLlamaBackend:
         if plan is not None:
             words = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
             said = said_values(words)
-            text = self.llm.choose(prompt + CALL_START, lambda dec: write_tool_call(dec, plan, said),
+            text = self.llm.choose(prompt + CALL_START, lambda dec: write_tool_call(dec, plan, said, words),
                                    max_tokens=max_tokens, cancel=cancel, timeout_s=timeout_s, stats=stats)
             return parse_json_output(text, schema), stats
         obj = self.llm.complete_json(prompt, schema, max_tokens=max_tokens, cancel=cancel, timeout_s=timeout_s,

@@ -19,6 +19,7 @@ from edge_agent.errors import LlmError
 from edge_agent.llm_choice import ChoiceDecoder
 from edge_agent.llm_prompt import parse_json_output
 from edge_agent.llm_tools import select_tools, tool_call_schema
+from edge_agent import tool_choice
 from edge_agent.tool_choice import CALL_START, tool_plan, write_tool_call
 
 from .conftest import require_model
@@ -217,10 +218,38 @@ def test_a_number_the_words_state_costs_no_model_step(schema):
     # the model would write 45: the words said 30
     m2 = ScriptedModel(want.replace("30", "45")[len(CALL_START):].encode())
     assert json.loads(write_tool_call(decoder(m2), tool_plan(schema), said))["arguments"]["brightness"] == 30
-    # out of range (brightness is 0..100): written by the model, as without the words
+    # out of range (brightness is 0..100): the number written by the model (its argument still the words')
     m3 = ScriptedModel(want[len(CALL_START):].encode())
     assert write_tool_call(decoder(m3), tool_plan(schema), {"brightness": 150}) == want
-    assert len(m3.evaluations) == len(m0.evaluations)
+    assert b"3" in [e[-1] for e in m3.evaluations]  # the model's digit, a step of its own
+
+
+def test_what_the_words_settle_costs_no_model_step(schema, home_file):
+    """A device the words name alone (the narrowed schema leaves one name) is written without choosing it; after
+    it, a number they state for the tool; and once both are in and the words name no other argument's value, the
+    call closes without a step (the forced text after the tool's name is then never evaluated). A colour said, or a
+    number still the model's, keeps the choice."""
+    from edge_agent.home import Home
+    from edge_agent.llm_tools import narrowed_call_schema
+    from edge_agent.tool_choice import said_values
+    from edge_agent.tool_fit import named_targets
+
+    home = Home.load(Settings().home, file=home_file)
+    words = "The living room lamp should be at about forty percent."
+    assert "Living Room Lamp" in named_targets(words, home)["name"]
+    plan = tool_plan(narrowed_call_schema(schema, {"name": {"Living Room Lamp"}}))  # the words' one light
+    want = '{"name": "HassLightSet", "arguments": {"name": "Living Room Lamp", "brightness": 40}}'
+    m = ScriptedModel(want[len(CALL_START):].encode())
+    assert write_tool_call(decoder(m), plan, said_values(words), words) == want
+    assert m.evaluations == [[b"H", b"ass"]], m.evaluations  # one step, the tool: nothing after it evaluated
+    # without the number in the words: the model writes it, and chooses to close
+    m = ScriptedModel(want[len(CALL_START):].encode())
+    assert write_tool_call(decoder(m), plan, {}, "make the living room lamp dimmer") == want
+    assert len(m.evaluations) > 3
+    # a colour in the words: the model may still add it
+    red = '{"name": "HassLightSet", "arguments": {"name": "Living Room Lamp", "brightness": 40, "color": "red"}}'
+    m = ScriptedModel(red[len(CALL_START):].encode())
+    assert write_tool_call(decoder(m), plan, {"brightness": 40}, "the living room lamp red at forty percent") == red
 
 
 def test_a_timers_length_is_written_in_the_units_said(schema):
