@@ -19,7 +19,6 @@ from edge_agent.errors import LlmError
 from edge_agent.llm_choice import ChoiceDecoder
 from edge_agent.llm_prompt import parse_json_output
 from edge_agent.llm_tools import select_tools, tool_call_schema
-from edge_agent import tool_choice
 from edge_agent.tool_choice import CALL_START, tool_plan, write_tool_call
 
 from .conftest import require_model
