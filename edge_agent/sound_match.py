@@ -115,8 +115,8 @@ OPPOSITE_WORDS = {"on": "off", "off": "on"}  # the opposite intents are context_
 SURE_MARGIN = 4.0
 # The whole tier is skipped (no n-best beam search, nothing scored: ~100-200 ms here) where the decode's least sure
 # word token had at least this log-probability (``decoded``'s ``least_sure``, nats): every transcript the tier acted
-# on rightly had a word below -0.46 (the dev half spoken twice, seed 2; the held-out half: below -0.66), and every
-# transcript above -0.40 was heard word for word (docs/benchmarks.md, "Twenty-second session")
+# on rightly had a word below -0.46 (the dev half spoken twice, seed 2; the held-out half: below -0.66), and of the
+# transcripts above -0.40 all but one were heard word for word (docs/benchmarks.md, "Twenty-second session")
 SURE_WORDS = -0.35
 
 
