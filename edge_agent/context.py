@@ -51,6 +51,8 @@ from .context_rules import (
     words_to_number,
 )
 from .home import normalize_name
+
+_TWO_AT_END = re.compile(r"\s+two\s*[.!?]*\s*$", re.IGNORECASE)
 from .intent import IntentCall, IntentResult
 
 CONTEXT_TTL_S = 180.0  # a device or timer named this long ago is still "it"
@@ -169,7 +171,15 @@ class ConversationContext:
 
     # ------------------------------------------------------------------ resolving
     def resolve(self, text: str) -> Followup | None:
-        """A follow-up's meaning from the recent executed intents, or None (not a follow-up, or nothing to refer to)."""
+        """A follow-up's meaning from the recent executed intents, or None (not a follow-up, or nothing to refer to).
+        A last "two" that leaves nothing to resolve is tried as "too", which it sounds like ("And the office one
+        two.", heard so in a spoken conversation)."""
+        out = self._followup(text)
+        if out is None and _TWO_AT_END.search(text):
+            out = self._followup(_TWO_AT_END.sub(" too", text))
+        return out
+
+    def _followup(self, text: str) -> Followup | None:
         last = self.last()
         if last is None:
             return None

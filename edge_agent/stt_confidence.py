@@ -55,9 +55,9 @@ def least_sure(steps: Sequence[Any], ids: Sequence[int], is_word: Callable[[int]
     for i, token in enumerate(ids[:len(steps)]):
         if not is_word(token):
             continue
-        row = np.asarray(steps[i], dtype=np.float64)
+        row = np.asarray(steps[i])
         top = row.max()
-        lp = float(row[token] - top - np.log(np.exp(row - top).sum()))
+        lp = float(row[token] - top - np.log(np.exp(row - top, dtype=np.float64).sum()))
         worst = lp if worst is None else min(worst, lp)
     return None if worst is None else round(worst, 3)
 

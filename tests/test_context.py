@@ -134,6 +134,18 @@ def test_the_last_action_again_on_another_target(home, text, want):
     assert f.kind == "also" and calls(f) == [("HassTurnOn", want)]
 
 
+def test_a_last_two_that_means_nothing_is_heard_as_too(home):
+    """Whisper writes "two" for a last "too" ("And the office one two."); a "two" that means something is kept."""
+    c, _ = ctx_after(home, KITCHEN_ON)
+    f = c.resolve("And the office one two.")
+    assert f.kind == "also" and calls(f) == [("HassTurnOn", {"name": "Desk Lamp"})]
+    assert c.resolve("the garage two") is None  # "too" resolves nothing either
+    blinds = done("HassSetPosition", {"name": "Living Room Blinds", "position": 50}, ["cover.living_room_blinds"])
+    c, _ = ctx_after(home, blinds)
+    assert calls(c.resolve("make it twenty two")) == [("HassSetPosition", {"name": "Living Room Blinds",
+                                                                            "position": 22})]
+
+
 def test_also_with_a_verb_goes_back_to_the_templates(home):
     c, _ = ctx_after(home, KITCHEN_ON)
     assert c.resolve("and turn on the desk fan too").text == "turn on the desk fan"
