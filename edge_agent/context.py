@@ -51,12 +51,11 @@ from .context_rules import (
     words_to_number,
 )
 from .home import normalize_name
-
-_TWO_AT_END = re.compile(r"\s+two\s*[.!?]*\s*$", re.IGNORECASE)
 from .intent import IntentCall, IntentResult
 
 CONTEXT_TTL_S = 180.0  # a device or timer named this long ago is still "it"
 CORRECTION_TTL_S = 60.0  # "no, the bedroom one" changes the previous action only this soon after it
+_TWO_AT_END = re.compile(r"\s+two\s*[.!?]*\s*$", re.IGNORECASE)  # Whisper's "two" for a last "too"
 
 
 IT_MEANS = '"It" or "that one" means the most recent of these.'  # the context line's rule (never spoken back)
