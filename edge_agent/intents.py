@@ -24,6 +24,7 @@ all the lights in the house", "is the phone battery low", "what is the furnace t
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -301,8 +302,6 @@ class IntentMatcher(SoundCandidates):
 
     def _area_cover(self, text: str) -> str | None:
         """ "open the garage": an area named as the thing to open/close means its one cover, if it has exactly one."""
-        import re
-
         m = re.match(r"^(open|close) (?:the )?(.+)$", text)
         area = self.home.area_by_name(m.group(2)) if m else None
         if m is None or area is None:
@@ -311,10 +310,12 @@ class IntentMatcher(SoundCandidates):
         return f"{m.group(1)} the {normalize_name(covers[0].name)}" if len(covers) == 1 else None
 
     def _targets_ok(self, call: FastMatch) -> bool:
-        """A tolerant match of a device intent must resolve to configured devices of a domain the intent takes."""
+        """A tolerant match of a device intent must resolve to configured devices of a domain the intent takes, and
+        keep a colour the words name ("make the lamp red at 40 percent" is not brightness 40 alone: the LLM can
+        write both)."""
         if call.name not in DEVICE_INTENTS:
             return True
-        if not call.entities:
+        if not call.entities or not _colour_kept(call):
             return False
         allowed = INTENT_DOMAINS.get(call.name)
         return allowed is None or all(e.split(".", 1)[0] in allowed for e in call.entities)
@@ -333,6 +334,18 @@ class IntentMatcher(SoundCandidates):
 
 _CLOSEST: dict[int, tuple[Any, Any]] = {}  # id(intents) -> (intents, ClosestSentences); hassil's Intents is unhashable
 _CLOSEST_LOCK = threading.Lock()
+
+
+def _colour_kept(call: FastMatch) -> bool:
+    """Every colour the words name is the call's colour, or a word of one of its names ("the red lamp")."""
+    from .intent_templates import color_names
+
+    words = set(re.findall(r"[a-z]+", call.text.casefold()))
+    said = {c.casefold() for c in color_names()} & words
+    if not said:
+        return True
+    kept = {w for v in call.slots.values() if isinstance(v, str) for w in re.findall(r"[a-z]+", v.casefold())}
+    return said <= kept
 
 
 def closest_sentences(intents: Any) -> Any:

@@ -182,6 +182,17 @@ def test_typical_misses_act(tolerant: IntentMatcher, exact_only: IntentMatcher) 
     assert 0.9 < c.confidence < 1.0
 
 
+def test_a_colour_the_words_name_is_never_dropped(tolerant: IntentMatcher) -> None:
+    """ "make the living room lamp red at 40 percent" was taken as brightness 40 alone (the tolerant tier stripped
+    "red"; the closest tier does the same): a colour said must be the call's (or part of a name), else the LLM."""
+    assert tolerant.match("could you make the living room lamp red at 40 percent", ask_back=True) is None
+    assert tolerant.match("turn the kitchen light blue at fifty percent", ask_back=True) is None
+    c = tolerant.match("make the kitchen light green please")
+    assert (c.name, c.slots.get("color")) == ("HassLightSet", "green")
+    c = tolerant.match("could you set the bedroom lamp to forty percent if you can")
+    assert (c.name, c.slots.get("brightness")) == ("HassLightSet", 40)
+
+
 def test_unsure_correction_asks_back_only_when_asked(tolerant: IntentMatcher) -> None:
     assert tolerant.match("turn on the bed lamp") is None  # a caller that cannot ask leaves it to the LLM
     c = tolerant.match("turn on the bed lamp", ask_back=True)
