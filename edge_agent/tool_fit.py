@@ -69,7 +69,7 @@ KIND_DOMAINS: dict[str, set[str]] = {
 # Which way the words switch a device, per domain: (turn-on words, turn-off words). HassTurnOn locks a lock and
 # opens a cover; HassTurnOff unlocks and closes.
 _DIRECTION: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
-    "lock": (re.compile(r"\block(?:ed)?\b"), re.compile(r"\b(?:unlock(?:ed)?|open)\b")),  # a lock opens unlocked
+    "lock": (re.compile(r"\b(?:lock(?:ed)?|secure|bolt)\b"), re.compile(r"\b(?:unlock(?:ed)?|open)\b")),  # open: unlock
     "cover": (re.compile(r"\b(?:open|raise)\b"), re.compile(r"\b(?:close|shut|lower)\b")),
     "valve": (re.compile(r"\bopen\b"), re.compile(r"\b(?:close|shut)\b")),
     "": (re.compile(r"\b(?:on|start|activate|enable)\b"),
@@ -140,6 +140,9 @@ def direction_misfit(name: str, words: str, domains: set[str]) -> str | None:
             # "unlock all the lights": a lock verb on what cannot be locked asks for nothing plainly
             return f"the request says '{lock_word.group(0)}', but a {domain} cannot be locked or unlocked"
         said_on, said_off = on.search(words), off.search(words)
+        if domain == "lock" and not said_on and not said_off:
+            # "Watch them out in the front door." (a misheard "what about the front door") was a lock call
+            return "the request does not ask to lock or unlock anything: answer in words (HassGetState reads a lock)"
         if bool(said_on) == bool(said_off):
             return None  # both ways, or neither: the words do not decide
         if (name == "HassTurnOn") == bool(said_on):

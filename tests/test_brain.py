@@ -951,6 +951,11 @@ def test_a_turn_never_waits_forever_for_an_abandoned_one(scripted, monkeypatch):
     ("HassTurnOff", {"area": "Kitchen", "domain": "light"}, "lights off in the kitchen please", True),
     # a compound's last word is the kind: "the hallway lamp" is a lamp, "the front door lock" a lock
     ("HassTurnOn", {"name": "Front Door"}, "lock the front door lock", True),
+    # a lock is locked or unlocked only when the words say so ("Watch them out in the front door.", a misheard
+    # "what about the front door", was a lock call in a spoken conversation)
+    ("HassTurnOn", {"name": "Front Door"}, "Watch them out in the front door.", False),
+    ("HassTurnOff", {"name": "Front Door"}, "what about the front door", False),
+    ("HassTurnOn", {"name": "Front Door"}, "secure the front door for the night", True),
 ])
 def test_a_tool_whose_kind_does_not_fit_the_words_is_refused(home, name, slots, text, fits):
     from edge_agent.brain import tool_misfit
